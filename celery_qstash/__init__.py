@@ -1,0 +1,40 @@
+"""celery-qstash: Celery email tasks published to AutoSend through Upstash QStash.
+
+Swap ``@shared_task`` for ``@autosend_task`` on a task that returns an email; call
+sites (``.delay()``, ``.apply_async(...)``, ``.s()``, groups) stay as they are.
+"""
+
+from .email import Address, Attachment, BulkEmail, Email, Recipient
+from .errors import (
+    CeleryQStashError,
+    CeleryQStashWarning,
+    ConfigurationError,
+    DeliveryFailed,
+    EmailValidationError,
+    PublishError,
+    UnsupportedOption,
+)
+from .result import QStashAsyncResult, QStashBackend
+from .task import QStashTask, autosend_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "Attachment",
+    "BulkEmail",
+    "CeleryQStashError",
+    "CeleryQStashWarning",
+    "ConfigurationError",
+    "DeliveryFailed",
+    "Email",
+    "EmailValidationError",
+    "PublishError",
+    "QStashAsyncResult",
+    "QStashBackend",
+    "QStashTask",
+    "Recipient",
+    "UnsupportedOption",
+    "__version__",
+    "autosend_task",
+]

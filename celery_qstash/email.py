@@ -1,0 +1,341 @@
+"""Email models: what a task returns, validated here, serialised to AutoSend's JSON.
+
+``Email`` is one ``POST /v1/mails/send``; ``BulkEmail`` is one ``POST /v1/mails/bulk``.
+The same models validate in the caller's process (before anything is published)
+and in the local AutoSend sandbox, so a message the shim accepts is a message the
+sandbox accepts, and the other way round.
+
+Serialisation uses AutoSend's camelCase names and drops empty fields, so what is
+published is exactly what a hand-written request to AutoSend would carry.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from .errors import EmailValidationError
+
+__all__ = [
+    "BULK_PATH",
+    "SEND_PATH",
+    "Address",
+    "Attachment",
+    "BulkEmail",
+    "Email",
+    "Recipient",
+    "coerce_email",
+    "validation_errors",
+]
+
+SEND_PATH = "/v1/mails/send"
+BULK_PATH = "/v1/mails/bulk"
+
+MAX_RECIPIENTS = 50  # to + cc + bcc, per AutoSend's send endpoint
+MAX_BULK_RECIPIENTS = 100
+MAX_SUBJECT = 998  # RFC 5322 line length, AutoSend's documented limit
+
+
+def _no_newlines(value: str | None) -> str | None:
+    # CR/LF in a display name or subject is header injection waiting to happen.
+    if value is not None and ("\r" in value or "\n" in value):
+        raise ValueError("must not contain CR or LF characters")
+    return value
+
+
+SingleLine = Annotated[str, AfterValidator(_no_newlines)]
+
+
+def _check_address(value: str) -> str:
+    try:
+        # No DNS lookups: validation must work offline and in tests.
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"invalid email address: {exc}") from None
+    return result.normalized
+
+
+EmailAddress = Annotated[str, AfterValidator(_check_address)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise EmailValidationError(validation_errors(exc, type(self))) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise EmailValidationError(validation_errors(exc, cls)) from None
+
+    def to_autosend(self) -> dict[str, Any]:
+        """AutoSend's JSON: camelCase keys, empty and default fields left out."""
+        return self.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude_defaults=True
+        )
+
+
+def _address_input(value: Any) -> Any:
+    """``"a@b.com"`` and ``"Name <a@b.com>"`` become ``{"email", "name"}``."""
+    if isinstance(value, str):
+        name, addr = email.utils.parseaddr(value)
+        if not addr or ("<" in value and not value.rstrip().endswith(">")):
+            return {"email": value}
+        if "\r" in value or "\n" in value:
+            return {"email": addr, "name": value}  # let the name check reject it
+        return {"email": addr, "name": name or None}
+    return value
+
+
+class Address(_Model):
+    """``{email, name?}``; accepts ``"a@b.com"``, ``"Name <a@b.com>"``, a dict or an Address."""
+
+    email: EmailAddress
+    name: SingleLine | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return _address_input(value)
+
+    @field_validator("name")
+    @classmethod
+    def _empty_name(cls, value: str | None) -> str | None:
+        return value or None
+
+    def __str__(self) -> str:
+        return email.utils.formataddr((self.name or "", self.email))
+
+
+class Recipient(Address):
+    """A bulk recipient: an address plus its own ``dynamic_data`` (overrides the root's)."""
+
+    dynamic_data: dict[str, JsonValue] | None = None
+
+
+class Attachment(_Model):
+    """An attachment as AutoSend's API takes it: base64 ``content`` or a ``file_url``."""
+
+    file_name: SingleLine
+    content: str | None = None
+    file_url: str | None = None
+    content_type: str | None = None
+    disposition: Literal["attachment", "inline"] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Attachment:
+        if (self.content is None) == (self.file_url is None):
+            raise _FieldError("content", "give exactly one of content (base64) or file_url")
+        return self
+
+
+def _address_list(value: Any) -> Any:
+    # ``cc="a@b.com"`` is as natural as ``cc=["a@b.com"]``.
+    if isinstance(value, (str, Address, Mapping)):
+        return [value]
+    return value
+
+
+class _Common(_Model):
+    from_: Address = Field(alias="from")
+    reply_to: Address | None = None
+    subject: SingleLine | None = None
+    html: str | None = None
+    text: str | None = None
+    template_id: str | None = None
+    dynamic_data: dict[str, JsonValue] | None = None
+    categories: list[str] | None = None
+    scheduled_at: datetime | None = None
+    campaign_name: str | None = None
+    unsubscribe_group_id: str | None = None
+    attachments: list[Attachment] | None = None
+    test: bool = False
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_length(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_SUBJECT:
+            raise ValueError(f"{len(value)} characters; AutoSend allows at most {MAX_SUBJECT}")
+        return value
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)  # naive means UTC, as everywhere here
+        return value
+
+    @field_serializer("scheduled_at")
+    def _iso(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+    @model_validator(mode="after")
+    def _content(self) -> _Common:
+        if self.template_id:
+            return self
+        if not self.subject:
+            raise _FieldError("subject", "required unless template_id is given")
+        if not (self.html or self.text):
+            raise _FieldError("html", "give html or text (or a template_id)")
+        return self
+
+
+class _FieldError(ValueError):
+    """A cross-field rule that belongs to one named field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class Email(_Common):
+    """One email to one primary recipient: ``POST /v1/mails/send``."""
+
+    to: Address
+    cc: list[Address] | None = None
+    bcc: list[Address] | None = None
+
+    @field_validator("cc", "bcc", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _address_list(value)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _single_to(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) == 1:
+                return value[0]
+            raise ValueError("one primary recipient per email; use cc/bcc or BulkEmail")
+        return value
+
+    @model_validator(mode="after")
+    def _recipient_cap(self) -> Email:
+        total = 1 + len(self.cc or ()) + len(self.bcc or ())
+        if total > MAX_RECIPIENTS:
+            raise _FieldError(
+                "bcc" if self.bcc else "cc",
+                f"{total} recipients across to/cc/bcc; AutoSend allows at most {MAX_RECIPIENTS}",
+            )
+        return self
+
+    @property
+    def path(self) -> str:
+        return SEND_PATH
+
+    @property
+    def recipients_count(self) -> int:
+        return 1 + len(self.cc or ()) + len(self.bcc or ())
+
+
+class BulkEmail(_Common):
+    """The same email to 1-100 recipients: ``POST /v1/mails/bulk``."""
+
+    recipients: Annotated[
+        list[Recipient], Field(min_length=1, max_length=MAX_BULK_RECIPIENTS)
+    ]
+
+    @property
+    def path(self) -> str:
+        return BULK_PATH
+
+    @property
+    def recipients_count(self) -> int:
+        return len(self.recipients)
+
+
+AnyEmail = Email | BulkEmail
+
+_LOC_RE = re.compile(r"^(function-after|function-before|function-wrap)\[.*\]$")
+
+
+def _field_name(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, str) and (_LOC_RE.match(part) or part.startswith("str-")):
+            continue
+        if part == "from_":
+            part = "from"
+        parts.append(to_camel(part) if isinstance(part, str) and part != "from" else str(part))
+    return ".".join(parts)
+
+
+def validation_errors(exc: ValidationError, model: type[BaseModel]) -> list[dict[str, str]]:
+    """pydantic's errors as AutoSend's ``[{"field": "to.email", "message": ...}]``."""
+    out: list[dict[str, str]] = []
+    for err in exc.errors(include_url=False):
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, EmailValidationError):
+            # A nested model's own __init__ already translated its errors.
+            prefix = _field_name(tuple(err["loc"]), model) if err["loc"] else ""
+            for inner in ctx_error.errors:
+                name = "" if inner["field"] == "body" else inner["field"]
+                field = ".".join(p for p in (prefix, name) if p)
+                out.append({"field": field, "message": inner["message"]})
+            continue
+        if isinstance(ctx_error, _FieldError):
+            out.append({"field": ctx_error.field, "message": str(ctx_error)})
+            continue
+        message = err["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        out.append({"field": _field_name(tuple(err["loc"]), model), "message": message})
+    # A rule about the whole request (an unknown shape, say) has no field; AutoSend says "body".
+    return [{**e, "field": e["field"] or "body"} for e in out]
+
+
+def coerce_email(value: Any, *, default_from: str | None = None) -> AnyEmail:
+    """Turn what a task returned into a validated ``Email`` or ``BulkEmail``.
+
+    Accepts a model instance or a dict of AutoSend fields (camelCase or snake_case;
+    a ``recipients`` key means bulk). Raises :class:`EmailValidationError`.
+    """
+    if isinstance(value, (Email, BulkEmail)):
+        return value
+    if not isinstance(value, Mapping):
+        raise EmailValidationError(
+            [
+                {
+                    "field": "email",
+                    "message": "the task must return an Email, a BulkEmail or a dict of "
+                    f"AutoSend fields, not {type(value).__name__}",
+                }
+            ]
+        )
+    data = dict(value)
+    if default_from and "from" not in data and "from_" not in data:
+        data["from"] = default_from
+    model: type[Email] | type[BulkEmail] = BulkEmail if "recipients" in data else Email
+    return model.model_validate(data)  # type: ignore[no-any-return]

@@ -1,0 +1,360 @@
+"""From a publish request's ``Upstash-*`` headers to validated, storable options.
+
+Pure functions and dataclasses, no HTTP framework and no state: ``api.py`` feeds
+in the headers, ``store.py`` persists the result as JSON, ``delivery.py`` reads
+it back. Every validation error is a :class:`BadRequest` that names the header,
+as QStash's 400 responses do.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cron import CronError, parse_cron
+from .errors import BadRequest
+from .retry_delay import RetryDelayError, compile_retry_delay
+
+__all__ = [
+    "DEFAULT_RETRIES",
+    "BadRequest",
+    "CallbackOptions",
+    "FlowControl",
+    "PublishOptions",
+    "Redaction",
+    "ScheduleOptions",
+    "content_dedup_id",
+    "parse_duration_ms",
+    "parse_publish_headers",
+    "parse_schedule_headers",
+]
+
+DEFAULT_RETRIES = 3
+MAX_RETRIES = 100
+MAX_PERIOD_SECONDS = 7 * 86_400
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+#: Request headers never forwarded by ``Upstash-Header-Forward: true``: hop-by-hop
+#: headers, and the publisher's own credentials (the QStash token is a secret).
+_NOT_FORWARDED = {
+    "authorization", "host", "content-length", "connection", "accept-encoding",
+    "transfer-encoding", "user-agent", "keep-alive", "te", "upgrade", "expect",
+}
+
+
+Headers = list[tuple[str, str]]
+
+
+@dataclass
+class CallbackOptions:
+    url: str
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    method: str | None = None
+    timeout_ms: int | None = None
+    retries: int | None = None
+    retry_delay: str | None = None
+    delay_ms: int | None = None
+
+
+@dataclass
+class FlowControl:
+    key: str
+    parallelism: int | None = None
+    rate: int | None = None
+    period_s: int = 1
+
+
+@dataclass
+class Redaction:
+    body: bool = False
+    all_headers: bool = False
+    headers: list[str] = field(default_factory=list)  # lower-case names
+
+    def hides_header(self, name: str) -> bool:
+        return self.all_headers or name.lower() in self.headers
+
+
+@dataclass
+class PublishOptions:
+    """Everything a publish configures, in storable form (see :meth:`to_dict`)."""
+
+    body: bytes = b""
+    method: str = "POST"
+    #: What the destination receives (Content-Type plus forwarded headers, prefix stripped).
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    retries: int = DEFAULT_RETRIES
+    retry_delay: str | None = None
+    timeout_ms: int | None = None
+    delay_ms: int = 0
+    not_before_ms: int | None = None
+    callback: CallbackOptions | None = None
+    failure_callback: CallbackOptions | None = None
+    dedup_id: str | None = None
+    content_dedup: bool = False
+    flow_control: FlowControl | None = None
+    labels: list[str] = field(default_factory=list)
+    redact: Redaction = field(default_factory=Redaction)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["body"] = base64.b64encode(self.body).decode("ascii")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PublishOptions:
+        values = dict(data)
+        values["body"] = base64.b64decode(values.get("body") or "")
+        for name in ("callback", "failure_callback"):
+            if values.get(name) is not None:
+                values[name] = CallbackOptions(**values[name])
+        if values.get("flow_control") is not None:
+            values["flow_control"] = FlowControl(**values["flow_control"])
+        values["redact"] = Redaction(**(values.get("redact") or {}))
+        return cls(**values)
+
+
+@dataclass
+class ScheduleOptions:
+    cron: str
+    schedule_id: str | None
+    queue: str | None
+    publish: PublishOptions
+
+
+_DURATION_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
+
+
+def parse_duration_ms(text: str, header: str) -> int:
+    """``50s``, ``10h``, ``1d10h30m`` (or a bare number of seconds) as milliseconds."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value) * 1000
+    parts = _DURATION_PART.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise BadRequest(f"invalid {header} header: {text!r}, expected a duration like 1d10h30m")
+    unit_ms = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    return sum(int(n) * unit_ms[u] for n, u in parts)
+
+
+def _parse_int(text: str, header: str, low: int, high: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise BadRequest(f"invalid {header} header: {text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"invalid {header} header: must be between {low} and {high}")
+    return value
+
+
+def _parse_method(text: str, header: str) -> str:
+    method = text.strip().upper()
+    if method not in METHODS:
+        raise BadRequest(f"invalid {header} header: {text!r}, expected one of {', '.join(METHODS)}")
+    return method
+
+
+def _parse_bool(text: str, header: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in ("true", "false"):
+        raise BadRequest(f"invalid {header} header: expected true or false")
+    return lowered == "true"
+
+
+def _check_retry_delay(text: str, header: str) -> str:
+    try:
+        return compile_retry_delay(text).source
+    except RetryDelayError as exc:
+        raise BadRequest(f"invalid {header} header: {exc}") from None
+
+
+def _check_url(url: str, header: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise BadRequest(
+            f"invalid {header}: endpoint has invalid scheme, add http:// or https://"
+        )
+    return url
+
+
+def _parse_flow_control(key: str, value: str) -> FlowControl:
+    if not key.strip():
+        raise BadRequest("invalid Upstash-Flow-Control-Key header: empty key")
+    fc = FlowControl(key=key.strip())
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        name = name.strip().lower()
+        if not sep:
+            raise BadRequest(f"invalid Upstash-Flow-Control-Value header: {item!r}")
+        if name == "parallelism":
+            fc.parallelism = _parse_int(raw, "Upstash-Flow-Control-Value parallelism", 1, 10_000)
+        elif name in ("rate", "ratepersecond"):
+            fc.rate = _parse_int(raw, "Upstash-Flow-Control-Value rate", 1, 1_000_000)
+        elif name == "period":
+            period_ms = parse_duration_ms(raw, "Upstash-Flow-Control-Value period")
+            if not 1000 <= period_ms <= MAX_PERIOD_SECONDS * 1000:
+                raise BadRequest("invalid Upstash-Flow-Control-Value period: 1s to 1 week")
+            fc.period_s = period_ms // 1000
+        else:
+            raise BadRequest(f"invalid Upstash-Flow-Control-Value header: unknown key {name!r}")
+    return fc
+
+
+def _parse_redact(text: str) -> Redaction:
+    redaction = Redaction()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.fullmatch(r"headers?\[([^\]]+)\]", item, flags=re.IGNORECASE)
+        if item.lower() == "body":
+            redaction.body = True
+        elif item.lower() in ("header", "headers"):
+            redaction.all_headers = True
+        elif match:
+            redaction.headers.append(match.group(1).strip().lower())
+        else:
+            raise BadRequest(f"invalid Upstash-Redact-Fields header: unknown field {item!r}")
+    return redaction
+
+
+def _callback_options(
+    prefix: str, url: str | None, headers: Headers, base: CallbackOptions | None
+) -> CallbackOptions | None:
+    """Collect ``Upstash-Callback-*`` or ``Upstash-Failure-Callback-*`` settings."""
+    options = dataclasses.replace(base) if base is not None else None
+    if url is not None:
+        url = _check_url(url.strip(), prefix)
+        options = dataclasses.replace(options, url=url) if options else CallbackOptions(url=url)
+    forward_prefix = f"{prefix}-forward-".lower()
+    for name, value in headers:
+        lowered = name.lower()
+        if not lowered.startswith(prefix.lower() + "-") or options is None:
+            continue
+        if lowered.startswith(forward_prefix):
+            options.headers.setdefault(name[len(forward_prefix):], []).append(value)
+            continue
+        setting = lowered[len(prefix) + 1:]
+        header = name
+        if setting == "method":
+            options.method = _parse_method(value, header)
+        elif setting == "timeout":
+            options.timeout_ms = parse_duration_ms(value, header)
+        elif setting == "retries":
+            options.retries = _parse_int(value, header, 0, MAX_RETRIES)
+        elif setting == "retry-delay":
+            options.retry_delay = _check_retry_delay(value, header)
+        elif setting == "delay":
+            options.delay_ms = parse_duration_ms(value, header)
+    return options
+
+
+def merge_query(headers: Headers, query: Iterable[tuple[str, str]]) -> Headers:
+    """QStash accepts any ``upstash-*`` header as a lower-case query parameter too."""
+    merged = list(headers)
+    present = {name.lower() for name, _ in headers}
+    for name, value in query:
+        if name.lower().startswith("upstash-") and name.lower() not in present:
+            merged.append((name, value))
+    return merged
+
+
+def parse_publish_headers(
+    headers: Headers, body: bytes, base: PublishOptions | None = None
+) -> PublishOptions:
+    """Validate the request headers of a publish (or a DLQ retry, overriding ``base``)."""
+    options = dataclasses.replace(base) if base is not None else PublishOptions()
+    options.body = body if base is None else base.body
+    options.headers = {k: list(v) for k, v in options.headers.items()}
+    single: dict[str, str] = {}
+    for name, value in headers:
+        single.setdefault(name.lower(), value)
+
+    if base is None and "content-type" in single:
+        options.headers["Content-Type"] = [single["content-type"]]
+    if single.get("upstash-header-forward", "").strip().lower() == "true":
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered.startswith("upstash-") or lowered in _NOT_FORWARDED:
+                continue
+            options.headers.setdefault(name, []).append(value)
+    for name, value in headers:
+        if name.lower().startswith("upstash-forward-"):
+            options.headers.setdefault(name[len("upstash-forward-"):], []).append(value)
+
+    if "upstash-method" in single:
+        options.method = _parse_method(single["upstash-method"], "Upstash-Method")
+    if "upstash-retries" in single:
+        options.retries = _parse_int(single["upstash-retries"], "Upstash-Retries", 0, MAX_RETRIES)
+    if "upstash-retry-delay" in single:
+        options.retry_delay = _check_retry_delay(
+            single["upstash-retry-delay"], "Upstash-Retry-Delay"
+        )
+    if "upstash-timeout" in single:
+        options.timeout_ms = parse_duration_ms(single["upstash-timeout"], "Upstash-Timeout")
+    if "upstash-delay" in single:
+        options.delay_ms = parse_duration_ms(single["upstash-delay"], "Upstash-Delay")
+    if "upstash-not-before" in single:
+        seconds = _parse_int(single["upstash-not-before"], "Upstash-Not-Before", 0, 2**40)
+        options.not_before_ms = seconds * 1000
+    if "upstash-deduplication-id" in single:
+        options.dedup_id = single["upstash-deduplication-id"].strip() or None
+    if "upstash-content-based-deduplication" in single:
+        options.content_dedup = _parse_bool(
+            single["upstash-content-based-deduplication"], "Upstash-Content-Based-Deduplication"
+        )
+    if "upstash-flow-control-key" in single:
+        options.flow_control = _parse_flow_control(
+            single["upstash-flow-control-key"], single.get("upstash-flow-control-value", "")
+        )
+    elif "upstash-flow-control-value" in single:
+        raise BadRequest("Upstash-Flow-Control-Value requires Upstash-Flow-Control-Key")
+    if "upstash-label" in single:
+        options.labels = [x.strip() for x in single["upstash-label"].split(",") if x.strip()]
+    if "upstash-redact-fields" in single:
+        options.redact = _parse_redact(single["upstash-redact-fields"])
+
+    options.callback = _callback_options(
+        "Upstash-Callback", single.get("upstash-callback"), headers, options.callback
+    )
+    options.failure_callback = _callback_options(
+        "Upstash-Failure-Callback", single.get("upstash-failure-callback"), headers,
+        options.failure_callback,
+    )
+    return options
+
+
+def parse_schedule_headers(headers: Headers, body: bytes) -> ScheduleOptions:
+    single = {name.lower(): value for name, value in reversed(headers)}
+    cron = single.get("upstash-cron", "").strip()
+    if not cron:
+        raise BadRequest("Upstash-Cron header is required")
+    try:
+        parse_cron(cron)
+    except CronError as exc:
+        raise BadRequest(f"invalid Upstash-Cron header: {exc}") from None
+    schedule_id = single.get("upstash-schedule-id", "").strip() or None
+    if schedule_id is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,256}", schedule_id):
+        raise BadRequest("invalid Upstash-Schedule-Id header")
+    queue = single.get("upstash-queue-name", "").strip() or None
+    return ScheduleOptions(
+        cron=cron, schedule_id=schedule_id, queue=queue,
+        publish=parse_publish_headers(headers, body),
+    )
+
+
+def content_dedup_id(url: str, options: PublishOptions) -> str:
+    """Hash of destination, body, Content-Type and forwarded headers (QStash's definition)."""
+    digest = hashlib.sha256()
+    digest.update(url.encode())
+    digest.update(b"\0")
+    digest.update(options.body)
+    for name in sorted(options.headers, key=str.lower):
+        for value in options.headers[name]:
+            digest.update(b"\0" + name.lower().encode() + b"=" + value.encode())
+    return "content:" + digest.hexdigest()

@@ -1,0 +1,105 @@
+"""The one exception tree of celery-qstash.
+
+::
+
+    CeleryQStashError
+    ├── ConfigurationError     a setting is missing or invalid (names the setting)
+    ├── EmailValidationError   the email a task returned is not valid for AutoSend (also ValueError)
+    ├── UnsupportedOption      a Celery option that QStash cannot honour (says what to do instead)
+    ├── PublishError           QStash refused or could not be reached (HTTP status + QStash's text)
+    └── DeliveryFailed         QStash delivered, AutoSend said no (a task's FAILURE/RETRY result)
+
+Messages never contain a secret: everything that formats an upstream text goes
+through :func:`scrub` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "CeleryQStashError",
+    "CeleryQStashWarning",
+    "ConfigurationError",
+    "DeliveryFailed",
+    "EmailValidationError",
+    "PublishError",
+    "UnsupportedOption",
+    "scrub",
+]
+
+
+class CeleryQStashError(Exception):
+    """Root of every error raised by celery-qstash."""
+
+
+class ConfigurationError(CeleryQStashError):
+    """A required setting is missing or has an invalid value."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        super().__init__(f"{setting}: {message}")
+
+
+class EmailValidationError(CeleryQStashError, ValueError):
+    """The email is not acceptable to AutoSend; nothing was published.
+
+    ``errors`` lists ``{"field": "to.email", "message": "..."}`` items, the same
+    shape AutoSend uses for its 400 responses.
+    """
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        first = errors[0] if errors else {"field": "email", "message": "invalid"}
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{first['field']}: {first['message']}{more}")
+
+    @property
+    def field(self) -> str:
+        return self.errors[0]["field"] if self.errors else "email"
+
+
+class UnsupportedOption(CeleryQStashError):
+    """A Celery option has no QStash equivalent and cannot be dropped silently."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
+class PublishError(CeleryQStashError):
+    """QStash did not accept the message.
+
+    ``status`` is QStash's HTTP status (``None`` for a network error) and
+    ``error`` is QStash's own error text, with any secret removed.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, error: str | None = None):
+        self.status = status
+        self.error = error
+        super().__init__(message)
+
+
+class DeliveryFailed(CeleryQStashError):
+    """AutoSend answered an attempt with an error: the result of a FAILURE (or RETRY) task."""
+
+    def __init__(self, status: int | None = None, message: str = "") -> None:
+        self.status = status
+        self.message = message
+        super().__init__(status, message)
+
+    def __str__(self) -> str:
+        where = f"AutoSend answered {self.status}" if self.status else "delivery failed"
+        return f"{where}: {self.message}" if self.message else where
+
+
+class CeleryQStashWarning(UserWarning):
+    """An option was accepted but has no effect (said once per option per process)."""
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every occurrence of a secret in ``text`` by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

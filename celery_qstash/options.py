@@ -1,0 +1,538 @@
+"""Celery options -> one QStash publish request: a declarative table and pure functions.
+
+Every option ``apply_async`` can receive, and every task attribute that matters,
+has one row in :data:`APPLY_ASYNC_OPTIONS` or :data:`TASK_ATTRIBUTES` with one of
+four outcomes:
+
+* ``mapped``: turned into a QStash header or endpoint;
+* ``ignored``: accepted, has no meaning without a broker; warned about once per process;
+* ``internal``: set by Celery itself (canvas, retries); no effect here, no warning;
+* ``rejected``: raises :class:`UnsupportedOption` saying what to do instead.
+
+An option that is in neither table is rejected too: nothing is dropped silently.
+Nothing here does I/O or reads the clock; ``now`` is a parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from .config import Settings
+from .email import AnyEmail
+from .errors import CeleryQStashWarning, UnsupportedOption
+
+__all__ = [
+    "APPLY_ASYNC_OPTIONS",
+    "TASK_ATTRIBUTES",
+    "FlowControl",
+    "Outcome",
+    "PublishPlan",
+    "PublishRequest",
+    "Rule",
+    "TaskAttrs",
+    "parse_rate",
+    "plan_publish",
+]
+
+
+class Outcome(str, Enum):
+    MAPPED = "mapped"
+    IGNORED = "ignored"
+    INTERNAL = "internal"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    key: str
+    rate: int | None = None
+    period: str | None = None
+    parallelism: int | None = None
+
+    def as_sdk(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key}
+        if self.rate is not None:
+            out["rate"] = self.rate
+            out["period"] = self.period or "1s"
+        if self.parallelism is not None:
+            out["parallelism"] = self.parallelism
+        return out
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """Everything the transport needs for one QStash message. Pure data.
+
+    ``authorization`` (``Bearer <AutoSend key>``) is excluded from ``repr``.
+    """
+
+    task_id: str
+    task_name: str
+    url: str
+    body: dict[str, Any]
+    authorization: str = field(repr=False)
+    headers: dict[str, str] = field(default_factory=dict)  # forwarded to AutoSend
+    queue: str | None = None
+    delay: int | None = None  # seconds
+    not_before: int | None = None  # unix seconds
+    retries: int | None = None
+    retry_delay: str | None = None  # QStash expression, milliseconds over `retried`
+    timeout: int | None = None  # seconds
+    flow_control: FlowControl | None = None
+    callback: str | None = None
+    failure_callback: str | None = None
+    deduplication_id: str | None = None
+    label: str | None = None
+    redact_headers: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return self.url.split("://", 1)[-1].partition("/")[2]
+
+
+@dataclass(frozen=True)
+class TaskAttrs:
+    """The task attributes that shape a message; ``declared`` lists those the task set itself."""
+
+    name: str
+    max_retries: int | None = 3
+    default_retry_delay: float = 180
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    rate_limit: str | float | None = None
+    declared: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Rule:
+    outcome: Outcome
+    qstash: str
+    note: str
+    apply: Callable[[_Draft, Any], None] | None = None
+
+
+@dataclass
+class _Draft:
+    settings: Settings
+    now: float
+    delay: int | None = None
+    not_before: int | None = None
+    eta_given: bool = False
+    countdown_given: bool = False
+    expires_at: float | None = None
+    queue: str | None = None
+    timeout: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    callback: str | None = None
+    failure_callback: str | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+# --- one small pure function per mapped option -------------------------------------------
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_RESERVED_FORWARD = {"authorization", "content-type", "idempotency-key", "content-length", "host"}
+
+
+def _number(option: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnsupportedOption(option, f"expected a number of seconds, got {value!r}")
+    if math.isnan(value) or math.isinf(value):
+        raise UnsupportedOption(option, f"expected a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _to_timestamp(option: str, value: Any) -> float:
+    """A datetime or ISO-8601 string as unix seconds; naive means UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise UnsupportedOption(
+                option, f"expected a datetime or an ISO-8601 string, got {value!r}"
+            ) from None
+    if not isinstance(value, datetime):
+        raise UnsupportedOption(option, f"expected a datetime or an ISO-8601 string, got {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def _countdown(d: _Draft, value: Any) -> None:
+    seconds = _number("countdown", value)
+    d.countdown_given = bool(seconds)
+    # Celery: `if countdown: eta = now + countdown`, so countdown wins over eta, and a
+    # countdown of 0 (or less) means "now". QStash delays are whole seconds: round up,
+    # because Celery's countdown is an earliest time.
+    d.delay = math.ceil(seconds) if seconds > 0 else None
+    if d.countdown_given:
+        d.not_before = None
+
+
+def _eta(d: _Draft, value: Any) -> None:
+    when = _to_timestamp("eta", value)
+    d.eta_given = True
+    if not d.countdown_given:
+        d.not_before = math.ceil(when)
+
+
+def _expires(d: _Draft, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        d.expires_at = d.now + max(0.0, _number("expires", value))
+    else:
+        d.expires_at = _to_timestamp("expires", value)
+
+
+def _queue(d: _Draft, value: Any) -> None:
+    name = getattr(value, "name", value)  # a kombu.Queue works too
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise UnsupportedOption(
+            "queue", f"QStash queue names use letters, digits, '-', '_' and '.'; got {name!r}"
+        )
+    d.queue = name
+
+
+def _time_limit(d: _Draft, value: Any) -> None:
+    seconds = _number("time_limit", value)
+    if seconds <= 0:
+        raise UnsupportedOption("time_limit", "must be a positive number of seconds")
+    d.timeout = math.ceil(seconds)
+
+
+def _headers(d: _Draft, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise UnsupportedOption("headers", f"expected a dict of header names to values, got {value!r}")
+    for name, item in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise UnsupportedOption("headers", f"{name!r} is not a valid HTTP header name")
+        if name.lower() in _RESERVED_FORWARD:
+            raise UnsupportedOption(
+                "headers",
+                f"{name} is set by celery-qstash itself; configure autosend_api_key or "
+                "pass task_id instead",
+            )
+        text = item if isinstance(item, str) else json.dumps(item, separators=(",", ":"))
+        if "\r" in text or "\n" in text:
+            raise UnsupportedOption("headers", f"the value of {name} contains CR or LF")
+        d.headers[name] = text
+
+
+def _callback_url(option: str, value: Any) -> str | None:
+    if not value:
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise UnsupportedOption(
+                option, "QStash calls one URL per message; pass a single https:// URL"
+            )
+        value = value[0]
+    if isinstance(value, str):
+        if not value.startswith(("http://", "https://")):
+            raise UnsupportedOption(option, f"expected an http(s) URL, got {value!r}")
+        return value
+    raise UnsupportedOption(
+        option,
+        "a Celery signature needs a worker to run it, and QStash has none. Pass an "
+        "https:// URL to receive QStash's callback request instead, or call the follow-up "
+        "task yourself where you handle that callback",
+    )
+
+
+def _link(d: _Draft, value: Any) -> None:
+    d.callback = _callback_url("link", value)
+
+
+def _link_error(d: _Draft, value: Any) -> None:
+    d.failure_callback = _callback_url("link_error", value)
+
+
+def _serializer(d: _Draft, value: Any) -> None:
+    if value not in (None, "json"):
+        raise UnsupportedOption(
+            "serializer",
+            f"{value!r}: the message body is AutoSend's JSON, so only 'json' is possible",
+        )
+
+
+def _nothing(d: _Draft, value: Any) -> None:
+    """Mapped elsewhere (task id, retries of the publish call, ignore_result, shadow)."""
+
+
+def _chain(option: str) -> Callable[[_Draft, Any], None]:
+    def reject(d: _Draft, value: Any) -> None:
+        if value:
+            raise UnsupportedOption(
+                option,
+                f"{option}s need a worker to continue them and QStash delivers straight to "
+                "AutoSend. Send each email with its own .delay() (a group works), or use "
+                "link='https://...' to be called back when the email is accepted",
+            )
+
+    return reject
+
+
+_NO_BROKER = "there is no broker, so AMQP routing and delivery settings have no meaning"
+
+APPLY_ASYNC_OPTIONS: dict[str, Rule] = {
+    "countdown": Rule(Outcome.MAPPED, "Upstash-Delay", "whole seconds, rounded up; wins over eta as in Celery", _countdown),
+    "eta": Rule(Outcome.MAPPED, "Upstash-Not-Before", "datetime or ISO string, naive = UTC; unix seconds", _eta),
+    "expires": Rule(Outcome.MAPPED, "checked at publish", "QStash has no TTL: already expired at the delivery time -> not published, result REVOKED; otherwise published and not enforced afterwards (warning once)", _expires),
+    "queue": Rule(Outcome.MAPPED, "/v2/enqueue/<queue>/...", "with countdown/eta: /v2/publish with flow-control key queue.<name>, parallelism 1", _queue),
+    "task_id": Rule(Outcome.MAPPED, "Upstash-Deduplication-Id, Upstash-Label, forwarded Idempotency-Key", "generated when absent", _nothing),
+    "headers": Rule(Outcome.MAPPED, "Upstash-Forward-<Name>", "non-string values are JSON-encoded", _headers),
+    "link": Rule(Outcome.MAPPED, "Upstash-Callback", "an http(s) URL; a Celery signature is rejected", _link),
+    "link_error": Rule(Outcome.MAPPED, "Upstash-Failure-Callback", "an http(s) URL; a Celery signature is rejected", _link_error),
+    "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up", _time_limit),
+    "retry": Rule(Outcome.MAPPED, "retries of the publish call", "network errors and 5xx from QStash, within qstash_publish_timeout", _nothing),
+    "retry_policy": Rule(Outcome.MAPPED, "retries of the publish call", "max_retries, interval_start, interval_step, interval_max", _nothing),
+    "ignore_result": Rule(Outcome.MAPPED, "result.ignored", "get() returns None at once, as in Celery", _nothing),
+    "serializer": Rule(Outcome.MAPPED, "Content-Type: application/json", "anything but 'json' is rejected", _serializer),
+    "shadow": Rule(Outcome.MAPPED, "X-Celery-Task (display name)", "shown by status, CLI and dashboard", _nothing),
+    "chain": Rule(Outcome.REJECTED, "-", "no worker to continue a chain; send each step yourself", _chain("chain")),
+    "chord": Rule(Outcome.REJECTED, "-", "no worker to run the chord body", _chain("chord")),
+    "priority": Rule(Outcome.IGNORED, "-", "QStash has no priorities; use separate queues"),
+    "routing_key": Rule(Outcome.IGNORED, "-", _NO_BROKER),
+    "exchange": Rule(Outcome.IGNORED, "-", _NO_BROKER),
+    "exchange_type": Rule(Outcome.IGNORED, "-", _NO_BROKER),
+    "delivery_mode": Rule(Outcome.IGNORED, "-", _NO_BROKER),
+    "mandatory": Rule(Outcome.IGNORED, "-", _NO_BROKER),
+    "immediate": Rule(Outcome.IGNORED, "-", _NO_BROKER),
+    "declare": Rule(Outcome.IGNORED, "-", _NO_BROKER),
+    "compression": Rule(Outcome.IGNORED, "-", "the body is AutoSend's JSON and must stay readable by AutoSend"),
+    "producer": Rule(Outcome.IGNORED, "-", "publishing goes through the QStash SDK, not a kombu producer"),
+    "publisher": Rule(Outcome.IGNORED, "-", "deprecated alias of producer"),
+    "connection": Rule(Outcome.IGNORED, "-", "publishing goes through the QStash SDK, not a kombu connection"),
+    "add_to_parent": Rule(Outcome.IGNORED, "-", "only meaningful inside a running worker task"),
+    "soft_time_limit": Rule(Outcome.IGNORED, "-", "QStash has one timeout per delivery (time_limit)"),
+    # Set by Celery itself (canvas, Task.retry, stamping): nothing to do without a worker.
+    **{
+        name: Rule(Outcome.INTERNAL, "-", "set by Celery's canvas or retry machinery")
+        for name in (
+            "group_id", "group_index", "root_id", "parent_id", "reply_to", "retries",
+            "replaced_task_nesting", "origin", "stamped_headers", "stamps",
+            "argsrepr", "kwargsrepr", "task_type", "result_cls", "router", "route_name",
+        )
+    },
+}
+
+TASK_ATTRIBUTES: dict[str, Rule] = {
+    "max_retries": Rule(Outcome.MAPPED, "Upstash-Retries", "None (retry forever) cannot be expressed: QStash's default applies, with a warning"),
+    "default_retry_delay": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "a constant in ms, when the task sets it"),
+    "retry_backoff": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "min(retry_backoff_max, factor * 2^retried) in ms"),
+    "retry_backoff_max": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "the cap of the backoff expression"),
+    "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered"),
+    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (2/s)"),
+    "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up"),
+}
+
+_warned: set[str] = set()
+
+
+def warn_once(option: str, message: str) -> None:
+    """One warning per option per process (reset by :func:`reset_warnings` in tests)."""
+    if option in _warned:
+        return
+    _warned.add(option)
+    warnings.warn(f"celery-qstash: {option}: {message}", CeleryQStashWarning, stacklevel=4)
+
+
+def reset_warnings() -> None:
+    _warned.clear()
+
+
+# --- task attributes --------------------------------------------------------------------
+
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_rate(value: str | float | int) -> tuple[int, str]:
+    """Celery's ``rate_limit`` (``"2/s"``, ``"50/m"``, ``"100/h"``, ``10``) as (rate, period)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ops, unit = float(value), "s"
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(/\s*[smh])?\s*", value):
+        ops_text, _, unit = value.replace(" ", "").partition("/")
+        ops, unit = float(ops_text), unit or "s"
+    else:
+        raise UnsupportedOption(
+            "rate_limit", f"expected '<n>/s', '<n>/m', '<n>/h' or a number, got {value!r}"
+        )
+    if ops <= 0:
+        raise UnsupportedOption("rate_limit", "must be positive (remove it for no limit)")
+    seconds = _RATE_UNITS[unit]
+    if ops == int(ops):
+        return int(ops), f"{seconds}s"
+    # QStash rates are whole numbers per period: 0.5/s becomes 1 per 2s.
+    return 1, f"{max(1, round(seconds / ops))}s"
+
+
+def _retry_delay(task: TaskAttrs) -> str | None:
+    if task.retry_backoff:
+        factor = int(max(1.0, float(task.retry_backoff)))
+        cap_ms = int(task.retry_backoff_max * 1000)
+        if task.retry_jitter:
+            warn_once("retry_jitter", TASK_ATTRIBUTES["retry_jitter"].note)
+        return f"min({cap_ms}, {factor * 1000} * pow(2, retried))"
+    if "default_retry_delay" in task.declared:
+        return str(int(task.default_retry_delay * 1000))
+    # Celery's 180 s default only applies to self.retry(); QStash's own backoff fits better.
+    return None
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """Validated options, before the email exists. ``request()`` adds the email."""
+
+    task: TaskAttrs
+    task_id: str
+    display_name: str
+    delay: int | None
+    not_before: int | None
+    expires_at: float | None
+    queue: str | None
+    timeout: int | None
+    retries: int | None
+    retry_delay: str | None
+    flow_control: FlowControl | None
+    headers: dict[str, str]
+    callback: str | None
+    failure_callback: str | None
+    ignore_result: bool
+
+    def deliver_at(self, now: float) -> float:
+        if self.delay:
+            return now + self.delay
+        if self.not_before is not None:
+            return max(now, float(self.not_before))
+        return now
+
+    def is_expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= self.deliver_at(now)
+
+    def request(self, email: AnyEmail, settings: Settings) -> PublishRequest:
+        key = settings.require_api_key()
+        headers = {
+            **self.headers,
+            # AutoSend replays the first response for a repeated key, so QStash's
+            # at-least-once delivery never sends the email twice.
+            "Idempotency-Key": self.task_id,
+            "X-Celery-Task": self.display_name,
+        }
+        flow = self.flow_control
+        if flow is None and settings.rate_limit and not self.queue:
+            rate, period = parse_rate(settings.rate_limit)
+            flow = FlowControl(key=f"autosend.{settings.key_fingerprint()}", rate=rate, period=period)
+        return PublishRequest(
+            task_id=self.task_id,
+            task_name=self.display_name,
+            url=settings.autosend_base_url + email.path,
+            body=email.to_autosend(),
+            authorization=f"Bearer {key}",
+            headers=headers,
+            queue=self.queue,
+            delay=self.delay,
+            not_before=self.not_before,
+            retries=self.retries,
+            retry_delay=self.retry_delay,
+            timeout=self.timeout,
+            flow_control=flow,
+            callback=self.callback,
+            failure_callback=self.failure_callback,
+            deduplication_id=self.task_id,
+            label=self.task_id,
+            redact_headers=("Authorization",) if settings.redact_authorization else (),
+        )
+
+
+def plan_publish(
+    *,
+    task: TaskAttrs,
+    task_id: str,
+    options: Mapping[str, Any],
+    settings: Settings,
+    now: float,
+    link: Any = None,
+    link_error: Any = None,
+    shadow: str | None = None,
+) -> PublishPlan:
+    """Check every option against the table and fold them into a :class:`PublishPlan`.
+
+    Raises :class:`UnsupportedOption` naming the option; warns once per ignored option.
+    """
+    d = _Draft(settings=settings, now=now)
+    stamped = set(options.get("stamped_headers") or ())
+    given = {k: v for k, v in options.items() if v is not None}
+    # countdown must be seen before eta to win over it.
+    for name in sorted(given, key=lambda k: (k != "countdown", k)):
+        value = given[name]
+        rule = APPLY_ASYNC_OPTIONS.get(name)
+        if rule is None:
+            if name in stamped:
+                continue
+            raise UnsupportedOption(
+                name,
+                "not a Celery option celery-qstash knows; remove it, or pass it in "
+                "headers={...} to forward it to AutoSend",
+            )
+        if rule.outcome is Outcome.IGNORED:
+            warn_once(name, f"ignored: {rule.note}")
+        elif rule.apply is not None:
+            rule.apply(d, value)
+    _link(d, link)
+    _link_error(d, link_error)
+    if d.expires_at is not None:
+        warn_once("expires", "checked once at publish time; QStash cannot drop a message later")
+
+    retries: int | None = task.max_retries
+    if retries is None:
+        warn_once("max_retries", TASK_ATTRIBUTES["max_retries"].note)
+    elif isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise UnsupportedOption("max_retries", f"expected a whole number >= 0, got {retries!r}")
+
+    flow: FlowControl | None = None
+    rate_pair = parse_rate(task.rate_limit) if task.rate_limit else None
+    if rate_pair:
+        flow = FlowControl(key=f"celery.{task.name}", rate=rate_pair[0], period=rate_pair[1])
+    queue = d.queue
+    if queue and (d.delay or d.not_before is not None):
+        # QStash's enqueue takes no delay; keep one-at-a-time ordering with flow control.
+        flow = FlowControl(
+            key=f"queue.{queue}",
+            parallelism=1,
+            rate=rate_pair[0] if rate_pair else None,
+            period=rate_pair[1] if rate_pair else None,
+        )
+        queue = None
+    elif queue and rate_pair:
+        raise UnsupportedOption(
+            "rate_limit",
+            "QStash's enqueue takes no flow control; a queue already delivers one message at "
+            "a time (parallelism 1). Drop queue= or drop the task's rate_limit",
+        )
+
+    return PublishPlan(
+        task=task,
+        task_id=task_id,
+        display_name=shadow or task.name,
+        delay=d.delay,
+        not_before=d.not_before,
+        expires_at=d.expires_at,
+        queue=queue,
+        timeout=d.timeout,
+        retries=retries,
+        retry_delay=_retry_delay(task),
+        flow_control=flow,
+        headers=d.headers,
+        callback=d.callback,
+        failure_callback=d.failure_callback,
+        ignore_result=bool(given.get("ignore_result", False)),
+    )

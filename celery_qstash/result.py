@@ -1,0 +1,125 @@
+"""Celery results read from QStash's logs: ``QStashAsyncResult`` and ``QStashBackend``.
+
+``result_backend = "celery_qstash.result:QStashBackend"`` (or ``"qstash://"``) makes
+``AsyncResult(task_id)`` anywhere in the app answer from QStash's logs API, found
+by the label the task id was published with. One logs request per state read;
+Celery caches the meta once the state is final.
+
+QStash state -> Celery state: see :data:`celery_qstash.status.STATE_MAP`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import states
+from celery.backends.base import BaseBackend
+from celery.exceptions import TaskRevokedError
+from celery.result import AsyncResult
+
+from .config import load_settings
+from .errors import DeliveryFailed
+from .status import StatusClient, TaskRecord
+from .transports.qstash import client_for
+
+__all__ = ["QStashAsyncResult", "QStashBackend", "meta_from_record"]
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def meta_from_record(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
+    """Celery's result meta for a task, from its QStash record."""
+    if record is None:
+        return {"task_id": task_id, "status": states.PENDING, "result": None,
+                "traceback": None, "children": [], "date_done": None, "retries": 0}
+    state = record.state
+    result: Any = None
+    if state == states.SUCCESS:
+        result = record.result
+    elif state in (states.FAILURE, states.RETRY):
+        result = DeliveryFailed(record.response_status, record.error_message or record.qstash_state)
+    elif state == states.REVOKED:
+        result = TaskRevokedError(f"QStash message {record.message_id} was {record.qstash_state}")
+    return {
+        "task_id": task_id,
+        "status": state,
+        "result": result,
+        "traceback": None,
+        "children": [],
+        "date_done": _iso(record.updated) if state in states.READY_STATES else None,
+        "retries": record.retries,
+        "name": record.name,
+        "queue": record.queue,
+        "message_id": record.message_id,
+    }
+
+
+class QStashBackend(BaseBackend):  # type: ignore[misc]
+    """A read-only result backend over QStash's logs API."""
+
+    supports_native_join = False
+    # CANCEL_REQUESTED already reads REVOKED, but the message may still go out; a
+    # READY state is only cached when QStash says so itself (see _get_task_meta_for).
+
+    def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, url=url, **kwargs)
+        self._eager: dict[str, dict[str, Any]] = {}
+
+    def _status(self) -> StatusClient:
+        return StatusClient(client_for(load_settings(self.app.conf)))
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        if task_id in self._eager:
+            return self._eager[task_id]
+        return meta_from_record(task_id, self._status().task(task_id))
+
+    def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
+                      request: Any = None, **kwargs: Any) -> Any:
+        # Only eager mode (task_store_eager_result) stores anything: keep it in memory.
+        self._eager[task_id] = {"task_id": task_id, "status": state, "result": result,
+                                "traceback": traceback, "children": [],
+                                "date_done": datetime.now(timezone.utc).isoformat()}
+        return result
+
+    def _forget(self, task_id: str) -> None:
+        self._eager.pop(task_id, None)
+
+    def revoke(self, task_id: str, message_id: str | None = None) -> None:
+        status = self._status()
+        if message_id is None:
+            record = status.task(task_id)
+            if record is None:
+                raise KeyError(f"no QStash message is labelled with task id {task_id}")
+            message_id = record.message_id
+        status.revoke(message_id)
+
+
+class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
+    """``AsyncResult`` whose state comes from QStash; ``message_id`` is QStash's id."""
+
+    def __init__(self, id: str, backend: Any = None, task_name: str | None = None,
+                 app: Any = None, parent: Any = None, message_id: str | None = None) -> None:
+        super().__init__(id, backend=backend, task_name=task_name, app=app, parent=parent)
+        if not isinstance(self.backend, QStashBackend):
+            # Works whatever result_backend the app has: status lives in QStash.
+            self.backend = QStashBackend(self.app)
+        self.message_id = message_id
+
+    def mark_revoked_locally(self, exc: BaseException) -> None:
+        """A task that was never published (expired) reads REVOKED without asking QStash."""
+        self._cache = {"task_id": self.id, "status": states.REVOKED, "result": exc,
+                       "traceback": None, "children": [], "date_done": None}
+
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Cancel the QStash message (Celery's broadcast to workers has no meaning here)."""
+        self.backend.revoke(self.id, self.message_id)
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id} message_id={self.message_id}>"

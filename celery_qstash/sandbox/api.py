@@ -1,0 +1,552 @@
+"""The sandbox's HTTP surface: parse the request, ask the store, answer in AutoSend's JSON.
+
+Routes::
+
+    POST   /v1/mails/send            AutoSend: one email (validated with ``Email``)
+    POST   /v1/mails/bulk            AutoSend: one email per recipient (``BulkEmail``)
+    GET    /  and  /inbox            inbox page, newest first
+    GET    /inbox/{id}               one captured email
+    GET    /api/v1/messages          ?limit=&offset=&to=&subject=&batchId= -> {"total", "messages"}
+    GET    /api/v1/messages/{id}     one message (404 if unknown)
+    DELETE /api/v1/messages[/{id}]   delete all (or one)
+    GET    /api/v1/stats             {"received", "accepted", "replayed", "rejected": {"400": n}, "emails"}
+    GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints
+    POST   /_sandbox/reset           forget everything
+    GET    /_sandbox/health          {"ok": true}
+
+A mail request goes through, in order: authentication (401), chaos rules,
+rate limits (429), content type and JSON (400), the idempotency record (replay
+or 409), validation (400), then it is stored and answered 200. Only that last
+step stores an email or an idempotency record; every step counts in the stats.
+
+Response bodies carry both shapes AutoSend has documented: the legacy top-level
+``message``/``errors``/``retryAfter`` and the current ``error: {message, code,
+details}`` envelope, so a client written against either one works.
+
+Assumptions where AutoSend documents nothing (see the reference notes):
+
+- Idempotency records last 24 h from the first successful response, are scoped
+  to the API key, and bind the key to the endpoint plus the JSON body (compared
+  after parsing, so whitespace and key order do not matter). The same key with
+  a different body answers **409** ``IDEMPOTENCY_CONFLICT``; keys longer than
+  256 characters are a 400. Only a 200 is recorded: a request that failed
+  validation, was rate limited or hit a chaos rule can be retried with the same key.
+- ``X-RateLimit-Limit/Remaining/Reset`` describe the longest window (per minute
+  by default), ``Reset`` in epoch seconds; ``Retry-After``/``retryAfter`` is the wait
+  imposed by whichever window refused the request.
+- Chaos rules apply before the rate limiter, so injected failures do not use up
+  the quota a client needs for its retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email
+from ..errors import EmailValidationError
+from . import pages
+from .render import merge_data, render
+from .store import ChaosRule, Message, RateDecision, SandboxStore
+
+__all__ = ["SandboxAPI", "Settings", "fingerprint", "key_digest"]
+
+logger = logging.getLogger("celery_qstash.sandbox")
+
+MAX_IDEMPOTENCY_KEY = 256  # Resend's limit; AutoSend documents none
+MAX_PAGE = 1000
+MAX_CHAOS_DELAY_MS = 300_000
+
+_CODES = {
+    400: ("Validation failed", "VALIDATION_FAILED"),
+    401: ("Unauthorized", "UNAUTHORIZED"),
+    402: ("Please upgrade your plan to access these resources.", "PLAN_UPGRADE_REQUIRED"),
+    403: ("Forbidden", "FORBIDDEN"),
+    404: ("Not found", "NOT_FOUND"),
+    409: ("Idempotency key reused with a different body", "IDEMPOTENCY_CONFLICT"),
+    429: ("Rate limit exceeded", "RATE_LIMIT_EXCEEDED"),
+    500: ("Internal server error", "SERVER_ERROR"),
+    503: ("Service unavailable", "SERVICE_UNAVAILABLE"),
+}
+
+
+def key_digest(api_key: str) -> str:
+    """Full sha256 of an API key: what a configured key list is kept as."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def fingerprint(api_key: str) -> str:
+    """A short, non-reversible name for an API key (per-key state, shown in the API)."""
+    return key_digest(api_key)[:16]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Request-handling switches; the keys are kept only as sha256 digests."""
+
+    key_digests: frozenset[str] | None = None  # None: any bearer key is accepted
+    retry_after_header: bool = True
+
+    @classmethod
+    def build(cls, api_keys: Iterable[str] | None, retry_after_header: bool = True) -> Settings:
+        digests = None if api_keys is None else frozenset(key_digest(k) for k in api_keys)
+        return cls(key_digests=digests, retry_after_header=retry_after_header)
+
+
+def error_body(status: int, message: str | None = None, **extra: Any) -> dict[str, Any]:
+    """AutoSend's error JSON in both documented shapes (top level and ``error``)."""
+    default_message, code = _CODES.get(
+        status, (HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
+                 f"HTTP_{status}")
+    )
+    message = message or default_message
+    error: dict[str, Any] = {"message": message, "code": code}
+    body: dict[str, Any] = {"success": False, "message": message}
+    if "details" in extra:
+        body["errors"] = extra["details"]
+        error["details"] = extra["details"]
+    if extra.get("retryAfter") is not None:
+        body["retryAfter"] = extra["retryAfter"]
+        error["retryAfter"] = extra["retryAfter"]
+    body["error"] = error
+    return body
+
+
+def validation_failed(errors: list[dict[str, str]]) -> dict[str, Any]:
+    return error_body(400, details=errors)
+
+
+def _iso(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _object_id(now: float) -> str:
+    # MongoDB ObjectId layout (4-byte seconds, then 8 random bytes), as AutoSend's ids look.
+    return f"{int(now) & 0xFFFFFFFF:08x}{secrets.token_hex(8)}"
+
+
+def _address(address: Address) -> dict[str, Any]:
+    return {"email": address.email, "name": address.name}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _rate_headers(decision: RateDecision | None) -> dict[str, str]:
+    if decision is None:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(decision.limit),
+        "X-RateLimit-Remaining": str(decision.remaining),
+        "X-RateLimit-Reset": str(decision.reset),
+    }
+
+
+class SandboxAPI:
+    """Request handlers over one :class:`SandboxStore`; ``routes`` is the route table."""
+
+    def __init__(self, store: SandboxStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(SEND_PATH, self.send, methods=["POST"]),
+            Route(BULK_PATH, self.bulk, methods=["POST"]),
+            Route("/", self.inbox_page, methods=["GET"]),
+            Route("/inbox", self.inbox_page, methods=["GET"]),
+            Route("/inbox/{id}", self.message_page, methods=["GET"]),
+            Route("/api/v1/messages", self.list_messages, methods=["GET"]),
+            Route("/api/v1/messages", self.delete_messages, methods=["DELETE"]),
+            Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
+            Route("/api/v1/messages/{id}", self.delete_message, methods=["DELETE"]),
+            Route("/api/v1/stats", self.stats, methods=["GET"]),
+            Route("/api/v1/chaos", self.get_chaos, methods=["GET"]),
+            Route("/api/v1/chaos", self.add_chaos, methods=["POST"]),
+            Route("/api/v1/chaos", self.clear_chaos, methods=["DELETE"]),
+            Route("/_sandbox/reset", self.reset, methods=["POST"]),
+            Route("/_sandbox/health", self.health, methods=["GET"]),
+        ]
+
+    # -- AutoSend endpoints --------------------------------------------------
+
+    async def send(self, request: Request) -> Response:
+        return await self._mail(request, bulk=False)
+
+    async def bulk(self, request: Request) -> Response:
+        return await self._mail(request, bulk=True)
+
+    def _reject(
+        self, status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        self.store.count(f"rejected.{status}")
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def _api_key(self, request: Request) -> str | None:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return None
+        if self.settings.key_digests is None:
+            return key
+        digest = key_digest(key)
+        # Compare every configured digest so timing says nothing about which one is close.
+        matches = [hmac.compare_digest(digest, d) for d in self.settings.key_digests]
+        return key if any(matches) else None
+
+    async def _mail(self, request: Request, *, bulk: bool) -> Response:
+        store = self.store
+        store.count("received")
+        api_key = self._api_key(request)
+        if api_key is None:
+            return self._reject(401, error_body(401), {"WWW-Authenticate": "Bearer"})
+        key_fp = fingerprint(api_key)
+        del api_key  # from here on only the fingerprint exists
+
+        rule = store.chaos.take()
+        if rule is not None:
+            if rule.delay_ms:
+                # A slow upstream must really be slow for a client's timeout to fire;
+                # the one place the sandbox uses real time.
+                await asyncio.sleep(rule.delay_ms / 1000)
+            if rule.status is not None:
+                return self._chaos_response(rule, _rate_headers(store.limiter.hit(key_fp, record=False)))
+
+        decision = store.limiter.hit(key_fp)
+        headers = _rate_headers(decision)
+        if decision is not None and not decision.allowed:
+            if self.settings.retry_after_header:
+                headers["Retry-After"] = str(decision.retry_after)
+            return self._reject(429, error_body(429, retryAfter=decision.retry_after), headers)
+
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            errors = [{"field": "Content-Type", "message": "must be application/json"}]
+            return self._reject(400, validation_failed(errors), headers)
+        raw = await request.body()
+        try:
+            payload = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            errors = [{"field": "body", "message": f"Malformed JSON: {exc}"}]
+            return self._reject(400, validation_failed(errors), headers)
+
+        idem_key = request.headers.get("idempotency-key", "").strip() or None
+        request_hash = ""
+        if idem_key is not None:
+            if len(idem_key) > MAX_IDEMPOTENCY_KEY:
+                message = f"at most {MAX_IDEMPOTENCY_KEY} characters"
+                errors = [{"field": "Idempotency-Key", "message": message}]
+                return self._reject(400, validation_failed(errors), headers)
+            canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+            path = BULK_PATH if bulk else SEND_PATH
+            request_hash = hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()
+            record = store.idempotency(key_fp, idem_key)
+            if record is not None:
+                if record.request_hash != request_hash:
+                    return self._reject(409, error_body(409), headers)
+                store.count("accepted", "replayed")
+                replay_headers = {**headers, "Idempotent-Replayed": "true"}
+                return JSONResponse(record.response, record.status, headers=replay_headers)
+
+        try:
+            model: Email | BulkEmail = (BulkEmail if bulk else Email).model_validate(payload)
+        except EmailValidationError as exc:
+            return self._reject(400, validation_failed(exc.errors), headers)
+
+        now = store.clock.now()
+        if isinstance(model, BulkEmail):
+            messages, body = self._accept_bulk(model, payload, idem_key, key_fp, now)
+        else:
+            messages, body = self._accept_send(model, payload, idem_key, key_fp, now)
+        idempotency = (key_fp, idem_key, request_hash) if idem_key is not None else None
+        store.save(messages, idempotency=idempotency, status=200, response=body)
+        store.count("accepted")
+        for msg in messages:
+            logger.info(
+                "captured %s to %s: %r%s", msg["id"], msg["to"]["email"],
+                msg["renderedSubject"], " [test]" if msg["test"] else "",
+            )
+        return JSONResponse(body, headers=headers)
+
+    def _message(
+        self,
+        model: Email | BulkEmail,
+        payload: Any,
+        *,
+        to: Address,
+        data: dict[str, Any],
+        batch_id: str | None,
+        idem_key: str | None,
+        key_fp: str,
+        now: float,
+    ) -> Message:
+        wire = model.to_autosend()
+        email_id = _object_id(now)
+        cc = model.cc if isinstance(model, Email) else None
+        bcc = model.bcc if isinstance(model, Email) else None
+        attachments = [
+            {
+                "fileName": a.file_name,
+                "contentType": a.content_type,
+                "disposition": a.disposition,
+                "fileUrl": a.file_url,
+                "size": len(a.content) if a.content is not None else None,
+            }
+            for a in model.attachments or ()
+        ]
+        return {
+            "id": email_id,
+            "emailId": email_id,
+            "batchId": batch_id,
+            "endpoint": BULK_PATH if batch_id else SEND_PATH,
+            "status": "queued",
+            "from": _address(model.from_),
+            "to": _address(to),
+            "cc": [_address(a) for a in cc or ()],
+            "bcc": [_address(a) for a in bcc or ()],
+            "replyTo": _address(model.reply_to) if model.reply_to else None,
+            "subject": model.subject,
+            "html": model.html,
+            "text": model.text,
+            "renderedSubject": render(model.subject, data, html=False),
+            "renderedHtml": render(model.html, data, html=True),
+            "renderedText": render(model.text, data, html=False),
+            "dynamicData": data,
+            "templateId": model.template_id,
+            "categories": list(model.categories or ()),
+            "scheduledAt": wire.get("scheduledAt"),
+            "campaignName": model.campaign_name,
+            "unsubscribeGroupId": model.unsubscribe_group_id,
+            "attachments": attachments,
+            "test": model.test,
+            "createdAt": _iso(now),
+            "idempotencyKey": idem_key,
+            "apiKeyFingerprint": key_fp,
+            "request": payload,
+        }
+
+    def _accept_send(
+        self, model: Email, payload: Any, idem_key: str | None, key_fp: str, now: float
+    ) -> tuple[list[Message], dict[str, Any]]:
+        data = dict(model.dynamic_data or {})
+        msg = self._message(
+            model, payload, to=model.to, data=data, batch_id=None,
+            idem_key=idem_key, key_fp=key_fp, now=now,
+        )
+        body = {
+            "success": True,
+            "message": "Email queued successfully",
+            "data": {
+                "emailId": msg["emailId"],
+                "message": "Email queued successfully.",
+                "status": "queued",
+                "queuedAt": msg["createdAt"],
+                "totalRecipients": model.recipients_count,
+            },
+        }
+        return [msg], body
+
+    def _accept_bulk(
+        self, model: BulkEmail, payload: Any, idem_key: str | None, key_fp: str, now: float
+    ) -> tuple[list[Message], dict[str, Any]]:
+        batch_id = str(uuid.uuid4())
+        messages = [
+            self._message(
+                model, payload, to=r, data=merge_data(model.dynamic_data, r.dynamic_data),
+                batch_id=batch_id, idem_key=idem_key, key_fp=key_fp, now=now,
+            )
+            for r in model.recipients
+        ]
+        body = {
+            "success": True,
+            "message": "Emails queued successfully",
+            "data": {
+                "batchId": batch_id,
+                "message": "Emails queued successfully.",
+                "status": "queued",
+                "queuedAt": _iso(now),
+                "totalRecipients": len(messages),
+                "successCount": len(messages),
+                "failedCount": 0,
+                "emailIds": [m["emailId"] for m in messages],
+            },
+        }
+        return messages, body
+
+    def _chaos_response(self, rule: ChaosRule, headers: dict[str, str]) -> JSONResponse:
+        status = rule.status or 500
+        if rule.retry_after is not None and self.settings.retry_after_header:
+            headers["Retry-After"] = str(rule.retry_after)
+        body = rule.body
+        if body is None:
+            body = error_body(status, retryAfter=rule.retry_after)
+        return self._reject(status, body, headers)
+
+    # -- chaos ---------------------------------------------------------------
+
+    async def get_chaos(self, request: Request) -> Response:
+        rules = self.store.chaos.pending()
+        return JSONResponse({"rules": rules, "remaining": sum(r["remaining"] for r in rules)})
+
+    async def add_chaos(self, request: Request) -> Response:
+        try:
+            payload = json.loads(await request.body() or b"{}")
+        except ValueError as exc:
+            return JSONResponse(validation_failed([{"field": "body", "message": str(exc)}]), 400)
+        try:
+            rule = _chaos_rule(payload)
+        except EmailValidationError as exc:
+            return JSONResponse(validation_failed(exc.errors), 400)
+        self.store.chaos.add(rule)
+        return await self.get_chaos(request)
+
+    async def clear_chaos(self, request: Request) -> Response:
+        self.store.chaos.clear()
+        return await self.get_chaos(request)
+
+    # -- JSON API ------------------------------------------------------------
+
+    async def list_messages(self, request: Request) -> Response:
+        query = request.query_params
+        try:
+            limit = _int_param(query.get("limit"), "limit", default=50, low=1, high=MAX_PAGE)
+            offset = _int_param(query.get("offset"), "offset", default=0, low=0, high=None)
+        except EmailValidationError as exc:
+            return JSONResponse(validation_failed(exc.errors), 400)
+        total, messages = self.store.messages(
+            limit=limit,
+            offset=offset,
+            to=query.get("to") or None,
+            subject=query.get("subject") or None,
+            batch_id=query.get("batchId") or query.get("batch_id") or None,
+        )
+        return JSONResponse(
+            {"total": total, "limit": limit, "offset": offset, "messages": messages}
+        )
+
+    async def get_message(self, request: Request) -> Response:
+        msg = self.store.get(request.path_params["id"])
+        if msg is None:
+            return JSONResponse(error_body(404, "Message not found"), 404)
+        return JSONResponse(msg)
+
+    async def delete_messages(self, request: Request) -> Response:
+        return JSONResponse({"success": True, "deleted": self.store.delete()})
+
+    async def delete_message(self, request: Request) -> Response:
+        if not self.store.delete(request.path_params["id"]):
+            return JSONResponse(error_body(404, "Message not found"), 404)
+        return JSONResponse({"success": True, "deleted": 1})
+
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse(self.store.stats())
+
+    async def reset(self, request: Request) -> Response:
+        self.store.reset()
+        return JSONResponse({"success": True})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    # -- pages ---------------------------------------------------------------
+
+    async def inbox_page(self, request: Request) -> Response:
+        total, messages = self.store.messages(limit=pages.INBOX_LIMIT)
+        return _page(pages.inbox(total, messages))
+
+    async def message_page(self, request: Request) -> Response:
+        msg = self.store.get(request.path_params["id"])
+        if msg is None:
+            return _page(pages.not_found(request.path_params["id"]), 404)
+        return _page(pages.message(msg))
+
+
+def _page(content: str, status: int = 200) -> HTMLResponse:
+    # Captured HTML is shown only inside <iframe sandbox>; no script runs on our pages at all.
+    csp = "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'"
+    return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
+
+
+def _int_param(value: str | None, name: str, *, default: int, low: int, high: int | None) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if number < low or (high is not None and number > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise EmailValidationError([{"field": name, "message": f"must be an integer {bound}"}])
+    return number
+
+
+_CHAOS_KEYS = {
+    "fail_next": "fail_next", "failNext": "fail_next",
+    "status": "status",
+    "delay_ms": "delay_ms", "delayMs": "delay_ms",
+    "body": "body",
+    "retry_after": "retry_after", "retryAfter": "retry_after",
+}
+
+
+def _chaos_rule(payload: Any) -> ChaosRule:
+    """``{"fail_next", "status", "delay_ms", "body", "retry_after"}`` as a rule (camelCase too)."""
+    if not isinstance(payload, dict):
+        raise EmailValidationError([{"field": "body", "message": "must be a JSON object"}])
+    errors: list[dict[str, str]] = []
+    values: dict[str, Any] = {}
+    for key, value in payload.items():
+        if key not in _CHAOS_KEYS:
+            errors.append({"field": key, "message": "unknown chaos option"})
+        else:
+            values[_CHAOS_KEYS[key]] = value
+
+    def integer(name: str, low: int, high: int, *, nullable: bool) -> None:
+        value = values.get(name)
+        if value is None and nullable:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors.append({"field": name, "message": f"must be an integer from {low} to {high}"})
+
+    values.setdefault("fail_next", 1)
+    values.setdefault("status", 500)
+    values.setdefault("delay_ms", 0)
+    integer("fail_next", 1, 1_000_000, nullable=False)
+    integer("status", 200, 599, nullable=True)
+    integer("delay_ms", 0, MAX_CHAOS_DELAY_MS, nullable=False)
+    integer("retry_after", 0, 86_400, nullable=True)
+    if errors:
+        raise EmailValidationError(errors)
+    return ChaosRule(
+        remaining=values["fail_next"],
+        status=values["status"],
+        delay_ms=values["delay_ms"],
+        body=values.get("body"),
+        retry_after=values.get("retry_after"),
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """404/405 and friends: AutoSend's JSON under the API prefixes, plain text elsewhere."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(("/v1/", "/api/", "/_sandbox/")):
+        return JSONResponse(error_body(exc.status_code), exc.status_code, headers=exc.headers)
+    return Response(exc.detail, exc.status_code, headers=exc.headers, media_type="text/plain")

@@ -1,0 +1,20 @@
+"""Transports: where a :class:`~celery_qstash.options.PublishRequest` goes.
+
+``QStashTransport`` publishes through the official SDK; ``EagerTransport`` appends
+to the in-process outbox (eager mode, tests). Both implement :class:`Transport`.
+"""
+
+from .base import PublishResult, Transport
+from .eager import EagerTransport, Outbox, SentEmail, outbox
+from .qstash import QStashTransport, get_transport
+
+__all__ = [
+    "EagerTransport",
+    "Outbox",
+    "PublishResult",
+    "QStashTransport",
+    "SentEmail",
+    "Transport",
+    "get_transport",
+    "outbox",
+]
