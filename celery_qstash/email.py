@@ -81,7 +81,6 @@ class _Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
-        str_strip_whitespace=True,
     )
 
     def __init__(self, **data: Any) -> None:
@@ -99,9 +98,27 @@ class _Model(BaseModel):
 
     def to_autosend(self) -> dict[str, Any]:
         """AutoSend's JSON: camelCase keys, empty and default fields left out."""
-        return self.model_dump(
-            mode="json", by_alias=True, exclude_none=True, exclude_defaults=True
+        data: dict[str, Any] = _drop_empty(
+            self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
         )
+        return data
+
+
+# Free-form user data: kept as given, even where it holds empty values.
+_OPAQUE_FIELDS = frozenset({"dynamicData"})
+
+
+def _drop_empty(data: Any) -> Any:
+    """Leave out fields whose value is ``""``, ``[]`` or ``{}`` (recursively, not in user data)."""
+    if isinstance(data, dict):
+        return {
+            key: value if key in _OPAQUE_FIELDS else _drop_empty(value)
+            for key, value in data.items()
+            if not (isinstance(value, (str, list, dict)) and not value)
+        }
+    if isinstance(data, list):
+        return [_drop_empty(item) for item in data]
+    return data
 
 
 def _address_input(value: Any) -> Any:
@@ -118,6 +135,9 @@ def _address_input(value: Any) -> Any:
 
 class Address(_Model):
     """``{email, name?}``; accepts ``"a@b.com"``, ``"Name <a@b.com>"``, a dict or an Address."""
+
+    # Addresses are trimmed; bodies and subjects are sent exactly as written.
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     email: EmailAddress
     name: SingleLine | None = None

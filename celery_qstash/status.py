@@ -13,20 +13,39 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Iterator
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import states
 from qstash import QStash
+from qstash.errors import QStashError
+
+from .errors import DeliveryFailed
 
 __all__ = [
     "FINAL_QSTASH_STATES",
+    "REDACTED",
+    "SORT_KEYS",
     "STATE_MAP",
+    "DlqEntry",
+    "NotFound",
+    "QueueInfo",
     "StatusClient",
+    "TaskFilter",
     "TaskRecord",
     "build_record",
     "celery_state",
+    "flower_task",
+    "is_secret_name",
+    "parse_since",
+    "redact_headers",
+    "sort_records",
 ]
 
 #: QStash log state -> Celery state (documented in the README).
@@ -47,7 +66,7 @@ _TASK_HEADER = "Upstash-Forward-X-Celery-Task"
 
 def celery_state(qstash_state: str | None) -> str:
     """Unknown or missing states read as PENDING, as an unknown task id does in Celery."""
-    return STATE_MAP.get(qstash_state or "", states.PENDING)
+    return str(STATE_MAP.get(qstash_state or "", states.PENDING))
 
 
 def _b64json(value: str | None) -> Any:
@@ -127,14 +146,8 @@ class TaskRecord:
         return self.error
 
 
-def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
-    """Fold one task's raw events (any order) into a record; ``None`` if there are none."""
-    ordered = sorted(events, key=lambda e: (int(e.get("time", 0)), _RANK.get(e.get("state", ""), 0)))
-    if not ordered:
-        return None
-    first, last = ordered[0], ordered[-1]
-    header = next((e.get("header") for e in ordered if e.get("header")), None)
-    body = next((_b64json(e.get("body")) for e in ordered if e.get("body")), None)
+def _email_summary(body: Any) -> tuple[str | None, str | None]:
+    """(recipient, subject) of an AutoSend request body (single or bulk send)."""
     recipient = subject = None
     if isinstance(body, dict):
         subject = body.get("subject") if isinstance(body.get("subject"), str) else None
@@ -143,7 +156,24 @@ def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
             recipient = to.get("email")
         elif isinstance(body.get("recipients"), list):
             people = body["recipients"]
-            recipient = people[0].get("email") if len(people) == 1 else f"{len(people)} recipients"
+            if len(people) == 1 and isinstance(people[0], dict):
+                recipient = people[0].get("email")
+            else:
+                recipient = f"{len(people)} recipients"
+    return recipient, subject
+
+
+def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
+    """Fold one task's raw events (any order) into a record; ``None`` if there are none."""
+    ordered = sorted(
+        events, key=lambda e: (int(e.get("time", 0)), _RANK.get(e.get("state", ""), 0))
+    )
+    if not ordered:
+        return None
+    first, last = ordered[0], ordered[-1]
+    header = next((e.get("header") for e in ordered if e.get("header")), None)
+    body = next((_b64json(e.get("body")) for e in ordered if e.get("body")), None)
+    recipient, subject = _email_summary(body)
     labels = last.get("labels") or ([last["label"]] if last.get("label") else [])
     record = TaskRecord(
         task_id=str(labels[0]) if labels else str(last.get("messageId")),
@@ -209,7 +239,9 @@ class StatusClient:
         events, _ = self.events(label=task_id, count=1000)
         return build_record(events)
 
-    def iter_events(self, *, pages: int = 10, count: int = 1000, **filters: Any) -> Iterator[dict[str, Any]]:
+    def iter_events(
+        self, *, pages: int = 10, count: int = 1000, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
         cursor: str | None = None
         for _ in range(pages):
             events, cursor = self.events(count=count, cursor=cursor, **filters)
@@ -233,4 +265,427 @@ class StatusClient:
         return records
 
     def revoke(self, message_id: str) -> None:
-        self.client.message.cancel(message_id)
+        """Cancel one QStash message (:class:`NotFound` when QStash no longer has it)."""
+        with _not_found(f"message {message_id}"):
+            self.client.message.cancel(message_id)
+
+    def revoke_task(self, task_id: str) -> TaskRecord:
+        """Cancel a task's newest message; :class:`NotFound` for an unknown task id."""
+        record = self.task(task_id)
+        if record is None:
+            raise NotFound(f"no QStash message is labelled with task id {task_id}")
+        self.revoke(record.message_id)
+        return record
+
+    def tasks(self, flt: TaskFilter | None = None, *, pages: int = 5) -> list[TaskRecord]:
+        """Recent tasks matching ``flt``, newest first: the CLI's and the dashboard's list.
+
+        ``since`` goes to QStash as ``fromDate`` (fewer events to read); everything
+        else is matched here, on whole records, because a task's state and name are
+        only known once all its events are folded together.
+        """
+        flt = flt or TaskFilter()
+        return [r for r in self.recent(pages=pages, since=flt.since) if flt.matches(r)]
+
+    def task_types(self, *, pages: int = 5) -> list[str]:
+        """The task names seen in recent events, sorted."""
+        return sorted({r.name for r in self.recent(pages=pages) if r.name})
+
+    # -- dead letter queue: SDK 3.4 has no retry, so all three go through ``http`` --
+
+    def dlq(
+        self, *, count: int = 100, cursor: str | None = None, task_id: str | None = None
+    ) -> tuple[list[DlqEntry], str | None]:
+        """One page of the DLQ, newest first as QStash returns it (``task_id`` = label filter)."""
+        params: dict[str, str] = {"count": str(count)}
+        if cursor:
+            params["cursor"] = cursor
+        if task_id:
+            params["label"] = task_id
+        data = self.client.http.request(path="/v2/dlq", method="GET", params=params)
+        if not isinstance(data, dict):
+            return [], None
+        messages = [m for m in data.get("messages") or [] if isinstance(m, dict)]
+        return [dlq_entry(m) for m in messages], data.get("cursor") or None
+
+    def dlq_retry(self, dlq_id: str) -> str:
+        """Republish a dead letter (same body and headers); returns the new message id."""
+        with _not_found(f"DLQ message {dlq_id}"):
+            data = self.client.http.request(path=f"/v2/dlq/retry/{dlq_id}", method="POST")
+        return str(data.get("messageId", "")) if isinstance(data, dict) else ""
+
+    def dlq_delete(self, dlq_id: str) -> None:
+        """Remove a dead letter for good."""
+        with _not_found(f"DLQ message {dlq_id}"):
+            self.client.http.request(
+                path=f"/v2/dlq/{dlq_id}", method="DELETE", parse_response=False
+            )
+
+    def queues(self) -> list[QueueInfo]:
+        """QStash queues with their lag (messages waiting), as Flower's queue lengths."""
+        data = self.client.http.request(path="/v2/queues", method="GET")
+        rows = data if isinstance(data, list) else []
+        return [
+            QueueInfo(
+                name=str(q.get("name", "")),
+                messages=int(q.get("lag") or 0),
+                parallelism=int(q.get("parallelism") or 1),
+                paused=bool(q.get("paused")),
+            )
+            for q in rows
+            if isinstance(q, dict)
+        ]
+
+
+class NotFound(LookupError):
+    """QStash does not know the task, message or DLQ entry (it answered 404)."""
+
+
+_HTTP_STATUS = re.compile(r"status: (\d{3})")
+
+
+@contextmanager
+def _not_found(what: str) -> Iterator[None]:
+    """Turn the SDK's "Request failed with status: 404" into :class:`NotFound`."""
+    try:
+        yield
+    except QStashError as exc:
+        match = _HTTP_STATUS.search(str(exc))
+        if match and match.group(1) == "404":
+            raise NotFound(f"QStash has no {what}") from exc
+        raise
+
+
+# -- DLQ and queues -------------------------------------------------------------
+
+
+@dataclass
+class DlqEntry:
+    """One dead letter: a task whose retries ran out (times are epoch seconds)."""
+
+    dlq_id: str
+    message_id: str
+    task_id: str
+    name: str | None
+    url: str
+    recipient: str | None = None
+    subject: str | None = None
+    created: float | None = None
+    failed: float | None = None
+    response_status: int | None = None
+    response: Any = None
+    error: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error_message(self) -> str | None:
+        return _error_text(self.response) or self.error
+
+
+def _error_text(body: Any) -> str | None:
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str) and err:
+            return err
+        if body.get("message"):
+            return str(body["message"])
+    if isinstance(body, str) and body:
+        return body
+    return None
+
+
+def _plain_json(text: Any) -> Any:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def dlq_entry(raw: dict[str, Any]) -> DlqEntry:
+    """A DLQ message (``GET /v2/dlq``) as a :class:`DlqEntry`.
+
+    Unlike log entries, DLQ bodies are plain text (``body``/``responseBody``) and
+    only fall back to ``bodyBase64``/``responseBodyBase64`` for binary content.
+    """
+    body = _plain_json(raw.get("body")) if raw.get("body") else _b64json(raw.get("bodyBase64"))
+    response = (
+        _plain_json(raw.get("responseBody"))
+        if raw.get("responseBody")
+        else _b64json(raw.get("responseBodyBase64"))
+    )
+    recipient, subject = _email_summary(body)
+    labels = raw.get("labels") or ([raw["label"]] if raw.get("label") else [])
+    dlq_id = str(raw.get("dlqId", ""))
+    failed_ms = dlq_id.split("-", 1)[0]
+    headers = raw.get("header") if isinstance(raw.get("header"), dict) else {}
+    return DlqEntry(
+        dlq_id=dlq_id,
+        message_id=str(raw.get("messageId", "")),
+        task_id=str(labels[0]) if labels else str(raw.get("messageId", "")),
+        name=_header(headers, _TASK_HEADER),
+        url=str(raw.get("url", "")),
+        recipient=recipient,
+        subject=subject,
+        created=int(raw["createdAt"]) / 1000 if raw.get("createdAt") else None,
+        failed=int(failed_ms) / 1000 if failed_ms.isdigit() else None,
+        response_status=int(raw["responseStatus"]) if raw.get("responseStatus") else None,
+        response=response,
+        error=str(raw["error"]) if raw.get("error") else None,
+        headers=dict(headers or {}),
+    )
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A QStash queue; ``messages`` is its lag (Flower's "messages" in the queue)."""
+
+    name: str
+    messages: int
+    parallelism: int = 1
+    paused: bool = False
+
+
+# -- filtering, sorting, time ---------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """``10m``, ``2h``, ``1d``, ``30s``, ``1w`` ago, or an ISO date/time, as epoch seconds.
+
+    A naive ISO time is UTC. Raises ``ValueError`` for anything else.
+    """
+    match = _AGO.match(text)
+    if match:
+        current = time.time() if now is None else now
+        return current - float(match.group(1)) * _UNITS[match.group(2).lower()]
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration like 10m, 2h, 1d nor an ISO date/time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _states(value: str | None) -> frozenset[str]:
+    """Flower's ``state`` filter: ``All``/empty is none; a comma list matches any of them."""
+    if not value:
+        return frozenset()
+    wanted = {part.strip().upper() for part in value.split(",") if part.strip()}
+    return frozenset() if "ALL" in wanted else frozenset(wanted)
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """What the CLI's flags, the tasks page's form and ``GET /api/tasks`` filter on.
+
+    ``state`` accepts Celery states (``SUCCESS``) and QStash states (``DELIVERED``),
+    comma-separated for several; ``name`` is an exact task name; ``since``/``until``
+    bound the time QStash accepted the task (epoch seconds); ``search`` is Flower's
+    search box: whitespace-separated terms that must all match, either
+    ``name:``/``state:``/``recipient:``/``subject:``/``id:`` qualifiers or free text
+    found (case-insensitively) in the id, name, recipient, subject or state.
+    """
+
+    state: str | None = None
+    name: str | None = None
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+
+    def matches(self, record: TaskRecord) -> bool:
+        wanted = _states(self.state)
+        if wanted and record.state not in wanted and record.qstash_state not in wanted:
+            return False
+        if self.name and record.name != self.name:
+            return False
+        created = record.created if record.created is not None else 0.0
+        if self.since is not None and created < self.since:
+            return False
+        if self.until is not None and created > self.until:
+            return False
+        return not self.search or _search_matches(self.search, record)
+
+
+_QUALIFIERS: dict[str, Callable[[TaskRecord], Sequence[str | None]]] = {
+    "name": lambda r: [r.name],
+    "state": lambda r: [r.state, r.qstash_state],
+    "recipient": lambda r: [r.recipient],
+    "subject": lambda r: [r.subject],
+    "id": lambda r: [r.task_id, r.message_id],
+}
+
+
+def _search_matches(query: str, record: TaskRecord) -> bool:
+    try:
+        terms = shlex.split(query)
+    except ValueError:  # an unbalanced quote: search for the words as typed
+        terms = query.split()
+    for term in terms:
+        key, sep, value = term.partition(":")
+        if sep and key.lower() in _QUALIFIERS:
+            fields, needle = _QUALIFIERS[key.lower()](record), value.lower()
+            if key.lower() == "state":  # exact, as Flower's state: qualifier
+                if needle.upper() not in {f for f in fields if f}:
+                    return False
+                continue
+        else:
+            fields = [record.task_id, record.message_id, record.name, record.recipient,
+                      record.subject, record.state]
+            needle = term.lower()
+        if not any(needle in f.lower() for f in fields if f):
+            return False
+    return True
+
+
+#: Flower's ``sort_by`` keys (a ``-`` prefix sorts descending).
+SORT_KEYS: dict[str, Callable[[TaskRecord], Any]] = {
+    "name": lambda r: r.name or "",
+    "state": lambda r: r.state,
+    "received": lambda r: r.created or 0.0,
+    "started": lambda r: r.started or 0.0,
+}
+
+
+def sort_records(records: Iterable[TaskRecord], sort_by: str | None) -> list[TaskRecord]:
+    """Sort as Flower's ``sort_by`` does; ``None``/empty keeps newest-first order."""
+    if not sort_by:
+        return list(records)
+    reverse = sort_by.startswith("-")
+    key = SORT_KEYS.get(sort_by.lstrip("-"))
+    if key is None:
+        raise ValueError(f"sort_by must be one of {', '.join(SORT_KEYS)} (optionally with '-')")
+    return sorted(records, key=key, reverse=reverse)
+
+
+# -- presentation helpers shared by the CLI and the dashboard -------------------
+
+_SECRET_HEADER = re.compile(r"authorization|token|key|signature|secret|cookie", re.I)
+REDACTED = "[redacted]"
+
+
+def is_secret_name(name: str) -> bool:
+    """Does a header or parameter name suggest its value is a secret?"""
+    return bool(_SECRET_HEADER.search(name))
+
+
+def redact_headers(headers: Any) -> dict[str, str]:
+    """Headers as ``name -> value`` with every secret-bearing value replaced.
+
+    A header whose name mentions authorization, token, key, signature, secret or
+    cookie is never shown, whatever its value (QStash's own ``REDACTED:<hash>``
+    included: the hash of a short key can be brute-forced).
+    """
+    out: dict[str, str] = {}
+    if not isinstance(headers, dict):
+        return out
+    for name, value in headers.items():
+        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        out[str(name)] = REDACTED if is_secret_name(str(name)) else text
+    return out
+
+
+def _first_time(record: TaskRecord, *wanted: str) -> float | None:
+    for event in record.events:
+        if event.get("state") in wanted and event.get("time"):
+            return int(event["time"]) / 1000
+    return None
+
+
+def _last_time(record: TaskRecord, *wanted: str) -> float | None:
+    found = None
+    for event in record.events:
+        if event.get("state") in wanted and event.get("time"):
+            found = int(event["time"]) / 1000
+    return found
+
+
+def _eta(record: TaskRecord) -> float | None:
+    """When a delayed (countdown/eta) task is due: ``notBefore`` later than creation."""
+    for event in record.events:
+        not_before, created = event.get("notBefore"), event.get("createdAt") or event.get("time")
+        if not_before and created and int(not_before) > int(created):
+            return int(not_before) / 1000
+    return None
+
+
+def flower_task(record: TaskRecord) -> dict[str, Any]:
+    """A task in the shape of Flower's ``/api/tasks`` values (``celery.events.state.Task``).
+
+    Times are epoch floats as in Flower. QStash has no worker, exchange, client
+    or Lamport clock: those are ``None``. ``args``/``kwargs`` are ``None`` as
+    well: the task's arguments are consumed when the task body renders the
+    email at call time and never reach QStash, so "unknown" is the honest
+    value (Flower's ``"[]"`` would claim there were none). ``result`` and
+    ``exception`` are repr strings, as Flower's are; ``routing_key`` is the
+    QStash queue, if any.
+    """
+    state = record.state
+    result: str | None = None
+    exception: str | None = None
+    traceback: str | None = None
+    if state == states.SUCCESS:
+        result = repr(record.result)
+    elif state in (states.FAILURE, states.RETRY):
+        exc = _delivery_failed(record)
+        exception = repr(exc)
+        result = exception
+        if state == states.FAILURE:
+            traceback = f"celery_qstash.errors.DeliveryFailed: {exc}"
+    succeeded = _last_time(record, "DELIVERED")
+    last_attempt = _last_time(record, "ACTIVE")
+    # Flower's runtime is the successful run's duration: here, the delivering attempt's.
+    runtime = (
+        round(succeeded - last_attempt, 3)
+        if succeeded is not None and last_attempt is not None
+        else None
+    )
+    return {
+        "uuid": record.task_id,
+        "name": record.name,
+        "state": state,
+        "received": record.created,
+        "sent": record.created,
+        "started": record.started,
+        "succeeded": succeeded,
+        "failed": _last_time(record, "FAILED"),
+        "retried": _last_time(record, "RETRY"),
+        "revoked": _first_time(record, "CANCEL_REQUESTED", "CANCELED"),
+        "rejected": None,
+        "retries": record.retries,
+        "result": result,
+        "exception": exception,
+        "traceback": traceback,
+        "timestamp": record.updated,
+        "runtime": runtime,
+        "eta": _eta(record),
+        "expires": None,
+        "args": None,
+        "kwargs": None,
+        "worker": None,
+        "routing_key": record.queue,
+        "exchange": None,
+        "client": None,
+        "clock": None,
+        "root_id": record.task_id,
+        "parent_id": None,
+        # Not in Flower: what only QStash knows, for scripts that want it.
+        "qstash_state": record.qstash_state,
+        "message_id": record.message_id,
+        "recipient": record.recipient,
+        "subject": record.subject,
+        "next_delivery": record.next_delivery,
+        "response_status": record.response_status,
+    }
+
+
+def _delivery_failed(record: TaskRecord) -> DeliveryFailed:
+    return DeliveryFailed(record.response_status, record.error_message or record.qstash_state)

@@ -50,6 +50,12 @@ _NOT_FORWARDED = {
 Headers = list[tuple[str, str]]
 
 
+def canonical(name: str) -> str:
+    """Go-style canonical header name (``x-api-key`` -> ``X-Api-Key``), as QStash shows them;
+    ASGI servers hand us lower-cased names."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
 @dataclass
 class CallbackOptions:
     url: str
@@ -237,7 +243,7 @@ def _callback_options(
         if not lowered.startswith(prefix.lower() + "-") or options is None:
             continue
         if lowered.startswith(forward_prefix):
-            options.headers.setdefault(name[len(forward_prefix):], []).append(value)
+            options.headers.setdefault(canonical(name[len(forward_prefix):]), []).append(value)
             continue
         setting = lowered[len(prefix) + 1:]
         header = name
@@ -282,10 +288,14 @@ def parse_publish_headers(
             lowered = name.lower()
             if lowered.startswith("upstash-") or lowered in _NOT_FORWARDED:
                 continue
-            options.headers.setdefault(name, []).append(value)
+            options.headers.setdefault(canonical(name), []).append(value)
     for name, value in headers:
         if name.lower().startswith("upstash-forward-"):
-            options.headers.setdefault(name[len("upstash-forward-"):], []).append(value)
+            forwarded = canonical(name[len("upstash-forward-"):])
+            if forwarded == "Content-Type":  # one content type, the explicit one wins
+                options.headers[forwarded] = [value]
+            else:
+                options.headers.setdefault(forwarded, []).append(value)
 
     if "upstash-method" in single:
         options.method = _parse_method(single["upstash-method"], "Upstash-Method")

@@ -101,6 +101,7 @@ def _check(node: ast.AST) -> None:
 
 def _evaluate(node: ast.AST, retried: float) -> float:
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, (int, float))
         return float(node.value)
     if isinstance(node, ast.Name):
         return retried
@@ -130,6 +131,8 @@ class RetryDelay:
         """
         try:
             value = _evaluate(self.tree.body, float(retried))
+        except OverflowError:
+            value = math.inf  # "very long": capped below like any other huge delay
         except (ArithmeticError, ValueError) as exc:
             raise RetryDelayError(f"cannot evaluate retry delay: {exc}") from None
         if math.isnan(value):

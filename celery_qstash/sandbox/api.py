@@ -9,7 +9,7 @@ Routes::
     GET    /api/v1/messages          ?limit=&offset=&to=&subject=&batchId= -> {"total", "messages"}
     GET    /api/v1/messages/{id}     one message (404 if unknown)
     DELETE /api/v1/messages[/{id}]   delete all (or one)
-    GET    /api/v1/stats             {"received", "accepted", "replayed", "rejected": {"400": n}, "emails"}
+    GET    /api/v1/stats             {"received", "accepted", "replayed", "rejected", "emails"}
     GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints
     POST   /_sandbox/reset           forget everything
     GET    /_sandbox/health          {"ok": true}
@@ -47,7 +47,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -110,10 +110,11 @@ class Settings:
 
 def error_body(status: int, message: str | None = None, **extra: Any) -> dict[str, Any]:
     """AutoSend's error JSON in both documented shapes (top level and ``error``)."""
-    default_message, code = _CODES.get(
-        status, (HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
-                 f"HTTP_{status}")
-    )
+    try:
+        fallback = (HTTPStatus(status).phrase, HTTPStatus(status).name)
+    except ValueError:  # a status http.HTTPStatus has no name for
+        fallback = ("Error", f"HTTP_{status}")
+    default_message, code = _CODES.get(status, fallback)
     message = message or default_message
     error: dict[str, Any] = {"message": message, "code": code}
     body: dict[str, Any] = {"success": False, "message": message}
@@ -165,6 +166,9 @@ class SandboxAPI:
     def __init__(self, store: SandboxStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        # A chaos delay must really delay (a client's timeout has to fire), so it is
+        # the event loop's sleep, not the Clock's; tests swap in a recorder.
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -224,11 +228,10 @@ class SandboxAPI:
         rule = store.chaos.take()
         if rule is not None:
             if rule.delay_ms:
-                # A slow upstream must really be slow for a client's timeout to fire;
-                # the one place the sandbox uses real time.
-                await asyncio.sleep(rule.delay_ms / 1000)
+                await self.sleep(rule.delay_ms / 1000)
             if rule.status is not None:
-                return self._chaos_response(rule, _rate_headers(store.limiter.hit(key_fp, record=False)))
+                peek = store.limiter.hit(key_fp, record=False)
+                return self._chaos_response(rule, _rate_headers(peek))
 
         decision = store.limiter.hit(key_fp)
         headers = _rate_headers(decision)
@@ -281,8 +284,11 @@ class SandboxAPI:
         store.count("accepted")
         for msg in messages:
             logger.info(
-                "captured %s to %s: %r%s", msg["id"], msg["to"]["email"],
-                msg["renderedSubject"], " [test]" if msg["test"] else "",
+                "captured %s to %s: %r%s",
+                msg["id"],
+                msg["to"]["email"],
+                msg["renderedSubject"],
+                " [test]" if msg["test"] else "",
             )
         return JSONResponse(body, headers=headers)
 
@@ -348,8 +354,14 @@ class SandboxAPI:
     ) -> tuple[list[Message], dict[str, Any]]:
         data = dict(model.dynamic_data or {})
         msg = self._message(
-            model, payload, to=model.to, data=data, batch_id=None,
-            idem_key=idem_key, key_fp=key_fp, now=now,
+            model,
+            payload,
+            to=model.to,
+            data=data,
+            batch_id=None,
+            idem_key=idem_key,
+            key_fp=key_fp,
+            now=now,
         )
         body = {
             "success": True,
@@ -370,8 +382,14 @@ class SandboxAPI:
         batch_id = str(uuid.uuid4())
         messages = [
             self._message(
-                model, payload, to=r, data=merge_data(model.dynamic_data, r.dynamic_data),
-                batch_id=batch_id, idem_key=idem_key, key_fp=key_fp, now=now,
+                model,
+                payload,
+                to=r,
+                data=merge_data(model.dynamic_data, r.dynamic_data),
+                batch_id=batch_id,
+                idem_key=idem_key,
+                key_fp=key_fp,
+                now=now,
             )
             for r in model.recipients
         ]
@@ -499,11 +517,14 @@ def _int_param(value: str | None, name: str, *, default: int, low: int, high: in
 
 
 _CHAOS_KEYS = {
-    "fail_next": "fail_next", "failNext": "fail_next",
+    "fail_next": "fail_next",
+    "failNext": "fail_next",
     "status": "status",
-    "delay_ms": "delay_ms", "delayMs": "delay_ms",
+    "delay_ms": "delay_ms",
+    "delayMs": "delay_ms",
     "body": "body",
-    "retry_after": "retry_after", "retryAfter": "retry_after",
+    "retry_after": "retry_after",
+    "retryAfter": "retry_after",
 }
 
 

@@ -57,9 +57,9 @@ def _addresses(addresses: Iterable[dict[str, Any]] | None) -> str:
 
 def _layout(title: str, body: str) -> str:
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head>"
-        "<body><header><a href=\"/inbox\">AutoSend sandbox</a></header>"
+        '<body><header><a href="/inbox">AutoSend sandbox</a></header>'
         f"<main>{body}</main></body></html>"
     )
 
@@ -72,7 +72,7 @@ def inbox(total: int, messages: list[Message]) -> str:
     """The list page: newest first, one row per captured email."""
     if not messages:
         body = (
-            "<h1>Inbox</h1><p class=\"muted\">No emails captured yet. "
+            '<h1>Inbox</h1><p class="muted">No emails captured yet. '
             "POST to <code>/v1/mails/send</code> or <code>/v1/mails/bulk</code>.</p>"
         )
         return _layout("AutoSend sandbox inbox", body)
@@ -84,19 +84,19 @@ def inbox(total: int, messages: list[Message]) -> str:
             subject = f"(template {msg['templateId']})"
         rows.append(
             "<tr>"
-            f"<td class=\"muted\">{_e(msg['createdAt'])}</td>"
+            f'<td class="muted">{_e(msg["createdAt"])}</td>'
             f"<td>{_e(_address(msg['from']))}</td>"
             f"<td>{_e(_address(msg['to']))}</td>"
-            f"<td><a href=\"{link}\">{_e(subject or '(no subject)')}</a>{_test_badge(msg)}</td>"
-            f"<td class=\"muted\">{_e(msg.get('batchId') or '')}</td>"
+            f'<td><a href="{link}">{_e(subject or "(no subject)")}</a>{_test_badge(msg)}</td>'
+            f'<td class="muted">{_e(msg.get("batchId") or "")}</td>'
             "</tr>"
         )
     shown = f"newest {len(messages)} of {total}" if total > len(messages) else f"{total}"
     body = (
-        f"<h1>Inbox <span class=\"muted\">({_e(shown)})</span></h1>"
+        f'<h1>Inbox <span class="muted">({_e(shown)})</span></h1>'
         "<table><thead><tr><th>Received</th><th>From</th><th>To</th><th>Subject</th>"
         "<th>Batch</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        "<p class=\"muted\">JSON: <a href=\"/api/v1/messages\">/api/v1/messages</a></p>"
+        '<p class="muted">JSON: <a href="/api/v1/messages">/api/v1/messages</a></p>'
     )
     return _layout("AutoSend sandbox inbox", body)
 
@@ -114,8 +114,10 @@ def message(msg: Message) -> str:
         ("Bcc", _addresses(msg.get("bcc"))),
         ("Reply-To", _address(msg.get("replyTo"))),
         ("Subject", msg.get("renderedSubject")),
-        ("Subject template", msg.get("subject") if msg.get("subject") != msg.get(
-            "renderedSubject") else None),
+        (
+            "Subject template",
+            msg.get("subject") if msg.get("subject") != msg.get("renderedSubject") else None,
+        ),
         ("Template", msg.get("templateId")),
         ("Categories", ", ".join(msg.get("categories") or ())),
         ("Scheduled at", msg.get("scheduledAt")),
@@ -131,25 +133,25 @@ def message(msg: Message) -> str:
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in headers if v)
     parts = [
         f"<h1>{_e(msg.get('renderedSubject') or '(no subject)')}{_test_badge(msg)}</h1>",
-        f"<dl class=\"headers\">{rows}</dl>",
+        f'<dl class="headers">{rows}</dl>',
     ]
     if msg.get("renderedHtml") is not None:
         # srcdoc holds a whole document; escaping it once is exactly what the attribute needs.
         parts.append(
             "<h2>HTML</h2>"
-            f"<iframe sandbox title=\"HTML body\" srcdoc=\"{_e(msg['renderedHtml'])}\"></iframe>"
+            f'<iframe sandbox title="HTML body" srcdoc="{_e(msg["renderedHtml"])}"></iframe>'
         )
     if msg.get("renderedText") is not None:
         parts.append(f"<h2>Text</h2><pre>{_e(msg['renderedText'])}</pre>")
     if msg.get("renderedHtml") is None and msg.get("renderedText") is None:
         parts.append(
-            "<p class=\"muted\">Sent with a stored template; the sandbox does not have "
+            '<p class="muted">Sent with a stored template; the sandbox does not have '
             "AutoSend's templates, so there is no body to show.</p>"
         )
     parts.append(f"<h2>Dynamic data</h2><pre>{_e(_json(msg.get('dynamicData') or {}))}</pre>")
     parts.append(f"<h2>Request</h2><pre>{_e(_json(msg.get('request')))}</pre>")
     parts.append(
-        f"<p class=\"muted\">JSON: <a href=\"/api/v1/messages/{_e(msg['id'])}\">"
+        f'<p class="muted">JSON: <a href="/api/v1/messages/{_e(msg["id"])}">'
         f"/api/v1/messages/{_e(msg['id'])}</a></p>"
     )
     title = f"{msg.get('renderedSubject') or '(no subject)'} - AutoSend sandbox"

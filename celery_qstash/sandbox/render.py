@@ -37,9 +37,7 @@ _ESCAPE_RE = re.compile("[" + re.escape("".join(_ESCAPES)) + "]")
 
 _COMMENT_RE = re.compile(r"\{\{!--.*?--\}\}|\{\{![^}]*\}\}", re.DOTALL)
 # Triple braces first so "{{{x}}}" is never read as "{" + "{{x}}" + "}".
-_TOKEN_RE = re.compile(
-    r"\{\{\{~?\s*(?P<raw>[^{}]*?)\s*~?\}\}\}|\{\{~?\s*(?P<esc>[^{}]*?)\s*~?\}\}"
-)
+_TOKEN_RE = re.compile(r"\{\{\{~?\s*(?P<raw>[^{}]*?)\s*~?\}\}\}|\{\{~?\s*(?P<esc>[^{}]*?)\s*~?\}\}")
 # A plain path: segments of word characters, $, @ or -, separated by dots (or
 # Handlebars' legacy slashes). Anything else (a space, #, /, >, ^) is a helper.
 _PATH_RE = re.compile(r"^[\w$@-]+(?:[./][\w$@-]+)*$")

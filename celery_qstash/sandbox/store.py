@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS emails (
     id         TEXT NOT NULL UNIQUE,
     batch_id   TEXT,
     created_at REAL NOT NULL,
-    recipients TEXT NOT NULL,  -- "\n" + lower-cased to/cc/bcc addresses + "\n", for ?to=
+    recipients TEXT NOT NULL,  -- lower-cased to/cc/bcc addresses, one a line, for ?to=
     subjects   TEXT NOT NULL,  -- raw and rendered subject, for ?subject=
     data       TEXT NOT NULL   -- the message as JSON
 );
@@ -150,13 +150,18 @@ class RateLimiter:
                 allowed=allowed,
                 limit=limit,
                 remaining=max(0, limit - len(inside)),
-                reset=math.ceil(reset),
-                retry_after=0 if allowed else max(1, math.ceil(retry_after)),
+                reset=_ceil(reset),
+                retry_after=0 if allowed else max(1, _ceil(retry_after)),
             )
 
     def reset(self) -> None:
         with self._lock:
             self._hits.clear()
+
+
+def _ceil(seconds: float) -> int:
+    # Whole seconds, rounded up, ignoring sub-millisecond float noise (30.0000002 s is 30).
+    return math.ceil(round(seconds, 3))
 
 
 @dataclass
@@ -274,8 +279,14 @@ class SandboxStore:
             recipients = "\n" + "\n".join(a.lower() for a in addresses) + "\n"
             subjects = "\n".join(s for s in (msg.get("subject"), msg.get("renderedSubject")) if s)
             rows.append(
-                (msg["id"], msg.get("batchId"), now, recipients, subjects,
-                 json.dumps(msg, ensure_ascii=False))
+                (
+                    msg["id"],
+                    msg.get("batchId"),
+                    now,
+                    recipients,
+                    subjects,
+                    json.dumps(msg, ensure_ascii=False),
+                )
             )
         with self._tx() as db:
             db.executemany(

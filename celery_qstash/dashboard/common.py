@@ -1,0 +1,88 @@
+"""What the API handlers and the pages share: the status client, parameters, errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import httpx
+from qstash.errors import QStashError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from ..errors import ConfigurationError, scrub
+from ..status import StatusClient
+from .html import e, layout
+
+__all__ = ["BadRequest", "get_status", "int_param", "page_errors", "upstream_errors"]
+
+log = logging.getLogger("celery_qstash.dashboard")
+
+Handler = Callable[[Request], Response]
+
+
+class BadRequest(ValueError):
+    """A query parameter is invalid: a 400 with this message."""
+
+
+def get_status(request: Request) -> StatusClient:
+    """The app's :class:`StatusClient` (built per request when given a factory)."""
+    source = request.app.state.status
+    return source if isinstance(source, StatusClient) else source()
+
+
+def int_param(value: str | None, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if number < 0:
+        raise BadRequest(f"{name} must not be negative")
+    return number
+
+
+def _failure(request: Request, exc: Exception) -> tuple[int, str]:
+    """(status code, safe message) for what went wrong while answering ``request``."""
+    if isinstance(exc, BadRequest):
+        return 400, str(exc)
+    if isinstance(exc, ConfigurationError):
+        return 503, str(exc)
+    # QStash refused or could not be reached: say so without leaking a secret.
+    text = scrub(str(exc), request.app.state.secrets)
+    log.warning("QStash request failed: %s", text)
+    return 502, f"QStash request failed: {text[:300]}"
+
+
+_UPSTREAM = (BadRequest, ConfigurationError, QStashError, httpx.HTTPError)
+
+
+def upstream_errors(handler: Handler) -> Handler:
+    """JSON handlers: bad parameters -> 400, QStash trouble -> 502, no token -> 503."""
+
+    @functools.wraps(handler)
+    def wrapper(request: Request) -> Response:
+        try:
+            return handler(request)
+        except _UPSTREAM as exc:
+            code, message = _failure(request, exc)
+            return JSONResponse({"error": message}, status_code=code)
+
+    return wrapper
+
+
+def page_errors(handler: Handler) -> Handler:
+    """The same as :func:`upstream_errors`, rendered as a page."""
+
+    @functools.wraps(handler)
+    def wrapper(request: Request) -> Response:
+        try:
+            return handler(request)
+        except _UPSTREAM as exc:
+            code, message = _failure(request, exc)
+            body = f'<h1>Error {code}</h1><p class="error">{e(message)}</p>'
+            return HTMLResponse(layout(f"Error {code}", body), status_code=code)
+
+    return wrapper

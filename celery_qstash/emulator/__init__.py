@@ -1,0 +1,236 @@
+"""A local, durable QStash emulator that the official ``qstash`` SDK can talk to.
+
+Use it in three ways:
+
+- in-process and deterministic: ``Emulator(clock=FakeClock())`` then ``emulator.tick()``;
+- on a background server for tests: ``with EmulatorServer() as server: QStash(server.token,
+  base_url=server.url)``;
+- as a dev server: ``serve(port=8080, data_dir=".qstash")`` (what the CLI runs).
+
+It accepts the public ``qstash dev`` credentials (``celery_qstash.devserver``),
+so apps configured for ``qstash dev`` work unchanged. ``routes`` rewrite where
+deliveries really go (``{"https://api.autosend.com": "http://127.0.0.1:8025"}``)
+while messages, logs and signatures keep the original URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+
+from celery_qstash import devserver
+from celery_qstash._serving import ThreadedServer, run
+from celery_qstash.clock import Clock, SystemClock
+
+from .api import build_app
+from .delivery import DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
+from .store import Store
+
+__all__ = [
+    "ROUTES_ENV",
+    "Emulator",
+    "EmulatorServer",
+    "create_app",
+    "parse_route",
+    "resolve_route",
+    "routes_from_env",
+    "serve",
+]
+
+ROUTES_ENV = "CELERY_QSTASH_ROUTES"
+log = logging.getLogger("celery_qstash.emulator")
+
+Tokens = Mapping[str, str] | Iterable[str]
+
+
+def parse_route(spec: str) -> tuple[str, str]:
+    """``"https://api.autosend.com=http://127.0.0.1:8025"`` -> (prefix, target)."""
+    match = re.fullmatch(r"\s*(https?://\S+?)=(https?://\S+)\s*", spec)
+    if not match:
+        raise ValueError(f"invalid route {spec!r}: expected PREFIX=URL, both http(s) URLs")
+    return match.group(1), match.group(2)
+
+
+def routes_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Routes from ``CELERY_QSTASH_ROUTES`` (comma- or whitespace-separated PREFIX=URL)."""
+    value = (os.environ if environ is None else environ).get(ROUTES_ENV, "")
+    return dict(parse_route(item) for item in re.split(r"[,\s]+", value) if item)
+
+
+def _user_table(tokens: Tokens | None) -> dict[str, tuple[str, tuple[str, str] | None]]:
+    """token -> (user id, fixed signing keys or None to generate and store them)."""
+    table: dict[str, tuple[str, tuple[str, str] | None]] = {
+        token: (user, (current, nxt)) for token, (user, current, nxt) in devserver.DEV_USERS.items()
+    }
+    if tokens is None:
+        return table
+    items = tokens.items() if isinstance(tokens, Mapping) else ((t, None) for t in tokens)
+    for token, user in items:
+        if not token or token in table:
+            continue
+        # The user id is derived from the token so it is stable across restarts
+        # without ever writing the token itself anywhere.
+        table[token] = (user or "user_" + hashlib.sha256(token.encode()).hexdigest()[:12], None)
+    return table
+
+
+class Emulator:
+    """Store + delivery loop + Starlette app. Nothing runs in the background until asked."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        routes: Mapping[str, str] | None = None,
+        tokens: Tokens | None = None,
+        http_client_factory: Callable[[], httpx.Client] | None = None,
+        max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
+        start_delivery: bool = False,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.store = Store(data_dir, self.clock)
+        self._users = _user_table(tokens)
+        self._default_keys = {user: keys for user, keys in self._users.values()}
+        self.loop = DeliveryLoop(
+            self.store, self.clock, http_client_factory, routes,
+            signing_keys=self.signing_keys, max_timeout_ms=max_timeout_ms,
+        )
+        self.store.on_change = self.loop.wake
+        self.start_delivery = start_delivery
+        self.app: Starlette = build_app(self, self._lifespan)
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.start_delivery:
+            self.start_background()
+        try:
+            yield
+        finally:
+            if self.start_delivery:
+                self.loop.stop()
+
+    @property
+    def routes(self) -> dict[str, str]:
+        return self.loop.routes
+
+    def authenticate(self, token: str) -> str | None:
+        """The user id of ``token`` (creating its signing keys on first use), or None."""
+        entry = self._users.get(token)
+        if entry is None:
+            return None
+        self.signing_keys(entry[0])
+        return entry[0]
+
+    def signing_keys(self, user: str) -> tuple[str, str]:
+        return self.store.signing_keys(user, self._default_keys.get(user))
+
+    def tick(self, now: float | None = None) -> int:
+        """Deliver everything due now (or at ``now``); returns the number of attempts."""
+        return self.loop.tick(now)
+
+    def reset(self) -> None:
+        self.store.reset()
+
+    def start_background(self) -> None:
+        self.loop.start_background()
+
+    def stop(self) -> None:
+        """Stop background delivery (state stays; ``close()`` also releases the database)."""
+        self.loop.stop()
+
+    def close(self) -> None:
+        self.loop.close()
+        self.store.close()
+
+
+def create_app(
+    store_path: str | Path | None = None,
+    *,
+    clock: Clock | None = None,
+    routes: Mapping[str, str] | None = None,
+    tokens: Tokens | None = None,
+    start_delivery: bool = True,
+) -> Starlette:
+    """An ASGI app for the emulator; delivery runs during the app's lifespan if asked."""
+    return Emulator(store_path, clock=clock, routes=routes, tokens=tokens,
+                    start_delivery=start_delivery).app
+
+
+class EmulatorServer:
+    """An :class:`Emulator` served on a free local port (tests, demos)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        routes: Mapping[str, str] | None = None,
+        tokens: Tokens | None = None,
+        http_client_factory: Callable[[], httpx.Client] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        start_delivery: bool = True,
+    ) -> None:
+        self.emulator = Emulator(data_dir, clock=clock, routes=routes, tokens=tokens,
+                                 http_client_factory=http_client_factory,
+                                 start_delivery=start_delivery)
+        self._server = ThreadedServer(self.emulator.app, host, port)
+        self.token = devserver.DEV_TOKEN
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def current_signing_key(self) -> str:
+        return self.emulator.signing_keys(devserver.DEV_USERS[self.token][0])[0]
+
+    @property
+    def next_signing_key(self) -> str:
+        return self.emulator.signing_keys(devserver.DEV_USERS[self.token][0])[1]
+
+    def start(self) -> EmulatorServer:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+        self.emulator.close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = devserver.EMULATOR_PORT,
+    data_dir: str | Path | None = None,
+    routes: Mapping[str, str] | None = None,
+    extra_tokens: Iterable[str] = (),
+) -> None:
+    """Run the emulator until Ctrl-C. Every acknowledged publish is already committed,
+    so stopping (or being killed) loses nothing; unfinished attempts are retried on restart.
+    """
+    effective_routes = dict(routes) if routes is not None else routes_from_env()
+    emulator = Emulator(data_dir, routes=effective_routes, tokens=list(extra_tokens),
+                        start_delivery=True)
+    where = "in memory" if data_dir is None else f"in {data_dir}"
+    print(f"QStash emulator is running at http://{host}:{port} (state {where})", flush=True)
+    for prefix, target in effective_routes.items():
+        print(f"  route {prefix} -> {target}", flush=True)
+    try:
+        run(emulator.app, host, port)
+    finally:
+        emulator.close()

@@ -1,0 +1,323 @@
+"""The delivery loop: send due messages to their destinations, like QStash does.
+
+``tick(now)`` is the whole algorithm in one deterministic step: fire due
+schedules, claim what is due (the store enforces queues and flow control),
+send every claimed message (in parallel on a small pool), and record each
+outcome (DELIVERED, RETRY with its delay, FAILED + DLQ, callbacks) before
+returning. Tests drive it with a ``FakeClock``; ``start_background()`` runs the
+same steps on a thread that sleeps until the next due time or until the store
+reports a change, never polling.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import httpx
+
+from celery_qstash.clock import Clock
+
+from .publish import PublishOptions
+from .retry_delay import (
+    RetryDelayError,
+    compile_retry_delay,
+    default_backoff_ms,
+    retry_after_from_headers,
+)
+from .signing import sign
+from .store import JSON, AttemptResult, CallbackSpec, Store
+from .wire import shown_headers
+
+__all__ = ["DEFAULT_MAX_TIMEOUT_MS", "DeliveryLoop", "resolve_route"]
+
+log = logging.getLogger("celery_qstash.emulator")
+
+#: The plan maximum "HTTP response duration" we emulate (Free plan: 15 minutes).
+DEFAULT_MAX_TIMEOUT_MS = 15 * 60 * 1000
+MAX_RESPONSE_BODY = 1024 * 1024
+#: Longest the background thread sleeps without a reason to wake (clock jumps, safety).
+MAX_IDLE_SECONDS = 60.0
+
+
+def resolve_route(url: str, routes: Mapping[str, str]) -> str:
+    """Where ``url`` is really sent: the longest matching route prefix is replaced."""
+    best = ""
+    for prefix in routes:
+        if url.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    if not best:
+        return url
+    return routes[best].rstrip("/") + url[len(best):]
+
+
+def _default_client() -> httpx.Client:
+    # No proxies from the environment: deliveries go exactly where the URL says.
+    return httpx.Client(trust_env=False, follow_redirects=False)
+
+
+class DeliveryLoop:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        http_client_factory: Callable[[], httpx.Client] | None = None,
+        routes: Mapping[str, str] | None = None,
+        *,
+        signing_keys: Callable[[str], tuple[str, str]] | None = None,
+        max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
+        workers: int = 8,
+        batch: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.routes: dict[str, str] = dict(routes or {})
+        self.max_timeout_ms = max_timeout_ms
+        self.workers = max(1, workers)
+        self.batch = batch
+        self._signing_keys = signing_keys or store.signing_keys
+        self._client = (http_client_factory or _default_client)()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+
+    # -- one step ---------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> int:
+        """Deliver everything due at ``now`` (default: the clock); returns attempts made.
+
+        One round: messages that become due because of this round (a freed queue
+        slot, a retry with zero delay) go in the next tick.
+        """
+        now_ms = int((self.clock.now() if now is None else now) * 1000)
+        self.store.fire_due_schedules(now_ms)
+        claimed = self.store.claim_due(now_ms, self.batch)
+        if len(claimed) <= 1:
+            for message in claimed:
+                self._attempt(message, now_ms)
+            return len(claimed)
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(claimed)),
+                                thread_name_prefix="qstash-tick") as pool:
+            for future in [pool.submit(self._attempt, m, now_ms) for m in claimed]:
+                future.result()
+        return len(claimed)
+
+    def _attempt(self, message: JSON, now_ms: int) -> str:
+        result = self.send(message, now_ms)
+        if not result.ok:
+            result.retry_delay_ms = int(self.retry_delay_ms(message, result, now_ms))
+        finished = max(now_ms, int(self.clock.now() * 1000))
+        state = self.store.finish_attempt(message, result, finished, self.callbacks)
+        log.info("%s %s -> %s (%s)", message["id"], _host(message["url"]), state,
+                 result.status if result.status is not None else result.error)
+        return state
+
+    def send(self, message: JSON, now_ms: int) -> AttemptResult:
+        """One HTTP attempt; never raises."""
+        options = PublishOptions.from_dict(message["opts"])
+        url = message["url"]
+        current_key, _ = self._signing_keys(message["user"])
+        headers: list[tuple[str, str]] = [
+            (name, value) for name, values in options.headers.items() for value in values
+        ]
+        headers += [
+            ("User-Agent", "Upstash-QStash"),
+            ("Upstash-Signature", sign(current_key, url, options.body, now_ms / 1000)),
+            ("Upstash-Message-Id", message["id"]),
+            ("Upstash-Retried", str(message["retried"])),
+            ("Upstash-Caller-Ip", message.get("caller_ip") or "127.0.0.1"),
+        ]
+        if message.get("topic"):
+            headers.append(("Upstash-Topic-Name", message["topic"]))
+        if message.get("endpoint"):
+            headers.append(("Upstash-Endpoint-Name", message["endpoint"]))
+        if message.get("schedule_id"):
+            headers.append(("Upstash-Schedule-Id", message["schedule_id"]))
+        if message.get("queue"):
+            headers.append(("Upstash-Queue-Name", message["queue"]))
+        timeout_ms = min(options.timeout_ms or self.max_timeout_ms, self.max_timeout_ms)
+        try:
+            response = self._client.request(
+                options.method, resolve_route(url, self.routes), content=options.body,
+                headers=headers, timeout=httpx.Timeout(timeout_ms / 1000),
+            )
+        except httpx.TimeoutException:
+            return AttemptResult(None, error=f"timeout after {timeout_ms} ms calling {_host(url)}")
+        except httpx.HTTPError as exc:
+            # The exception text can echo the full URL; the host is enough to debug.
+            return AttemptResult(None, error=f"cannot reach {_host(url)}: {type(exc).__name__}")
+        response_headers: dict[str, list[str]] = {}
+        for name, value in response.headers.multi_items():
+            response_headers.setdefault(name, []).append(value)
+        non_retryable = response.status_code == 489 and (
+            response.headers.get("Upstash-NonRetryable-Error", "").lower() == "true"
+        )
+        return AttemptResult(
+            response.status_code, response_headers, response.content[:MAX_RESPONSE_BODY],
+            error=None if response.is_success else f"status {response.status_code}",
+            non_retryable=non_retryable,
+        )
+
+    def retry_delay_ms(self, message: JSON, result: AttemptResult, now_ms: int) -> float:
+        """Retry-After-style headers win, then the message's expression, then the backoff."""
+        if result.status is not None:
+            flat = {name: values[0] for name, values in result.headers.items() if values}
+            seconds = retry_after_from_headers(flat, now_ms / 1000)
+            if seconds is not None:
+                return seconds * 1000
+        expression = message["opts"].get("retry_delay")
+        if expression:
+            try:
+                return compile_retry_delay(expression)(message["retried"])
+            except RetryDelayError:
+                pass
+        return default_backoff_ms(message["retried"] + 1)
+
+    # -- callbacks --------------------------------------------------------------
+
+    def callbacks(self, message: JSON, result: AttemptResult, state: str,
+                  dlq_id: str | None) -> list[CallbackSpec]:
+        """QStash's callback (after each attempt) and failure callback (once, on FAILED)."""
+        options = PublishOptions.from_dict(message["opts"])
+        specs: list[CallbackSpec] = []
+        if state == "CANCELED":
+            return specs
+        payload: JSON = {
+            "status": result.status if result.status is not None else 0,
+            "header": result.headers,
+            "body": base64.b64encode(result.body).decode("ascii"),
+            "retried": message["retried"],
+            "maxRetries": options.retries,
+            "sourceMessageId": message["id"],
+            "url": message["url"],
+            "method": options.method,
+            # Headers marked for redaction (e.g. an API key) stay redacted here too.
+            "sourceHeader": shown_headers(options.headers, options.redact),
+            "sourceBody": base64.b64encode(options.body).decode("ascii"),
+            "notBefore": str(message["not_before_ms"]),
+            "createdAt": str(message["created_ms"]),
+            "callerIP": message.get("caller_ip") or "127.0.0.1",
+        }
+        for key, field in (("topic", "topicName"), ("endpoint", "endpointName"),
+                           ("schedule_id", "scheduleId"), ("queue", "queueName")):
+            if message.get(key):
+                payload[field] = message[key]
+        if result.error and result.status is None:
+            payload["error"] = result.error
+        if options.callback is not None:
+            specs.append(self._callback_spec(options, options.callback, payload, "callback"))
+        if state == "FAILED" and options.failure_callback is not None:
+            failure = dict(payload, dlqId=dlq_id)
+            specs.append(self._callback_spec(options, options.failure_callback, failure,
+                                             "failure_callback"))
+        return specs
+
+    @staticmethod
+    def _callback_spec(source: PublishOptions, cb: object, payload: JSON,
+                       kind: str) -> CallbackSpec:
+        from .publish import CallbackOptions
+
+        assert isinstance(cb, CallbackOptions)
+        headers = {"Content-Type": ["application/json"], **cb.headers}
+        options = PublishOptions(
+            body=json.dumps(payload).encode(),
+            method=cb.method or "POST",
+            headers=headers,
+            retries=cb.retries if cb.retries is not None else source.retries,
+            retry_delay=cb.retry_delay or source.retry_delay,
+            timeout_ms=cb.timeout_ms if cb.timeout_ms is not None else source.timeout_ms,
+            delay_ms=cb.delay_ms or 0,
+            labels=list(source.labels),
+        )
+        return CallbackSpec(cb.url, options, kind)
+
+    # -- background -------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something changed (publish, resume, clock advance): re-check what is due."""
+        self._wake.set()
+
+    def start_background(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="qstash")
+        self._thread = threading.Thread(target=self._run, name="qstash-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background thread; unfinished attempts are retried after a restart."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        self.stop()
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._pump()
+            except Exception:
+                log.exception("delivery loop step failed")
+            self._wake.wait(self._idle_seconds())
+
+    def _idle_seconds(self) -> float:
+        with self._busy_lock:
+            if self._busy >= self.workers:
+                return MAX_IDLE_SECONDS  # a finishing attempt wakes us
+        due = self.store.next_due_ms()
+        if due is None:
+            return MAX_IDLE_SECONDS
+        return min(MAX_IDLE_SECONDS, max(0.0, due / 1000 - self.clock.now()))
+
+    def _pump(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        now_ms = int(self.clock.now() * 1000)
+        self.store.fire_due_schedules(now_ms)
+        with self._busy_lock:
+            free = self.workers - self._busy
+        if free <= 0:
+            return
+        claimed = self.store.claim_due(now_ms, free)
+        for message in claimed:
+            with self._busy_lock:
+                self._busy += 1
+            future: Future[str] = pool.submit(self._attempt_in_background, message, now_ms)
+            future.add_done_callback(self._done)
+
+    def _attempt_in_background(self, message: JSON, now_ms: int) -> str:
+        if self._stop.is_set():
+            return "STOPPED"
+        return self._attempt(message, max(now_ms, int(self.clock.now() * 1000)))
+
+    def _done(self, future: Future[str]) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+        if not future.cancelled() and future.exception() is not None:
+            log.error("delivery attempt crashed: %s", type(future.exception()).__name__)
+        self._wake.set()
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).netloc or "?"
+    except ValueError:
+        return "?"

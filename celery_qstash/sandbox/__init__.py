@@ -1,0 +1,187 @@
+"""A local stand-in for AutoSend's email API (``https://api.autosend.com``).
+
+It accepts ``POST /v1/mails/send`` and ``POST /v1/mails/bulk`` exactly as AutoSend
+documents them (Bearer auth, the same validation as :mod:`celery_qstash.email`,
+rate limits with ``X-RateLimit-*`` headers and 429 + ``retryAfter``,
+``Idempotency-Key`` replays, the ``test`` flag) and, instead of delivering,
+captures each email in an inbox you can open in a browser (``/``) or query as
+JSON (``/api/v1/messages``). Faults can be scripted (``/api/v1/chaos``) to test
+retries. See :mod:`.api` for the routes and the assumptions made where AutoSend
+documents nothing.
+
+Layout (moto's state / wire / routes split): :mod:`.store` is the state,
+:mod:`.api` the wire and route table, :mod:`.render` fills ``{{placeholders}}``,
+:mod:`.pages` is the HTML.
+
+Use::
+
+    with SandboxServer() as server:          # tests: real HTTP on a free port
+        httpx.post(f"{server.url}/v1/mails/send", ...)
+        server.sandbox.store.messages()
+
+    serve(port=8025, data_dir=".qstash-dev/sandbox")   # development, blocks until Ctrl-C
+
+API keys are kept only as sha256 digests and appear nowhere (per-key state is
+keyed by a 16-hex fingerprint); any bearer key is accepted unless ``api_keys``
+is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from .._serving import ThreadedServer, run
+from ..clock import Clock, SystemClock
+from ..devserver import SANDBOX_PORT
+from .api import SandboxAPI, Settings, http_error
+from .store import IDEMPOTENCY_TTL, SandboxStore
+
+__all__ = ["Sandbox", "SandboxServer", "create_app", "serve"]
+
+logger = logging.getLogger("celery_qstash.sandbox")
+
+
+class Sandbox:
+    """A sandbox's state (``store``) and its ASGI ``app``; ``close()`` releases the database.
+
+    ``rate_per_second`` / ``rate_per_minute``: sliding-window limits per API key
+    (``0`` or ``None`` turns one off). ``retry_after_header=False`` sends the wait
+    only as the JSON ``retryAfter`` field, as AutoSend's docs show it.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        api_keys: Iterable[str] | None = None,
+        rate_per_second: int | None = 2,
+        rate_per_minute: int | None = 50,
+        retry_after_header: bool = True,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.store = SandboxStore(
+            data_dir,
+            clock=self.clock,
+            rate_limits=((rate_per_second or 0, 1.0), (rate_per_minute or 0, 60.0)),
+            idempotency_ttl=idempotency_ttl,
+        )
+        self.settings = Settings.build(api_keys, retry_after_header)
+        self.api = SandboxAPI(self.store, self.settings)
+        self.app = Starlette(routes=self.api.routes, exception_handlers={HTTPException: http_error})
+        self.app.state.sandbox = self
+
+    def reset(self) -> None:
+        self.store.reset()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_app(
+    data_dir: str | os.PathLike[str] | None = None,
+    clock: Clock | None = None,
+    api_keys: Iterable[str] | None = None,
+    rate_per_second: int | None = 2,
+    rate_per_minute: int | None = 50,
+    retry_after_header: bool = True,
+) -> Starlette:
+    """The sandbox as an ASGI app; its :class:`Sandbox` is ``app.state.sandbox``."""
+    return Sandbox(
+        data_dir=data_dir,
+        clock=clock,
+        api_keys=api_keys,
+        rate_per_second=rate_per_second,
+        rate_per_minute=rate_per_minute,
+        retry_after_header=retry_after_header,
+    ).app
+
+
+class SandboxServer:
+    """A :class:`Sandbox` served over real HTTP on a background thread (free port by default).
+
+    ``SandboxServer(**sandbox_kwargs)`` or ``SandboxServer(sandbox=existing)``;
+    ``url`` is ready once ``start()`` (or ``with``) returns. ``stop()`` also closes
+    a sandbox it created itself.
+    """
+
+    def __init__(
+        self,
+        sandbox: Sandbox | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        api_keys: Iterable[str] | None = None,
+        rate_per_second: int | None = 2,
+        rate_per_minute: int | None = 50,
+        retry_after_header: bool = True,
+    ) -> None:
+        self._owns_sandbox = sandbox is None
+        self.sandbox = sandbox or Sandbox(
+            data_dir=data_dir,
+            clock=clock,
+            api_keys=api_keys,
+            rate_per_second=rate_per_second,
+            rate_per_minute=rate_per_minute,
+            retry_after_header=retry_after_header,
+        )
+        self._server = ThreadedServer(self.sandbox.app, host=host, port=port)
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def start(self) -> SandboxServer:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+        if self._owns_sandbox:
+            self.sandbox.close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = SANDBOX_PORT,
+    data_dir: str | os.PathLike[str] | None = None,
+    api_keys: Iterable[str] | None = None,
+    rate_per_second: int | None = 2,
+    rate_per_minute: int | None = 50,
+    retry_after_header: bool = True,
+) -> None:
+    """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory)."""
+    sandbox = Sandbox(
+        data_dir=data_dir,
+        api_keys=api_keys,
+        rate_per_second=rate_per_second,
+        rate_per_minute=rate_per_minute,
+        retry_after_header=retry_after_header,
+    )
+    where = sandbox.store.path or "memory"
+    logger.info("AutoSend sandbox on http://%s:%s (inbox in %s)", host, port, where)
+    try:
+        run(sandbox.app, host, port)
+    except KeyboardInterrupt:  # uvicorn handles SIGINT itself; this covers a second Ctrl-C
+        pass
+    finally:
+        sandbox.close()

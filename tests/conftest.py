@@ -1,0 +1,106 @@
+"""Shared fixtures for the celery-qstash test suite.
+
+* ``app``: a fresh Celery app per test, current, configured for a fake QStash at
+  ``http://qstash.test`` with recognisable (fake) secrets.
+* ``qstash_mock``: a ``respx`` router that answers QStash's publish and enqueue
+  endpoints; respx is only active inside this fixture, so other tests can still
+  talk to servers on loopback.
+* an autouse fixture that empties the eager outbox, resets the once-per-process
+  warnings and removes ``QSTASH_*``/``AUTOSEND_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from celery import Celery
+
+from celery_qstash import options as qstash_options
+from celery_qstash.testing import outbox
+
+QSTASH_URL = "http://qstash.test"
+QSTASH_TOKEN = "qstash-token-S3CRET-4f9a1c7e2b"
+AUTOSEND_API_KEY = "autosend-key-S3CRET-8d3e6b0a51"
+
+_ENV_PREFIXES = ("QSTASH_", "AUTOSEND_")
+
+
+@pytest.fixture
+def qstash_token() -> str:
+    """The (fake) QStash token the ``app`` fixture is configured with."""
+    return QSTASH_TOKEN
+
+
+@pytest.fixture
+def autosend_api_key() -> str:
+    """The (fake) AutoSend API key the ``app`` fixture is configured with."""
+    return AUTOSEND_API_KEY
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with an empty outbox, fresh warnings and no QSTASH_/AUTOSEND_ env."""
+    for name in list(os.environ):
+        if name.startswith(_ENV_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    outbox.clear()
+    qstash_options.reset_warnings()
+    yield
+    outbox.clear()
+    qstash_options.reset_warnings()
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Celery]]:
+    """Build more configured, current Celery apps (``make_app(task_cls=...)``); closed afterwards."""
+    made: list[Celery] = []
+
+    def make(main: str = "tests", **kwargs: Any) -> Celery:
+        celery_app = Celery(main, set_as_current=True, **kwargs)
+        celery_app.conf.update(
+            qstash_token=QSTASH_TOKEN,
+            qstash_url=QSTASH_URL,
+            autosend_api_key=AUTOSEND_API_KEY,
+        )
+        made.append(celery_app)
+        return celery_app
+
+    yield make
+    for celery_app in made:
+        celery_app.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Celery]) -> Celery:
+    """A function-scoped, current Celery app pointed at the fake QStash (``strict_typing`` on)."""
+    return make_app()
+
+
+@pytest.fixture
+def qstash_mock() -> Iterator[respx.MockRouter]:
+    """respx answering ``POST /v2/publish/...`` and ``/v2/enqueue/...`` like QStash.
+
+    Routes are named ``"publish"`` and ``"enqueue"``; each answer carries a fresh
+    ``{"messageId": "msg_<n>"}``. Any other request fails (respx's
+    ``assert_all_mocked``), so nothing reaches the network.
+    """
+    counter = itertools.count(1)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"messageId": f"msg_{next(counter)}"})
+
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        router.post(url__regex=rf"^{re.escape(QSTASH_URL)}/v2/publish/.+", name="publish").mock(
+            side_effect=answer
+        )
+        router.post(url__regex=rf"^{re.escape(QSTASH_URL)}/v2/enqueue/.+", name="enqueue").mock(
+            side_effect=answer
+        )
+        yield router
