@@ -83,20 +83,25 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], *, empty: str =
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
     if not body:
         return Safe(f'<p class="empty">{e(empty)}</p>')
-    return Safe(f'<table class="{e(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return Safe(
+        f'<table class="{e(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
 
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-header{background:#1d2330;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.5rem;align-items:center}
+header{background:#1d2330;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.5rem;
+align-items:center}
 header a{color:#cfd8ea;text-decoration:none}header a.here{color:#fff;font-weight:600}
 header .brand{font-weight:700;color:#fff}
-main{padding:1rem 1.2rem}h1{font-size:1.3rem;margin:.2rem 0 1rem}h2{font-size:1.05rem;margin-top:1.6rem}
+main{padding:1rem 1.2rem}h1{font-size:1.3rem;margin:.2rem 0 1rem}
+h2{font-size:1.05rem;margin-top:1.6rem}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:.35rem .55rem;border-bottom:1px solid #e3e6eb;vertical-align:top}
 th{background:#eef1f5;font-weight:600}td code,pre{font:12px ui-monospace,monospace}
 pre{background:#fff;border:1px solid #e3e6eb;padding:.6rem;overflow:auto;max-width:100%}
-.badge{display:inline-block;padding:.05rem .45rem;border-radius:.6rem;font-size:12px;font-weight:600}
+.badge{display:inline-block;padding:.05rem .45rem;border-radius:.6rem;font-size:12px;
+font-weight:600}
 .ok{background:#d9f2e1;color:#17643a}.bad{background:#fbe0e0;color:#9a1c1c}
 .warn{background:#fdf0d2;color:#7a5200}.muted{background:#e6e6e6;color:#444}
 .info{background:#dde9fb;color:#1d4f91}
@@ -112,7 +117,9 @@ form.inline{display:inline}.pager{margin:.8rem 0;display:flex;gap:1rem;align-ite
 dl.kv dt{color:#555}dl.kv dd{margin:0}
 """
 
-_NAV = (("tasks", "/tasks", "Tasks"), ("dlq", "/dlq", "Dead letters"), ("queues", "/queues", "Queues"))
+_NAV = (
+    ("tasks", "/tasks", "Tasks"), ("dlq", "/dlq", "Dead letters"), ("queues", "/queues", "Queues")
+)
 
 
 def layout(title: str, body: str, *, here: str = "", refresh: int | None = None,

@@ -34,7 +34,9 @@ from ..status import (
 from .common import BadRequest, get_status, int_param, page_errors
 from .html import Safe, badge, e, fmt_time, layout, link, pretty, query, table
 
-__all__ = ["dlq_action", "dlq_page", "queues_page", "task_page", "task_revoke", "tasks_page"]
+__all__ = [
+    "dlq_delete", "dlq_page", "dlq_retry", "queues_page", "task_page", "task_revoke", "tasks_page"
+]
 
 STATE_CHOICES = ("All", states.PENDING, states.STARTED, states.RETRY, states.SUCCESS,
                  states.FAILURE, states.REVOKED)
@@ -137,7 +139,7 @@ def tasks_page(request: Request) -> Response:
     )
     listing = head if rows else Safe('<p class="empty">No task matches.</p>')
     first = (page - 1) * per_page + 1 if shown else 0
-    nav = [f"<span>Showing {first}–{(page - 1) * per_page + len(window)} of {len(shown)}</span>"]
+    nav = [f"<span>Showing {first}&ndash;{(page - 1) * per_page + len(window)} of {len(shown)}</span>"]
     if page > 1:
         nav.append(str(link("/tasks?" + query({**params, "page": page - 1}), "« Previous")))
     nav.append(f"<span>Page {page} of {pages}</span>")
@@ -155,7 +157,8 @@ def _timeline_rows(request: Request, record: TaskRecord) -> list[list[Any]]:
         when = int(ev["time"]) / 1000 if ev.get("time") else None
         nxt = int(ev["nextDeliveryTime"]) / 1000 if ev.get("nextDeliveryTime") else None
         rows.append([fmt_time(when), Safe(f"<code>{e(state)}</code>"),
-                     badge(celery_state(state)), e(ev.get("messageId")), e(ev.get("responseStatus")),
+                     badge(celery_state(state)), e(ev.get("messageId")),
+                     e(ev.get("responseStatus")),
                      e(_clean(request, ev.get("error"))), fmt_time(nxt)])
     return rows
 
@@ -166,7 +169,8 @@ def task_page(request: Request) -> Response:
     task_id = request.path_params["task_id"]
     record = get_status(request).task(task_id)
     if record is None:
-        body = f"<h1>Unknown task</h1><p class=\"error\">No QStash event is labelled {e(task_id)}.</p>"
+        body = (f'<h1>Unknown task</h1><p class="error">No QStash event is labelled '
+                f"{e(task_id)}.</p>")
         return HTMLResponse(layout("Unknown task", body, here="tasks"), status_code=404)
     notice = ""
     if request.query_params.get("revoked"):
@@ -264,10 +268,8 @@ def dlq_page(request: Request) -> Response:
     return HTMLResponse(layout("Dead letters", body, here="dlq"))
 
 
-@page_errors
-def dlq_action(request: Request) -> Response:
-    """Retry or delete one dead letter, then back to the DLQ page."""
-    dlq_id, action = request.path_params["dlq_id"], request.path_params["action"]
+def _dlq_action(request: Request, action: str) -> Response:
+    dlq_id = request.path_params["dlq_id"]
     status = get_status(request)
     try:
         if action == "retry":
@@ -279,6 +281,18 @@ def dlq_action(request: Request) -> Response:
     except NotFound as exc:
         return RedirectResponse("/dlq?" + urlencode({"error": str(exc)}), status_code=303)
     return RedirectResponse("/dlq?" + urlencode({"done": done}), status_code=303)
+
+
+@page_errors
+def dlq_retry(request: Request) -> Response:
+    """The Retry button: republish the dead letter, then back to the DLQ page."""
+    return _dlq_action(request, "retry")
+
+
+@page_errors
+def dlq_delete(request: Request) -> Response:
+    """The Delete button: drop the dead letter, then back to the DLQ page."""
+    return _dlq_action(request, "delete")
 
 
 @page_errors

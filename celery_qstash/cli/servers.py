@@ -1,0 +1,169 @@
+"""Server commands: ``dev`` (everything), ``emulator``, ``sandbox``.
+
+They need the ``local`` extra; the imports are inside the commands so that
+``celery-qstash status`` works in a production install without uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..devserver import (
+    AUTOSEND_URL,
+    DASHBOARD_PORT,
+    DEV_AUTOSEND_API_KEY,
+    DEV_TOKEN,
+    EMULATOR_PORT,
+    SANDBOX_PORT,
+)
+
+__all__ = ["dev", "emulator", "sandbox"]
+
+_host = click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+
+
+def _routes(specs: tuple[str, ...]) -> dict[str, str]:
+    from ..emulator import parse_route, routes_from_env
+
+    routes = routes_from_env()
+    for spec in specs:
+        try:
+            prefix, target = parse_route(spec)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--route") from None
+        routes[prefix] = target
+    return routes
+
+
+def _need_local() -> None:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            'the local servers need the "local" extra: pip install "celery-qstash[local]"'
+        ) from None
+
+
+def _wait_for_stop() -> None:
+    """Block until Ctrl-C or SIGTERM (both stop cleanly)."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.command()
+@_host
+@click.option("--port", default=EMULATOR_PORT, show_default=True, help="QStash emulator port")
+@click.option("--sandbox-port", default=SANDBOX_PORT, show_default=True, help="AutoSend sandbox port")
+@click.option("--dashboard-port", default=DASHBOARD_PORT, show_default=True, help="dashboard port")
+@click.option("--no-dashboard", is_flag=True, help="do not start the dashboard")
+@click.option("--data-dir", default=".qstash-dev", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="where state is kept")
+@click.option("--route", "route_specs", multiple=True, metavar="PREFIX=URL",
+              help="deliver URLs starting with PREFIX to URL instead (repeatable)")
+def dev(host: str, port: int, sandbox_port: int, dashboard_port: int, no_dashboard: bool,
+        data_dir: Path, route_specs: tuple[str, ...]) -> None:
+    """Start the QStash emulator, the AutoSend sandbox and the dashboard.
+
+    AutoSend-bound messages are routed to the sandbox, so what the shim publishes
+    here is byte for byte what it publishes in production.
+    """
+    _need_local()
+    from .._serving import ThreadedServer
+    from ..emulator import EmulatorServer
+    from ..sandbox import SandboxServer
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    servers: list[Any] = []
+    try:
+        box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox").start()
+        servers.append(box)
+        routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
+        qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes).start()
+        servers.append(qstash)
+        board_url = None
+        if not no_dashboard:
+            board = ThreadedServer(_dashboard_app(qstash.url), host, dashboard_port).start()
+            servers.append(board)
+            board_url = board.url
+        keys = (qstash.current_signing_key, qstash.next_signing_key)
+        click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
+        for prefix, target in routes.items():
+            click.echo(f"  route {prefix} -> {target}")
+        click.echo(f"AutoSend sandbox  {box.url}   (inbox: {box.url}/)")
+        if board_url:
+            click.echo(f"Dashboard         {board_url}/")
+        click.echo(
+            "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
+            f"export QSTASH_URL={qstash.url}\n"
+            f"export QSTASH_TOKEN={DEV_TOKEN}\n"
+            f"export QSTASH_CURRENT_SIGNING_KEY={keys[0]}\n"
+            f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
+            f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
+            "\nCtrl-C stops; nothing acknowledged is lost.",
+        )
+        _wait_for_stop()
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        click.echo("stopped")
+
+
+def _dashboard_app(qstash_url: str) -> Any:
+    from qstash import QStash
+
+    from ..dashboard import create_app
+    from ..status import StatusClient
+
+    return create_app(StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)))
+
+
+@click.command()
+@_host
+@click.option("--port", default=EMULATOR_PORT, show_default=True)
+@click.option("--data-dir", default=".qstash-dev/emulator", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--route", "route_specs", multiple=True, metavar="PREFIX=URL",
+              help="deliver URLs starting with PREFIX to URL instead (repeatable; "
+                   "also CELERY_QSTASH_ROUTES)")
+@click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
+def emulator(host: str, port: int, data_dir: Path, route_specs: tuple[str, ...],
+             tokens: tuple[str, ...]) -> None:
+    """Start the QStash emulator alone (the official SDK works against it)."""
+    _need_local()
+    from ..emulator import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs), extra_tokens=tokens)
+
+
+@click.command()
+@_host
+@click.option("--port", default=SANDBOX_PORT, show_default=True)
+@click.option("--data-dir", default=".qstash-dev/sandbox", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--api-key", "api_keys", multiple=True,
+              help="accept only these AutoSend keys (repeatable; default: any key)")
+def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...]) -> None:
+    """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
+    _need_local()
+    from ..sandbox import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None)
