@@ -61,7 +61,9 @@ STATE_MAP: dict[str, str] = {
 }
 FINAL_QSTASH_STATES = frozenset({"DELIVERED", "FAILED", "CANCELED"})
 
-_TASK_HEADER = "Upstash-Forward-X-Celery-Task"
+# QStash logs forwarded headers without their ``Upstash-Forward-`` prefix (that is
+# what the destination receives); accept the prefixed spelling too.
+_TASK_HEADERS = ("X-Celery-Task", "Upstash-Forward-X-Celery-Task")
 
 
 def celery_state(qstash_state: str | None) -> str:
@@ -80,6 +82,14 @@ def _b64json(value: str | None) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")
+
+
+def _task_name(headers: Any) -> str | None:
+    for name in _TASK_HEADERS:
+        value = _header(headers, name)
+        if value:
+            return value
+    return None
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -178,7 +188,7 @@ def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
     record = TaskRecord(
         task_id=str(labels[0]) if labels else str(last.get("messageId")),
         message_id=str(last.get("messageId")),
-        name=_header(header, _TASK_HEADER),
+        name=_task_name(header),
         qstash_state=str(last.get("state")),
         url=str(last.get("url", "")),
         recipient=recipient,
@@ -426,7 +436,7 @@ def dlq_entry(raw: dict[str, Any]) -> DlqEntry:
         dlq_id=dlq_id,
         message_id=str(raw.get("messageId", "")),
         task_id=str(labels[0]) if labels else str(raw.get("messageId", "")),
-        name=_header(headers, _TASK_HEADER),
+        name=_task_name(headers),
         url=str(raw.get("url", "")),
         recipient=recipient,
         subject=subject,

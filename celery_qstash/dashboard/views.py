@@ -127,10 +127,11 @@ def tasks_page(request: Request) -> Response:
          e(r.retries), e(r.response_status)]
         for r in window
     ]
+    sortable = ("name", "state", "received", "started")
     head = Safe(
         '<table class="tasks"><thead><tr>'
         + "".join(
-            f"<th>{sort_link(h.lower(), h) if h.lower() in ('name', 'state', 'received', 'started') else e(h)}</th>"  # noqa: E501
+            f"<th>{sort_link(h.lower(), h) if h.lower() in sortable else e(h)}</th>"
             for h in headers
         )
         + "</tr></thead><tbody>"
@@ -139,7 +140,8 @@ def tasks_page(request: Request) -> Response:
     )
     listing = head if rows else Safe('<p class="empty">No task matches.</p>')
     first = (page - 1) * per_page + 1 if shown else 0
-    nav = [f"<span>Showing {first}&ndash;{(page - 1) * per_page + len(window)} of {len(shown)}</span>"]
+    last = (page - 1) * per_page + len(window)
+    nav = [f"<span>Showing {first}&ndash;{last} of {len(shown)}</span>"]
     if page > 1:
         nav.append(str(link("/tasks?" + query({**params, "page": page - 1}), "« Previous")))
     nav.append(f"<span>Page {page} of {pages}</span>")
