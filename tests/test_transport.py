@@ -225,7 +225,7 @@ def test_publish_error_text_is_scrubbed(transport: QStashTransport, mock: respx.
     for text in (str(info.value), repr(info.value), info.value.error or ""):
         assert TOKEN not in text
         assert KEY not in text
-    assert info.value.error == "upstream saw *** and ***"
+    assert info.value.error == "upstream saw *** and Bearer ***"
     assert info.value.status == 500
 
 

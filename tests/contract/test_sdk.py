@@ -10,11 +10,11 @@ import json
 
 import httpx
 import pytest
+from emulator.conftest import Client, Received, Reply, Target
 from qstash import AsyncQStash, QStash, Receiver
 from qstash.log import LogState
 
 from celery_qstash.emulator import EmulatorServer
-from emulator.conftest import Client, Received, Reply, Target
 
 
 def tick(server: EmulatorServer) -> int:
