@@ -90,7 +90,7 @@ class _Model(BaseModel):
             raise EmailValidationError(validation_errors(exc, type(self))) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:

@@ -165,7 +165,7 @@ def _to_timestamp(option: str, value: Any) -> float:
         raise UnsupportedOption(option, f"expected a datetime or an ISO-8601 string, got {value!r}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
+    return float(value.timestamp())
 
 
 def _countdown(d: _Draft, value: Any) -> None:

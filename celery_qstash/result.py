@@ -105,15 +105,17 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
     def __init__(self, id: str, backend: Any = None, task_name: str | None = None,
                  app: Any = None, parent: Any = None, message_id: str | None = None) -> None:
         super().__init__(id, backend=backend, task_name=task_name, app=app, parent=parent)
-        if not isinstance(self.backend, QStashBackend):
+        if not isinstance(getattr(self, "backend", None), QStashBackend):
             # Works whatever result_backend the app has: status lives in QStash.
             self.backend = QStashBackend(self.app)
         self.message_id = message_id
 
     def mark_revoked_locally(self, exc: BaseException) -> None:
         """A task that was never published (expired) reads REVOKED without asking QStash."""
-        self._cache = {"task_id": self.id, "status": states.REVOKED, "result": exc,
-                       "traceback": None, "children": [], "date_done": None}
+        self._cache: dict[str, Any] | None = {
+            "task_id": self.id, "status": states.REVOKED, "result": exc,
+            "traceback": None, "children": [], "date_done": None,
+        }
 
     def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
                wait: bool = False, timeout: float | None = None) -> None:

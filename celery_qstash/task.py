@@ -227,8 +227,10 @@ def _on_commit(fn: Callable[[], Any]) -> None:
 
 def _roundtrip(args: Any, kwargs: Any, serializer: str) -> tuple[Any, Any]:
     """Celery serialises args on the way to a worker; do the same so the body sees what it would."""
-    content_type, encoding, payload = dumps((list(args or ()), dict(kwargs or {})), serializer=serializer)
-    a, k = loads(payload, content_type, encoding, accept=[content_type])
+    content_type, encoding, payload = dumps(  # type: ignore[no-untyped-call]
+        (list(args or ()), dict(kwargs or {})), serializer=serializer
+    )
+    a, k = loads(payload, content_type, encoding, accept=[content_type])  # type: ignore[no-untyped-call]
     return a, k
 
 

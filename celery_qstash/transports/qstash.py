@@ -135,7 +135,7 @@ class QStashTransport:
             res = self.client.message.publish_json(
                 delay=request.delay,
                 not_before=request.not_before,
-                flow_control=request.flow_control.as_sdk() if request.flow_control else None,
+                flow_control=request.flow_control.as_sdk() if request.flow_control else None,  # type: ignore[arg-type]
                 **common,
             )
         return PublishResult(message_id=res.message_id, deduplicated=bool(res.deduplicated))
