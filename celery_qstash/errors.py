@@ -16,6 +16,7 @@ through :func:`scrub` first.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "CeleryQStashError",
@@ -38,7 +39,12 @@ class ConfigurationError(CeleryQStashError):
 
     def __init__(self, setting: str, message: str) -> None:
         self.setting = setting
+        self._message = message
         super().__init__(f"{setting}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles a task's exception (eager results, result backends): rebuild it whole.
+        return (type(self), (self.setting, self._message), self.__dict__)
 
 
 class EmailValidationError(CeleryQStashError, ValueError):
@@ -54,6 +60,9 @@ class EmailValidationError(CeleryQStashError, ValueError):
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         super().__init__(f"{first['field']}: {first['message']}{more}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors,), self.__dict__)
+
     @property
     def field(self) -> str:
         return self.errors[0]["field"] if self.errors else "email"
@@ -64,7 +73,11 @@ class UnsupportedOption(CeleryQStashError):
 
     def __init__(self, option: str, message: str) -> None:
         self.option = option
+        self._message = message
         super().__init__(f"{option}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.option, self._message), self.__dict__)
 
 
 class PublishError(CeleryQStashError):
@@ -78,6 +91,9 @@ class PublishError(CeleryQStashError):
         self.status = status
         self.error = error
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self.args, self.__dict__)
 
 
 class DeliveryFailed(CeleryQStashError):

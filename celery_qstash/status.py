@@ -260,7 +260,10 @@ class StatusClient:
                 return
 
     def recent(self, *, pages: int = 5, since: float | None = None) -> list[TaskRecord]:
-        """Recent celery-qstash tasks, newest first (grouped from recent events)."""
+        """Recent celery-qstash tasks, newest first (grouped from recent events).
+
+        ``since`` (epoch seconds) keeps the tasks QStash accepted since then.
+        """
         filters: dict[str, Any] = {}
         if since is not None:
             filters["fromDate"] = str(int(since * 1000))
@@ -269,6 +272,11 @@ class StatusClient:
             labels = event.get("labels") or [event.get("label") or event.get("messageId")]
             # A task retried from the DLQ is a new message with the same label (task id).
             groups.setdefault(str(labels[0]), []).append(event)
+        if since is not None:
+            # A task created before ``since`` has only its later events here: its record
+            # would show the wrong creation time (and maybe no name), so it is left out.
+            groups = {k: v for k, v in groups.items()
+                      if any(e.get("state") == "CREATED" for e in v)}
         records = [r for r in map(build_record, groups.values()) if r is not None]
         records = [r for r in records if r.name is not None]  # ours: they carry X-Celery-Task
         records.sort(key=lambda r: r.created or 0, reverse=True)

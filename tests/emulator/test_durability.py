@@ -23,8 +23,12 @@ def _start(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
         "from celery_qstash.emulator import serve; "
         f"serve(port={port}, data_dir={str(data_dir)!r})"
     )
+    # The child imports the package from this checkout, wherever pytest was started.
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get(
+        "PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                               stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

@@ -1,0 +1,96 @@
+"""Fixtures for the dashboard tests.
+
+* ``fake`` + ``client``: the dashboard app over a :class:`StatusClient` whose QStash is
+  faked with respx (unit tests; respx is active only inside ``fake``).
+* ``stack`` (session): a real QStash emulator routing ``https://api.autosend.com`` to a
+  real AutoSend sandbox, a Celery app configured for them, and the dashboard served
+  over HTTP (integration and browser tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from celery import Celery
+from starlette.testclient import TestClient
+
+from celery_qstash import Email, QStashTask
+from celery_qstash._serving import ThreadedServer
+from celery_qstash.config import load_settings
+from celery_qstash.dashboard import create_app
+from celery_qstash.status import StatusClient
+from celery_qstash.transports.qstash import client_for
+
+from .qstash_events import FakeQStash, fake_qstash
+
+QSTASH_URL = "http://qstash.test"
+TOKEN = "qstash-token-DASHBOARD-S3CRET"
+
+
+@pytest.fixture
+def status() -> StatusClient:
+    return StatusClient(client_for(load_settings({"qstash_url": QSTASH_URL, "qstash_token": TOKEN})))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeQStash]:
+    with fake_qstash(QSTASH_URL) as f:
+        yield f
+
+
+@pytest.fixture
+def client(fake: FakeQStash, status: StatusClient) -> Iterator[TestClient]:
+    with TestClient(create_app(status, secrets=[TOKEN])) as tc:
+        yield tc
+
+
+# -- the real stack ------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    emulator: Any
+    sandbox: Any
+    app: Celery
+    send: Any
+    dashboard_url: str
+    status: StatusClient
+
+    def chaos(self, fail_next: int, status: int = 500) -> None:
+        httpx.post(f"{self.sandbox.url}/api/v1/chaos",
+                   json={"fail_next": fail_next, "status": status}).raise_for_status()
+
+    def calm(self) -> None:
+        httpx.delete(f"{self.sandbox.url}/api/v1/chaos").raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    from celery_qstash.emulator import EmulatorServer
+    from celery_qstash.sandbox import SandboxServer
+
+    with SandboxServer(rate_per_second=None, rate_per_minute=None) as sandbox, \
+            EmulatorServer(routes={"https://api.autosend.com": sandbox.url}) as emulator:
+        app = Celery("dashboard-it", set_as_current=False)
+        app.conf.update(
+            qstash_url=emulator.url,
+            qstash_token=emulator.token,
+            autosend_api_key="AS_test",
+            autosend_rate_limit="off",
+            result_backend="celery_qstash.result:QStashBackend",
+        )
+
+        # max_retries=1, no delay: a failing destination fails fast (two attempts).
+        @app.task(base=QStashTask, name="it.send_welcome", max_retries=1, default_retry_delay=0)
+        def send_welcome(to: str, subject: str) -> Email:
+            return Email(to=to, from_="hello@acme.example", subject=subject, text="Welcome!")
+
+        status = StatusClient(client_for(load_settings(app.conf)))
+        settings = load_settings(app.conf)
+        with ThreadedServer(create_app(status, secrets=settings.secrets)) as server:
+            yield Stack(emulator, sandbox, app, send_welcome, server.url, status)
+        app.close()

@@ -1,0 +1,279 @@
+"""Eager mode (``task_always_eager``): validated like production, recorded in the outbox, no network."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import respx
+from celery import Celery, Task, states
+from celery.exceptions import TaskRevokedError
+from celery.result import EagerResult
+
+from celery_qstash import (
+    BulkEmail,
+    CeleryQStashWarning,
+    ConfigurationError,
+    Email,
+    EmailValidationError,
+    UnsupportedOption,
+    autosend_task,
+)
+from celery_qstash.testing import Outbox, SentEmail, outbox
+
+
+@autosend_task
+def send_welcome(user_id: int, to: str = "jane@example.com") -> Email:
+    return Email(
+        to=to, cc="boss@example.com", from_="Shop <shop@example.com>", subject=f"Welcome #{user_id}", html="<p>Hi</p>"
+    )
+
+
+@autosend_task
+def send_newsletter(addresses: list[str]) -> BulkEmail:
+    return BulkEmail(recipients=addresses, from_="news@example.com", subject="News", text="News")
+
+
+seen_ids: list[str] = []
+
+
+@autosend_task(bind=True, max_retries=5)
+def send_bound(self: Task, user_id: int) -> dict[str, Any]:
+    seen_ids.append(self.request.id)
+    return {"to": "jane@example.com", "from": "shop@example.com", "templateId": "tpl"}
+
+
+@pytest.fixture
+def eager(app: Celery) -> Celery:
+    app.conf.task_always_eager = True
+    return app
+
+
+@pytest.fixture
+def no_network() -> Iterator[respx.MockRouter]:
+    """respx with no routes: any HTTP request made through httpx fails the test."""
+    seen_ids.clear()
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock:
+        yield mock
+    assert mock.calls.call_count == 0
+
+
+# --- the happy path ------------------------------------------------------------------------
+
+
+def test_delay_fills_the_outbox_and_sends_nothing(eager: Celery, no_network: respx.MockRouter, autosend_api_key: str) -> None:
+    result = send_welcome.delay(3)
+    assert isinstance(result, EagerResult)
+    assert result.state == states.SUCCESS
+    assert no_network.calls.call_count == 0
+    assert len(outbox) == 1
+    sent = outbox.last
+    assert isinstance(sent, SentEmail)
+    assert sent.to == ["jane@example.com"]
+    assert sent.subject == "Welcome #3"
+    assert sent.task_id == result.id
+    request = sent.request
+    assert request.url == "https://api.autosend.com/v1/mails/send"
+    assert request.body == {
+        "to": {"email": "jane@example.com"},
+        "cc": [{"email": "boss@example.com"}],
+        "from": {"email": "shop@example.com", "name": "Shop"},
+        "subject": "Welcome #3",
+        "html": "<p>Hi</p>",
+    }
+    assert request.headers == {"Idempotency-Key": result.id, "X-Celery-Task": "test_eager.send_welcome"}
+    assert request.authorization == f"Bearer {autosend_api_key}"
+    assert request.deduplication_id == request.label == result.id
+    assert request.redact_headers == ("Authorization",)
+    assert isinstance(sent.email, Email)
+    assert sent.email.subject == "Welcome #3"
+
+
+def test_result_is_autosend_shaped(eager: Celery, no_network: respx.MockRouter) -> None:
+    result = send_welcome.delay(1)
+    value = result.get()
+    assert value is result.result
+    assert re.fullmatch(r"[0-9a-f]{24}", value["emailId"])
+    assert value["status"] == "queued"
+    assert value["totalRecipients"] == 2  # to + cc
+    assert value["queuedAt"].endswith("Z")
+    assert outbox.last.response == value
+
+
+def test_email_ids_differ(eager: Celery, no_network: respx.MockRouter) -> None:
+    first, second = send_welcome.delay(1).get(), send_welcome.delay(1).get()
+    assert first["emailId"] != second["emailId"]
+
+
+def test_bulk_result_has_batch_id(eager: Celery, no_network: respx.MockRouter) -> None:
+    value = send_newsletter.delay(["a@example.com", "b@example.com", "c@example.com"]).get()
+    uuid.UUID(value["batchId"])  # a UUID
+    assert value["totalRecipients"] == 3
+    assert value["successCount"] == 3
+    assert value["failedCount"] == 0
+    assert "emailId" not in value
+    sent = outbox.last
+    assert sent.request.url == "https://api.autosend.com/v1/mails/bulk"
+    assert sent.to == ["a@example.com", "b@example.com", "c@example.com"]
+
+
+def test_signature_and_apply_async_work(eager: Celery, no_network: respx.MockRouter) -> None:
+    send_welcome.s(1).delay()
+    send_welcome.apply_async((2,), {"to": "joe@example.com"}, countdown=30, task_id="eager-id")
+    assert [s.subject for s in outbox] == ["Welcome #1", "Welcome #2"]
+    assert outbox[1].task_id == "eager-id"
+    assert outbox[1].to == ["joe@example.com"]
+    # validated and planned as in production: the delay is on the recorded request
+    assert outbox[1].request.delay == 30
+
+
+def test_task_attributes_on_the_recorded_request(eager: Celery, no_network: respx.MockRouter) -> None:
+    result = send_bound.delay(1)
+    assert seen_ids == [result.id]
+    assert outbox.last.request.retries == 5
+    assert outbox.last.request.body["templateId"] == "tpl"
+
+
+def test_passed_task_id_honoured(eager: Celery, no_network: respx.MockRouter) -> None:
+    result = send_bound.apply_async((1,), task_id="fixed-id")
+    assert result.id == "fixed-id"
+    assert seen_ids == ["fixed-id"]
+    assert outbox.last.request.deduplication_id == "fixed-id"
+
+
+def test_eager_needs_no_qstash_at_all(eager: Celery, no_network: respx.MockRouter) -> None:
+    eager.conf.qstash_url = "http://unreachable.invalid"
+    assert send_welcome.delay(1).state == states.SUCCESS
+    assert len(outbox) == 1
+
+
+# --- validation as in production ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"link": "signature"},
+        {"chain": "signature"},
+        {"serializer": "pickle"},
+        {"bogus_option": 1},
+        {"headers": {"Authorization": "Bearer x"}},
+        {"queue": "not a queue"},
+    ],
+)
+def test_bad_option_raises_at_the_call_site(eager: Celery, no_network: respx.MockRouter, options: dict[str, Any]) -> None:
+    resolved = {k: ([send_welcome.s(2)] if v == "signature" else v) for k, v in options.items()}
+    with pytest.raises(UnsupportedOption) as info:
+        send_welcome.apply_async((1,), **resolved)
+    assert info.value.option == next(iter(options))
+    assert len(outbox) == 0
+
+
+def test_ignored_option_warns_in_eager_mode_too(eager: Celery, no_network: respx.MockRouter) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = send_welcome.apply_async((1,), priority=3)
+        send_welcome.apply_async((1,), priority=3)
+    assert result.state == states.SUCCESS
+    ours = [str(w.message) for w in caught if issubclass(w.category, CeleryQStashWarning)]
+    assert len([m for m in ours if ": priority: " in m]) == 1
+    assert len(outbox) == 2
+
+
+def test_bad_email_gives_failure_result(eager: Celery, no_network: respx.MockRouter) -> None:
+    result = send_welcome.delay(1, to="not-an-address")
+    assert isinstance(result, EagerResult)
+    assert result.state == states.FAILURE
+    assert isinstance(result.result, EmailValidationError)
+    assert result.result.field == "to.email"
+    assert result.result.errors[0]["field"] == "to.email"
+    with pytest.raises(EmailValidationError):
+        result.get()
+    assert len(outbox) == 0
+
+
+def test_bad_email_propagates_when_asked(eager: Celery, no_network: respx.MockRouter) -> None:
+    eager.conf.task_eager_propagates = True
+    with pytest.raises(EmailValidationError) as info:
+        send_welcome.delay(1, to="not-an-address")
+    assert info.value.field == "to.email"
+    assert len(outbox) == 0
+
+
+def test_missing_api_key_fails_like_production(eager: Celery, no_network: respx.MockRouter) -> None:
+    eager.conf.autosend_api_key = None
+    result = send_welcome.delay(1)
+    assert result.state == states.FAILURE
+    assert isinstance(result.result, ConfigurationError)
+    assert result.result.setting == "autosend_api_key"
+    assert len(outbox) == 0
+
+
+@pytest.mark.parametrize("propagate", [False, True])
+def test_wrong_arguments_raise_type_error(eager: Celery, no_network: respx.MockRouter, propagate: bool) -> None:
+    eager.conf.task_eager_propagates = propagate
+    with pytest.raises(TypeError):
+        send_welcome.delay(1, "a@example.com", "extra")
+    with pytest.raises(TypeError):
+        send_welcome.delay(unknown=1)
+    assert len(outbox) == 0
+
+
+def test_expired_message_is_revoked_and_not_recorded(eager: Celery, no_network: respx.MockRouter) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CeleryQStashWarning)
+        result = send_welcome.apply_async((1,), countdown=60, expires=10)
+    assert isinstance(result, EagerResult)
+    assert result.state == states.REVOKED
+    assert isinstance(result.result, TaskRevokedError)
+    assert len(outbox) == 0
+
+
+def test_ignore_result(eager: Celery, no_network: respx.MockRouter) -> None:
+    send_welcome.apply_async((1,), ignore_result=True)
+    assert len(outbox) == 1
+
+
+# --- the outbox ------------------------------------------------------------------------------
+
+
+def test_outbox_clear(eager: Celery, no_network: respx.MockRouter) -> None:
+    send_welcome.delay(1)
+    send_welcome.delay(2)
+    assert len(outbox) == 2
+    assert bool(outbox) is True
+    outbox.clear()
+    assert len(outbox) == 0
+    assert bool(outbox) is False
+    assert list(outbox) == []
+    with pytest.raises(IndexError):
+        _ = outbox.last
+
+
+def test_outbox_is_list_like(eager: Celery, no_network: respx.MockRouter) -> None:
+    send_welcome.delay(1, to="a@example.com")
+    send_welcome.delay(2, to="b@example.com")
+    send_newsletter.delay(["b@example.com", "c@example.com"])
+    assert [s.subject for s in outbox] == ["Welcome #1", "Welcome #2", "News"]
+    assert outbox[0].to == ["a@example.com"]
+    assert [s.subject for s in outbox[1:]] == ["Welcome #2", "News"]
+    assert [s.subject for s in outbox.filter(to="b@example.com")] == ["Welcome #2", "News"]
+    assert [s.subject for s in outbox.filter(subject="News")] == ["News"]
+    assert repr(outbox) == "<Outbox 3 email(s)>"
+
+
+def test_outbox_is_the_shared_instance() -> None:
+    from celery_qstash.transports import outbox as transport_outbox
+
+    assert outbox is transport_outbox
+    assert isinstance(outbox, Outbox)
+
+
+def test_outbox_repr_has_no_secret(eager: Celery, no_network: respx.MockRouter, autosend_api_key: str) -> None:
+    send_welcome.delay(1)
+    assert autosend_api_key not in repr(outbox.last)
+    assert autosend_api_key not in repr(list(outbox))
