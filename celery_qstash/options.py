@@ -489,8 +489,6 @@ def plan_publish(
             rule.apply(d, value)
     _link(d, link)
     _link_error(d, link_error)
-    if d.expires_at is not None:
-        warn_once("expires", "checked once at publish time; QStash cannot drop a message later")
 
     retries: int | None = task.max_retries
     if retries is None:
@@ -519,7 +517,7 @@ def plan_publish(
             "a time (parallelism 1). Drop queue= or drop the task's rate_limit",
         )
 
-    return PublishPlan(
+    plan = PublishPlan(
         task=task,
         task_id=task_id,
         display_name=shadow or task.name,
@@ -536,3 +534,6 @@ def plan_publish(
         failure_callback=d.failure_callback,
         ignore_result=bool(given.get("ignore_result", False)),
     )
+    if plan.expires_at is not None and not plan.is_expired(now):
+        warn_once("expires", "checked once at publish time; QStash cannot drop a message later")
+    return plan

@@ -218,8 +218,12 @@ class QStashTask(Task):  # type: ignore[misc]
 
 def _on_commit(fn: Callable[[], Any]) -> None:
     try:
+        from django.conf import settings
         from django.db import transaction
     except ImportError:  # no Django: there is no transaction to wait for
+        fn()
+        return
+    if not settings.configured:  # Django installed but not in use by this app
         fn()
         return
     transaction.on_commit(fn)

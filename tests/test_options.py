@@ -238,6 +238,7 @@ def test_countdown_wins_over_eta(app: Celery, qstash_mock: respx.MockRouter) -> 
 # --- expires -----------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:celery-qstash. expires:celery_qstash.CeleryQStashWarning")
 def test_expires_in_the_past_publishes_nothing_and_is_revoked(app: Celery, qstash_mock: respx.MockRouter) -> None:
     result = send_welcome.apply_async((1,), expires=datetime(2001, 1, 1, tzinfo=timezone.utc))
     assert qstash_mock.calls.call_count == 0
@@ -248,12 +249,14 @@ def test_expires_in_the_past_publishes_nothing_and_is_revoked(app: Celery, qstas
         result.get()
 
 
+@pytest.mark.filterwarnings("ignore:celery-qstash. expires:celery_qstash.CeleryQStashWarning")
 def test_expires_before_eta_publishes_nothing(app: Celery, qstash_mock: respx.MockRouter) -> None:
     result = send_welcome.apply_async((1,), eta=FUTURE, expires=FUTURE - timedelta(minutes=1))
     assert qstash_mock.calls.call_count == 0
     assert result.state == states.REVOKED
 
 
+@pytest.mark.filterwarnings("ignore:celery-qstash. expires:celery_qstash.CeleryQStashWarning")
 def test_expires_seconds_shorter_than_countdown_publishes_nothing(app: Celery, qstash_mock: respx.MockRouter) -> None:
     result = send_welcome.apply_async((1,), countdown=120, expires=60)
     assert qstash_mock.calls.call_count == 0

@@ -326,6 +326,7 @@ def test_task_level_queue_overridden_per_call(send_queued: Task, qstash_mock: re
     assert only_request(qstash_mock).url.path.startswith("/v2/enqueue/urgent/")
 
 
+@pytest.mark.filterwarnings("ignore:celery-qstash. expires:celery_qstash.CeleryQStashWarning")
 def test_task_level_exec_defaults(app: Celery, qstash_mock: respx.MockRouter) -> None:
     send_with_exec_defaults.delay(1)
     assert only_request(qstash_mock).headers["Upstash-Timeout"] == "20s"
