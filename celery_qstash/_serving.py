@@ -43,8 +43,8 @@ class ThreadedServer:
         self.host = host
         self.port = port or free_port(host)
         self._server = uvicorn.Server(_config(app, self.host, self.port))
-        # uvicorn installs signal handlers only on the main thread; be explicit anyway.
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn only captures signals on the main thread, so a background server
+        # leaves Ctrl-C to the program that started it.
         self._thread: threading.Thread | None = None
 
     @property

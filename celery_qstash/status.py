@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import pairwise
 from typing import Any
 
 from celery import states
@@ -173,11 +174,23 @@ def _email_summary(body: Any) -> tuple[str | None, str | None]:
     return recipient, subject
 
 
+def _chronological(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first. QStash lists events newest first, and within one millisecond its
+    order is the only truth (a zero-delay retry's RETRY and next ACTIVE share a ms):
+    input already ordered by time keeps its order; anything else is sorted by
+    time, then by where a state falls in one attempt."""
+    times = [int(e.get("time", 0)) for e in events]
+    pairs = list(pairwise(times))
+    if all(a >= b for a, b in pairs):
+        return events[::-1]
+    if all(a <= b for a, b in pairs):
+        return events
+    return sorted(events, key=lambda e: (int(e.get("time", 0)), _RANK.get(e.get("state", ""), 0)))
+
+
 def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
     """Fold one task's raw events (any order) into a record; ``None`` if there are none."""
-    ordered = sorted(
-        events, key=lambda e: (int(e.get("time", 0)), _RANK.get(e.get("state", ""), 0))
-    )
+    ordered = _chronological(list(events))
     if not ordered:
         return None
     first, last = ordered[0], ordered[-1]

@@ -33,7 +33,9 @@ from .transports import EagerTransport, get_transport
 
 __all__ = ["QStashTask", "autosend_task"]
 
-_ATTRS = ("default_retry_delay", "retry_backoff", "retry_backoff_max", "retry_jitter", "max_retries")
+_ATTRS = (
+    "default_retry_delay", "retry_backoff", "retry_backoff_max", "retry_jitter", "max_retries",
+)
 
 
 def _declared(task: Task, name: str) -> bool:
@@ -77,7 +79,7 @@ class QStashTask(Task):  # type: ignore[misc]
     #: Not a real task; concrete tasks are made by the decorators.
     abstract = True
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> QStashAsyncResult:  # noqa: N802
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> QStashAsyncResult:
         return QStashAsyncResult(task_id, app=self._get_app(), task_name=self.name, **kwargs)
 
     def apply_async(
@@ -105,6 +107,8 @@ class QStashTask(Task):  # type: ignore[misc]
 
         merged = dict(self._get_exec_options(), **options)
         merged.setdefault("ignore_result", self.ignore_result)
+        if not merged.get("queue") and app.conf.task_routes:
+            merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
         if producer is not None:
             merged["producer"] = producer
         task_id = task_id or uuid()
@@ -135,7 +139,8 @@ class QStashTask(Task):  # type: ignore[misc]
                 _eager.reset(token)
 
         args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
-        email = coerce_email(self._render(task_id, args, kwargs), default_from=settings.default_from)
+        rendered = self._render(task_id, args, kwargs)
+        email = coerce_email(rendered, default_from=settings.default_from)
         request = plan.request(email, settings)
         transport = get_transport(settings)
 
@@ -152,7 +157,8 @@ class QStashTask(Task):  # type: ignore[misc]
             "origin": "celery-qstash",
             "ignore_result": plan.ignore_result,
         }
-        body = (list(args), dict(kwargs), {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+        embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+        body = (list(args), dict(kwargs), embed)
         signal_common = {"body": body, "exchange": "", "routing_key": plan.queue or ""}
         before_task_publish.send(
             sender=self.name,
@@ -177,12 +183,26 @@ class QStashTask(Task):  # type: ignore[misc]
         return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if not request.is_eager or request.called_directly:
+            return super().__call__(*args, **kwargs)  # a plain function call: return the email
         pending = _eager.get()
-        if pending is None or not self.request.is_eager or self.request.id != pending.task_id:
-            return super().__call__(*args, **kwargs)
+        if pending is not None and request.id == pending.task_id:
+            plan, settings = pending.plan, pending.settings
+        else:
+            # Eager canvas (group, chord) and task.apply() call Task.apply directly,
+            # without our apply_async: plan with the task's own defaults.
+            settings = load_settings(self._get_app().conf)
+            plan = plan_publish(
+                task=task_attrs(self),
+                task_id=request.id,
+                options={},
+                settings=settings,
+                now=time.time(),
+            )
         # Celery's tracer already pushed this request (id, is_eager); run the body in it.
-        email = coerce_email(self.run(*args, **kwargs), default_from=pending.settings.default_from)
-        sent = EagerTransport().publish(pending.plan.request(email, pending.settings))
+        email = coerce_email(self.run(*args, **kwargs), default_from=settings.default_from)
+        sent = EagerTransport().publish(plan.request(email, settings, eager=True))
         return sent.response
 
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
@@ -214,6 +234,15 @@ class QStashTask(Task):  # type: ignore[misc]
     def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
         """``apply_async`` once the current Django transaction commits."""
         _on_commit(lambda: self.apply_async(*args, **kwargs))
+
+
+def _routed_queue(app: Any, task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+    """The queue ``task_routes`` gives this call, if any (Celery's own router decides)."""
+    route = app.amqp.router.lookup_route(task.name, args or (), kwargs or {}, options, task)
+    if not route:
+        return None
+    queue = route.get("queue") if isinstance(route, Mapping) else route
+    return getattr(queue, "name", queue)
 
 
 def _on_commit(fn: Callable[[], Any]) -> None:

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 import respx
-from celery import Celery, Task, states
+from celery import Celery, Task, group, states
 from celery.exceptions import TaskRevokedError
 from celery.result import EagerResult
 
 from celery_qstash import (
     BulkEmail,
     CeleryQStashWarning,
-    ConfigurationError,
     Email,
     EmailValidationError,
     UnsupportedOption,
@@ -204,13 +203,28 @@ def test_bad_email_propagates_when_asked(eager: Celery, no_network: respx.MockRo
     assert len(outbox) == 0
 
 
-def test_missing_api_key_fails_like_production(eager: Celery, no_network: respx.MockRouter) -> None:
+def test_eager_mode_needs_no_credentials(eager: Celery, no_network: respx.MockRouter) -> None:
+    # Like Django's locmem backend: tests send nothing, so they need no keys.
     eager.conf.autosend_api_key = None
+    eager.conf.qstash_token = None
     result = send_welcome.delay(1)
-    assert result.state == states.FAILURE
-    assert isinstance(result.result, ConfigurationError)
-    assert result.result.setting == "autosend_api_key"
-    assert len(outbox) == 0
+    assert result.state == states.SUCCESS
+    assert outbox.last.request.authorization == "Bearer eager-mode"
+    assert no_network.calls.call_count == 0
+
+
+def test_eager_group_goes_to_the_outbox(eager: Celery, no_network: respx.MockRouter) -> None:
+    # Celery's eager group calls Task.apply directly, bypassing apply_async.
+    results = group(send_welcome.s(i) for i in (1, 2, 3)).apply_async()
+    assert [r.state for r in results.results] == [states.SUCCESS] * 3
+    assert sorted(e.task_id for e in outbox) == sorted(r.id for r in results.results)
+    assert all("emailId" in r.result for r in results.results)
+
+
+def test_task_apply_goes_to_the_outbox(eager: Celery, no_network: respx.MockRouter) -> None:
+    result = send_welcome.apply((4,))
+    assert "emailId" in result.get()
+    assert outbox.last.task_id == result.id
 
 
 @pytest.mark.parametrize("propagate", [False, True])

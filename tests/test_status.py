@@ -393,3 +393,21 @@ def test_queues(qstash, status: StatusClient) -> None:  # type: ignore[no-untype
     (queue,) = status.queues()
 
     assert (queue.name, queue.messages, queue.parallelism, queue.paused) == ("emails", 3, 2, False)
+
+
+def test_qstash_order_wins_within_one_millisecond() -> None:
+    # A zero-delay retry: RETRY and the next ACTIVE share a millisecond. QStash lists
+    # events newest first; that order, not a guess from the state names, is kept.
+    events = [
+        event("CREATED", 0), event("ACTIVE", 5),
+        event("ERROR", 9, responseStatus=500), event("RETRY", 9), event("ACTIVE", 9),
+        event("DELIVERED", 12, responseStatus=200),
+    ]
+
+    newest_first = build_record(events[::-1])
+    oldest_first = build_record(events)
+
+    assert newest_first is not None and oldest_first is not None
+    expected = ["CREATED", "ACTIVE", "ERROR", "RETRY", "ACTIVE", "DELIVERED"]
+    assert [e["state"] for e in newest_first.events] == expected
+    assert [e["state"] for e in oldest_first.events] == expected

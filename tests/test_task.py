@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -499,7 +500,20 @@ def test_bound_task_sees_its_task_id(app: Celery, qstash_mock: respx.MockRouter)
     assert send_bound.request.id is None  # the request context was popped again
 
 
-def test_delay_on_commit_without_django_calls_through(app: Celery, qstash_mock: respx.MockRouter) -> None:
+def test_delay_on_commit_without_django_calls_through(
+    app: Celery, qstash_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Django not importable at all
+    monkeypatch.setitem(sys.modules, "django", None)
+    monkeypatch.setitem(sys.modules, "django.conf", None)
+    monkeypatch.setitem(sys.modules, "django.db", None)
+    assert send_welcome.delay_on_commit(5) is None
+    request = only_request(qstash_mock)
+    assert body(request)["subject"] == "Welcome #5"
+
+
+def test_delay_on_commit_with_django_installed_but_unused(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    # Django may be installed (or configured by another test): no open transaction -> sent now
     assert send_welcome.delay_on_commit(5) is None
     request = only_request(qstash_mock)
     assert body(request)["subject"] == "Welcome #5"

@@ -13,10 +13,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import warnings
+
 import httpx
 import pytest
 from celery import Celery
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers httpx2 for its TestClient; plain httpx works the same here.
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from celery_qstash import Email, QStashTask
 from celery_qstash._serving import ThreadedServer

@@ -157,7 +157,9 @@ class FakeQStash:
         found = [e for e in self.events if label is None or label in e.get("labels", [])]
         if params.get("fromDate"):
             found = [e for e in found if e["time"] >= int(params["fromDate"])]
-        found.sort(key=lambda e: -e["time"])
+        # Newest first, and within one ms the later event first, as QStash lists them
+        # (the builders above write events oldest first).
+        found = sorted(found, key=lambda e: e["time"])[::-1]
         return httpx.Response(200, json={"events": found})
 
     def _cancel(self, request: httpx.Request) -> httpx.Response:

@@ -6,13 +6,12 @@ import time
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from celery_qstash.dashboard import check_bind, create_app, is_loopback, serve
 from celery_qstash.errors import ConfigurationError
 from celery_qstash.status import StatusClient
 
-from .conftest import TOKEN
+from .conftest import TOKEN, TestClient
 from .qstash_events import (
     T0,
     FakeQStash,
