@@ -20,6 +20,7 @@ from kombu.exceptions import EncodeError
 
 from celery_qstash import (
     BulkEmail,
+    CeleryQStashWarning,
     ConfigurationError,
     Email,
     EmailValidationError,
@@ -286,12 +287,40 @@ def test_group_honours_frozen_task_ids(app: Celery, qstash_mock: respx.MockRoute
     assert all(isinstance(r, QStashAsyncResult) for r in result.results)
 
 
-@pytest.mark.filterwarnings("ignore::celery_qstash.CeleryQStashWarning")  # canvas passes producer/add_to_parent
 def test_group_with_prefrozen_ids(app: Celery, qstash_mock: respx.MockRouter) -> None:
     job = group(send_welcome.s(1).set(task_id="g-a"), send_welcome.s(2).set(task_id="g-b"))
     result = job.apply_async()
     assert [r.id for r in result.results] == ["g-a", "g-b"]
     assert [c.request.headers["Upstash-Deduplication-Id"] for c in qstash_mock.calls] == ["g-a", "g-b"]
+
+
+def test_group_members_warn_about_nothing_they_did_not_ask_for(
+    app: Celery, qstash_mock: respx.MockRouter
+) -> None:
+    # Celery's group passes producer= and add_to_parent=False to every member itself.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CeleryQStashWarning)
+        group(send_welcome.s(i) for i in range(2)).apply_async()
+    assert qstash_mock["publish"].call_count == 2
+
+
+def test_task_routes_pick_the_qstash_queue(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    app.conf.task_routes = {send_welcome.name: {"queue": "mail"}, "other.*": {"queue": "x"}}
+    send_welcome.delay(1)
+    assert qstash_mock["enqueue"].call_count == 1
+    assert "/v2/enqueue/mail/https://api.autosend.com/v1/mails/send" in str(qstash_mock["enqueue"].calls.last.request.url)
+
+
+def test_an_explicit_queue_wins_over_task_routes(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    app.conf.task_routes = {send_welcome.name: {"queue": "mail"}}
+    send_welcome.apply_async((1,), queue="urgent")
+    assert "/v2/enqueue/urgent/" in str(qstash_mock["enqueue"].calls.last.request.url)
+
+
+def test_unrouted_tasks_are_published_not_enqueued(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    app.conf.task_routes = {"other.*": {"queue": "x"}}
+    send_welcome.delay(1)
+    assert qstash_mock["publish"].call_count == 1 and qstash_mock["enqueue"].call_count == 0
 
 
 def test_passed_task_id_is_honoured(app: Celery, qstash_mock: respx.MockRouter) -> None:

@@ -59,7 +59,7 @@ def test_find_a_task_see_its_timeline_and_revoke_it(browser: Any, stack: Stack) 
         expect(page).to_have_url(f"{stack.dashboard_url}/tasks/{result.id}")
         timeline = page.locator("table.timeline")
         expect(timeline).to_contain_text("CREATED")
-        expect(page.locator("dl.kv")).to_contain_text("See you in an hour")
+        expect(page.locator("dl.kv").nth(1)).to_contain_text("See you in an hour")
         expect(page.locator("body")).not_to_contain_text("AS_test")
 
         page.click("#revoke")
