@@ -224,7 +224,10 @@ def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
             record.error = str(event["error"])
     if record.qstash_state == "FAILED" and record.retries:
         record.retries -= 1  # the last failed attempt is not a retry
-    nxt = last.get("nextDeliveryTime")
+    # A delayed (countdown/eta) message that has not been tried yet is due at notBefore.
+    nxt = last.get("nextDeliveryTime") or (
+        last.get("notBefore") if record.qstash_state == "CREATED" else None
+    )
     if nxt and record.qstash_state not in FINAL_QSTASH_STATES:
         record.next_delivery = int(nxt) / 1000
     return record

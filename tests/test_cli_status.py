@@ -8,8 +8,6 @@ from collections.abc import Iterator
 import click
 import pytest
 from click.testing import CliRunner
-
-from celery_qstash.cli.status import register
 from dashboard.qstash_events import (
     FakeQStash,
     delivered_events,
@@ -18,6 +16,8 @@ from dashboard.qstash_events import (
     fake_qstash,
     pending_events,
 )
+
+from celery_qstash.cli.status import register
 
 QSTASH_URL = "http://qstash.test"
 TOKEN = "qstash-token-CLI-S3CRET"

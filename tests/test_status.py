@@ -411,3 +411,10 @@ def test_qstash_order_wins_within_one_millisecond() -> None:
     expected = ["CREATED", "ACTIVE", "ERROR", "RETRY", "ACTIVE", "DELIVERED"]
     assert [e["state"] for e in newest_first.events] == expected
     assert [e["state"] for e in oldest_first.events] == expected
+
+
+def test_a_delayed_task_is_next_delivered_at_its_not_before() -> None:
+    record = build_record(pending_events())
+
+    assert record is not None
+    assert record.next_delivery == (T0 + 3_600_000) / 1000

@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-
-import warnings
 
 import httpx
 import pytest

@@ -60,7 +60,7 @@ def test_a_task_goes_pending_to_success_everywhere(
     assert stack.app.AsyncResult(result.id).get(timeout=10)["emailId"] == data["emailId"]
     record = stack.status.task(result.id)
     assert record is not None
-    assert [e["state"] for e in record.events][0] == "CREATED"  # it was PENDING first
+    assert next(e["state"] for e in record.events) == "CREATED"  # it was PENDING first
 
     api = httpx.get(f"{stack.dashboard_url}/api/tasks", params={"state": "SUCCESS"}).json()
     assert api[result.id]["state"] == "SUCCESS"
