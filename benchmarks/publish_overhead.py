@@ -37,23 +37,37 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     with EmulatorServer(start_delivery=False) as server:
         app = Celery("bench", set_as_current=True)
-        app.conf.update(qstash_url=server.url, qstash_token=server.token, autosend_api_key="AS_bench")
+        app.conf.update(
+            qstash_url=server.url, qstash_token=server.token, autosend_api_key="AS_bench"
+        )
 
         @app.task(base=QStashTask, name="bench.welcome")
         def welcome(i: int) -> Email:
-            return Email(to=f"user{i}@example.com", from_="hi@acme.example",
-                         subject="Welcome", html="<p>Hi {{name}}</p>", dynamic_data={"name": "x"})
+            return Email(
+                to=f"user{i}@example.com",
+                from_="hi@acme.example",
+                subject="Welcome",
+                html="<p>Hi {{name}}</p>",
+                dynamic_data={"name": "x"},
+            )
 
         sdk = QStash(server.token, retry=False, base_url=server.url)
 
         def raw(i: int) -> object:
-            body = {"from": {"email": "hi@acme.example"}, "subject": "Welcome",
-                    "html": "<p>Hi {{name}}</p>", "dynamicData": {"name": "x"},
-                    "to": {"email": f"user{i}@example.com"}}
+            body = {
+                "from": {"email": "hi@acme.example"},
+                "subject": "Welcome",
+                "html": "<p>Hi {{name}}</p>",
+                "dynamicData": {"name": "x"},
+                "to": {"email": f"user{i}@example.com"},
+            }
             return sdk.message.publish_json(
-                url="https://api.autosend.com/v1/mails/send", body=body,
+                url="https://api.autosend.com/v1/mails/send",
+                body=body,
                 headers={"Authorization": "Bearer AS_bench", "Idempotency-Key": f"raw-{i}"},
-                retries=3, deduplication_id=f"raw-{i}", label=f"raw-{i}",
+                retries=3,
+                deduplication_id=f"raw-{i}",
+                label=f"raw-{i}",
                 flow_control={"key": "autosend.bench", "rate": 2, "period": "1s"},
                 redact={"header": ["Authorization"]},
             )
@@ -74,7 +88,9 @@ def main() -> None:
     print(f"publishes per side: {len(rounds['sdk'])} (median per call)")
     print(f"  bare SDK publish_json   {sdk_ms:7.3f} ms")
     print(f"  task.delay() (shim)     {shim_ms:7.3f} ms   ratio shim/SDK = {shim_ms / sdk_ms:.2f}")
-    print(f"  eager task.delay()      {eager_ms:7.3f} ms   ratio eager/SDK = {eager_ms / sdk_ms:.2f}")
+    print(
+        f"  eager task.delay()      {eager_ms:7.3f} ms   ratio eager/SDK = {eager_ms / sdk_ms:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ class ThreadedServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name=f"srv:{self.port}")
+        self._thread = threading.Thread(
+            target=self._server.run, daemon=True, name=f"srv:{self.port}"
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AUTOSEND_URL",
+    "DASHBOARD_PORT",
     "DEV_AUTOSEND_API_KEY",
     "DEV_CURRENT_SIGNING_KEY",
     "DEV_NEXT_SIGNING_KEY",
@@ -16,7 +17,6 @@ __all__ = [
     "DEV_USERS",
     "EMULATOR_PORT",
     "SANDBOX_PORT",
-    "DASHBOARD_PORT",
 ]
 
 DEV_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="

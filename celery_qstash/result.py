@@ -63,8 +63,6 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
     """A read-only result backend over QStash's logs API."""
 
     supports_native_join = False
-    # CANCEL_REQUESTED already reads REVOKED, but the message may still go out; a
-    # READY state is only cached when QStash says so itself (see _get_task_meta_for).
 
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, url=url, **kwargs)

@@ -606,9 +606,13 @@ _SECRET_HEADER = re.compile(r"authorization|token|key|signature|secret|cookie", 
 REDACTED = "[redacted]"
 
 
+#: Names that match the pattern but that we set ourselves with a public value (the task id).
+_PUBLIC_NAMES = frozenset({"idempotency-key", "upstash-forward-idempotency-key"})
+
+
 def is_secret_name(name: str) -> bool:
     """Does a header or parameter name suggest its value is a secret?"""
-    return bool(_SECRET_HEADER.search(name))
+    return name.lower() not in _PUBLIC_NAMES and bool(_SECRET_HEADER.search(name))
 
 
 def redact_headers(headers: Any) -> dict[str, str]:

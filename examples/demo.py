@@ -52,20 +52,36 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep-running", action=argparse.BooleanOptionalAction,
-                        default=sys.stdin.isatty(), help="leave the servers up until Ctrl-C")
+    parser.add_argument(
+        "--keep-running",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stdin.isatty(),
+        help="leave the servers up until Ctrl-C",
+    )
     parser.add_argument("--data-dir", default=None, help="where the dev servers keep their data")
     args = parser.parse_args()
 
     ports = {"emulator": _port(8080), "sandbox": _port(8025), "dashboard": _port(5555)}
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="celery-qstash-demo-")
     command = [
-        sys.executable, "-m", "celery_qstash", "dev",
-        "--port", str(ports["emulator"]), "--sandbox-port", str(ports["sandbox"]),
-        "--dashboard-port", str(ports["dashboard"]), "--data-dir", data_dir,
+        sys.executable,
+        "-m",
+        "celery_qstash",
+        "dev",
+        "--port",
+        str(ports["emulator"]),
+        "--sandbox-port",
+        str(ports["sandbox"]),
+        "--dashboard-port",
+        str(ports["dashboard"]),
+        "--data-dir",
+        data_dir,
     ]
-    print("$ celery-qstash dev", " ".join(command[4:]), flush=True)
-    proc = subprocess.Popen(command)
+    log_path = Path(data_dir) / "dev.log"
+    print("$ celery-qstash dev", " ".join(command[4:]))
+    print(f"  (its output goes to {log_path})", flush=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     emulator = f"http://127.0.0.1:{ports['emulator']}"
     sandbox = f"http://127.0.0.1:{ports['sandbox']}"
     dashboard = f"http://127.0.0.1:{ports['dashboard']}"
@@ -82,7 +98,9 @@ def main() -> int:
         print(f"   result.get() -> {first.get(timeout=30)}")
 
         print("\n2. the sandbox will fail the next request with 500, so QStash retries it")
-        httpx.post(f"{sandbox}/api/v1/chaos", json={"fail_next": 1, "status": 500}).raise_for_status()
+        httpx.post(
+            f"{sandbox}/api/v1/chaos", json={"fail_next": 1, "status": 500}
+        ).raise_for_status()
         second = send_password_reset.delay("omar@example.com", "https://acme.example/reset/abc")
         print(f"   task {second.id}")
         print(f"   result.get() -> {second.get(timeout=60)}  (after {second.retries} retry)")
@@ -92,10 +110,21 @@ def main() -> int:
         print(f"   state right after publishing: {third.state}")
         print(f"   result.get() -> {third.get(timeout=60)}")
 
+        print("\n$ celery-qstash status")
+        status = subprocess.run(
+            [sys.executable, "-m", "celery_qstash", "status"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        print(status.stdout.rstrip() or status.stderr.rstrip())
+
         inbox = httpx.get(f"{sandbox}/api/v1/messages").json()
         print(f"\nThe sandbox inbox holds {inbox['total']} email(s):")
         for message in inbox["messages"]:
-            print(f"   {message['createdAt']}  to {message['to']['email']:<20} {message['subject']}")
+            print(
+                f"   {message['createdAt']}  to {message['to']['email']:<20} {message['subject']}"
+            )
         print(f"""
 Where to look:
    inbox       {sandbox}/            (each email rendered)
@@ -112,6 +141,7 @@ Where to look:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=15)
+        log.close()
 
 
 if __name__ == "__main__":

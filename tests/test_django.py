@@ -40,7 +40,7 @@ def send_welcome(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-de
     app = Celery("django_tests", set_as_current=True)
     app.conf.update(qstash_token="tok", qstash_url="http://qstash.django.test", autosend_api_key="AS_k")
 
-    @app.task(base=QStashTask, name="dj.send_welcome")
+    @app.task(base=QStashTask, name="dj.send_welcome", shared=False)
     def task(user_id: int) -> Email:
         return Email(to=f"u{user_id}@example.com", from_="hi@acme.example", subject="Hi", text="Hi")
 

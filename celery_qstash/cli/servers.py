@@ -51,6 +51,12 @@ def _need_local() -> None:
         ) from None
 
 
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # One line per delivery comes from the emulator itself; httpx would repeat each.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def _wait_for_stop() -> None:
     """Block until Ctrl-C or SIGTERM (both stop cleanly)."""
     stop = threading.Event()
@@ -67,15 +73,34 @@ def _wait_for_stop() -> None:
 @click.command()
 @_host
 @click.option("--port", default=EMULATOR_PORT, show_default=True, help="QStash emulator port")
-@click.option("--sandbox-port", default=SANDBOX_PORT, show_default=True, help="AutoSend sandbox port")
+@click.option(
+    "--sandbox-port", default=SANDBOX_PORT, show_default=True, help="AutoSend sandbox port"
+)
 @click.option("--dashboard-port", default=DASHBOARD_PORT, show_default=True, help="dashboard port")
 @click.option("--no-dashboard", is_flag=True, help="do not start the dashboard")
-@click.option("--data-dir", default=".qstash-dev", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="where state is kept")
-@click.option("--route", "route_specs", multiple=True, metavar="PREFIX=URL",
-              help="deliver URLs starting with PREFIX to URL instead (repeatable)")
-def dev(host: str, port: int, sandbox_port: int, dashboard_port: int, no_dashboard: bool,
-        data_dir: Path, route_specs: tuple[str, ...]) -> None:
+@click.option(
+    "--data-dir",
+    default=".qstash-dev",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where state is kept",
+)
+@click.option(
+    "--route",
+    "route_specs",
+    multiple=True,
+    metavar="PREFIX=URL",
+    help="deliver URLs starting with PREFIX to URL instead (repeatable)",
+)
+def dev(
+    host: str,
+    port: int,
+    sandbox_port: int,
+    dashboard_port: int,
+    no_dashboard: bool,
+    data_dir: Path,
+    route_specs: tuple[str, ...],
+) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
     AutoSend-bound messages are routed to the sandbox, so what the shim publishes
@@ -86,7 +111,7 @@ def dev(host: str, port: int, sandbox_port: int, dashboard_port: int, no_dashboa
     from ..emulator import EmulatorServer
     from ..sandbox import SandboxServer
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
     try:
@@ -97,7 +122,7 @@ def dev(host: str, port: int, sandbox_port: int, dashboard_port: int, no_dashboa
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
-            board = ThreadedServer(_dashboard_app(qstash.url), host, dashboard_port).start()
+            board = ThreadedServer(_dashboard_app(qstash.url, host), host, dashboard_port).start()
             servers.append(board)
             board_url = board.url
         keys = (qstash.current_signing_key, qstash.next_signing_key)
@@ -123,31 +148,49 @@ def dev(host: str, port: int, sandbox_port: int, dashboard_port: int, no_dashboa
         click.echo("stopped")
 
 
-def _dashboard_app(qstash_url: str) -> Any:
+def _dashboard_app(qstash_url: str, host: str) -> Any:
     from qstash import QStash
 
-    from ..dashboard import create_app
+    from ..dashboard import LOOPBACK_HOSTS, check_bind, create_app, is_loopback
+    from ..errors import ConfigurationError
     from ..status import StatusClient
 
-    return create_app(StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)))
+    try:
+        # The dev dashboard has no auth: it stays on loopback (use `dashboard --auth` otherwise).
+        check_bind(host, None, False)
+    except ConfigurationError as exc:
+        raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
+    return create_app(
+        StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
+        allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None,
+    )
 
 
 @click.command()
 @_host
 @click.option("--port", default=EMULATOR_PORT, show_default=True)
-@click.option("--data-dir", default=".qstash-dev/emulator", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
-@click.option("--route", "route_specs", multiple=True, metavar="PREFIX=URL",
-              help="deliver URLs starting with PREFIX to URL instead (repeatable; "
-                   "also CELERY_QSTASH_ROUTES)")
+@click.option(
+    "--data-dir",
+    default=".qstash-dev/emulator",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--route",
+    "route_specs",
+    multiple=True,
+    metavar="PREFIX=URL",
+    help="deliver URLs starting with PREFIX to URL instead (repeatable; also CELERY_QSTASH_ROUTES)",
+)
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
-def emulator(host: str, port: int, data_dir: Path, route_specs: tuple[str, ...],
-             tokens: tuple[str, ...]) -> None:
+def emulator(
+    host: str, port: int, data_dir: Path, route_specs: tuple[str, ...], tokens: tuple[str, ...]
+) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
     from ..emulator import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs), extra_tokens=tokens)
 
@@ -155,15 +198,23 @@ def emulator(host: str, port: int, data_dir: Path, route_specs: tuple[str, ...],
 @click.command()
 @_host
 @click.option("--port", default=SANDBOX_PORT, show_default=True)
-@click.option("--data-dir", default=".qstash-dev/sandbox", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
-@click.option("--api-key", "api_keys", multiple=True,
-              help="accept only these AutoSend keys (repeatable; default: any key)")
+@click.option(
+    "--data-dir",
+    default=".qstash-dev/sandbox",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="accept only these AutoSend keys (repeatable; default: any key)",
+)
 def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...]) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
     from ..sandbox import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None)

@@ -105,7 +105,7 @@ class QStashTransport:
     def _error(
         self, request: PublishRequest, status: int | None, text: str, attempts: int
     ) -> PublishError:
-        text = scrub(text, self._secrets + (request.authorization,))
+        text = scrub(text, (*self._secrets, request.authorization))
         where = f"HTTP {status}" if status is not None else "network error"
         return PublishError(
             f"QStash did not accept task {request.task_id} ({where} after {attempts} "

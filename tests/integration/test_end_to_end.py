@@ -10,7 +10,7 @@ from celery_qstash.testing import DevServers
 
 
 def _welcome_task(app: Celery, **options: object):  # type: ignore[no-untyped-def]
-    @app.task(base=QStashTask, name="live.send_welcome", **options)
+    @app.task(base=QStashTask, name="live.send_welcome", shared=False, **options)
     def send_welcome(user_id: int, name: str) -> Email:
         return Email(
             to=f"{name} <user{user_id}@example.com>",
@@ -63,7 +63,7 @@ def test_a_failed_attempt_is_retried_and_sent_once(live_app: Celery, dev_servers
 
 
 def test_bulk_goes_to_the_bulk_endpoint(live_app: Celery, dev_servers: DevServers) -> None:
-    @live_app.task(base=QStashTask, name="live.newsletter")
+    @live_app.task(base=QStashTask, name="live.newsletter", shared=False)
     def newsletter() -> BulkEmail:
         return BulkEmail(
             from_="news@acme.example",
