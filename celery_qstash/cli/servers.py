@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -25,7 +26,26 @@ from ..devserver import (
 
 __all__ = ["dev", "emulator", "sandbox"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 _host = click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+_route = click.option(
+    "--route",
+    "route_specs",
+    multiple=True,
+    metavar="PREFIX=URL",
+    help="deliver URLs starting with PREFIX to URL instead (repeatable; also CELERY_QSTASH_ROUTES)",
+)
+
+
+def _data_dir(default: str) -> Callable[[F], F]:
+    return click.option(
+        "--data-dir",
+        default=default,
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="where state is kept (SQLite)",
+    )
 
 
 def _routes(specs: tuple[str, ...]) -> dict[str, str]:
@@ -78,20 +98,8 @@ def _wait_for_stop() -> None:
 )
 @click.option("--dashboard-port", default=DASHBOARD_PORT, show_default=True, help="dashboard port")
 @click.option("--no-dashboard", is_flag=True, help="do not start the dashboard")
-@click.option(
-    "--data-dir",
-    default=".qstash-dev",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="where state is kept",
-)
-@click.option(
-    "--route",
-    "route_specs",
-    multiple=True,
-    metavar="PREFIX=URL",
-    help="deliver URLs starting with PREFIX to URL instead (repeatable)",
-)
+@_data_dir(".qstash-dev")
+@_route
 def dev(
     host: str,
     port: int,
@@ -169,19 +177,8 @@ def _dashboard_app(qstash_url: str, host: str) -> Any:
 @click.command()
 @_host
 @click.option("--port", default=EMULATOR_PORT, show_default=True)
-@click.option(
-    "--data-dir",
-    default=".qstash-dev/emulator",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
-@click.option(
-    "--route",
-    "route_specs",
-    multiple=True,
-    metavar="PREFIX=URL",
-    help="deliver URLs starting with PREFIX to URL instead (repeatable; also CELERY_QSTASH_ROUTES)",
-)
+@_data_dir(".qstash-dev/emulator")
+@_route
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
 def emulator(
     host: str, port: int, data_dir: Path, route_specs: tuple[str, ...], tokens: tuple[str, ...]
@@ -198,12 +195,7 @@ def emulator(
 @click.command()
 @_host
 @click.option("--port", default=SANDBOX_PORT, show_default=True)
-@click.option(
-    "--data-dir",
-    default=".qstash-dev/sandbox",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@_data_dir(".qstash-dev/sandbox")
 @click.option(
     "--api-key",
     "api_keys",
