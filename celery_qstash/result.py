@@ -10,6 +10,7 @@ QStash state -> Celery state: see :data:`celery_qstash.status.STATE_MAP`.
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime, timezone
 from typing import Any
 
@@ -97,6 +98,17 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
         status.revoke(message_id)
 
 
+_backends: weakref.WeakKeyDictionary[Any, QStashBackend] = weakref.WeakKeyDictionary()
+
+
+def _backend_for(app: Any) -> QStashBackend:
+    """One QStashBackend per app, for apps whose own result_backend is something else."""
+    backend = _backends.get(app)
+    if backend is None:
+        backend = _backends[app] = QStashBackend(app)
+    return backend
+
+
 class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
     """``AsyncResult`` whose state comes from QStash; ``message_id`` is QStash's id."""
 
@@ -105,7 +117,7 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
         super().__init__(id, backend=backend, task_name=task_name, app=app, parent=parent)
         if not isinstance(getattr(self, "backend", None), QStashBackend):
             # Works whatever result_backend the app has: status lives in QStash.
-            self.backend = QStashBackend(self.app)
+            self.backend = _backend_for(self.app)
         self.message_id = message_id
 
     def mark_revoked_locally(self, exc: BaseException) -> None:

@@ -119,6 +119,15 @@ def dev(
     from ..emulator import EmulatorServer
     from ..sandbox import SandboxServer
 
+    if not no_dashboard:
+        from ..dashboard import check_bind
+        from ..errors import ConfigurationError
+
+        try:
+            # The dev dashboard has no auth: it stays on loopback (`dashboard --auth` otherwise).
+            check_bind(host, None, False)
+        except ConfigurationError as exc:
+            raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
@@ -159,15 +168,9 @@ def dev(
 def _dashboard_app(qstash_url: str, host: str) -> Any:
     from qstash import QStash
 
-    from ..dashboard import LOOPBACK_HOSTS, check_bind, create_app, is_loopback
-    from ..errors import ConfigurationError
+    from ..dashboard import LOOPBACK_HOSTS, create_app, is_loopback
     from ..status import StatusClient
 
-    try:
-        # The dev dashboard has no auth: it stays on loopback (use `dashboard --auth` otherwise).
-        check_bind(host, None, False)
-    except ConfigurationError as exc:
-        raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
     return create_app(
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
         allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None,

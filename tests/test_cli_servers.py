@@ -1,0 +1,121 @@
+"""``celery-qstash dev`` as a user runs it: a real process, Ctrl-C, a restart, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from celery import Celery
+from click.testing import CliRunner
+
+from celery_qstash import Email, QStashTask
+from celery_qstash._serving import free_port
+from celery_qstash.cli import main
+from celery_qstash.devserver import DEV_AUTOSEND_API_KEY, DEV_TOKEN
+
+
+class Dev:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ports = [free_port() for _ in range(3)]
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def emulator(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}"
+
+    @property
+    def sandbox(self) -> str:
+        return f"http://127.0.0.1:{self.ports[1]}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.ports[2]}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery_qstash", "dev", "--port", str(self.ports[0]),
+             "--sandbox-port", str(self.ports[1]), "--dashboard-port", str(self.ports[2]),
+             "--data-dir", str(self.data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stdout.read() if self.proc.stdout else ""
+            try:
+                httpx.get(f"{self.dashboard}/healthcheck", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("celery-qstash dev did not come up")
+
+    def interrupt(self) -> tuple[int, str]:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out
+
+    def emails(self) -> list[dict[str, object]]:
+        messages: list[dict[str, object]] = httpx.get(f"{self.sandbox}/api/v1/messages").json()["messages"]
+        return messages
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Dev]:
+    server = Dev(tmp_path / "dev")
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.mark.slow
+def test_ctrl_c_loses_nothing_and_a_restart_delivers(dev: Dev) -> None:
+    dev.start()
+    app = Celery("dev_cli", set_as_current=True)
+    app.conf.update(qstash_dev=True, qstash_url=dev.emulator)
+
+    @app.task(base=QStashTask, name="devcli.reminder", shared=False)
+    def reminder(to: str) -> Email:
+        return Email(to=to, from_="hi@acme.example", subject="Reminder", text="See you")
+
+    result = reminder.apply_async(("kim@example.com",), countdown=2)
+    code, out = dev.interrupt()  # before the message is due
+
+    assert code == 0, out
+    assert "stopped" in out
+    assert f"export QSTASH_TOKEN={DEV_TOKEN}" in out
+    assert f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}" in out
+    assert "route https://api.autosend.com -> " + dev.sandbox in out
+
+    dev.start()  # same data directory
+    assert result.get(timeout=20)["emailId"]
+    [email] = dev.emails()
+    assert email["to"]["email"] == "kim@example.com"
+    inbox_page = httpx.get(f"{dev.sandbox}/").text
+    assert "Reminder" in inbox_page and "kim@example.com" in inbox_page
+    tasks = httpx.get(f"{dev.dashboard}/api/tasks").json()
+    assert tasks[result.id]["state"] == "SUCCESS"
+
+
+def test_a_bad_route_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["emulator", "--route", "nonsense"])
+    assert result.exit_code == 2
+    assert "PREFIX=URL" in result.output
+
+
+def test_dev_refuses_a_public_dashboard_without_auth(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["dev", "--host", "0.0.0.0", "--port", str(free_port()), "--sandbox-port",
+               str(free_port()), "--dashboard-port", str(free_port()), "--data-dir", str(tmp_path)],
+    )
+    assert result.exit_code == 2
+    assert "--no-dashboard" in result.output
