@@ -29,7 +29,8 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        # scripts/test installs it; a missing browser is a broken setup, not a reason to skip.
+        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/test, or apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
