@@ -145,16 +145,8 @@ class TaskRecord:
 
     @property
     def error_message(self) -> str | None:
-        body = self.response
-        if isinstance(body, dict):
-            err = body.get("error")
-            if isinstance(err, dict) and err.get("message"):
-                return str(err["message"])
-            if body.get("message"):
-                return str(body["message"])
-        if isinstance(body, str) and body:
-            return body
-        return self.error
+        """AutoSend's error message (either documented shape), else QStash's error."""
+        return _error_text(self.response) or self.error
 
 
 def _email_summary(body: Any) -> tuple[str | None, str | None]:
