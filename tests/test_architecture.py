@@ -68,3 +68,30 @@ def test_the_check_sees_a_lazy_import(tmp_path: Path) -> None:
         assert "cli.main" in _imports(fake)
     finally:
         fake.unlink()
+
+
+def test_a_production_install_works_without_the_local_extra() -> None:
+    """Without starlette/uvicorn (no ``local`` extra) the shim, results and status CLI still work."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("starlette", "uvicorn"):
+            raise ImportError(f"{name} is blocked: no local extra")
+sys.meta_path.insert(0, Block())
+import celery_qstash
+from celery_qstash import Email, QStashTask, autosend_task, QStashBackend
+from celery_qstash.cli import main
+from click.testing import CliRunner
+runner = CliRunner()
+assert runner.invoke(main, ["status", "--help"]).exit_code == 0
+result = runner.invoke(main, ["emulator"])
+assert result.exit_code != 0 and "celery-qstash[local]" in result.output, result.output
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ok")
