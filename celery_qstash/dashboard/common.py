@@ -59,30 +59,30 @@ def _failure(request: Request, exc: Exception) -> tuple[int, str]:
 _UPSTREAM = (BadRequest, ConfigurationError, QStashError, httpx.HTTPError)
 
 
-def upstream_errors(handler: Handler) -> Handler:
-    """JSON handlers: bad parameters -> 400, QStash trouble -> 502, no token -> 503."""
+def _answering_failures(render: Callable[[int, str], Response]) -> Callable[[Handler], Handler]:
+    """Bad parameters -> 400, QStash trouble -> 502, no token -> 503, shown by ``render``."""
 
-    @functools.wraps(handler)
-    def wrapper(request: Request) -> Response:
-        try:
-            return handler(request)
-        except _UPSTREAM as exc:
-            code, message = _failure(request, exc)
-            return JSONResponse({"error": message}, status_code=code)
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def wrapper(request: Request) -> Response:
+            try:
+                return handler(request)
+            except _UPSTREAM as exc:
+                return render(*_failure(request, exc))
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
-def page_errors(handler: Handler) -> Handler:
-    """The same as :func:`upstream_errors`, rendered as a page."""
+def _error_page(code: int, message: str) -> Response:
+    body = f'<h1>Error {code}</h1><p class="error">{e(message)}</p>'
+    return HTMLResponse(layout(f"Error {code}", body), status_code=code)
 
-    @functools.wraps(handler)
-    def wrapper(request: Request) -> Response:
-        try:
-            return handler(request)
-        except _UPSTREAM as exc:
-            code, message = _failure(request, exc)
-            body = f'<h1>Error {code}</h1><p class="error">{e(message)}</p>'
-            return HTMLResponse(layout(f"Error {code}", body), status_code=code)
 
-    return wrapper
+#: For JSON handlers: ``{"error": ...}`` with the status.
+upstream_errors = _answering_failures(
+    lambda code, message: JSONResponse({"error": message}, status_code=code)
+)
+#: For page handlers: the same, rendered as a page.
+page_errors = _answering_failures(_error_page)
