@@ -5,14 +5,85 @@ Server-side only: importing this needs the ``local`` extra (uvicorn).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
+from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ThreadedServer", "free_port", "run"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "SameSiteGuard",
+    "ThreadedServer",
+    "free_port",
+    "is_loopback",
+    "local_hosts",
+    "run",
+]
+
+#: Host names a browser uses for this machine.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` an address only this machine can reach?"""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def local_hosts(bind_host: str) -> tuple[str, ...] | None:
+    """The ``Host`` names to accept when bound to ``bind_host`` (``None``: any, off loopback)."""
+    if not is_loopback(bind_host):
+        return None
+    return (*LOOPBACK_HOSTS, bind_host.strip("[]").lower())
+
+
+def _host_name(value: str) -> str:
+    return (urlsplit("//" + value).hostname or "").lower()
+
+
+class SameSiteGuard:
+    """ASGI middleware for servers meant for this machine: a web page must not drive them.
+
+    * ``Host`` must be one of ``allowed_hosts`` (when given): a DNS-rebinding page
+      that resolves its own name to 127.0.0.1 gets 421;
+    * a state-changing request (not GET/HEAD/OPTIONS) from another origin gets 403.
+      Browsers send ``Origin``/``Sec-Fetch-Site`` on cross-site requests; SDKs, curl
+      and test clients do not, so they are unaffected.
+    """
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str] | None = None) -> None:
+        self.app = app
+        self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        host = headers.get("host", "").lower()
+        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
+            await PlainTextResponse("Unknown host", status_code=421)(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            origin = headers.get("origin")
+            foreign = origin is not None and urlsplit(origin).netloc.lower() != host
+            if foreign or headers.get("sec-fetch-site") == "cross-site":
+                refusal = PlainTextResponse("Cross-origin request refused", status_code=403)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -43,6 +43,7 @@ __all__ = [
     "Recipient",
     "coerce_email",
     "validation_errors",
+    "wire_errors",
 ]
 
 SEND_PATH = "/v1/mails/send"
@@ -122,13 +123,24 @@ def _drop_empty(data: Any) -> Any:
 
 
 def _address_input(value: Any) -> Any:
-    """``"a@b.com"`` and ``"Name <a@b.com>"`` become ``{"email", "name"}``."""
+    """``"a@b.com"`` and ``"Name <a@b.com>"`` become ``{"email", "name"}``.
+
+    A string holding several addresses is refused, not cut to its first one
+    (``parseaddr`` would silently drop the rest).
+    """
     if isinstance(value, str):
-        name, addr = email.utils.parseaddr(value)
+        if "\r" in value or "\n" in value:
+            _, addr = email.utils.parseaddr(" ".join(value.split()))
+            return {"email": addr or value, "name": value}  # let the name check reject it
+        pairs = [pair for pair in email.utils.getaddresses([value]) if pair != ("", "")]
+        if len(pairs) > 1:
+            raise ValueError(
+                f"{value!r} holds {len(pairs)} addresses; give one here (use cc/bcc, "
+                "a list, or BulkEmail for several)"
+            )
+        name, addr = pairs[0] if pairs else ("", "")
         if not addr or ("<" in value and not value.rstrip().endswith(">")):
             return {"email": value}
-        if "\r" in value or "\n" in value:
-            return {"email": addr, "name": value}  # let the name check reject it
         return {"email": addr, "name": name or None}
     return value
 
@@ -334,6 +346,40 @@ def validation_errors(exc: ValidationError, model: type[BaseModel]) -> list[dict
         out.append({"field": _field_name(tuple(err["loc"]), model), "message": message})
     # A rule about the whole request (an unknown shape, say) has no field; AutoSend says "body".
     return [{**e, "field": e["field"] or "body"} for e in out]
+
+
+# AutoSend's JSON, field by field: what each documented key must be on the wire.
+_OBJ, _ARR, _STR, _BOOL = dict, list, str, bool
+_WIRE_COMMON: dict[str, type[Any]] = {
+    "from": _OBJ, "replyTo": _OBJ, "subject": _STR, "html": _STR, "text": _STR,
+    "templateId": _STR, "dynamicData": _OBJ, "categories": _ARR, "scheduledAt": _STR,
+    "campaignName": _STR, "unsubscribeGroupId": _STR, "attachments": _ARR, "test": _BOOL,
+}
+_WIRE_SEND = {**_WIRE_COMMON, "to": _OBJ, "cc": _ARR, "bcc": _ARR}
+_WIRE_BULK = {**_WIRE_COMMON, "recipients": _ARR}
+_WIRE_NAMES = {_OBJ: "an object", _ARR: "an array", _STR: "a string", _BOOL: "a boolean"}
+
+
+def wire_errors(data: Mapping[str, Any], *, bulk: bool) -> list[dict[str, str]]:
+    """Where a JSON request body departs from AutoSend's documented shapes.
+
+    The models take friendlier Python input (``"Name <a@b.com>"`` for an address, a
+    single ``cc``, snake_case names); AutoSend's wire format does not. The local
+    sandbox checks this first, so a request that passes there passes at AutoSend.
+    """
+    spec = _WIRE_BULK if bulk else _WIRE_SEND
+    errors: list[dict[str, str]] = []
+    for key, value in data.items():
+        expected = spec.get(key)
+        if expected is None:
+            errors.append({"field": key, "message": "not a field of this endpoint"})
+        elif value is not None and not isinstance(value, expected):
+            errors.append({"field": key, "message": f"must be {_WIRE_NAMES[expected]}"})
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if key in ("cc", "bcc", "recipients", "attachments") and not isinstance(item, dict):
+                    errors.append({"field": f"{key}.{i}", "message": "must be an object"})
+    return errors
 
 
 def coerce_email(value: Any, *, default_from: str | None = None) -> AnyEmail:

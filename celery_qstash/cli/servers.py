@@ -168,12 +168,12 @@ def dev(
 def _dashboard_app(qstash_url: str, host: str) -> Any:
     from qstash import QStash
 
-    from ..dashboard import LOOPBACK_HOSTS, create_app, is_loopback
+    from ..dashboard import create_app, local_hosts
     from ..status import StatusClient
 
     return create_app(
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
-        allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None,
+        allowed_hosts=local_hosts(host),
     )
 
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import secrets as _secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -30,17 +28,15 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._serving import LOOPBACK_HOSTS, SameSiteGuard, is_loopback, local_hosts
 from ..devserver import DASHBOARD_PORT
 from ..errors import ConfigurationError
 from ..status import StatusClient
 from . import api, views
 
-__all__ = ["LOOPBACK_HOSTS", "check_bind", "create_app", "is_loopback", "serve"]
+__all__ = ["LOOPBACK_HOSTS", "check_bind", "create_app", "is_loopback", "local_hosts", "serve"]
 
 StatusSource = StatusClient | Callable[[], StatusClient]
-
-#: Host names a browser uses for this machine (the Host header check on loopback).
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _SECURITY_HEADERS = [
     # No script at all: an escaping bug could then show markup, never run code.
@@ -56,18 +52,12 @@ _SECURITY_HEADERS = [
 ]
 
 
-def _host_name(value: str) -> str:
-    return (urlsplit("//" + value).hostname or "").lower()
-
-
 class _Guard:
-    """Basic auth, the loopback Host check, same-origin POSTs and security headers."""
+    """Basic auth and security headers (the Host and same-origin checks are SameSiteGuard's)."""
 
-    def __init__(self, app: ASGIApp, *, auth: tuple[str, str] | None,
-                 allowed_hosts: Sequence[str] | None) -> None:
+    def __init__(self, app: ASGIApp, *, auth: tuple[str, str] | None) -> None:
         self.app = app
         self.auth = auth
-        self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
 
     def _authorized(self, header: str | None) -> bool:
         if self.auth is None:
@@ -89,21 +79,11 @@ class _Guard:
             return
         headers = Headers(scope=scope)
         refusal: Response | None = None
-        host_name = _host_name(headers.get("host", ""))
-        if self.allowed_hosts is not None and host_name not in self.allowed_hosts:
-            refusal = PlainTextResponse("Unknown host", status_code=421)
-        elif not self._authorized(headers.get("authorization")):
+        if not self._authorized(headers.get("authorization")):
             refusal = PlainTextResponse(
                 "Authentication required", status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="celery-qstash", charset="UTF-8"'},
             )
-        elif scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            # Browsers send Origin on cross-site POSTs; scripts (curl, Flower clients) do not.
-            origin = headers.get("origin")
-            host = headers.get("host", "").lower()
-            foreign = origin is not None and urlsplit(origin).netloc.lower() != host
-            if foreign or headers.get("sec-fetch-site") == "cross-site":
-                refusal = PlainTextResponse("Cross-origin request refused", status_code=403)
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -180,18 +160,10 @@ def create_app(
     app.state.status = status
     app.state.secrets = tuple(s for s in secrets if s)
     app.state.pages = pages
-    app.add_middleware(_Guard, auth=auth, allowed_hosts=allowed_hosts)
+    app.add_middleware(_Guard, auth=auth)
+    # Added last, so it runs first: a foreign Host or origin is refused before anything else.
+    app.add_middleware(SameSiteGuard, allowed_hosts=allowed_hosts)
     return app
-
-
-def is_loopback(host: str) -> bool:
-    """Is ``host`` an address only this machine can reach?"""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, auth: tuple[str, str] | None, allow_unauthenticated_public: bool) -> None:
@@ -226,7 +198,7 @@ def serve(
     app = create_app(
         status,
         auth=auth,
-        allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else None,
+        allowed_hosts=local_hosts(host),
         secrets=settings.secrets,
     )
     shown = f"[{host}]" if ":" in host else host
