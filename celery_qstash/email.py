@@ -355,9 +355,11 @@ _WIRE_COMMON: dict[str, type[Any]] = {
     "templateId": _STR, "dynamicData": _OBJ, "categories": _ARR, "scheduledAt": _STR,
     "campaignName": _STR, "unsubscribeGroupId": _STR, "attachments": _ARR, "test": _BOOL,
 }
-_WIRE_SEND = {**_WIRE_COMMON, "to": _OBJ, "cc": _ARR, "bcc": _ARR}
-_WIRE_BULK = {**_WIRE_COMMON, "recipients": _ARR}
-_WIRE_NAMES = {_OBJ: "an object", _ARR: "an array", _STR: "a string", _BOOL: "a boolean"}
+_WIRE_SEND: dict[str, type[Any]] = {**_WIRE_COMMON, "to": _OBJ, "cc": _ARR, "bcc": _ARR}
+_WIRE_BULK: dict[str, type[Any]] = {**_WIRE_COMMON, "recipients": _ARR}
+_WIRE_NAMES: dict[type[Any], str] = {
+    _OBJ: "an object", _ARR: "an array", _STR: "a string", _BOOL: "a boolean",
+}
 
 
 def wire_errors(data: Mapping[str, Any], *, bulk: bool) -> list[dict[str, str]]:
