@@ -3,8 +3,11 @@
 One SDK client per (token, URL) per process, created on first use, so settings
 that change between tests take effect and connections are reused otherwise.
 The SDK's own retry is off: Celery's ``retry``/``retry_policy`` drive ours, which
-retries only network errors and 5xx, and never holds the caller longer than
-``qstash_publish_timeout`` (2 s by default) in all.
+retries only network errors and 5xx. One deadline (``qstash_publish_timeout``, 2 s
+by default) covers the whole call: each HTTP request's timeouts are cut to what
+is left of it, and no attempt starts without time to finish. (httpx's timeouts are
+per network operation, so a server that trickles its answer byte by byte could
+still hold a request longer; QStash does not.)
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import json
 import re
 import threading
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -52,7 +56,7 @@ def _upstream_error(exc: QStashError) -> tuple[int | None, str]:
             body = parsed["error"]
     except ValueError:
         pass
-    return status, body[:500]
+    return status, body
 
 
 class QStashTransport:
@@ -79,33 +83,44 @@ class QStashTransport:
         retry_policy: dict[str, Any] | None = None,
     ) -> PublishResult:
         policy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
-        retries = int(policy["max_retries"] or 0) if retry else 0
-        start = self.clock.now()
-        attempt = 0
-        while True:
-            try:
-                return self._publish_once(request)
-            except (httpx.TransportError, QStashError) as exc:
-                status, text = (
-                    (None, type(exc).__name__)
-                    if isinstance(exc, httpx.TransportError)
-                    else _upstream_error(exc)
-                )
-                retryable = status is None or status >= 500
+        # Celery's max_retries=None means "forever": here, until the time budget is spent.
+        limit = policy["max_retries"]
+        retries = (None if limit is None else int(limit)) if retry else 0
+        deadline = self.clock.now() + self.timeout
+        token = _deadline.set((deadline, self.clock))
+        try:
+            attempt = 0
+            while True:
+                try:
+                    return self._publish_once(request)
+                except httpx.LocalProtocolError as exc:  # our request is malformed: no retry
+                    status, text, retryable = None, type(exc).__name__, False
+                except httpx.TransportError as exc:
+                    status, text, retryable = None, type(exc).__name__, True
+                except QStashError as exc:
+                    status, text = _upstream_error(exc)
+                    retryable = status is not None and status >= 500
                 interval = min(
                     float(policy["interval_start"]) + attempt * float(policy["interval_step"]),
                     float(policy["interval_max"]),
                 )
-                out_of_time = self.clock.now() - start + interval >= self.timeout
-                if not retryable or attempt >= retries or out_of_time:
-                    raise self._error(request, status, text, attempt + 1) from None
+                # Only start another attempt if it still has time to finish.
+                room = deadline - self.clock.now() - interval
+                if not retryable or (retries is not None and attempt >= retries) or room < 0.1:
+                    break
                 attempt += 1
                 self.clock.sleep(interval)
+        finally:
+            _deadline.reset(token)
+        # Raised outside the except blocks, so the SDK's exception (whose text may
+        # hold what QStash echoed back) is not kept as __context__.
+        raise self._error(request, status, text, attempt + 1)
 
     def _error(
         self, request: PublishRequest, status: int | None, text: str, attempts: int
     ) -> PublishError:
-        text = scrub(text, (*self._secrets, request.authorization))
+        # Scrub the whole text before shortening it: a cut could split a secret.
+        text = scrub(text, (*self._secrets, request.authorization))[:500]
         where = f"HTTP {status}" if status is not None else "network error"
         return PublishError(
             f"QStash did not accept task {request.task_id} ({where} after {attempts} "
@@ -141,27 +156,50 @@ class QStashTransport:
         return PublishResult(message_id=res.message_id, deduplicated=bool(res.deduplicated))
 
 
+#: (deadline, clock) of the publish call running in this thread or task, if any.
+_deadline: ContextVar[tuple[float, Clock] | None] = ContextVar(
+    "celery_qstash_deadline", default=None
+)
+
+#: Reads (status, DLQ) are not on a web request's path; they get a roomier timeout.
+READ_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
+
+
+class _DeadlineClient(httpx.Client):
+    """The SDK's HTTP client, with each request's timeout cut to what is left of the
+    current publish call's budget, so retries included it stays within ``timeout``."""
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        current = _deadline.get()
+        if current is not None:
+            deadline, clock = current
+            left = max(0.05, deadline - clock.now())
+            request.extensions["timeout"] = httpx.Timeout(left, connect=min(left, 1.0)).as_dict()
+        return super().send(request, **kwargs)
+
+
 _clients: dict[tuple[str, str], QStash] = {}
 _lock = threading.Lock()
 
 
-def _client(token: str, url: str, timeout: float) -> QStash:
+def _client(token: str, url: str) -> QStash:
     # Keyed by a hash so the token itself is not kept in yet another place.
     key = (hashlib.sha256(token.encode()).hexdigest(), url)
     with _lock:
         client = _clients.get(key)
         if client is None:
             client = QStash(token, retry=False, base_url=url)
+            # The SDK builds an httpx.Client with a 600 s read timeout and no way to
+            # pass another; ``http._client`` is private but the only handle there is.
+            client.http._client.close()
+            client.http._client = _DeadlineClient(timeout=READ_TIMEOUT)
             _clients[key] = client
-        # The SDK's default is a 600 s read timeout; a web request must never wait that long.
-        # ``http._client`` is the SDK's httpx.Client (private, but the only handle there is).
-        client.http._client.timeout = httpx.Timeout(timeout, connect=min(timeout, 1.0))
         return client
 
 
 def client_for(settings: Settings) -> QStash:
     """The process's SDK client for these settings (ConfigurationError without a token)."""
-    return _client(settings.require_token(), settings.qstash_url, settings.publish_timeout)
+    return _client(settings.require_token(), settings.qstash_url)
 
 
 def get_transport(settings: Settings, *, clock: Clock | None = None) -> QStashTransport:
