@@ -110,6 +110,9 @@ class TaskAttrs:
     retry_backoff_max: float = 600
     retry_jitter: bool = True
     rate_limit: str | float | None = None
+    retry_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    acks_late: bool = False
     declared: frozenset[str] = frozenset()
 
 
@@ -142,6 +145,8 @@ class _Draft:
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+# Printable ASCII but space and comma (QStash splits labels on commas).
+_TASK_ID = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,256}$")
 _RESERVED_FORWARD = {"authorization", "content-type", "idempotency-key", "content-length", "host"}
 
 
@@ -216,6 +221,14 @@ def _headers(d: _Draft, value: Any) -> None:
     for name, item in value.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
             raise UnsupportedOption("headers", f"{name!r} is not a valid HTTP header name")
+        if name.lower().startswith("upstash-"):
+            # The SDK would pass an "Upstash-Forward-X" name through as it is, and any
+            # other Upstash-* name would configure QStash itself.
+            raise UnsupportedOption(
+                "headers",
+                f"{name}: give the plain header name (X-Foo, not Upstash-Forward-X-Foo); "
+                "QStash settings come from the task's options",
+            )
         if name.lower() in _RESERVED_FORWARD:
             raise UnsupportedOption(
                 "headers",
@@ -331,6 +344,9 @@ TASK_ATTRIBUTES: dict[str, Rule] = {
     "default_retry_delay": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "a constant in ms, when the task sets it"),
     "retry_backoff": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "min(retry_backoff_max, factor * 2^retried) in ms"),
     "retry_backoff_max": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "the cap of the backoff expression"),
+    "retry_kwargs": Rule(Outcome.MAPPED, "Upstash-Retries, Upstash-Retry-Delay", "max_retries and countdown, as Celery's autoretry uses them; other keys are rejected"),
+    "autoretry_for": Rule(Outcome.IGNORED, "-", "the body runs at call time, so an exception there reaches the caller and nothing is published; QStash retries every failed delivery anyway"),
+    "acks_late": Rule(Outcome.IGNORED, "-", "QStash delivers at least once in any case; AutoSend's Idempotency-Key makes a redelivery send nothing twice"),
     "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered"),
     "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (2/s)"),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up"),
@@ -380,12 +396,15 @@ def parse_rate(value: str | float | int) -> tuple[int, str]:
 
 
 def _retry_delay(task: TaskAttrs) -> str | None:
-    if task.retry_backoff:
+    if task.retry_backoff:  # Celery's autoretry: the backoff wins over retry_kwargs' countdown
         factor = int(max(1.0, float(task.retry_backoff)))
         cap_ms = int(task.retry_backoff_max * 1000)
         if task.retry_jitter:
             warn_once("retry_jitter", TASK_ATTRIBUTES["retry_jitter"].note)
         return f"min({cap_ms}, {factor * 1000} * pow(2, retried))"
+    countdown = task.retry_kwargs.get("countdown")
+    if countdown is not None:
+        return str(int(_number("retry_kwargs", countdown) * 1000))
     if "default_retry_delay" in task.declared:
         return str(int(task.default_retry_delay * 1000))
     # Celery's 180 s default only applies to self.retry(); QStash's own backoff fits better.
@@ -422,11 +441,32 @@ class PublishPlan:
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= self.deliver_at(now)
 
-    def request(self, email: AnyEmail, settings: Settings, *, eager: bool = False) -> PublishRequest:
-        """The full request. ``eager``: tests need no AutoSend key (nothing leaves the process)."""
+    def request(
+        self,
+        email: AnyEmail,
+        settings: Settings,
+        *,
+        eager: bool = False,
+        extra_headers: Mapping[str, Any] | None = None,
+    ) -> PublishRequest:
+        """The full request. ``eager``: tests need no AutoSend key (nothing leaves the process).
+
+        ``extra_headers`` (added by ``before_task_publish`` handlers) are forwarded like
+        ``headers=``; one that could not be is skipped with a warning, because failing
+        the call over a tracing library's header would be worse.
+        """
         key = (settings.autosend_api_key or "eager-mode") if eager else settings.require_api_key()
+        forwarded = dict(self.headers)
+        for name, value in (extra_headers or {}).items():
+            scratch = _Draft(settings=settings, now=0.0)
+            try:
+                _headers(scratch, {name: value})
+            except UnsupportedOption as exc:
+                warn_once(f"before_task_publish:{name}", f"header not forwarded: {exc}")
+                continue
+            forwarded.update(scratch.headers)
         headers = {
-            **self.headers,
+            **forwarded,
             # AutoSend replays the first response for a repeated key, so QStash's
             # at-least-once delivery never sends the email twice.
             "Idempotency-Key": self.task_id,
@@ -474,6 +514,12 @@ def plan_publish(
 
     Raises :class:`UnsupportedOption` naming the option; warns once per ignored option.
     """
+    if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
+        raise UnsupportedOption(
+            "task_id",
+            f"{task_id!r}: it becomes QStash's deduplication id and label and AutoSend's "
+            "Idempotency-Key, so use 1-256 printable ASCII characters without spaces or commas",
+        )
     d = _Draft(settings=settings, now=now)
     stamped = set(options.get("stamped_headers") or ())
     given = {k: v for k, v in options.items() if v is not None}
@@ -498,7 +544,17 @@ def plan_publish(
     _link(d, link)
     _link_error(d, link_error)
 
-    retries: int | None = task.max_retries
+    unknown = set(task.retry_kwargs) - {"max_retries", "countdown"}
+    if unknown:
+        raise UnsupportedOption(
+            "retry_kwargs",
+            f"only max_retries and countdown have a QStash equivalent, not {sorted(unknown)}",
+        )
+    if task.autoretry_for:
+        warn_once("autoretry_for", TASK_ATTRIBUTES["autoretry_for"].note)
+    if task.acks_late:
+        warn_once("acks_late", TASK_ATTRIBUTES["acks_late"].note)
+    retries: int | None = task.retry_kwargs.get("max_retries", task.max_retries)
     if retries is None:
         warn_once("max_retries", TASK_ATTRIBUTES["max_retries"].note)
     elif isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -510,12 +566,14 @@ def plan_publish(
         flow = FlowControl(key=f"celery.{task.name}", rate=rate_pair[0], period=rate_pair[1])
     queue = d.queue
     if queue and (d.delay or d.not_before is not None):
-        # QStash's enqueue takes no delay; keep one-at-a-time ordering with flow control.
+        # QStash's enqueue takes no delay; keep one-at-a-time ordering with flow control,
+        # at the task's rate or else AutoSend's.
+        pace = rate_pair or (parse_rate(settings.rate_limit) if settings.rate_limit else None)
         flow = FlowControl(
             key=f"queue.{queue}",
             parallelism=1,
-            rate=rate_pair[0] if rate_pair else None,
-            period=rate_pair[1] if rate_pair else None,
+            rate=pace[0] if pace else None,
+            period=pace[1] if pace else None,
         )
         queue = None
     elif queue and rate_pair:

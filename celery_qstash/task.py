@@ -58,6 +58,9 @@ def task_attrs(task: Task) -> TaskAttrs:
         retry_backoff_max=getattr(task, "retry_backoff_max", 600),
         retry_jitter=getattr(task, "retry_jitter", True),
         rate_limit=task.rate_limit,
+        retry_kwargs=dict(getattr(task, "retry_kwargs", None) or {}),
+        autoretry_for=tuple(getattr(task, "autoretry_for", None) or ()),
+        acks_late=bool(task.acks_late) and _declared(task, "acks_late"),
         declared=frozenset(name for name in _ATTRS if _declared(task, name)),
     )
 
@@ -141,10 +144,9 @@ class QStashTask(Task):  # type: ignore[misc]
         args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
         rendered = self._render(task_id, args, kwargs)
         email = coerce_email(rendered, default_from=settings.default_from)
-        request = plan.request(email, settings)
         transport = get_transport(settings)
 
-        headers = {
+        protocol = {
             "lang": "py",
             "task": self.name,
             "id": task_id,
@@ -157,6 +159,9 @@ class QStashTask(Task):  # type: ignore[misc]
             "origin": "celery-qstash",
             "ignore_result": plan.ignore_result,
         }
+        # As in Celery, the signal sees the call's headers merged in, and what a handler
+        # adds (trace context from OpenTelemetry, Sentry, Datadog) travels with the message.
+        headers = {**protocol, **plan.headers}
         embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
         body = (list(args), dict(kwargs), embed)
         signal_common = {"body": body, "exchange": "", "routing_key": plan.queue or ""}
@@ -168,8 +173,11 @@ class QStashTask(Task):  # type: ignore[misc]
             retry_policy=merged.get("retry_policy"),
             **signal_common,
         )
+        added = {
+            k: v for k, v in headers.items() if k not in protocol and plan.headers.get(k) != v
+        }
         sent = transport.publish(
-            request,
+            plan.request(email, settings, extra_headers=added),
             retry=merged.get("retry", app.conf.task_publish_retry),
             retry_policy={
                 **(app.conf.task_publish_retry_policy or {}),

@@ -93,6 +93,26 @@ def send_time_limit_45(user_id: int) -> Email:
     return welcome(user_id)
 
 
+@autosend_task(autoretry_for=(ConnectionError,), retry_kwargs={"max_retries": 6, "countdown": 30})
+def send_autoretry(user_id: int) -> Email:
+    return welcome(user_id)
+
+
+@autosend_task(retry_kwargs={"max_retries": 2, "countdown": 30}, retry_backoff=3, retry_jitter=False)
+def send_kwargs_and_backoff(user_id: int) -> Email:
+    return welcome(user_id)
+
+
+@autosend_task(retry_kwargs={"exc": ValueError, "max_retries": 1})
+def send_bad_retry_kwargs(user_id: int) -> Email:
+    return welcome(user_id)
+
+
+@autosend_task(acks_late=True)
+def send_acks_late(user_id: int) -> Email:
+    return welcome(user_id)
+
+
 # --- helpers -----------------------------------------------------------------------------
 
 
@@ -303,6 +323,13 @@ def test_queue_with_countdown_publishes_with_queue_flow_control(app: Celery, qst
     assert request.url.path == SEND_PATH
     assert request.headers["Upstash-Delay"] == "60s"
     assert request.headers["Upstash-Flow-Control-Key"] == "queue.emails"
+    # One at a time, and still at AutoSend's pace.
+    assert request.headers["Upstash-Flow-Control-Value"] == "parallelism=1, rate=2, period=1s"
+
+
+def test_queue_with_countdown_without_the_default_rate(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    app.conf.autosend_rate_limit = "off"
+    request, _ = publish(qstash_mock, queue="emails", countdown=60)
     assert request.headers["Upstash-Flow-Control-Value"] == "parallelism=1"
 
 
@@ -710,8 +737,57 @@ def test_every_apply_async_row_is_covered_here() -> None:
     assert ignored >= set(IGNORED)
     assert set(TASK_ATTRIBUTES) == {
         "max_retries", "default_retry_delay", "retry_backoff", "retry_backoff_max",
-        "retry_jitter", "rate_limit", "time_limit",
+        "retry_jitter", "rate_limit", "time_limit", "retry_kwargs", "autoretry_for", "acks_late",
     }
+
+
+def test_retry_kwargs_map_like_celerys_autoretry(
+    app: Celery, qstash_mock: respx.MockRouter, recorded: list[warnings.WarningMessage]
+) -> None:
+    request, _ = publish(qstash_mock, send_autoretry)
+    assert request.headers["Upstash-Retries"] == "6"
+    assert request.headers["Upstash-Retry-Delay"] == "30000"
+    assert any("autoretry_for" in m for m in ours(recorded))
+
+
+def test_retry_backoff_wins_over_retry_kwargs_countdown(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    request, _ = publish(qstash_mock, send_kwargs_and_backoff)
+    assert request.headers["Upstash-Retries"] == "2"
+    assert request.headers["Upstash-Retry-Delay"] == "min(600000, 3000 * pow(2, retried))"
+
+
+def test_retry_kwargs_without_a_qstash_meaning_are_rejected(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    with pytest.raises(UnsupportedOption, match="retry_kwargs") as info:
+        send_bad_retry_kwargs.delay(1)
+    assert "exc" in str(info.value)
+    assert qstash_mock.calls.call_count == 0
+
+
+def test_acks_late_is_accepted_with_one_warning(
+    app: Celery, qstash_mock: respx.MockRouter, recorded: list[warnings.WarningMessage]
+) -> None:
+    send_acks_late.delay(1)
+    send_acks_late.delay(2)
+    assert qstash_mock["publish"].call_count == 2
+    assert sum("acks_late" in m for m in ours(recorded)) == 1
+
+
+@pytest.mark.parametrize("task_id", ["has space", "a,b", "caf\u00e9", "x" * 257, "a\r\nX-Evil: 1"])
+def test_a_task_id_that_cannot_be_a_header_or_label_is_rejected(
+    app: Celery, qstash_mock: respx.MockRouter, task_id: str
+) -> None:
+    with pytest.raises(UnsupportedOption, match="task_id"):
+        send_welcome.apply_async((1,), task_id=task_id)
+    assert qstash_mock.calls.call_count == 0
+
+
+@pytest.mark.parametrize("name", ["Upstash-Forward-Idempotency-Key", "upstash-forward-authorization", "Upstash-Delay"])
+def test_forwarded_headers_cannot_smuggle_upstash_names(
+    app: Celery, qstash_mock: respx.MockRouter, name: str
+) -> None:
+    with pytest.raises(UnsupportedOption, match="headers"):
+        send_welcome.apply_async((1,), headers={name: "x"})
+    assert qstash_mock.calls.call_count == 0
 
 
 @pytest.mark.parametrize(

@@ -465,17 +465,43 @@ def test_publish_signals_fire_once_each(app: Celery, qstash_mock: respx.MockRout
     assert events[0][2]["body"][0] == [1]
 
 
-def test_signal_handlers_may_add_headers_without_breaking(app: Celery, qstash_mock: respx.MockRouter) -> None:
+def test_headers_a_signal_handler_adds_are_forwarded(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    seen: dict[str, Any] = {}
+
     def tracer(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
         assert headers is not None
+        seen.update(headers)
         headers["traceparent"] = "00-abc-def-01"
 
     before_task_publish.connect(tracer, weak=False)
     try:
-        send_welcome.delay(1)
+        send_welcome.apply_async((1,), headers={"X-Request-Id": "r1"})
     finally:
         before_task_publish.disconnect(tracer)
-    assert qstash_mock.calls.call_count == 1
+    assert seen["X-Request-Id"] == "r1"  # the call's own headers are merged in, as in Celery
+    request = qstash_mock.calls.last.request
+    assert request.headers["Upstash-Forward-traceparent"] == "00-abc-def-01"
+    assert request.headers["Upstash-Forward-X-Request-Id"] == "r1"
+    assert "Upstash-Forward-lang" not in request.headers  # protocol headers stay behind
+
+
+def test_a_handler_header_that_cannot_be_forwarded_is_skipped_with_a_warning(
+    app: Celery, qstash_mock: respx.MockRouter, autosend_api_key: str
+) -> None:
+    def bad(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        assert headers is not None
+        headers["Authorization"] = "Bearer stolen"
+        headers["fine"] = "yes"
+
+    before_task_publish.connect(bad, weak=False)
+    try:
+        with pytest.warns(CeleryQStashWarning, match="Authorization"):
+            send_welcome.delay(1)
+    finally:
+        before_task_publish.disconnect(bad)
+    request = qstash_mock.calls.last.request
+    assert request.headers["Upstash-Forward-Authorization"] == f"Bearer {autosend_api_key}"
+    assert request.headers["Upstash-Forward-fine"] == "yes"
 
 
 def test_no_signals_when_nothing_is_published(app: Celery, qstash_mock: respx.MockRouter) -> None:
