@@ -10,6 +10,7 @@ QStash state -> Celery state: see :data:`celery_qstash.status.STATE_MAP`.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from datetime import datetime, timezone
 from typing import Any
@@ -21,10 +22,12 @@ from celery.result import AsyncResult
 
 from .config import load_settings
 from .errors import DeliveryFailed
-from .status import StatusClient, TaskRecord
+from .status import NotFound, StatusClient, TaskRecord
 from .transports.qstash import client_for
 
 __all__ = ["QStashAsyncResult", "QStashBackend", "meta_from_record"]
+
+log = logging.getLogger("celery_qstash.result")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -65,9 +68,13 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
 
     supports_native_join = False
 
-    def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, app: Any, url: str | None = None, *, route_revokes: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(app, url=url, **kwargs)
         self._eager: dict[str, dict[str, Any]] = {}
+        if route_revokes:
+            _route_revokes(app, self)
 
     def _status(self) -> StatusClient:
         return StatusClient(client_for(load_settings(self.app.conf)))
@@ -88,14 +95,40 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
     def _forget(self, task_id: str) -> None:
         self._eager.pop(task_id, None)
 
-    def revoke(self, task_id: str, message_id: str | None = None) -> None:
+    def revoke(self, task_id: str, message_id: str | None = None) -> bool:
+        """Cancel the task's QStash message. Like Celery's revoke, fire and forget: a task
+        QStash does not know, or whose message is already gone (delivered), is a no-op.
+        Returns whether a message was cancelled."""
         status = self._status()
         if message_id is None:
             record = status.task(task_id)
             if record is None:
-                raise KeyError(f"no QStash message is labelled with task id {task_id}")
+                log.debug("revoke %s: QStash knows no such task", task_id)
+                return False
             message_id = record.message_id
-        status.revoke(message_id)
+        try:
+            status.revoke(message_id)
+        except NotFound:
+            log.debug("revoke %s: message %s is already gone", task_id, message_id)
+            return False
+        return True
+
+
+def _route_revokes(app: Any, backend: QStashBackend) -> None:
+    """With QStash as the app's result backend, ``app.control.revoke`` (which a plain
+    ``AsyncResult.revoke()`` calls) cancels QStash messages instead of broadcasting to
+    workers that do not exist."""
+    control = app.control
+    if getattr(control, "_celery_qstash_revoke", False):
+        return
+
+    def revoke(task_id: str | list[str], destination: Any = None, terminate: bool = False,
+               signal: Any = None, **kwargs: Any) -> None:
+        for one in [task_id] if isinstance(task_id, str) else task_id:
+            backend.revoke(one)
+
+    control.revoke = revoke
+    control._celery_qstash_revoke = True
 
 
 _backends: weakref.WeakKeyDictionary[Any, QStashBackend] = weakref.WeakKeyDictionary()
@@ -105,7 +138,7 @@ def _backend_for(app: Any) -> QStashBackend:
     """One QStashBackend per app, for apps whose own result_backend is something else."""
     backend = _backends.get(app)
     if backend is None:
-        backend = _backends[app] = QStashBackend(app)
+        backend = _backends[app] = QStashBackend(app, route_revokes=False)
     return backend
 
 

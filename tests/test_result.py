@@ -161,6 +161,37 @@ def test_revoke_finds_the_message_by_task_id(app: Celery, qstash: FakeQStash) ->
     assert result.state == states.REVOKED  # the cache was dropped: state is read again
 
 
+def test_revoking_a_finished_or_unknown_task_is_a_no_op(app: Celery, qstash: FakeQStash) -> None:
+    # Celery's revoke is fire and forget: it never raises for a task that already ran.
+    qstash.events = delivered_events("t1")
+    QStashAsyncResult("t1", app=app, message_id="msg_gone").revoke()  # QStash: 404
+    QStashAsyncResult("nobody", app=app).revoke()  # no such task at all
+    assert qstash.cancelled == []
+    assert qstash.cancel_route.call_count == 1
+
+
+def test_a_plain_async_result_revokes_through_qstash(app: Celery, qstash: FakeQStash) -> None:
+    # With QStash as the result backend, app.AsyncResult(id).revoke() (which calls
+    # app.control.revoke) cancels the message instead of broadcasting to no worker.
+    app.conf.result_backend = "celery_qstash.result:QStashBackend"
+    qstash.events = pending_events("t5", "msg_5")
+
+    plain = app.AsyncResult("t5")
+    assert type(plain) is not QStashAsyncResult
+    plain.revoke()
+    app.control.revoke(["t5"])
+
+    assert qstash.cancelled == ["msg_5", "msg_5"]
+
+
+def test_an_app_with_another_result_backend_keeps_its_broadcast(app: Celery, qstash: FakeQStash) -> None:
+    app.conf.result_backend = "cache+memory://"
+    qstash.events = pending_events("t6", "msg_6")
+    QStashAsyncResult("t6", app=app).revoke()  # ours still cancels through QStash
+    assert qstash.cancelled == ["msg_6"]
+    assert not getattr(app.control, "_celery_qstash_revoke", False)
+
+
 @pytest.mark.parametrize("backend", ["celery_qstash.result:QStashBackend", "qstash://"])
 def test_async_result_through_the_configured_backend(
     app: Celery, qstash: FakeQStash, backend: str
