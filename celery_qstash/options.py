@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
+from urllib.parse import quote
 
 from .config import Settings
 from .email import AnyEmail
@@ -355,6 +356,16 @@ TASK_ATTRIBUTES: dict[str, Rule] = {
 #: Options Celery's group passes to every member's apply_async.
 _CANVAS_SUPPLIED = frozenset({"producer", "add_to_parent"})
 
+# Header values are ASCII: anything else in a task name travels percent-encoded (and
+# "%" itself, so that decoding is exact).
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def encode_header_text(text: str) -> str:
+    """``text`` as an HTTP header value: percent-encoded outside printable ASCII."""
+    return quote(text, safe=_HEADER_SAFE)
+
+
 _warned: set[str] = set()
 
 
@@ -470,7 +481,7 @@ class PublishPlan:
             # AutoSend replays the first response for a repeated key, so QStash's
             # at-least-once delivery never sends the email twice.
             "Idempotency-Key": self.task_id,
-            "X-Celery-Task": self.display_name,
+            "X-Celery-Task": encode_header_text(self.display_name),
         }
         flow = self.flow_control
         if flow is None and settings.rate_limit and not self.queue:

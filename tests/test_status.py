@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 from celery import states
 from dashboard.qstash_events import (
@@ -35,6 +36,7 @@ from celery_qstash.status import (
     flower_task,
     parse_since,
     redact_headers,
+    safe_url,
     sort_records,
 )
 from celery_qstash.transports.qstash import client_for
@@ -418,3 +420,74 @@ def test_a_delayed_task_is_next_delivered_at_its_not_before() -> None:
 
     assert record is not None
     assert record.next_delivery == (T0 + 3_600_000) / 1000
+
+
+# -- review fixes ----------------------------------------------------------------------
+
+
+def test_an_empty_task_id_is_no_task_and_asks_qstash_nothing(qstash, status: StatusClient) -> None:  # type: ignore[no-untyped-def]
+    qstash.events = delivered_events()
+
+    assert status.task("") is None
+    assert qstash.events_route.call_count == 0
+
+
+def test_task_keeps_only_the_events_labelled_with_its_id(qstash, status: StatusClient) -> None:  # type: ignore[no-untyped-def]
+    # A server that ignores the label filter returns everyone's events.
+    qstash.events = delivered_events() + failed_events()
+    qstash.events_route.side_effect = lambda request: httpx.Response(
+        200, json={"events": (delivered_events() + failed_events())[::-1]})
+
+    record = status.task("task-2")
+    unlabelled = status.task("task-9")
+
+    assert record is not None
+    assert record.state == states.FAILURE
+    assert {e["messageId"] for e in record.events} == {"msg_2"}
+    assert unlabelled is None
+
+
+def test_task_accepts_the_single_label_spelling(qstash, status: StatusClient) -> None:  # type: ignore[no-untyped-def]
+    events = failed_events()
+    for entry in events:
+        del entry["labels"]
+    qstash.events_route.side_effect = lambda request: httpx.Response(
+        200, json={"events": events[::-1]})
+
+    record = status.task("task-2")
+
+    assert record is not None and record.state == states.FAILURE
+
+
+@pytest.mark.parametrize("text", ["9" * 400 + "w", "9" * 400 + ".5s", "1" + "0" * 320 + "d"])
+def test_parse_since_rejects_a_duration_too_large_to_be_a_time(text: str) -> None:
+    with pytest.raises(ValueError, match="too large"):
+        parse_since(text, now=1000.0)
+
+
+def test_dlq_ids_are_one_path_segment(qstash, status: StatusClient) -> None:  # type: ignore[no-untyped-def]
+    qstash.dlq = [dlq_message("task-2", "../keys")]
+
+    with pytest.raises(NotFound):
+        status.dlq_retry("../keys")
+    with pytest.raises(NotFound):
+        status.dlq_delete("a/b?c")
+
+    retried = qstash.retry_route.calls.last.request.url
+    deleted = qstash.delete_route.calls.last.request.url
+    assert retried.raw_path == b"/v2/dlq/retry/..%2Fkeys"
+    assert deleted.raw_path == b"/v2/dlq/a%2Fb%3Fc"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.autosend.com/v1/mails/send", "https://api.autosend.com/v1/mails/send"),
+        ("https://user:pw@example.com/hook?api_key=AS_1&x=1#frag",
+         f"https://example.com/hook?api_key={REDACTED.replace('[', '%5B').replace(']', '%5D')}&x=1"),
+        ("https://example.com/hook?token=t&page=2",
+         f"https://example.com/hook?token={REDACTED.replace('[', '%5B').replace(']', '%5D')}&page=2"),
+    ],
+)
+def test_safe_url_strips_credentials_and_secret_parameters(url: str, expected: str) -> None:
+    assert safe_url(url) == expected

@@ -805,3 +805,15 @@ def test_no_secret_in_reprs_errors_or_logs(
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+def test_a_non_ascii_task_name_travels_percent_encoded(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    @app.task(base=QStashTask, name="emails.envoyer_bienvenüe", shared=False)
+    def envoyer(user_id: int) -> Email:
+        return welcome(user_id)
+
+    envoyer.delay(1)
+    envoyer.apply_async((2,), shadow="Bienvenüe 100%")
+    first, second = (call.request for call in qstash_mock.calls)
+    assert first.headers["Upstash-Forward-X-Celery-Task"] == "emails.envoyer_bienven%C3%BCe"
+    assert second.headers["Upstash-Forward-X-Celery-Task"] == "Bienven%C3%BCe 100%25"
