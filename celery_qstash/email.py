@@ -357,6 +357,16 @@ _WIRE_COMMON: dict[str, type[Any]] = {
 }
 _WIRE_SEND: dict[str, type[Any]] = {**_WIRE_COMMON, "to": _OBJ, "cc": _ARR, "bcc": _ARR}
 _WIRE_BULK: dict[str, type[Any]] = {**_WIRE_COMMON, "recipients": _ARR}
+_ADDRESS_KEYS = frozenset({"email", "name"})
+#: The keys an object inside a field may have (what nested snake_case would miss).
+_WIRE_OBJECT_KEYS: dict[str, frozenset[str]] = {
+    "from": _ADDRESS_KEYS, "replyTo": _ADDRESS_KEYS, "to": _ADDRESS_KEYS,
+    "cc": _ADDRESS_KEYS, "bcc": _ADDRESS_KEYS,
+    "recipients": _ADDRESS_KEYS | {"dynamicData"},
+    "attachments": frozenset(
+        {"fileName", "content", "fileUrl", "contentType", "disposition", "description"}
+    ),
+}
 _WIRE_NAMES: dict[type[Any], str] = {
     _OBJ: "an object", _ARR: "an array", _STR: "a string", _BOOL: "a boolean",
 }
@@ -371,16 +381,27 @@ def wire_errors(data: Mapping[str, Any], *, bulk: bool) -> list[dict[str, str]]:
     """
     spec = _WIRE_BULK if bulk else _WIRE_SEND
     errors: list[dict[str, str]] = []
+
+    def check_object(field: str, obj: Any, keys: frozenset[str]) -> None:
+        if not isinstance(obj, dict):
+            errors.append({"field": field, "message": "must be an object"})
+            return
+        for name in obj:
+            if name not in keys:
+                errors.append({"field": f"{field}.{name}", "message": "not a field here"})
+
     for key, value in data.items():
         expected = spec.get(key)
+        keys = _WIRE_OBJECT_KEYS.get(key)
         if expected is None:
             errors.append({"field": key, "message": "not a field of this endpoint"})
         elif value is not None and not isinstance(value, expected):
             errors.append({"field": key, "message": f"must be {_WIRE_NAMES[expected]}"})
-        elif isinstance(value, list):
+        elif keys is not None and isinstance(value, dict):
+            check_object(key, value, keys)
+        elif keys is not None and isinstance(value, list):
             for i, item in enumerate(value):
-                if key in ("cc", "bcc", "recipients", "attachments") and not isinstance(item, dict):
-                    errors.append({"field": f"{key}.{i}", "message": "must be an object"})
+                check_object(f"{key}.{i}", item, keys)
     return errors
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "PublishError",
     "UnsupportedOption",
     "scrub",
+    "scrub_data",
 ]
 
 
@@ -119,3 +120,18 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub_data(value: Any, secrets: Iterable[str | None]) -> Any:
+    """:func:`scrub` every string in a JSON-like value (dict keys too); returns a copy.
+
+    Dicts stay dicts, lists and tuples become lists, other values are returned as is.
+    """
+    secrets = tuple(secrets)
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, dict):
+        return {scrub_data(k, secrets): scrub_data(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_data(v, secrets) for v in value]
+    return value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import shlex
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import pairwise
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from celery import states
 from qstash import QStash
@@ -46,6 +48,7 @@ __all__ = [
     "is_secret_name",
     "parse_since",
     "redact_headers",
+    "safe_url",
     "sort_records",
 ]
 
@@ -89,8 +92,16 @@ def _task_name(headers: Any) -> str | None:
     for name in _TASK_HEADERS:
         value = _header(headers, name)
         if value:
-            return value
+            return unquote(value)  # sent percent-encoded outside printable ASCII
     return None
+
+
+def _labels(event: dict[str, Any]) -> list[str]:
+    """An event's labels (``labels``, or the single ``label`` of older answers)."""
+    labels = event.get("labels")
+    if isinstance(labels, list) and labels:
+        return [str(x) for x in labels]
+    return [str(event["label"])] if event.get("label") else []
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -253,9 +264,16 @@ class StatusClient:
         return list(data.get("events") or data.get("logs") or []), data.get("cursor") or None
 
     def task(self, task_id: str) -> TaskRecord | None:
-        """One request: every event labelled with this task id."""
+        """One request: every event labelled with this task id (``None`` if there is none).
+
+        An empty id is no task (QStash would ignore an empty ``label`` filter and
+        answer with everyone's events). Events are kept only if they carry the
+        label, in case a server ignores the filter.
+        """
+        if not task_id:
+            return None
         events, _ = self.events(label=task_id, count=1000)
-        return build_record(events)
+        return build_record(e for e in events if task_id in _labels(e))
 
     def iter_events(
         self, *, pages: int = 10, count: int = 1000, **filters: Any
@@ -274,7 +292,7 @@ class StatusClient:
         """
         filters: dict[str, Any] = {}
         if since is not None:
-            filters["fromDate"] = str(int(since * 1000))
+            filters["fromDate"] = str(max(0, int(since * 1000)))  # no event predates 1970
         groups: dict[str, list[dict[str, Any]]] = {}
         for event in self.iter_events(pages=pages, **filters):
             labels = event.get("labels") or [event.get("label") or event.get("messageId")]
@@ -337,14 +355,15 @@ class StatusClient:
     def dlq_retry(self, dlq_id: str) -> str:
         """Republish a dead letter (same body and headers); returns the new message id."""
         with _not_found(f"DLQ message {dlq_id}"):
-            data = self.client.http.request(path=f"/v2/dlq/retry/{dlq_id}", method="POST")
+            data = self.client.http.request(path=f"/v2/dlq/retry/{_segment(dlq_id)}",
+                                            method="POST")
         return str(data.get("messageId", "")) if isinstance(data, dict) else ""
 
     def dlq_delete(self, dlq_id: str) -> None:
         """Remove a dead letter for good."""
         with _not_found(f"DLQ message {dlq_id}"):
             self.client.http.request(
-                path=f"/v2/dlq/{dlq_id}", method="DELETE", parse_response=False
+                path=f"/v2/dlq/{_segment(dlq_id)}", method="DELETE", parse_response=False
             )
 
     def queues(self) -> list[QueueInfo]:
@@ -361,6 +380,11 @@ class StatusClient:
             for q in rows
             if isinstance(q, dict)
         ]
+
+
+def _segment(value: str) -> str:
+    """``value`` as exactly one URL path segment (``../keys`` cannot climb out)."""
+    return quote(value, safe="")
 
 
 class NotFound(LookupError):
@@ -478,18 +502,24 @@ class QueueInfo:
 # -- filtering, sorting, time ---------------------------------------------------
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: The earliest time a ``datetime`` can hold (an ISO ``--since`` cannot go further back).
+_EARLIEST = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
 
 
 def parse_since(text: str, *, now: float | None = None) -> float:
     """``10m``, ``2h``, ``1d``, ``30s``, ``1w`` ago, or an ISO date/time, as epoch seconds.
 
-    A naive ISO time is UTC. Raises ``ValueError`` for anything else.
+    A naive ISO time is UTC. Raises ``ValueError`` for anything else, a duration
+    too large to count back from now included.
     """
     match = _AGO.match(text)
     if match:
         current = time.time() if now is None else now
-        return current - float(match.group(1)) * _UNITS[match.group(2).lower()]
+        then = current - float(match.group(1)) * _UNITS[match.group(2).lower()]
+        if not math.isfinite(then) or then < _EARLIEST:
+            raise ValueError(f"{text.strip()[:20]!r}... is too large a duration")
+        return then
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -621,6 +651,16 @@ def redact_headers(headers: Any) -> dict[str, str]:
         text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         out[str(name)] = REDACTED if is_secret_name(str(name)) else text
     return out
+
+
+def safe_url(url: str) -> str:
+    """A destination URL fit to show: no userinfo, no fragment, secret-looking query
+    parameters (``api_key``, ``token``...) replaced by :data:`REDACTED`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    pairs = [(k, REDACTED if is_secret_name(k) else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(pairs), ""))
 
 
 def _first_time(record: TaskRecord, *wanted: str) -> float | None:

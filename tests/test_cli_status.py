@@ -12,10 +12,12 @@ from dashboard.qstash_events import (
     FakeQStash,
     delivered_events,
     dlq_message,
+    event,
     failed_events,
     fake_qstash,
     pending_events,
 )
+from dashboard.qstash_events import response as autosend_answer
 
 from celery_qstash.cli.status import register
 
@@ -188,3 +190,92 @@ def test_app_option_reads_that_apps_conf(
 
     assert code == 0
     assert len(json.loads(out)) == 3
+
+
+# -- review fixes ----------------------------------------------------------------------
+
+AUTOSEND_KEY = "AS_sandbox_dev_key"
+LEAK = {"success": False, "message": f"Invalid API key {AUTOSEND_KEY}"}
+
+
+@pytest.fixture
+def leaky(fake: FakeQStash, monkeypatch: pytest.MonkeyPatch) -> FakeQStash:
+    """AutoSend's answers quote the AutoSend key (known to the CLI's settings)."""
+    monkeypatch.setenv("AUTOSEND_API_KEY", AUTOSEND_KEY)
+    kw = {"task_id": "leak", "message_id": "msg_leak"}
+    fake.events = [
+        event("CREATED", 0, **kw),
+        event("ACTIVE", 10, **kw),
+        event("ERROR", 20, **kw, **autosend_answer(401, LEAK), error=f"401 {AUTOSEND_KEY}"),
+        event("FAILED", 20, **kw, **autosend_answer(401, LEAK)),
+    ]
+    fake.dlq = [{**dlq_message("leak", "1-0"), "responseBody": json.dumps(LEAK)}]
+    return fake
+
+
+@pytest.mark.parametrize(
+    "args", [("inspect", "leak", "--json"), ("dlq", "list", "--json"), ("status", "--json")]
+)
+def test_json_output_never_quotes_a_secret(
+    cli: click.Group, leaky: FakeQStash, args: tuple[str, ...]
+) -> None:
+    code, out = run(cli, *args)
+
+    assert code == 0
+    json.loads(out)
+    assert AUTOSEND_KEY not in out
+
+
+def test_inspect_json_says_what_went_wrong_without_the_key(
+    cli: click.Group, leaky: FakeQStash
+) -> None:
+    _, out = run(cli, "inspect", "leak", "--json")
+    info = json.loads(out)
+
+    assert info["exception"] == "DeliveryFailed(401, 'Invalid API key ***')"
+    assert "Invalid API key ***" in info["traceback"]
+    _, out = run(cli, "dlq", "list", "--json")
+    assert json.loads(out)[0]["error"] == "Invalid API key ***"
+
+
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_status_limit_must_be_positive(cli: click.Group, fake: FakeQStash, limit: str) -> None:
+    code, out = run(cli, "status", "--limit", limit)
+
+    assert code == 2
+    assert "--limit" in out
+    assert fake.events_route.call_count == 0
+
+
+def test_status_rejects_a_since_too_far_back(cli: click.Group, fake: FakeQStash) -> None:
+    code, out = run(cli, "status", "--since", "9" * 400 + "w")
+
+    assert code == 2
+    assert "--since" in out and "too large" in out
+    assert fake.events_route.call_count == 0
+
+
+def test_inspect_hides_credentials_in_the_destination(cli: click.Group, fake: FakeQStash) -> None:
+    fake.events = [event("CREATED", 0, task_id="t", message_id="m",
+                         url="https://user:pw@hooks.example/x?token=tk_1&n=2")]
+
+    code, out = run(cli, "inspect", "t")
+
+    assert code == 0
+    assert "user:pw" not in out and "tk_1" not in out
+    assert "Destination:   https://hooks.example/x?token=%5Bredacted%5D&n=2" in out
+
+
+def test_inspect_of_an_empty_task_id_is_unknown(cli: click.Group, fake: FakeQStash) -> None:
+    code, out = run(cli, "inspect", "")
+
+    assert code == 1
+    assert "labelled" in out
+    assert fake.events_route.call_count == 0
+
+
+def test_dlq_retry_cannot_leave_the_dlq_path(cli: click.Group, fake: FakeQStash) -> None:
+    code, _ = run(cli, "dlq", "retry", "../keys")
+
+    assert code == 1
+    assert fake.retry_route.calls.last.request.url.raw_path == b"/v2/dlq/retry/..%2Fkeys"

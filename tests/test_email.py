@@ -497,3 +497,46 @@ def test_non_email_return_value_rejected(value: Any) -> None:
 def test_model_instances_pass_through() -> None:
     mail = email()
     assert coerce_email(mail) is mail
+
+
+# --- AutoSend's wire shapes (what the sandbox holds requests to) --------------------------
+
+from celery_qstash.email import wire_errors  # noqa: E402
+
+
+def test_what_the_shim_sends_passes_the_wire_check() -> None:
+    email = Email(
+        to="Ada <ada@example.com>", from_="hi@acme.example", cc="c@example.com", subject="s",
+        html="h", dynamic_data={"a": 1}, attachments=[{"file_name": "a.txt", "content": "eA=="}],
+        test=True,
+    )
+    bulk = BulkEmail(
+        from_="hi@acme.example", subject="s", text="t",
+        recipients=[{"email": "a@example.com", "dynamic_data": {"n": 1}}],
+    )
+    assert wire_errors(email.to_autosend(), bulk=False) == []
+    assert wire_errors(bulk.to_autosend(), bulk=True) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"to": "Ada <a@b.co>"}, "to"),
+        ({"to": [{"email": "a@b.co"}]}, "to"),
+        ({"cc": {"email": "a@b.co"}}, "cc"),
+        ({"cc": ["a@b.co"]}, "cc.0"),
+        ({"replyTo": "r@d.co"}, "replyTo"),
+        ({"test": "yes"}, "test"),
+        ({"template_id": "t"}, "template_id"),
+        ({"to": {"email": "a@b.co", "full_name": "A"}}, "to.full_name"),
+        ({"attachments": [{"file_name": "a.txt"}]}, "attachments.0.file_name"),
+    ],
+)
+def test_wire_departures_are_named(body: dict[str, object], field: str) -> None:
+    assert field in [e["field"] for e in wire_errors(body, bulk=False)]
+
+
+def test_bulk_recipients_must_be_camel_case_objects() -> None:
+    errors = wire_errors({"recipients": [{"email": "a@b.co", "dynamic_data": {}}, "b@c.co"]}, bulk=True)
+    assert [e["field"] for e in errors] == ["recipients.0.dynamic_data", "recipients.1"]
+    assert wire_errors({"to": {"email": "a@b.co"}}, bulk=True)[0]["field"] == "to"

@@ -459,10 +459,28 @@ def test_task_accepts_the_single_label_spelling(qstash, status: StatusClient) ->
     assert record is not None and record.state == states.FAILURE
 
 
-@pytest.mark.parametrize("text", ["9" * 400 + "w", "9" * 400 + ".5s", "1" + "0" * 320 + "d"])
+@pytest.mark.parametrize(
+    "text",
+    ["9" * 400 + "w", "9" * 400 + ".5s", "1" + "0" * 320 + "d",
+     "1" + "0" * 300 + "w",  # finite, but not once in milliseconds
+     "100000000w"],  # before year 1
+)
 def test_parse_since_rejects_a_duration_too_large_to_be_a_time(text: str) -> None:
     with pytest.raises(ValueError, match="too large"):
         parse_since(text, now=1000.0)
+
+
+def test_parse_since_accepts_a_long_but_reasonable_duration() -> None:
+    assert parse_since("5000w", now=0.0) == -5000 * 7 * 86400.0
+
+
+def test_since_before_1970_asks_qstash_from_the_start(qstash, status: StatusClient) -> None:  # type: ignore[no-untyped-def]
+    qstash.events = pending_events()
+
+    found = status.tasks(TaskFilter(since=parse_since("5000w", now=0.0)))
+
+    assert [r.task_id for r in found] == ["task-4"]
+    assert qstash.events_route.calls.last.request.url.params["fromDate"] == "0"
 
 
 def test_dlq_ids_are_one_path_segment(qstash, status: StatusClient) -> None:  # type: ignore[no-untyped-def]
@@ -491,3 +509,29 @@ def test_dlq_ids_are_one_path_segment(qstash, status: StatusClient) -> None:  # 
 )
 def test_safe_url_strips_credentials_and_secret_parameters(url: str, expected: str) -> None:
     assert safe_url(url) == expected
+
+
+def test_scrub_data_scrubs_every_string_of_a_json_value() -> None:
+    from celery_qstash.errors import scrub_data
+
+    key = "AS_sandbox_dev_key"
+    value = {
+        "message": f"Invalid API key {key}",
+        f"k-{key}": [f"{key}!", 3, None, True, 1.5, {"deep": (key,)}],
+        "n": 7,
+    }
+
+    assert scrub_data(value, [key, None, "ab"]) == {
+        "message": "Invalid API key ***",
+        "k-***": ["***!", 3, None, True, 1.5, {"deep": ["***"]}],
+        "n": 7,
+    }
+    assert scrub_data(key, []) == key
+    assert value["message"] == f"Invalid API key {key}"  # the input is left alone
+
+
+def test_a_percent_encoded_task_name_is_decoded() -> None:
+    from dashboard.qstash_events import pending_events
+
+    record = build_record(pending_events("t-u", name="emails.envoyer_bienven%C3%BCe"))
+    assert record is not None and record.name == "emails.envoyer_bienvenüe"

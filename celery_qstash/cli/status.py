@@ -20,7 +20,7 @@ import click
 
 from ..config import Settings, load_settings
 from ..devserver import DASHBOARD_PORT
-from ..errors import CeleryQStashError, scrub
+from ..errors import CeleryQStashError, scrub, scrub_data
 from ..status import (
     DlqEntry,
     NotFound,
@@ -31,6 +31,7 @@ from ..status import (
     flower_task,
     parse_since,
     redact_headers,
+    safe_url,
 )
 
 __all__ = ["register"]
@@ -85,6 +86,12 @@ def _errors(settings: Settings | None = None) -> Iterator[None]:
         ) from None
 
 
+def _echo_json(data: Any, settings: Settings) -> None:
+    """Every ``--json`` output goes out through here, scrubbed of the configured secrets
+    (AutoSend's answers and QStash's errors can quote them)."""
+    click.echo(json.dumps(scrub_data(data, settings.secrets), indent=2, default=str))
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -120,7 +127,8 @@ def _row(r: TaskRecord) -> dict[str, Any]:
 @click.option("--name", help="task name, exactly")
 @click.option("--since", help="only tasks accepted since then: 10m, 2h, 1d, or an ISO time")
 @click.option("--search", help="free text or name:/state:/recipient:/subject: terms")
-@click.option("--limit", default=50, show_default=True, help="at most this many rows")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="at most this many rows")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @_app_option
 def status_cmd(state: str | None, name: str | None, since: str | None, search: str | None,
@@ -136,7 +144,7 @@ def status_cmd(state: str | None, name: str | None, since: str | None, search: s
             TaskFilter(state=state, name=name, since=since_ts, search=search)
         )[:limit]
     if as_json:
-        click.echo(json.dumps([_row(r) for r in records], indent=2))
+        _echo_json([_row(r) for r in records], settings)
         return
     if not records:
         click.echo("No task found.")
@@ -172,13 +180,13 @@ def inspect_cmd(task_id: str, as_json: bool, app_path: str | None) -> None:
         info["events"] = [dict(zip(["time", "state", "celery_state", "message_id",
                                     "response_status", "error"], row, strict=True))
                           for row in timeline]
-        click.echo(json.dumps(info, indent=2, default=str))
+        _echo_json(info, settings)
         return
     header = next((ev.get("header") for ev in record.events if ev.get("header")), None)
     summary = [
         ("Task", record.task_id), ("Name", record.name),
         ("State", f"{record.state} ({record.qstash_state})"),
-        ("Message", record.message_id), ("Destination", record.url),
+        ("Message", record.message_id), ("Destination", safe_url(record.url)),
         ("Recipient", record.recipient), ("Subject", record.subject),
         ("Created", _when(record.created)), ("Retries", record.retries),
         ("Next delivery", _when(record.next_delivery) if record.next_delivery else None),
@@ -232,7 +240,7 @@ def dlq_list(as_json: bool, count: int, app_path: str | None) -> None:
     with _errors(settings):
         entries, _cursor = _client(settings).dlq(count=count)
     if as_json:
-        click.echo(json.dumps([_dlq_row(d) for d in entries], indent=2))
+        _echo_json([_dlq_row(d) for d in entries], settings)
         return
     if not entries:
         click.echo("The dead letter queue is empty.")

@@ -7,7 +7,9 @@ reference, with an example request and response, as Flower's are. A few
 ``/api/dlq`` endpoints that Flower does not have expose the dead letter queue.
 
 Errors are JSON ``{"error": "..."}``: 400 for a bad parameter, 404 for an
-unknown id, 502 when QStash cannot be reached or refuses.
+unknown id, 502 when QStash cannot be reached or refuses. Every answer goes out
+through :func:`.common.json_response`, which scrubs the configured secrets
+(QStash token, AutoSend key) from any text AutoSend or QStash sent back.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from celery import states
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..status import NotFound, TaskFilter, TaskRecord, flower_task, sort_records
-from .common import BadRequest, get_status, int_param, upstream_errors
+from ..status import SORT_KEYS, NotFound, TaskFilter, TaskRecord, flower_task, sort_records
+from .common import BadRequest, get_status, int_param, json_response, upstream_errors
 
 __all__ = [
     "dlq_delete",
@@ -94,9 +96,10 @@ def tasks(request: Request) -> JSONResponse:
         }
 
     :query limit: maximum number of tasks
-    :query offset: skip first n tasks
-    :query sort_by: sort tasks by attribute (name, state, received, started; ``-`` for descending)
-    :query taskname: filter tasks by task name
+    :query offset: skip first n tasks (a negative offset counts as 0)
+    :query sort_by: sort tasks by attribute (name, state, received, started; ``-`` for
+        descending); any other value is ignored, as Flower does
+    :query taskname: filter tasks by task name (``All`` = any)
     :query state: filter tasks by state (Celery or QStash state; comma list; ``All`` = any)
     :query received_start: filter tasks by received date (``%Y-%m-%d %H:%M``, server local time)
     :query received_end: filter tasks by received date (``%Y-%m-%d %H:%M``, server local time)
@@ -108,21 +111,31 @@ def tasks(request: Request) -> JSONResponse:
     """
     q = request.query_params
     limit = int_param(q.get("limit"), "limit")
-    offset = int_param(q.get("offset"), "offset") or 0
+    offset = _offset(q.get("offset"))
+    name = q.get("taskname") or None
+    sort_by = q.get("sort_by") or None
     flt = TaskFilter(
         state=q.get("state"),
-        name=q.get("taskname") or None,
+        name=None if name == "All" else name,
         since=_flower_time(q.get("received_start"), "received_start"),
         until=_flower_time(q.get("received_end"), "received_end"),
         search=q.get("search") or None,
     )
-    try:
-        records = sort_records(get_status(request).tasks(flt, pages=_pages(request)),
-                               q.get("sort_by"))
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+    records = get_status(request).tasks(flt, pages=_pages(request))
+    if sort_by is not None and sort_by.removeprefix("-") in SORT_KEYS:
+        records = sort_records(records, sort_by)
     window = records[offset:] if limit is None else records[offset: offset + limit]
-    return JSONResponse({r.task_id: flower_task(r) for r in window})
+    return json_response(request, {r.task_id: flower_task(r) for r in window})
+
+
+def _offset(value: str | None) -> int:
+    """Flower's ``offset``: an integer; a negative one counts from the first task."""
+    if value in (None, ""):
+        return 0
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        raise BadRequest("offset must be an integer") from None
 
 
 @upstream_errors
@@ -150,8 +163,10 @@ def task_info(request: Request) -> JSONResponse:
     task_id = request.path_params["task_id"]
     record = get_status(request).task(task_id)
     if record is None:
-        return JSONResponse({"error": f"Unknown task '{task_id}'"}, status_code=404)
-    return JSONResponse({"task-id": task_id, **flower_task(record), "events": _timeline(record)})
+        return json_response(request, {"error": f"Unknown task '{task_id}'"}, status_code=404)
+    return json_response(
+        request, {"task-id": task_id, **flower_task(record), "events": _timeline(record)}
+    )
 
 
 @upstream_errors
@@ -173,8 +188,10 @@ def task_result(request: Request) -> JSONResponse:
         {"task-id": "…", "state": "FAILURE", "result": "DeliveryFailed(500, 'boom')",
          "traceback": "celery_qstash.errors.DeliveryFailed: AutoSend answered 500: boom"}
 
-    An unknown id reads ``PENDING`` (as ``AsyncResult`` does); an unready task has
-    ``"result": null``.
+    An unknown id reads ``PENDING`` (as ``AsyncResult`` does). Until the task is
+    ready there is no ``result`` key, as in Flower::
+
+        {"task-id": "5f0c…", "state": "PENDING"}
 
     :query timeout: how long to wait for the task to be ready (seconds, at most 60)
     :statuscode 200: no error
@@ -194,7 +211,7 @@ def task_result(request: Request) -> JSONResponse:
         time.sleep(RESULT_POLL_INTERVAL)
         record = status.task(task_id)
     state = record.state if record is not None else states.PENDING
-    body: dict[str, Any] = {"task-id": task_id, "state": state, "result": None}
+    body: dict[str, Any] = {"task-id": task_id, "state": state}
     if record is not None and record.ready:
         info = flower_task(record)
         if state == states.SUCCESS:
@@ -205,7 +222,7 @@ def task_result(request: Request) -> JSONResponse:
         else:
             body["result"] = f"TaskRevokedError('QStash message {record.message_id} was "\
                              f"{record.qstash_state}')"
-    return JSONResponse(body)
+    return json_response(request, body)
 
 
 @upstream_errors
@@ -220,32 +237,31 @@ def task_revoke(request: Request) -> JSONResponse:
 
         HTTP/1.1 200 OK
 
-        {"message": "Revoked '5f0c…'"}
+        {"message": "Revoked '5f0c…'", "cancelled": true}
+
+    As in Flower (and Celery, where revoking is fire-and-forget), the answer is
+    200 with this message whatever the task: unknown, already finished (SUCCESS,
+    FAILURE or REVOKED), or finishing meanwhile. ``cancelled`` (not in Flower)
+    tells scripts whether a QStash message was actually cancelled.
 
     ``terminate`` and ``signal`` are accepted and ignored: nothing runs a task
     body here, QStash only has a message to cancel.
 
-    :statuscode 200: no error
+    :statuscode 200: no error (see ``cancelled``)
     :statuscode 401: unauthorized request
-    :statuscode 404: unknown task
-    :statuscode 409: the task is already finished (SUCCESS, FAILURE or REVOKED)
+    :statuscode 502: QStash cannot be reached or refuses
     """
     task_id = request.path_params["task_id"]
     status = get_status(request)
     record = status.task(task_id)
-    if record is None:
-        return JSONResponse({"error": f"Unknown task '{task_id}'"}, status_code=404)
-    if record.ready:
-        return JSONResponse(
-            {"error": f"Task '{task_id}' is already {record.state}"}, status_code=409
-        )
-    try:
-        status.revoke(record.message_id)
-    except NotFound:
-        return JSONResponse(
-            {"error": f"Task '{task_id}' has finished meanwhile"}, status_code=409
-        )
-    return JSONResponse({"message": f"Revoked '{task_id}'"})
+    cancelled = False
+    if record is not None and not record.ready:
+        try:
+            status.revoke(record.message_id)
+            cancelled = True
+        except NotFound:  # delivered or cancelled meanwhile
+            pass
+    return json_response(request, {"message": f"Revoked '{task_id}'", "cancelled": cancelled})
 
 
 @upstream_errors
@@ -265,7 +281,9 @@ def task_types(request: Request) -> JSONResponse:
     :statuscode 200: no error
     :statuscode 401: unauthorized request
     """
-    return JSONResponse({"task-types": get_status(request).task_types(pages=_pages(request))})
+    return json_response(
+        request, {"task-types": get_status(request).task_types(pages=_pages(request))}
+    )
 
 
 @upstream_errors
@@ -289,7 +307,7 @@ def queue_lengths(request: Request) -> JSONResponse:
     :statuscode 401: unauthorized request
     """
     rows = [{"name": q.name, "messages": q.messages} for q in get_status(request).queues()]
-    return JSONResponse({"active_queues": rows})
+    return json_response(request, {"active_queues": rows})
 
 
 @upstream_errors
@@ -332,7 +350,7 @@ def dlq_list(request: Request) -> JSONResponse:
         }
         for d in entries
     ]
-    return JSONResponse({"cursor": cursor, "messages": messages})
+    return json_response(request, {"cursor": cursor, "messages": messages})
 
 
 @upstream_errors
@@ -356,8 +374,8 @@ def dlq_retry(request: Request) -> JSONResponse:
     try:
         message_id = get_status(request).dlq_retry(dlq_id)
     except NotFound as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
-    return JSONResponse({"message": f"Retried '{dlq_id}'", "message_id": message_id})
+        return json_response(request, {"error": str(exc)}, status_code=404)
+    return json_response(request, {"message": f"Retried '{dlq_id}'", "message_id": message_id})
 
 
 @upstream_errors
@@ -381,8 +399,8 @@ def dlq_delete(request: Request) -> JSONResponse:
     try:
         get_status(request).dlq_delete(dlq_id)
     except NotFound as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
-    return JSONResponse({"message": f"Deleted '{dlq_id}'"})
+        return json_response(request, {"error": str(exc)}, status_code=404)
+    return json_response(request, {"message": f"Deleted '{dlq_id}'"})
 
 
 def _pages(request: Request) -> int:

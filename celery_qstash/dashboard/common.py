@@ -5,17 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from qstash.errors import QStashError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from ..errors import ConfigurationError, scrub
+from ..errors import ConfigurationError, scrub, scrub_data
 from ..status import StatusClient
 from .html import e, layout
 
-__all__ = ["BadRequest", "get_status", "int_param", "page_errors", "upstream_errors"]
+__all__ = [
+    "BadRequest", "get_status", "int_param", "json_response", "page_errors", "upstream_errors"
+]
 
 log = logging.getLogger("celery_qstash.dashboard")
 
@@ -30,6 +33,12 @@ def get_status(request: Request) -> StatusClient:
     """The app's :class:`StatusClient` (built per request when given a factory)."""
     source = request.app.state.status
     return source if isinstance(source, StatusClient) else source()
+
+
+def json_response(request: Request, body: Any, status_code: int = 200) -> JSONResponse:
+    """Every JSON answer goes out through here: every string in ``body`` (AutoSend's
+    answers, QStash's errors...) is scrubbed of the configured secrets first."""
+    return JSONResponse(scrub_data(body, request.app.state.secrets), status_code=status_code)
 
 
 def int_param(value: str | None, name: str) -> int | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from celery import states
 from starlette.requests import Request
@@ -21,14 +21,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..errors import scrub
 from ..status import (
-    REDACTED,
     NotFound,
     TaskFilter,
     TaskRecord,
     celery_state,
-    is_secret_name,
     parse_since,
     redact_headers,
+    safe_url,
     sort_records,
 )
 from .common import BadRequest, get_status, int_param, page_errors
@@ -50,15 +49,6 @@ def _clean(request: Request, value: Any) -> Any:
         return None
     text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
     return scrub(text, request.app.state.secrets)
-
-
-def _safe_url(url: str) -> str:
-    """A destination URL with secret-looking query parameters and userinfo blanked."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    pairs = [(k, REDACTED if is_secret_name(k) else v)
-             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(pairs), ""))
 
 
 def _options(choices: Any, current: Any) -> str:
@@ -194,7 +184,7 @@ def task_page(request: Request) -> Response:
         ("Queue", e(record.queue)),
     ])
     request_kv = _kv([
-        ("Destination", e(f"{method or 'POST'} {_safe_url(record.url)}")),
+        ("Destination", e(f"{method or 'POST'} {safe_url(record.url)}")),
         ("Recipient", e(record.recipient)),
         ("Subject", e(record.subject)),
     ])

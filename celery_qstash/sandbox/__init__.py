@@ -24,18 +24,26 @@ Use::
 API keys are kept only as sha256 digests and appear nowhere (per-key state is
 keyed by a 16-hex fingerprint); any bearer key is accepted unless ``api_keys``
 is given.
+
+A web page must not drive the sandbox from a browser: :class:`SameSiteGuard`
+refuses a ``Host`` outside ``allowed_hosts`` (421; :func:`serve` and
+:class:`SandboxServer` set the loopback names when bound to loopback) and a
+state-changing request from another origin (403). SDKs, curl and the QStash
+emulator's deliveries send no ``Origin`` and are unaffected.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
-from .._serving import ThreadedServer, run
+from .._serving import SameSiteGuard, ThreadedServer, local_hosts, run
 from ..clock import Clock, SystemClock
 from ..devserver import SANDBOX_PORT
 from .api import SandboxAPI, Settings, http_error
@@ -52,6 +60,8 @@ class Sandbox:
     ``rate_per_second`` / ``rate_per_minute``: sliding-window limits per API key
     (``0`` or ``None`` turns one off). ``retry_after_header=False`` sends the wait
     only as the JSON ``retryAfter`` field, as AutoSend's docs show it.
+    ``allowed_hosts``: the ``Host`` names accepted (``None``: any); requests from
+    another origin are refused either way (see :class:`SameSiteGuard`).
     """
 
     def __init__(
@@ -63,6 +73,7 @@ class Sandbox:
         rate_per_minute: int | None = 50,
         retry_after_header: bool = True,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
+        allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.store = SandboxStore(
@@ -73,7 +84,11 @@ class Sandbox:
         )
         self.settings = Settings.build(api_keys, retry_after_header)
         self.api = SandboxAPI(self.store, self.settings)
-        self.app = Starlette(routes=self.api.routes, exception_handlers={HTTPException: http_error})
+        self.app = Starlette(
+            routes=self.api.routes,
+            exception_handlers={HTTPException: http_error},
+            middleware=[Middleware(SameSiteGuard, allowed_hosts=allowed_hosts)],
+        )
         self.app.state.sandbox = self
 
     def reset(self) -> None:
@@ -96,6 +111,7 @@ def create_app(
     rate_per_second: int | None = 2,
     rate_per_minute: int | None = 50,
     retry_after_header: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The sandbox as an ASGI app; its :class:`Sandbox` is ``app.state.sandbox``."""
     return Sandbox(
@@ -105,6 +121,7 @@ def create_app(
         rate_per_second=rate_per_second,
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
+        allowed_hosts=allowed_hosts,
     ).app
 
 
@@ -130,15 +147,24 @@ class SandboxServer:
         retry_after_header: bool = True,
     ) -> None:
         self._owns_sandbox = sandbox is None
-        self.sandbox = sandbox or Sandbox(
-            data_dir=data_dir,
-            clock=clock,
-            api_keys=api_keys,
-            rate_per_second=rate_per_second,
-            rate_per_minute=rate_per_minute,
-            retry_after_header=retry_after_header,
-        )
-        self._server = ThreadedServer(self.sandbox.app, host=host, port=port)
+        hosts = local_hosts(host)
+        app: ASGIApp
+        if sandbox is None:
+            sandbox = Sandbox(
+                data_dir=data_dir,
+                clock=clock,
+                api_keys=api_keys,
+                rate_per_second=rate_per_second,
+                rate_per_minute=rate_per_minute,
+                retry_after_header=retry_after_header,
+                allowed_hosts=hosts,
+            )
+            app = sandbox.app
+        else:
+            # The caller's sandbox was built for any host; this server knows where it listens.
+            app = SameSiteGuard(sandbox.app, allowed_hosts=hosts)
+        self.sandbox = sandbox
+        self._server = ThreadedServer(app, host=host, port=port)
 
     @property
     def url(self) -> str:
@@ -176,6 +202,7 @@ def serve(
         rate_per_second=rate_per_second,
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
+        allowed_hosts=local_hosts(host),
     )
     where = sandbox.store.path or "memory"
     logger.info("AutoSend sandbox on http://%s:%s (inbox in %s)", host, port, where)

@@ -16,7 +16,8 @@ Routes::
 
 A mail request goes through, in order: authentication (401), chaos rules,
 rate limits (429), content type and JSON (400), the idempotency record (replay
-or 409), validation (400), then it is stored and answered 200. Only that last
+or 409), validation (400: first the wire shape, :func:`celery_qstash.email.wire_errors`,
+then the models' rules), then it is stored and answered 200. Only that last
 step stores an email or an idempotency record; every step counts in the stats.
 
 Response bodies carry both shapes AutoSend has documented: the legacy top-level
@@ -36,6 +37,10 @@ Assumptions where AutoSend documents nothing (see the reference notes):
   imposed by whichever window refused the request.
 - Chaos rules apply before the rate limiter, so injected failures do not use up
   the quota a client needs for its retry.
+- JSON nested more than ``MAX_JSON_DEPTH`` (64) levels is a 400 on ``body``: no
+  email needs it, and deeper input would only exercise recursion limits.
+- ``POST /api/v1/chaos`` takes ``application/json`` only, so a page elsewhere
+  cannot script failures with a form or a "simple" ``fetch``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -58,7 +64,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email
+from ..email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_errors
 from ..errors import EmailValidationError
 from . import pages
 from .render import merge_data, render
@@ -70,7 +76,9 @@ logger = logging.getLogger("celery_qstash.sandbox")
 
 MAX_IDEMPOTENCY_KEY = 256  # Resend's limit; AutoSend documents none
 MAX_PAGE = 1000
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
 MAX_CHAOS_DELAY_MS = 300_000
+MAX_JSON_DEPTH = 64
 
 _CODES = {
     400: ("Validation failed", "VALIDATION_FAILED"),
@@ -148,6 +156,47 @@ def _address(address: Address) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Is ``value`` nested more than ``limit`` arrays/objects deep? (No recursion of its own.)"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _parse_json(raw: bytes) -> tuple[Any, list[dict[str, str]]]:
+    """``(value, [])`` for acceptable JSON, else ``(None, errors on "body")``."""
+    too_deep = [
+        {"field": "body", "message": f"Malformed JSON: nested more than {MAX_JSON_DEPTH} levels"}
+    ]
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, [{"field": "body", "message": f"Malformed JSON: {exc}"}]
+    except RecursionError:  # the decoder's own limit, far deeper than MAX_JSON_DEPTH
+        return None, too_deep
+    if _too_deep(value):
+        return None, too_deep
+    return value, []
+
+
+def _has_json_type(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type == "application/json"
+
+
+_CONTENT_TYPE_ERROR = [{"field": "Content-Type", "message": "must be application/json"}]
 
 
 def _rate_headers(decision: RateDecision | None) -> dict[str, str]:
@@ -240,15 +289,10 @@ class SandboxAPI:
                 headers["Retry-After"] = str(decision.retry_after)
             return self._reject(429, error_body(429, retryAfter=decision.retry_after), headers)
 
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            errors = [{"field": "Content-Type", "message": "must be application/json"}]
-            return self._reject(400, validation_failed(errors), headers)
-        raw = await request.body()
-        try:
-            payload = json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            errors = [{"field": "body", "message": f"Malformed JSON: {exc}"}]
+        if not _has_json_type(request):
+            return self._reject(400, validation_failed(_CONTENT_TYPE_ERROR), headers)
+        payload, errors = _parse_json(await request.body())
+        if errors:
             return self._reject(400, validation_failed(errors), headers)
 
         idem_key = request.headers.get("idempotency-key", "").strip() or None
@@ -269,10 +313,19 @@ class SandboxAPI:
                 replay_headers = {**headers, "Idempotent-Replayed": "true"}
                 return JSONResponse(record.response, record.status, headers=replay_headers)
 
+        # AutoSend's wire shapes first: the models also take friendlier input
+        # ("Name <a@b.com>", a single cc, snake_case) that AutoSend would refuse.
+        if isinstance(payload, dict):
+            errors = wire_errors(payload, bulk=bulk)
+            if errors:
+                return self._reject(400, validation_failed(errors), headers)
         try:
             model: Email | BulkEmail = (BulkEmail if bulk else Email).model_validate(payload)
         except EmailValidationError as exc:
             return self._reject(400, validation_failed(exc.errors), headers)
+        except RecursionError:
+            errors = [{"field": "body", "message": f"nested more than {MAX_JSON_DEPTH} levels"}]
+            return self._reject(400, validation_failed(errors), headers)
 
         now = store.clock.now()
         if isinstance(model, BulkEmail):
@@ -425,10 +478,12 @@ class SandboxAPI:
         return JSONResponse({"rules": rules, "remaining": sum(r["remaining"] for r in rules)})
 
     async def add_chaos(self, request: Request) -> Response:
-        try:
-            payload = json.loads(await request.body() or b"{}")
-        except ValueError as exc:
-            return JSONResponse(validation_failed([{"field": "body", "message": str(exc)}]), 400)
+        # JSON only: a cross-site form or "simple" fetch (text/plain) cannot script faults.
+        if not _has_json_type(request):
+            return JSONResponse(validation_failed(_CONTENT_TYPE_ERROR), 400)
+        payload, errors = _parse_json(await request.body() or b"{}")
+        if errors:
+            return JSONResponse(validation_failed(errors), 400)
         try:
             rule = _chaos_rule(payload)
         except EmailValidationError as exc:
@@ -446,7 +501,7 @@ class SandboxAPI:
         query = request.query_params
         try:
             limit = _int_param(query.get("limit"), "limit", default=50, low=1, high=MAX_PAGE)
-            offset = _int_param(query.get("offset"), "offset", default=0, low=0, high=None)
+            offset = _int_param(query.get("offset"), "offset", default=0, low=0, high=MAX_OFFSET)
         except EmailValidationError as exc:
             return JSONResponse(validation_failed(exc.errors), 400)
         total, messages = self.store.messages(
@@ -503,16 +558,18 @@ def _page(content: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
 
 
-def _int_param(value: str | None, name: str, *, default: int, low: int, high: int | None) -> int:
+_INTEGER = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
+
+
+def _int_param(value: str | None, name: str, *, default: int, low: int, high: int) -> int:
+    """A query parameter as an integer in ``[low, high]`` (ASCII digits, optional sign)."""
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = low - 1
-    if number < low or (high is not None and number > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise EmailValidationError([{"field": name, "message": f"must be an integer {bound}"}])
+    # int() would also take "1_000" and non-ASCII digits; 30 digits is beyond any bound here.
+    number = int(value) if _INTEGER.fullmatch(value) else low - 1
+    if not low <= number <= high:
+        message = f"must be an integer between {low} and {high}"
+        raise EmailValidationError([{"field": name, "message": message}])
     return number
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from celery_qstash.dashboard import check_bind, create_app, is_loopback, serve
+from celery_qstash.dashboard import check_bind, create_app, is_loopback, local_hosts, serve
 from celery_qstash.errors import ConfigurationError
 from celery_qstash.status import StatusClient
 
@@ -18,9 +20,11 @@ from .qstash_events import (
     canceled_events,
     delivered_events,
     dlq_message,
+    event,
     failed_events,
     pending_events,
 )
+from .qstash_events import response as autosend_answer
 
 FLOWER_FIELDS = {
     "uuid", "name", "state", "received", "sent", "started", "succeeded", "failed", "retried",
@@ -68,6 +72,13 @@ def test_tasks_is_an_object_keyed_by_uuid_with_flowers_fields(
         ({"sort_by": "name"}, ["task-4", "task-1", "task-2", "task-3"]),
         ({"sort_by": "state", "limit": "2", "offset": "1"}, ["task-4", "task-3"]),
         ({"workername": "celery@host"}, ["task-4", "task-1", "task-2", "task-3"]),
+        # As Flower: ``All`` is no name filter, an unknown sort_by is ignored (newest
+        # first stays), a negative offset counts from the start.
+        ({"taskname": "All"}, ["task-4", "task-1", "task-2", "task-3"]),
+        ({"taskname": "All", "state": "All"}, ["task-4", "task-1", "task-2", "task-3"]),
+        ({"sort_by": "worker", "limit": "1"}, ["task-4"]),
+        ({"sort_by": "-runtime", "limit": "1"}, ["task-4"]),
+        ({"offset": "-5", "limit": "1", "sort_by": "name"}, ["task-4"]),
     ],
 )
 def test_tasks_query_parameters(
@@ -96,8 +107,7 @@ def test_tasks_received_window(client: TestClient, fake: FakeQStash) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": "ten"}, {"offset": "-1"}, {"sort_by": "worker"},
-     {"received_start": "yesterday"}],
+    [{"limit": "ten"}, {"limit": "-1"}, {"offset": "x"}, {"received_start": "yesterday"}],
 )
 def test_tasks_bad_parameters_are_400(
     client: TestClient, four: FakeQStash, params: dict[str, str]
@@ -133,8 +143,9 @@ def test_task_result(client: TestClient, four: FakeQStash) -> None:
     assert bad["state"] == "FAILURE"
     assert bad["result"] == "DeliveryFailed(500, 'Internal server error')"
     assert "AutoSend answered 500" in bad["traceback"]
-    assert waiting == {"task-id": "task-4", "state": "PENDING", "result": None}
-    assert unknown == {"task-id": "nope", "state": "PENDING", "result": None}
+    # As Flower: no "result" key until the task is ready.
+    assert waiting == {"task-id": "task-4", "state": "PENDING"}
+    assert unknown == {"task-id": "nope", "state": "PENDING"}
 
 
 def test_task_result_with_a_timeout_on_a_ready_task_answers_at_once(
@@ -149,11 +160,33 @@ def test_task_result_with_a_timeout_on_a_ready_task_answers_at_once(
 def test_task_revoke(client: TestClient, four: FakeQStash) -> None:
     response = client.post("/api/task/revoke/task-4")
 
-    assert response.json() == {"message": "Revoked 'task-4'"}
+    assert response.status_code == 200
+    assert response.json() == {"message": "Revoked 'task-4'", "cancelled": True}
     assert four.cancelled == ["msg_4"]
-    assert client.post("/api/task/revoke/nope").status_code == 404
-    assert client.post("/api/task/revoke/task-1").status_code == 409  # already SUCCESS
-    assert four.cancelled == ["msg_4"]
+
+
+@pytest.mark.parametrize("task_id", ["nope", "task-1", "task-2", "task-3"])
+def test_task_revoke_of_an_unknown_or_finished_task_is_200_like_flower(
+    client: TestClient, four: FakeQStash, task_id: str
+) -> None:
+    # Celery's revoke is fire-and-forget: Flower answers 200 whatever the task.
+    response = client.post(f"/api/task/revoke/{task_id}")
+
+    assert response.status_code == 200
+    assert response.json() == {"message": f"Revoked '{task_id}'", "cancelled": False}
+    assert four.cancelled == []
+
+
+def test_task_revoke_of_a_task_that_finished_meanwhile_is_200(
+    client: TestClient, four: FakeQStash
+) -> None:
+    four.cancel_route.side_effect = lambda request: httpx.Response(
+        404, json={"error": "message not found"})
+
+    response = client.post("/api/task/revoke/task-4")
+
+    assert response.status_code == 200
+    assert response.json() == {"message": "Revoked 'task-4'", "cancelled": False}
 
 
 def test_task_revoke_needs_post(client: TestClient, four: FakeQStash) -> None:
@@ -262,6 +295,20 @@ def test_loopback_only_answers_loopback_host_names(fake: FakeQStash, status: Sta
         == 421
 
 
+def test_a_loopback_alias_bind_answers_its_own_host_name(
+    fake: FakeQStash, status: StatusClient
+) -> None:
+    fake.events = pending_events()
+    app = create_app(status, allowed_hosts=local_hosts("127.0.0.2"))
+
+    response = TestClient(app).get("/api/tasks", headers={"Host": "127.0.0.2:5555"})
+
+    assert response.status_code == 200
+    assert set(response.json()) == {"task-4"}
+    assert TestClient(app).get("/api/tasks", headers={"Host": "127.0.0.3:5555"}).status_code \
+        == 421
+
+
 def test_pages_forbid_scripts(client: TestClient, fake: FakeQStash) -> None:
     csp = client.get("/tasks").headers["content-security-policy"]
 
@@ -294,3 +341,49 @@ def test_serve_refuses_before_binding() -> None:
 def test_empty_credentials_are_rejected(status: StatusClient) -> None:
     with pytest.raises(ConfigurationError):
         create_app(status, auth=("admin", ""))
+
+
+# -- no secret in any JSON answer ----------------------------------------------------
+
+AUTOSEND_KEY = "AS_sandbox_dev_key"
+LEAK = {"success": False, "message": f"Invalid API key {AUTOSEND_KEY}"}
+
+
+@pytest.fixture
+def leaky(fake: FakeQStash, status: StatusClient) -> Iterator[TestClient]:
+    """AutoSend's answers (and QStash's errors) quote the AutoSend key."""
+    kw = {"task_id": "leak", "message_id": "msg_leak"}
+    ok = {"task_id": "leak-ok", "message_id": "msg_leak_ok"}
+    fake.events = [
+        event("CREATED", 0, **kw),
+        event("ACTIVE", 10, **kw),
+        event("ERROR", 20, **kw, **autosend_answer(401, LEAK), error=f"401 {AUTOSEND_KEY}"),
+        event("FAILED", 20, **kw, **autosend_answer(401, LEAK)),
+        event("CREATED", 0, **ok),
+        event("DELIVERED", 30, **ok,
+              **autosend_answer(200, {"success": True, "data": {"note": AUTOSEND_KEY}})),
+    ]
+    fake.dlq = [{**dlq_message("leak", "1-0"), "responseBody": json.dumps(LEAK)}]
+    with TestClient(create_app(status, secrets=[TOKEN, AUTOSEND_KEY])) as tc:
+        yield tc
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/tasks", "/api/task/info/leak", "/api/task/result/leak", "/api/task/info/leak-ok",
+     "/api/task/result/leak-ok", "/api/dlq"],
+)
+def test_json_answers_never_quote_a_secret(leaky: TestClient, path: str) -> None:
+    answer = leaky.get(path)
+
+    assert answer.status_code == 200
+    assert AUTOSEND_KEY not in answer.text
+    assert "***" in answer.text  # scrubbed, not dropped
+
+
+def test_a_scrubbed_failure_still_says_what_went_wrong(leaky: TestClient) -> None:
+    info = leaky.get("/api/task/info/leak").json()
+
+    assert info["exception"] == "DeliveryFailed(401, 'Invalid API key ***')"
+    assert info["traceback"].endswith("Invalid API key ***")
+    assert info["events"][-2]["error"] == "401 ***"

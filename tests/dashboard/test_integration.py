@@ -139,8 +139,10 @@ def test_revoke_through_flowers_api(stack: Stack) -> None:
 
     response = httpx.post(f"{stack.dashboard_url}/api/task/revoke/{result.id}")
 
-    assert response.json() == {"message": f"Revoked '{result.id}'"}
+    assert response.json() == {"message": f"Revoked '{result.id}'", "cancelled": True}
     assert stack.app.AsyncResult(result.id).state == states.REVOKED
+    again = httpx.post(f"{stack.dashboard_url}/api/task/revoke/{result.id}")
+    assert (again.status_code, again.json()["cancelled"]) == (200, False)
 
 
 def test_flower_api_shapes_through_the_real_stack(stack: Stack) -> None:

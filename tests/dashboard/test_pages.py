@@ -70,6 +70,25 @@ def test_tasks_page_rejects_a_bad_since(client: TestClient, fake: FakeQStash) ->
     assert client.get("/tasks", params={"since": "last tuesday"}).status_code == 400
 
 
+def test_tasks_page_rejects_a_since_too_far_back(client: TestClient, fake: FakeQStash) -> None:
+    response = client.get("/tasks", params={"since": "9" * 400 + "w"})
+
+    assert response.status_code == 400
+    assert "too large" in response.text
+
+
+def test_task_page_hides_credentials_in_the_destination(
+    client: TestClient, fake: FakeQStash
+) -> None:
+    fake.events = [event("CREATED", 0, task_id="t", message_id="m",
+                         url="https://user:pw@hooks.example/x?api_key=AS_1&n=2")]
+
+    page = client.get("/tasks/t").text
+
+    assert "user:pw" not in page and "AS_1" not in page
+    assert "hooks.example/x?api_key=%5Bredacted%5D&amp;n=2" in page
+
+
 def test_task_page_shows_timeline_request_and_response(
     client: TestClient, fake: FakeQStash
 ) -> None:

@@ -141,5 +141,6 @@ def test_invalid_rules_are_rejected(
 
 
 def test_chaos_body_must_be_a_json_object(client: TestClient) -> None:
-    assert client.post("/api/v1/chaos", content=b"[1]").status_code == 400
-    assert client.post("/api/v1/chaos", content=b"{").status_code == 400
+    headers = {"Content-Type": "application/json"}
+    assert client.post("/api/v1/chaos", content=b"[1]", headers=headers).status_code == 400
+    assert client.post("/api/v1/chaos", content=b"{", headers=headers).status_code == 400

@@ -82,11 +82,44 @@ def test_pagination_with_total(filled: TestClient) -> None:
     assert filtered["total"] == 2 and len(filtered["messages"]) == 1
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "offset=-1", "offset=a"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "offset=-1",
+        "offset=a",
+        # past what SQLite can bind: these were an OverflowError (500)
+        "offset=99999999999999999999999",
+        "offset=9223372036854775808",
+        "limit=99999999999999999999999",
+        "offset=" + "9" * 5000,
+        # int() takes these, a query string should not
+        "limit=1_0",
+        "limit=%D9%A1",  # ARABIC-INDIC DIGIT ONE
+    ],
+)
 def test_bad_pagination_is_a_400(client: TestClient, query: str) -> None:
     response = client.get(f"/api/v1/messages?{query}")
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == query.split("=")[0]
+
+
+def test_largest_offset_is_an_empty_page(client: TestClient) -> None:
+    response = client.get(f"/api/v1/messages?offset={2**63 - 1}&limit=+5")
+    assert response.status_code == 200
+    page = response.json()
+    assert (page["offset"], page["limit"], page["messages"]) == (2**63 - 1, 5, [])
+
+
+@pytest.mark.parametrize(
+    "query", ["to=%00", "to=a%40%FF", "subject=%ED%A0%80", "subject=%25_%5C", "batchId=%FF"]
+)
+def test_odd_filters_match_nothing_without_an_error(client: TestClient, query: str) -> None:
+    response = client.get(f"/api/v1/messages?{query}")
+    assert response.status_code == 200
+    assert response.json()["total"] == 0
 
 
 def test_get_one_message_and_404(filled: TestClient) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from celery_qstash.sandbox.api import MAX_JSON_DEPTH
+
 from .helpers import AUTH, TestClient, bulk, email
 
 
@@ -37,7 +39,7 @@ def fields(errors: list[dict[str, str]]) -> set[str]:
         (
             email(to=[{"email": "a@example.com"}, {"email": "b@example.com"}]),
             "to",
-            "one primary recipient",
+            "must be an object",
         ),
         (email(subject=None), "subject", "required unless template"),
         (email(html=None), "html", "html or text"),
@@ -49,10 +51,10 @@ def fields(errors: list[dict[str, str]]) -> set[str]:
             "at most 50",
         ),
         (email(bcc=[{"email": "ok@example.com"}, {"email": "bad"}]), "bcc.1.email", "invalid"),
-        (email(unknownField=1), "unknownField", "not permitted"),
+        (email(unknownField=1), "unknownField", "not a field"),
         (email(test="maybe"), "test", "boolean"),
         (email(subject=5), "subject", "string"),
-        (email(dynamicData=[1, 2]), "dynamicData", "dictionary"),
+        (email(dynamicData=[1, 2]), "dynamicData", "must be an object"),
         (email(scheduledAt="next tuesday"), "scheduledAt", "datetime"),
     ],
 )
@@ -77,7 +79,7 @@ def test_send_validation_errors_name_the_field(
             "invalid email",
         ),
         (bulk(recipients=None), "recipients", "required"),
-        (bulk(to={"email": "a@example.com"}), "to", "not permitted"),
+        (bulk(to={"email": "a@example.com"}), "to", "not a field"),
         (
             bulk(recipients=[{"email": "a@example.com", "dynamicData": "x"}]),
             "recipients.0.dynamicData",
@@ -133,3 +135,119 @@ def test_json_content_type_with_charset_is_fine(client: TestClient) -> None:
     headers = {**AUTH, "Content-Type": "application/json; charset=utf-8"}
     response = client.post("/v1/mails/send", content=json.dumps(email()), headers=headers)
     assert response.status_code == 200
+
+
+# -- AutoSend's wire shapes: the models' friendlier input is not what AutoSend takes --
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (email(to="Ada <ada@example.com>"), "to"),
+        (email(to="ada@example.com"), "to"),
+        (email(to=[{"email": "ada@example.com"}]), "to"),
+        (email(cc={"email": "c@example.com"}), "cc"),
+        (email(cc=["c@example.com"]), "cc.0"),
+        (email(bcc="b@example.com"), "bcc"),
+        (email(replyTo="r@example.com"), "replyTo"),
+        (email(**{"from": "hello@company.com"}), "from"),
+        (email(test="yes"), "test"),
+        (email(categories="welcome"), "categories"),
+        (email(unsubscribeGroupId=5), "unsubscribeGroupId"),
+        (email(template_id="tmpl_1"), "template_id"),
+        (email(dynamic_data={"a": 1}), "dynamic_data"),
+        (email(reply_to={"email": "r@example.com"}), "reply_to"),
+        (email(**{"from": None, "from_": {"email": "hello@company.com"}}), "from_"),
+    ],
+)
+def test_send_refuses_what_autosend_would(
+    client: TestClient, body: dict[str, Any], field: str
+) -> None:
+    errors = assert_validation_failed(client.post("/v1/mails/send", json=body, headers=AUTH))
+    assert field in fields(errors)
+    assert client.get("/api/v1/messages").json()["total"] == 0
+    assert client.get("/api/v1/stats").json()["accepted"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (bulk(recipients="a@example.com"), "recipients"),
+        (bulk(recipients=["a@example.com", {"email": "b@example.com"}]), "recipients.0"),
+        (bulk(**{"from": "News <hello@company.com>"}), "from"),
+        (bulk(campaign_name="x"), "campaign_name"),
+        (bulk(cc=[{"email": "c@example.com"}]), "cc"),
+    ],
+)
+def test_bulk_refuses_what_autosend_would(
+    client: TestClient, body: dict[str, Any], field: str
+) -> None:
+    errors = assert_validation_failed(client.post("/v1/mails/bulk", json=body, headers=AUTH))
+    assert field in fields(errors)
+    assert client.get("/api/v1/messages").json()["total"] == 0
+
+
+def test_the_documented_examples_are_accepted(client: TestClient) -> None:
+    documented = email(
+        dynamicData={"name": "Jane"},
+        categories=["welcome", "onboarding"],
+        replyTo={"email": "support@company.com"},
+        test=True,
+    )
+    assert client.post("/v1/mails/send", json=documented, headers=AUTH).status_code == 200
+    template = email(subject=None, html=None, templateId="tmpl_abc123", dynamicData={"a": 1})
+    assert client.post("/v1/mails/send", json=template, headers=AUTH).status_code == 200
+
+
+# -- input nested deep enough to exhaust recursion: a 400, not a 500 --
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("path", ["/v1/mails/send", "/v1/mails/bulk"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_nested(100_000), id="array-100000"),
+        pytest.param('{"dynamicData": {"a": ' + _nested(5000) + "}}", id="dynamicData-5000"),
+        # below the JSON decoder's limit, above what validation can recurse through
+        pytest.param('{"dynamicData": {"a": ' + _nested(990) + "}}", id="dynamicData-990"),
+        pytest.param('{"dynamicData": {"a": ' + _nested(300) + "}}", id="dynamicData-300"),
+    ],
+)
+@pytest.mark.parametrize("idempotency", [{}, {"Idempotency-Key": "deep"}])
+def test_deeply_nested_json_is_a_400_on_body(
+    client: TestClient, path: str, raw: str, idempotency: dict[str, str]
+) -> None:
+    headers = {**AUTH, **idempotency, "Content-Type": "application/json"}
+    errors = assert_validation_failed(client.post(path, content=raw, headers=headers))
+    assert fields(errors) == {"body"}
+    assert "nested" in errors[0]["message"]
+    assert client.get("/api/v1/stats").json()["rejected"] == {"400": 1}
+
+
+def test_nesting_within_the_limit_is_kept(client: TestClient) -> None:
+    data: Any = "leaf"
+    for _ in range(MAX_JSON_DEPTH - 1):  # the body itself is the first level
+        data = {"k": data}
+    response = client.post("/v1/mails/send", json=email(dynamicData=data), headers=AUTH)
+    assert response.status_code == 200, response.text
+    one_more = email(dynamicData={"k": data})
+    errors = assert_validation_failed(client.post("/v1/mails/send", json=one_more, headers=AUTH))
+    assert fields(errors) == {"body"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_nested(100_000), id="array-100000"),
+        pytest.param('{"body": ' + _nested(5000) + "}", id="body-5000"),
+        pytest.param('{"body": ' + _nested(990) + "}", id="body-990"),
+    ],
+)
+def test_deeply_nested_chaos_rule_is_a_400(client: TestClient, raw: str) -> None:
+    headers = {"Content-Type": "application/json"}
+    assert client.post("/api/v1/chaos", content=raw, headers=headers).status_code == 400
+    assert client.get("/api/v1/chaos").json()["remaining"] == 0
