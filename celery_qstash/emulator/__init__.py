@@ -179,9 +179,11 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         start_delivery: bool = True,
+        max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
     ) -> None:
         self.emulator = Emulator(data_dir, clock=clock, routes=routes, tokens=tokens,
                                  http_client_factory=http_client_factory,
+                                 max_timeout_ms=max_timeout_ms,
                                  start_delivery=start_delivery)
         self._server = ThreadedServer(self.emulator.app, host, port)
         self.token = devserver.DEV_TOKEN

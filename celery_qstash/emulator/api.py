@@ -8,6 +8,8 @@ qstash-py 3.4.0, which is the wire-compatibility oracle (see qstash-api.md).
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
@@ -22,7 +24,15 @@ from starlette.routing import Route
 from celery_qstash.clock import FakeClock
 
 from .errors import ApiError, BadRequest, NotFound, Unauthorized
-from .publish import merge_query, parse_duration_ms, parse_publish_headers, parse_schedule_headers
+from .publish import (
+    MAX_PARALLELISM,
+    MAX_PERIOD_SECONDS,
+    MAX_RATE,
+    merge_query,
+    parse_duration_ms,
+    parse_publish_headers,
+    parse_schedule_headers,
+)
 from .store import EventFilter, Published
 from .wire import dlq_json, message_json
 
@@ -33,10 +43,14 @@ if TYPE_CHECKING:
 
 __all__ = ["build_app"]
 
+log = logging.getLogger("celery_qstash.emulator")
+
 JSON = dict[str, Any]
 Handler = Callable[[Request, str], Awaitable[Response]]
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
+#: Bounds of integer query parameters (SQLite integers are 64-bit; times are in ms).
+INT64_MAX = 2**63 - 1
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -95,13 +109,28 @@ async def _json_body(request: Request) -> Any:
         raise BadRequest("invalid JSON body") from None
 
 
-def _int_param(value: str | None, name: str, default: int | None = None) -> int | None:
+def _int_param(value: str | None, name: str, default: int | None = None, *,
+               low: int = 0, high: int = INT64_MAX) -> int | None:
     if value is None or value == "":
         return default
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"invalid {name}: {value!r} is not an integer") from None
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text):
+        raise BadRequest(f"invalid {name}: {value[:40]!r} is not an integer")
+    number = int(text)
+    if not low <= number <= high:
+        raise BadRequest(f"invalid {name}: must be between {low} and {high}")
+    return number
+
+
+def _ids(body: Any, field: str) -> list[str] | None:
+    """``{"<field>": ["id", ...]}`` from a JSON body (None when absent)."""
+    if not isinstance(body, dict) or body.get(field) is None:
+        return None
+    ids = body[field]
+    if not isinstance(ids, list) or not all(isinstance(i, (str, int)) and
+                                            not isinstance(i, bool) for i in ids):
+        raise BadRequest(f"{field} must be a list of strings")
+    return [str(i) for i in ids]
 
 
 def _multi(request: Request, name: str) -> list[str]:
@@ -125,17 +154,15 @@ def _filter(request: Request) -> EventFilter:
         to_ms=_int_param(q.get("toDate"), "toDate"),
         labels=_multi(request, "label"),
         fc_key=q.get("flowControlKey") or None,
-        response_status=_int_param(q.get("responseStatus"), "responseStatus"),
+        response_status=_int_param(q.get("responseStatus"), "responseStatus", high=999),
         caller_ip=q.get("callerIp") or None,
         dlq_ids=_multi(request, "dlqIds") + _multi(request, "dlqId"),
     )
 
 
 def _count(request: Request, default: int = DEFAULT_COUNT, maximum: int = MAX_COUNT) -> int:
-    count = _int_param(request.query_params.get("count"), "count", default)
+    count = _int_param(request.query_params.get("count"), "count", default, low=1)
     assert count is not None
-    if count < 1:
-        raise BadRequest("count must be at least 1")
     return min(count, maximum)
 
 
@@ -159,6 +186,10 @@ class Api:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
         self.store = emulator.store
+
+    @property
+    def max_timeout_ms(self) -> int:
+        return self.emulator.loop.max_timeout_ms
 
     def user(self, request: Request) -> str:
         token = ""
@@ -185,7 +216,8 @@ class Api:
     async def _publish(self, request: Request, user: str, destination: str,
                        query_options: list[tuple[str, str]], queue: str | None) -> Response:
         headers = merge_query(_headers(request), query_options)
-        options = parse_publish_headers(headers, await request.body())
+        options = parse_publish_headers(headers, await request.body(),
+                                        max_timeout_ms=self.max_timeout_ms)
         if queue is not None and (options.delay_ms or options.not_before_ms is not None):
             # QStash ignores delays on queues (not documented for enqueue); so do we.
             options.delay_ms, options.not_before_ms = 0, None
@@ -201,23 +233,33 @@ class Api:
             raise BadRequest("batch body must be a JSON array")
         out: list[Any] = []
         for item in items:
+            # Each item is its own publish (committed or not): an error, even an
+            # unexpected one, is that item's entry, never a 500 for the whole batch.
             try:
-                if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
-                    raise BadRequest("destination is required")
-                raw_headers = item.get("headers") or {}
-                if not isinstance(raw_headers, dict):
-                    raise BadRequest("headers must be an object")
-                headers = [(str(k), str(v)) for k, v in raw_headers.items()]
-                body = item.get("body")
-                data = body.encode() if isinstance(body, str) else b""
-                options = parse_publish_headers(headers, data)
-                queue = item.get("queue") or None
-                published = self.store.publish(user, item["destination"], options, queue=queue,
-                                               caller_ip=_client_ip(request))
-                out.append(_published_json(published, item["destination"]))
+                out.append(self._batch_item(request, user, item))
             except ApiError as exc:
                 out.append({"error": exc.message})
+            except Exception as exc:
+                log.exception("batch item failed")
+                out.append({"error": f"internal error: {type(exc).__name__}"})
         return JSONResponse(out)
+
+    def _batch_item(self, request: Request, user: str, item: Any) -> Any:
+        if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
+            raise BadRequest("destination is required")
+        raw_headers = item.get("headers") or {}
+        if not isinstance(raw_headers, dict):
+            raise BadRequest("headers must be an object")
+        headers = [(str(k), str(v)) for k, v in raw_headers.items()]
+        body = item.get("body")
+        data = body.encode() if isinstance(body, str) else b""
+        options = parse_publish_headers(headers, data, max_timeout_ms=self.max_timeout_ms)
+        queue = item.get("queue") or None
+        if queue is not None and not isinstance(queue, str):
+            raise BadRequest("queue must be a string")
+        published = self.store.publish(user, item["destination"], options, queue=queue,
+                                       caller_ip=_client_ip(request))
+        return _published_json(published, item["destination"])
 
     # -- messages ---------------------------------------------------------------
 
@@ -232,10 +274,8 @@ class Api:
 
     async def cancel_messages(self, request: Request, user: str) -> Response:
         body = await _json_body(request)
-        ids: list[str] | None = None
-        if isinstance(body, dict) and body.get("messageIds") is not None:
-            ids = [str(i) for i in body["messageIds"]]
-        elif _multi(request, "messageIds"):
+        ids = _ids(body, "messageIds")
+        if ids is None and _multi(request, "messageIds"):
             ids = _multi(request, "messageIds")
         flt = _filter(request)
         q = request.query_params
@@ -284,8 +324,9 @@ class Api:
     async def delete_dlq_many(self, request: Request, user: str) -> Response:
         body = await _json_body(request)
         flt = _filter(request)
-        if isinstance(body, dict) and body.get("dlqIds") is not None:
-            flt = EventFilter(dlq_ids=[str(i) for i in body["dlqIds"]])
+        dlq_ids = _ids(body, "dlqIds")
+        if dlq_ids is not None:
+            flt = EventFilter(dlq_ids=dlq_ids)
             if not flt.dlq_ids:
                 return JSONResponse({"deleted": 0})
         count = _int_param(request.query_params.get("count"), "count")
@@ -296,18 +337,24 @@ class Api:
         self.store.get_dlq(user, dlq_id)
         headers = _headers(request)
         ids = self.store.retry_dlq(user, EventFilter(dlq_ids=[dlq_id]),
-                                   lambda base: parse_publish_headers(headers, b"", base))
+                                   lambda base: parse_publish_headers(
+                                       headers, b"", base, max_timeout_ms=self.max_timeout_ms))
         return JSONResponse({"messageId": ids[0] if ids else None}, status_code=201)
 
     async def retry_dlq_many(self, request: Request, user: str) -> Response:
         body = await _json_body(request)
         flt = _filter(request)
-        if isinstance(body, dict) and body.get("dlqIds") is not None:
-            flt = EventFilter(dlq_ids=[str(i) for i in body["dlqIds"]])
+        dlq_ids = _ids(body, "dlqIds")
+        if dlq_ids is not None:
+            flt = EventFilter(dlq_ids=dlq_ids)
+            if not flt.dlq_ids:
+                return JSONResponse({"cursor": "", "responses": []}, status_code=201)
         headers = _headers(request)
         count = _int_param(request.query_params.get("count"), "count")
         ids = self.store.retry_dlq(user, flt,
-                                   lambda base: parse_publish_headers(headers, b"", base), count)
+                                   lambda base: parse_publish_headers(
+                                       headers, b"", base, max_timeout_ms=self.max_timeout_ms),
+                                   count)
         return JSONResponse({"cursor": "", "responses": [{"messageId": i} for i in ids]},
                             status_code=201)
 
@@ -322,6 +369,8 @@ class Api:
             parallelism = 1
         if not isinstance(parallelism, int) or isinstance(parallelism, bool):
             raise BadRequest("parallelism must be an integer")
+        if not 1 <= parallelism <= MAX_PARALLELISM:
+            raise BadRequest(f"parallelism must be between 1 and {MAX_PARALLELISM}")
         self.store.upsert_queue(user, body["queueName"], parallelism, bool(body.get("paused")))
         return Response(status_code=200)
 
@@ -395,12 +444,19 @@ class Api:
         key, action = _segment(request, 3), _segment(request, 4)
         q = request.query_params
         period = q.get("period")
+        pin = action == "pin"
+        period_s = None
+        if pin and period:
+            period_ms = parse_duration_ms(period, "period", MAX_PERIOD_SECONDS * 1000)
+            if period_ms < 1000:
+                raise BadRequest("invalid period: 1s to 1 week")
+            period_s = period_ms // 1000
         self.store.update_flow(
             user, key, action,
-            parallelism=_int_param(q.get("parallelism"), "parallelism")
-            if action == "pin" else None,
-            rate=_int_param(q.get("rate"), "rate") if action == "pin" else None,
-            period_s=parse_duration_ms(period, "period") // 1000 if period else None,
+            parallelism=_int_param(q.get("parallelism"), "parallelism", low=1,
+                                   high=MAX_PARALLELISM) if pin else None,
+            rate=_int_param(q.get("rate"), "rate", low=1, high=MAX_RATE) if pin else None,
+            period_s=period_s,
             unpin_parallelism=q.get("parallelism", "").lower() == "true",
             unpin_rate=q.get("rate", "").lower() == "true",
         )
@@ -414,7 +470,9 @@ class Api:
     async def create_schedule(self, request: Request, user: str) -> Response:
         destination, query_options = _destination(request, 3)
         headers = merge_query(_headers(request), query_options)
-        schedule = parse_schedule_headers(headers, await request.body())
+        schedule = parse_schedule_headers(headers, await request.body(),
+                                          self.emulator.clock.now(),
+                                          max_timeout_ms=self.max_timeout_ms)
         schedule_id = self.store.upsert_schedule(user, destination, schedule,
                                                  caller_ip=_client_ip(request))
         return JSONResponse({"scheduleId": schedule_id})

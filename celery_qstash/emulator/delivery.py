@@ -15,15 +15,16 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
 
 from celery_qstash.clock import Clock
 
-from .publish import PublishOptions
+from .publish import DEFAULT_MAX_TIMEOUT_MS, CallbackOptions, PublishOptions, Redaction, canonical
 from .retry_delay import (
     RetryDelayError,
     compile_retry_delay,
@@ -38,11 +39,14 @@ __all__ = ["DEFAULT_MAX_TIMEOUT_MS", "DeliveryLoop", "resolve_route"]
 
 log = logging.getLogger("celery_qstash.emulator")
 
-#: The plan maximum "HTTP response duration" we emulate (Free plan: 15 minutes).
-DEFAULT_MAX_TIMEOUT_MS = 15 * 60 * 1000
 MAX_RESPONSE_BODY = 1024 * 1024
 #: Longest the background thread sleeps without a reason to wake (clock jumps, safety).
 MAX_IDLE_SECONDS = 60.0
+#: Pause after a failed background step (a broken database, a bug): never spin.
+ERROR_BACKOFF_SECONDS = 1.0
+#: How long ``stop()`` lets in-flight attempts record their outcome; the rest are
+#: left in flight and retried after a restart (at-least-once).
+STOP_GRACE_SECONDS = 2.0
 
 
 def resolve_route(url: str, routes: Mapping[str, str]) -> str:
@@ -82,12 +86,14 @@ class DeliveryLoop:
         self.batch = batch
         self._signing_keys = signing_keys or store.signing_keys
         self._client = (http_client_factory or _default_client)()
+        #: Seconds for the per-attempt deadline (real elapsed time; tests may replace it).
+        self.monotonic: Callable[[], float] = time.monotonic
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._busy_changed = threading.Condition(self._busy_lock)
 
     # -- one step ---------------------------------------------------------------
 
@@ -121,7 +127,17 @@ class DeliveryLoop:
         return state
 
     def send(self, message: JSON, now_ms: int) -> AttemptResult:
-        """One HTTP attempt; never raises."""
+        """One HTTP attempt; never raises: any error is a failed attempt (RETRY, then DLQ),
+        so one bad message can never wedge a delivery slot or the loop."""
+        try:
+            return self._send(message, now_ms)
+        except Exception as exc:  # whatever it is, it is this attempt's failure
+            host = _host(str(message.get("url", "")))
+            log.warning("%s: cannot deliver to %s: %s", message.get("id"), host,
+                        type(exc).__name__)
+            return AttemptResult(None, error=f"cannot deliver to {host}: {type(exc).__name__}")
+
+    def _send(self, message: JSON, now_ms: int) -> AttemptResult:
         options = PublishOptions.from_dict(message["opts"])
         url = message["url"]
         current_key, _ = self._signing_keys(message["user"])
@@ -144,25 +160,43 @@ class DeliveryLoop:
         if message.get("queue"):
             headers.append(("Upstash-Queue-Name", message["queue"]))
         timeout_ms = min(options.timeout_ms or self.max_timeout_ms, self.max_timeout_ms)
+        timed_out = AttemptResult(None, error=f"timeout after {timeout_ms} ms calling {_host(url)}")
+        # Upstash-Timeout bounds the whole attempt, not each read: a destination that
+        # trickles its answer fails at about the configured time.
+        deadline = self.monotonic() + timeout_ms / 1000
         try:
-            response = self._client.request(
+            with self._client.stream(
                 options.method, resolve_route(url, self.routes), content=options.body,
                 headers=headers, timeout=httpx.Timeout(timeout_ms / 1000),
-            )
+            ) as response:
+                chunks: list[bytes] = []
+                size = 0
+                # Streamed and cut at the cap: a huge answer never sits in memory whole.
+                for chunk in response.iter_bytes():
+                    if self.monotonic() > deadline:
+                        return timed_out
+                    chunks.append(chunk[:MAX_RESPONSE_BODY - size])
+                    size += len(chunks[-1])
+                    if size >= MAX_RESPONSE_BODY:
+                        break
+                if self.monotonic() > deadline:
+                    return timed_out
+                response_headers: dict[str, list[str]] = {}
+                for name, value in response.headers.multi_items():
+                    response_headers.setdefault(canonical(name), []).append(value)
+                status = response.status_code
+                non_retryable = status == 489 and (
+                    response.headers.get("Upstash-NonRetryable-Error", "").lower() == "true"
+                )
+                success = response.is_success
         except httpx.TimeoutException:
-            return AttemptResult(None, error=f"timeout after {timeout_ms} ms calling {_host(url)}")
+            return timed_out
         except httpx.HTTPError as exc:
             # The exception text can echo the full URL; the host is enough to debug.
             return AttemptResult(None, error=f"cannot reach {_host(url)}: {type(exc).__name__}")
-        response_headers: dict[str, list[str]] = {}
-        for name, value in response.headers.multi_items():
-            response_headers.setdefault(name, []).append(value)
-        non_retryable = response.status_code == 489 and (
-            response.headers.get("Upstash-NonRetryable-Error", "").lower() == "true"
-        )
         return AttemptResult(
-            response.status_code, response_headers, response.content[:MAX_RESPONSE_BODY],
-            error=None if response.is_success else f"status {response.status_code}",
+            status, response_headers, b"".join(chunks),
+            error=None if success else f"status {status}",
             non_retryable=non_retryable,
         )
 
@@ -221,11 +255,8 @@ class DeliveryLoop:
         return specs
 
     @staticmethod
-    def _callback_spec(source: PublishOptions, cb: object, payload: JSON,
+    def _callback_spec(source: PublishOptions, cb: CallbackOptions, payload: JSON,
                        kind: str) -> CallbackSpec:
-        from .publish import CallbackOptions
-
-        assert isinstance(cb, CallbackOptions)
         headers = {"Content-Type": ["application/json"], **cb.headers}
         options = PublishOptions(
             body=json.dumps(payload).encode(),
@@ -236,6 +267,13 @@ class DeliveryLoop:
             timeout_ms=cb.timeout_ms if cb.timeout_ms is not None else source.timeout_ms,
             delay_ms=cb.delay_ms or 0,
             labels=list(source.labels),
+            # The callback inherits the source's redaction: its forwarded headers (an
+            # Authorization for the callback URL) and the source body it carries are
+            # shown redacted in messages, logs and the DLQ, and delivered in clear.
+            redact=Redaction(
+                all_headers=source.redact.all_headers, headers=list(source.redact.headers),
+                body_fields=["sourceBody"] if source.redact.body else [],
+            ),
         )
         return CallbackSpec(cb.url, options, kind)
 
@@ -249,20 +287,21 @@ class DeliveryLoop:
         if self._thread is not None:
             return
         self._stop.clear()
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="qstash")
         self._thread = threading.Thread(target=self._run, name="qstash-delivery", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the background thread; unfinished attempts are retried after a restart."""
+    def stop(self, timeout: float = 5.0, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop the background thread. In-flight attempts get ``grace`` seconds to record
+        their outcome; slower ones are abandoned (their threads are daemons) and, still
+        marked in flight in the store, are retried after a restart."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._thread is None:
+            return  # not running (or already stopped: the grace was given then)
+        self._thread.join(timeout)
+        self._thread = None
+        with self._busy_changed:
+            self._busy_changed.wait_for(lambda: self._busy == 0, grace)
 
     def close(self) -> None:
         self.stop()
@@ -273,9 +312,14 @@ class DeliveryLoop:
             self._wake.clear()
             try:
                 self._pump()
+                idle = self._idle_seconds()
             except Exception:
-                log.exception("delivery loop step failed")
-            self._wake.wait(self._idle_seconds())
+                log.exception("delivery loop step failed; trying again in %.0f s",
+                              ERROR_BACKOFF_SECONDS)
+                # Only stop() cuts the pause short: new publishes must not make it spin.
+                self._stop.wait(ERROR_BACKOFF_SECONDS)
+                continue
+            self._wake.wait(idle)
 
     def _idle_seconds(self) -> float:
         with self._busy_lock:
@@ -287,32 +331,40 @@ class DeliveryLoop:
         return min(MAX_IDLE_SECONDS, max(0.0, due / 1000 - self.clock.now()))
 
     def _pump(self) -> None:
-        pool = self._pool
-        if pool is None:
-            return
         now_ms = int(self.clock.now() * 1000)
         self.store.fire_due_schedules(now_ms)
         with self._busy_lock:
             free = self.workers - self._busy
         if free <= 0:
             return
-        claimed = self.store.claim_due(now_ms, free)
-        for message in claimed:
+        for message in self.store.claim_due(now_ms, free):
             with self._busy_lock:
                 self._busy += 1
-            future: Future[str] = pool.submit(self._attempt_in_background, message, now_ms)
-            future.add_done_callback(self._done)
+            # One daemon thread per attempt (at most ``workers`` at a time): an attempt
+            # stuck on a slow destination never holds up interpreter exit.
+            thread = threading.Thread(target=self._attempt_in_background,
+                                      args=(message, now_ms), name="qstash-attempt",
+                                      daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                self._done()
+                raise
 
-    def _attempt_in_background(self, message: JSON, now_ms: int) -> str:
-        if self._stop.is_set():
-            return "STOPPED"
-        return self._attempt(message, max(now_ms, int(self.clock.now() * 1000)))
+    def _attempt_in_background(self, message: JSON, now_ms: int) -> None:
+        try:
+            if not self._stop.is_set():
+                self._attempt(message, max(now_ms, int(self.clock.now() * 1000)))
+        except Exception as exc:
+            if not self._stop.is_set():  # after stop() the store may be closed: expected
+                log.error("delivery attempt crashed: %s", type(exc).__name__)
+        finally:
+            self._done()
 
-    def _done(self, future: Future[str]) -> None:
-        with self._busy_lock:
+    def _done(self) -> None:
+        with self._busy_changed:
             self._busy -= 1
-        if not future.cancelled() and future.exception() is not None:
-            log.error("delivery attempt crashed: %s", type(future.exception()).__name__)
+            self._busy_changed.notify_all()
         self._wake.set()
 
 

@@ -16,18 +16,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cron import CronError, parse_cron
+import httpx
+
+from .cron import CronError, next_after
 from .errors import BadRequest
 from .retry_delay import RetryDelayError, compile_retry_delay
 
 __all__ = [
+    "DEFAULT_MAX_TIMEOUT_MS",
     "DEFAULT_RETRIES",
+    "MAX_DELAY_MS",
     "BadRequest",
     "CallbackOptions",
     "FlowControl",
     "PublishOptions",
     "Redaction",
     "ScheduleOptions",
+    "check_header_value",
+    "check_url",
     "content_dedup_id",
     "parse_duration_ms",
     "parse_publish_headers",
@@ -37,6 +43,12 @@ __all__ = [
 DEFAULT_RETRIES = 3
 MAX_RETRIES = 100
 MAX_PERIOD_SECONDS = 7 * 86_400
+#: Longest ``Upstash-Delay`` (QStash pay-as-you-go maximum: 1 year).
+MAX_DELAY_MS = 365 * 86_400_000
+#: The plan maximum "HTTP response duration" we emulate (Free plan: 15 minutes).
+DEFAULT_MAX_TIMEOUT_MS = 15 * 60 * 1000
+MAX_PARALLELISM = 10_000
+MAX_RATE = 1_000_000
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 #: Request headers never forwarded by ``Upstash-Header-Forward: true``: hop-by-hop
@@ -80,6 +92,9 @@ class Redaction:
     body: bool = False
     all_headers: bool = False
     headers: list[str] = field(default_factory=list)  # lower-case names
+    #: Base64 fields of a JSON body shown as ``REDACTED:<sha256 of the decoded bytes>``
+    #: (a callback's ``sourceBody`` when its source message redacts its body).
+    body_fields: list[str] = field(default_factory=list)
 
     def hides_header(self, name: str) -> bool:
         return self.all_headers or name.lower() in self.headers
@@ -132,26 +147,54 @@ class ScheduleOptions:
     publish: PublishOptions
 
 
-_DURATION_PART = re.compile(r"(\d+)(ms|d|h|m|s)")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|d|h|m|s)")
+_MAX_DIGITS = 30  # far beyond any bound below; keeps int() cheap on hostile input
 
 
-def parse_duration_ms(text: str, header: str) -> int:
-    """``50s``, ``10h``, ``1d10h30m`` (or a bare number of seconds) as milliseconds."""
+def _timeout_ms(text: str, header: str, plan_maximum: int) -> int:
+    """``Upstash-Timeout`` "can only shorten the plan maximum": a longer one is capped,
+    not refused (a Celery ``time_limit`` of an hour should not fail the publish)."""
+    return min(parse_duration_ms(text, header, MAX_DELAY_MS), plan_maximum)
+
+
+def parse_duration_ms(text: str, header: str, maximum: int | None = None) -> int:
+    """``50s``, ``10h``, ``1d10h30m`` (or a bare number of seconds) as milliseconds.
+
+    ``maximum`` (ms) bounds the result: larger values are a 400, never stored.
+    """
     value = text.strip()
-    if value.isdigit():
-        return int(value) * 1000
-    parts = _DURATION_PART.findall(value)
-    if not value or "".join(n + u for n, u in parts) != value:
-        raise BadRequest(f"invalid {header} header: {text!r}, expected a duration like 1d10h30m")
+    if re.fullmatch(r"[0-9]+", value):
+        parts = [(value, "s")]
+    else:
+        parts = _DURATION_PART.findall(value)
+        if not value or "".join(n + u for n, u in parts) != value:
+            raise BadRequest(
+                f"invalid {header} header: {text!r}, expected a duration like 1d10h30m"
+            )
+    if any(len(n) > _MAX_DIGITS for n, _ in parts):
+        raise BadRequest(f"invalid {header} header: duration is too long")
     unit_ms = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    return sum(int(n) * unit_ms[u] for n, u in parts)
+    total = sum(int(n) * unit_ms[u] for n, u in parts)
+    if maximum is not None and total > maximum:
+        raise BadRequest(
+            f"invalid {header} header: {text!r} is longer than the maximum "
+            f"{_format_ms(maximum)}"
+        )
+    return total
+
+
+def _format_ms(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
 
 
 def _parse_int(text: str, header: str, low: int, high: int) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise BadRequest(f"invalid {header} header: {text!r} is not an integer") from None
+    stripped = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", stripped):
+        raise BadRequest(f"invalid {header} header: {text!r} is not an integer")
+    value = int(stripped)
     if not low <= value <= high:
         raise BadRequest(f"invalid {header} header: must be between {low} and {high}")
     return value
@@ -178,12 +221,44 @@ def _check_retry_delay(text: str, header: str) -> str:
         raise BadRequest(f"invalid {header} header: {exc}") from None
 
 
-def _check_url(url: str, header: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", url):
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+def check_header_value(value: str, header: str) -> str:
+    """A value the HTTP client can send as is (printable ASCII), else a 400 naming ``header``."""
+    if not _HEADER_VALUE.fullmatch(value):
         raise BadRequest(
-            f"invalid {header}: endpoint has invalid scheme, add http:// or https://"
+            f"invalid {header} header: the value must be printable ASCII "
+            "(no control or non-ASCII characters)"
         )
+    return value
+
+
+def _check_header_name(name: str, header: str) -> str:
+    if not _TOKEN.fullmatch(name):
+        raise BadRequest(f"invalid header name {header!r}")
+    return name
+
+
+def check_url(url: str, what: str) -> str:
+    """An http(s) URL the HTTP client can call, else a 400 naming ``what``."""
+    if not re.match(r"^https?://[^/\s?#]+", url):
+        raise BadRequest(f"invalid {what}: endpoint has invalid scheme, add http:// or https://")
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except Exception:  # httpx.InvalidURL, or ValueError from the IDNA codec
+        raise BadRequest(f"invalid {what}: {url[:200]!r} is not a valid URL") from None
+    if not parsed.host or any(c.isspace() or c == "%" for c in parsed.host):
+        raise BadRequest(f"invalid {what}: {url[:200]!r} has an invalid host")
+    if port is not None and not 0 < port < 65536:
+        raise BadRequest(f"invalid {what}: port {port} is out of range")
     return url
+
+
+def _check_url(url: str, header: str) -> str:
+    return check_url(url, header)
 
 
 def _parse_flow_control(key: str, value: str) -> FlowControl:
@@ -199,9 +274,10 @@ def _parse_flow_control(key: str, value: str) -> FlowControl:
         if not sep:
             raise BadRequest(f"invalid Upstash-Flow-Control-Value header: {item!r}")
         if name == "parallelism":
-            fc.parallelism = _parse_int(raw, "Upstash-Flow-Control-Value parallelism", 1, 10_000)
+            fc.parallelism = _parse_int(raw, "Upstash-Flow-Control-Value parallelism", 1,
+                                        MAX_PARALLELISM)
         elif name in ("rate", "ratepersecond"):
-            fc.rate = _parse_int(raw, "Upstash-Flow-Control-Value rate", 1, 1_000_000)
+            fc.rate = _parse_int(raw, "Upstash-Flow-Control-Value rate", 1, MAX_RATE)
         elif name == "period":
             period_ms = parse_duration_ms(raw, "Upstash-Flow-Control-Value period")
             if not 1000 <= period_ms <= MAX_PERIOD_SECONDS * 1000:
@@ -230,7 +306,8 @@ def _parse_redact(text: str) -> Redaction:
 
 
 def _callback_options(
-    prefix: str, url: str | None, headers: Headers, base: CallbackOptions | None
+    prefix: str, url: str | None, headers: Headers, base: CallbackOptions | None,
+    max_timeout_ms: int,
 ) -> CallbackOptions | None:
     """Collect ``Upstash-Callback-*`` or ``Upstash-Failure-Callback-*`` settings."""
     options = dataclasses.replace(base) if base is not None else None
@@ -243,20 +320,22 @@ def _callback_options(
         if not lowered.startswith(prefix.lower() + "-") or options is None:
             continue
         if lowered.startswith(forward_prefix):
-            options.headers.setdefault(canonical(name[len(forward_prefix):]), []).append(value)
+            forwarded = _check_header_name(name[len(forward_prefix):], name)
+            check_header_value(value, canonical(name))
+            options.headers.setdefault(canonical(forwarded), []).append(value)
             continue
         setting = lowered[len(prefix) + 1:]
-        header = name
+        header = canonical(name)
         if setting == "method":
             options.method = _parse_method(value, header)
         elif setting == "timeout":
-            options.timeout_ms = parse_duration_ms(value, header)
+            options.timeout_ms = _timeout_ms(value, header, max_timeout_ms)
         elif setting == "retries":
             options.retries = _parse_int(value, header, 0, MAX_RETRIES)
         elif setting == "retry-delay":
             options.retry_delay = _check_retry_delay(value, header)
         elif setting == "delay":
-            options.delay_ms = parse_duration_ms(value, header)
+            options.delay_ms = parse_duration_ms(value, header, MAX_DELAY_MS)
     return options
 
 
@@ -271,9 +350,15 @@ def merge_query(headers: Headers, query: Iterable[tuple[str, str]]) -> Headers:
 
 
 def parse_publish_headers(
-    headers: Headers, body: bytes, base: PublishOptions | None = None
+    headers: Headers, body: bytes, base: PublishOptions | None = None, *,
+    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
 ) -> PublishOptions:
-    """Validate the request headers of a publish (or a DLQ retry, overriding ``base``)."""
+    """Validate the request headers of a publish (or a DLQ retry, overriding ``base``).
+
+    Everything that will travel as an HTTP header must be sendable (printable
+    ASCII values, token names) and every duration bounded, so a stored message
+    can always be attempted: bad input is a 400 here, never a stuck message later.
+    """
     options = dataclasses.replace(base) if base is not None else PublishOptions()
     options.body = body if base is None else base.body
     options.headers = {k: list(v) for k, v in options.headers.items()}
@@ -282,15 +367,20 @@ def parse_publish_headers(
         single.setdefault(name.lower(), value)
 
     if base is None and "content-type" in single:
-        options.headers["Content-Type"] = [single["content-type"]]
+        options.headers["Content-Type"] = [check_header_value(single["content-type"],
+                                                              "Content-Type")]
     if single.get("upstash-header-forward", "").strip().lower() == "true":
         for name, value in headers:
             lowered = name.lower()
             if lowered.startswith("upstash-") or lowered in _NOT_FORWARDED:
                 continue
+            _check_header_name(name, name)
+            check_header_value(value, canonical(name))
             options.headers.setdefault(canonical(name), []).append(value)
     for name, value in headers:
         if name.lower().startswith("upstash-forward-"):
+            _check_header_name(name[len("upstash-forward-"):], name)
+            check_header_value(value, canonical(name))
             forwarded = canonical(name[len("upstash-forward-"):])
             if forwarded == "Content-Type":  # one content type, the explicit one wins
                 options.headers[forwarded] = [value]
@@ -306,9 +396,11 @@ def parse_publish_headers(
             single["upstash-retry-delay"], "Upstash-Retry-Delay"
         )
     if "upstash-timeout" in single:
-        options.timeout_ms = parse_duration_ms(single["upstash-timeout"], "Upstash-Timeout")
+        options.timeout_ms = _timeout_ms(single["upstash-timeout"], "Upstash-Timeout",
+                                         max_timeout_ms)
     if "upstash-delay" in single:
-        options.delay_ms = parse_duration_ms(single["upstash-delay"], "Upstash-Delay")
+        options.delay_ms = parse_duration_ms(single["upstash-delay"], "Upstash-Delay",
+                                             MAX_DELAY_MS)
     if "upstash-not-before" in single:
         seconds = _parse_int(single["upstash-not-before"], "Upstash-Not-Before", 0, 2**40)
         options.not_before_ms = seconds * 1000
@@ -330,22 +422,25 @@ def parse_publish_headers(
         options.redact = _parse_redact(single["upstash-redact-fields"])
 
     options.callback = _callback_options(
-        "Upstash-Callback", single.get("upstash-callback"), headers, options.callback
+        "Upstash-Callback", single.get("upstash-callback"), headers, options.callback,
+        max_timeout_ms,
     )
     options.failure_callback = _callback_options(
         "Upstash-Failure-Callback", single.get("upstash-failure-callback"), headers,
-        options.failure_callback,
+        options.failure_callback, max_timeout_ms,
     )
     return options
 
 
-def parse_schedule_headers(headers: Headers, body: bytes) -> ScheduleOptions:
+def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = None, *,
+                           max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS) -> ScheduleOptions:
     single = {name.lower(): value for name, value in reversed(headers)}
     cron = single.get("upstash-cron", "").strip()
     if not cron:
         raise BadRequest("Upstash-Cron header is required")
     try:
-        parse_cron(cron)
+        # Evaluating (not only parsing) rejects expressions that never fire (``0 0 30 2 *``).
+        next_after(cron, 0.0 if now is None else now)
     except CronError as exc:
         raise BadRequest(f"invalid Upstash-Cron header: {exc}") from None
     schedule_id = single.get("upstash-schedule-id", "").strip() or None
@@ -354,7 +449,7 @@ def parse_schedule_headers(headers: Headers, body: bytes) -> ScheduleOptions:
     queue = single.get("upstash-queue-name", "").strip() or None
     return ScheduleOptions(
         cron=cron, schedule_id=schedule_id, queue=queue,
-        publish=parse_publish_headers(headers, body),
+        publish=parse_publish_headers(headers, body, max_timeout_ms=max_timeout_ms),
     )
 
 

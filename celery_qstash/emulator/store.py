@@ -35,11 +35,18 @@ from typing import Any
 
 from celery_qstash.clock import Clock, SystemClock
 
-from .cron import next_after
+from .cron import CronError, next_after
 from .errors import BadRequest, NotFound
-from .publish import PublishOptions, ScheduleOptions, content_dedup_id
+from .publish import (
+    MAX_PARALLELISM,
+    PublishOptions,
+    ScheduleOptions,
+    check_header_value,
+    check_url,
+    content_dedup_id,
+)
 from .signing import generate_signing_key
-from .wire import log_entry, response_fields
+from .wire import log_entry, response_fields, shown_body, shown_headers
 
 __all__ = [
     "DEDUP_WINDOW_MS",
@@ -72,7 +79,9 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages(due_ms);
 CREATE INDEX IF NOT EXISTS messages_queue ON messages(user, queue, parked, seq);
-CREATE INDEX IF NOT EXISTS messages_flow ON messages(user, fc_key, parked, seq);
+CREATE INDEX IF NOT EXISTS messages_flow_wait ON messages(user, fc_key, parked, ready_ms, seq);
+CREATE INDEX IF NOT EXISTS messages_flow_inflight ON messages(user, fc_key, inflight);
+DROP INDEX IF EXISTS messages_flow;
 CREATE INDEX IF NOT EXISTS messages_user ON messages(user, created_ms);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -141,6 +150,7 @@ CREATE TABLE IF NOT EXISTS flow (
     paused INTEGER NOT NULL DEFAULT 0,
     rate_count INTEGER NOT NULL DEFAULT 0,
     period_start_ms INTEGER NOT NULL DEFAULT 0,
+    wake_ms INTEGER,
     PRIMARY KEY (user, key)
 );
 CREATE TABLE IF NOT EXISTS schedules (
@@ -241,7 +251,7 @@ def _encode_cursor(time_ms: int, seq: int) -> str:
 def _decode_cursor(cursor: str | None) -> tuple[int, int] | None:
     if not cursor:
         return None
-    match = re.fullmatch(r"(\d+)-(\d+)", cursor.strip())
+    match = re.fullmatch(r"([0-9]{1,18})-([0-9]{1,18})", cursor.strip())
     if not match:
         raise BadRequest("invalid cursor")
     return int(match.group(1)), int(match.group(2))
@@ -266,6 +276,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         #: Called after a commit that may have made something due sooner (wakes the loop).
         self.on_change: Callable[[], None] | None = None
         self._recover()
@@ -301,6 +312,12 @@ class Store:
             for table in _TABLES:
                 cur.execute(f"DELETE FROM {table}")
         self._changed()
+
+    def _migrate(self) -> None:
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(flow)")}
+        if "wake_ms" not in columns:  # a database from an older emulator
+            self._db.execute("ALTER TABLE flow ADD COLUMN wake_ms INTEGER")
+        self._db.execute("CREATE INDEX IF NOT EXISTS flow_wake ON flow(wake_ms)")
 
     def _recover(self) -> None:
         # An attempt interrupted by a crash is retried: at-least-once delivery.
@@ -434,12 +451,7 @@ class Store:
     def _targets(self, cur: sqlite3.Cursor, user: str,
                  destination: str) -> list[tuple[str, str | None, str | None]]:
         if is_url(destination):
-            if not re.match(r"^https?://[^/\s?#]+", destination):
-                raise BadRequest(
-                    "invalid destination url: endpoint has invalid scheme, "
-                    "add http:// or https://"
-                )
-            return [(destination, None, None)]
+            return [(check_url(destination, "destination url"), None, None)]
         row = cur.execute(
             "SELECT endpoints FROM topics WHERE user = ? AND name = ?", (user, destination)
         ).fetchone()
@@ -572,80 +584,110 @@ class Store:
             srow = self._db.execute(
                 "SELECT MIN(next_ms) FROM schedules WHERE paused = 0"
             ).fetchone()
-        times = [t for t in (row[0], srow[0]) if t is not None]
+            frow = self._db.execute("SELECT MIN(wake_ms) FROM flow").fetchone()
+        times = [t for t in (row[0], srow[0], frow[0]) if t is not None]
         return min(times) if times else None
 
     def claim_due(self, now_ms: int, limit: int = 256) -> list[JSON]:
         """Mark up to ``limit`` due messages in flight (logging ACTIVE) and return them.
 
         Cancelled messages are finished here (CANCELED). Queue pause, flow-control
-        pause, parallelism and rate are enforced here by parking or postponing.
+        pause, parallelism and rate are enforced here by parking: once a flow key is
+        full, all its due messages are parked with one UPDATE and woken by the event
+        that frees them (a finished attempt, the next rate period), so a tick costs
+        the same whether 1 or 100,000 messages wait on a key.
         """
         claimed: list[JSON] = []
         with self._tx() as cur:
+            self._wake_rate_limited(cur, now_ms)
             rows = cur.execute(
                 "SELECT seq, data, cancel, queue, fc_key, user FROM messages "
                 "WHERE due_ms <= ? ORDER BY due_ms, seq LIMIT ?",
                 (now_ms, limit),
             ).fetchall()
+            gates: dict[tuple[str, str], _FlowGate | None] = {}
             for row in rows:
-                message = json.loads(row["data"])
                 seq, user = row["seq"], row["user"]
                 if row["cancel"]:
-                    self._finish_cancelled(cur, seq, message, now_ms)
+                    self._finish_cancelled(cur, seq, json.loads(row["data"]), now_ms)
                     continue
+                flow_key = (user, row["fc_key"]) if row["fc_key"] else None
+                gate = None
+                if flow_key is not None:
+                    if flow_key not in gates:
+                        gates[flow_key] = self._flow_gate(cur, user, flow_key[1])
+                    gate = gates[flow_key]
+                    if gate is not None and gate.closed:
+                        continue  # parked together with the key's other due messages
                 if row["queue"] and self._queue_paused(cur, user, row["queue"]):
                     cur.execute(
                         "UPDATE messages SET parked = 'queue', due_ms = NULL WHERE seq = ?", (seq,)
                     )
                     continue
-                if row["fc_key"] and not self._flow_admits(cur, seq, user, row["fc_key"], now_ms):
+                if gate is not None and not gate.admit(now_ms):
+                    self._park_flow(cur, user, gate, now_ms)
                     continue
+                message = json.loads(row["data"])
                 cur.execute("UPDATE messages SET inflight = 1, due_ms = NULL WHERE seq = ?", (seq,))
                 self._log(cur, message, "ACTIVE", now_ms)
                 claimed.append(message)
+            for (user, key), gate in gates.items():
+                if gate is not None and gate.rate_used_changed:
+                    cur.execute(
+                        "UPDATE flow SET period_start_ms = ?, rate_count = ? "
+                        "WHERE user = ? AND key = ?", (gate.start, gate.used, user, key),
+                    )
         return claimed
 
-    def _flow_admits(self, cur: sqlite3.Cursor, seq: int, user: str, key: str,
-                     now_ms: int) -> bool:
+    def _flow_gate(self, cur: sqlite3.Cursor, user: str, key: str) -> _FlowGate | None:
+        """The admission state of one flow key, read once per claim."""
         flow = cur.execute("SELECT * FROM flow WHERE user = ? AND key = ?", (user, key)).fetchone()
         if flow is None:
-            return True
-        if flow["paused"]:
-            cur.execute(
-                "UPDATE messages SET parked = 'flowpause', due_ms = NULL WHERE seq = ?", (seq,)
-            )
-            return False
+            return None
         parallelism, rate, period_s = _effective_limits(flow)
+        inflight = 0
         if parallelism is not None:
-            inflight = cur.execute(
+            inflight = int(cur.execute(
                 "SELECT COUNT(*) FROM messages WHERE user = ? AND fc_key = ? AND inflight = 1",
                 (user, key),
-            ).fetchone()[0]
-            if inflight >= parallelism:
+            ).fetchone()[0])
+        return _FlowGate(key=key, paused=bool(flow["paused"]), parallelism=parallelism,
+                         rate=rate, period_ms=period_s * 1000, inflight=inflight,
+                         start=int(flow["period_start_ms"]), used=int(flow["rate_count"]))
+
+    def _park_flow(self, cur: sqlite3.Cursor, user: str, gate: _FlowGate, now_ms: int) -> None:
+        """Park every due message of a closed key at once (see :meth:`claim_due`)."""
+        assert gate.closed is not None
+        cur.execute(
+            "UPDATE messages SET parked = ?, due_ms = NULL WHERE user = ? AND fc_key = ? "
+            "AND parked IS NULL AND inflight = 0 AND cancel = 0 AND due_ms <= ?",
+            (gate.closed, user, gate.key, now_ms),
+        )
+        if gate.closed == "rate":
+            # Woken when the period ends (next_due_ms includes it), `rate` at a time.
+            cur.execute("UPDATE flow SET wake_ms = ? WHERE user = ? AND key = ?",
+                        (gate.start + gate.period_ms, user, gate.key))
+
+    def _wake_rate_limited(self, cur: sqlite3.Cursor, now_ms: int) -> None:
+        """A rate period ended: unpark the next ``rate`` waiting messages of each such key."""
+        for flow in cur.execute("SELECT * FROM flow WHERE wake_ms <= ?", (now_ms,)).fetchall():
+            user, key = flow["user"], flow["key"]
+            _, rate, period_s = _effective_limits(flow)
+            wake: int | None = None
+            if not flow["paused"]:
                 cur.execute(
-                    "UPDATE messages SET parked = 'flow', due_ms = NULL WHERE seq = ?", (seq,)
+                    "UPDATE messages SET parked = NULL, due_ms = ready_ms WHERE seq IN ("
+                    "SELECT seq FROM messages WHERE user = ? AND fc_key = ? AND parked = 'rate' "
+                    "ORDER BY ready_ms, seq LIMIT ?)", (user, key, rate or -1),
                 )
-                return False
-        if rate is not None:
-            start, used = flow["period_start_ms"], flow["rate_count"]
-            if now_ms >= start + period_s * 1000:
-                start, used = now_ms, 0
-            if used >= rate:
-                wake = start + period_s * 1000
-                cur.execute(
-                    "UPDATE messages SET due_ms = ?, ready_ms = ? WHERE seq = ?", (wake, wake, seq)
-                )
-                cur.execute(
-                    "UPDATE flow SET period_start_ms = ?, rate_count = ? "
-                    "WHERE user = ? AND key = ?", (start, used, user, key),
-                )
-                return False
-            cur.execute(
-                "UPDATE flow SET period_start_ms = ?, rate_count = ? WHERE user = ? AND key = ?",
-                (start, used + 1, user, key),
-            )
-        return True
+                more = cur.execute(
+                    "SELECT 1 FROM messages WHERE user = ? AND fc_key = ? AND parked = 'rate' "
+                    "LIMIT 1", (user, key),
+                ).fetchone()
+                if more is not None:
+                    wake = now_ms + period_s * 1000
+            cur.execute("UPDATE flow SET wake_ms = ? WHERE user = ? AND key = ?",
+                        (wake, user, key))
 
     def _finish_cancelled(self, cur: sqlite3.Cursor, seq: int, message: JSON,
                           now_ms: int) -> None:
@@ -702,6 +744,10 @@ class Store:
                         "UPDATE messages SET inflight = 0, due_ms = ?, ready_ms = ?, data = ? "
                         "WHERE seq = ?", (wake, wake, json.dumps(message), seq),
                     )
+                    # The slot is free while the retry waits: let the next message in.
+                    fc = message["opts"].get("flow_control")
+                    if fc:
+                        self._refill_flow(cur, message["user"], fc["key"])
             if state in ("DELIVERED", "FAILED"):
                 self._record_schedule_state(cur, message, state)
             if callbacks is not None and message.get("kind") == "message":
@@ -895,8 +941,8 @@ class Store:
         )
 
     def upsert_queue(self, user: str, name: str, parallelism: int, paused: bool) -> None:
-        if parallelism < 1:
-            raise BadRequest("parallelism must be at least 1")
+        if not 1 <= parallelism <= MAX_PARALLELISM:
+            raise BadRequest(f"parallelism must be between 1 and {MAX_PARALLELISM}")
         now = self.now_ms()
         with self._tx() as cur:
             self._ensure_queue(cur, user, name, now)
@@ -975,8 +1021,14 @@ class Store:
             current: list[JSON] = json.loads(row["endpoints"]) if row else []
             for endpoint in endpoints:
                 url = endpoint.get("url")
-                if not isinstance(url, str) or not re.match(r"^https?://", url):
+                if not isinstance(url, str):
                     raise BadRequest("invalid endpoint url: add http:// or https://")
+                check_url(url, "endpoint url")
+                label = endpoint.get("name")
+                if label is not None and not isinstance(label, str):
+                    raise BadRequest("invalid endpoint name: must be a string")
+                if label:  # it travels as the Upstash-Endpoint-Name header
+                    check_header_value(label, "endpoint name")
                 current = [e for e in current if e["url"] != url and (
                     not endpoint.get("name") or e.get("name") != endpoint.get("name"))]
                 item: JSON = {"url": url}
@@ -1057,7 +1109,7 @@ class Store:
         flow = cur.execute("SELECT * FROM flow WHERE user = ? AND key = ?", (user, key)).fetchone()
         if flow is None or flow["paused"]:
             return
-        states = "('flow', 'flowpause')" if everything else "('flow')"
+        states = "('flow', 'flowpause', 'rate')" if everything else "('flow')"
         parallelism, _, _ = _effective_limits(flow)
         limit = -1
         if parallelism is not None and not everything:
@@ -1071,8 +1123,10 @@ class Store:
         cur.execute(
             "UPDATE messages SET parked = NULL, due_ms = ready_ms WHERE seq IN ("
             f"SELECT seq FROM messages WHERE user = ? AND fc_key = ? AND parked IN {states} "
-            "ORDER BY seq LIMIT ?)", (user, key, limit),
+            "ORDER BY ready_ms, seq LIMIT ?)", (user, key, limit),
         )
+        if everything:
+            cur.execute("UPDATE flow SET wake_ms = NULL WHERE user = ? AND key = ?", (user, key))
 
     def _flow_json(self, cur: sqlite3.Cursor, flow: sqlite3.Row, now_ms: int) -> JSON:
         parallelism, rate, period_s = _effective_limits(flow)
@@ -1178,7 +1232,10 @@ class Store:
                 "opts": schedule.publish.to_dict(), "last_ms": None, "last_states": {},
                 "error": None,
             }
-            next_ms = None if paused else int(next_after(schedule.cron, now / 1000) * 1000)
+            try:
+                next_ms = None if paused else int(next_after(schedule.cron, now / 1000) * 1000)
+            except CronError as exc:
+                raise BadRequest(f"invalid Upstash-Cron header: {exc}") from None
             cur.execute(
                 "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?, ?)",
                 (user, schedule_id, next_ms, int(paused), created, json.dumps(data)),
@@ -1192,24 +1249,27 @@ class Store:
         out: JSON = {
             "scheduleId": data["id"], "cron": data["cron"], "destination": data["destination"],
             "createdAt": row["created_ms"], "method": options.method,
-            "header": options.headers, "retries": options.retries,
+            "header": shown_headers(options.headers, options.redact),
+            "retries": options.retries,
             "isPaused": bool(row["paused"]), "callerIP": data.get("caller_ip") or "127.0.0.1",
             "lastScheduleStates": data.get("last_states") or {},
         }
+        body = shown_body(options.body, options.redact)
         try:
-            out["body"] = options.body.decode("utf-8")
+            out["body"] = body.decode("utf-8")
         except UnicodeDecodeError:
-            out["bodyBase64"] = base64.b64encode(options.body).decode("ascii")
+            out["bodyBase64"] = base64.b64encode(body).decode("ascii")
         if options.delay_ms:
             out["delay"] = options.delay_ms // 1000
         if options.timeout_ms is not None:
             out["timeout"] = options.timeout_ms // 1000
         if options.callback:
             out["callback"] = options.callback.url
-            out["callbackHeader"] = options.callback.headers
+            out["callbackHeader"] = shown_headers(options.callback.headers, options.redact)
         if options.failure_callback:
             out["failureCallback"] = options.failure_callback.url
-            out["failureCallbackHeader"] = options.failure_callback.headers
+            out["failureCallbackHeader"] = shown_headers(options.failure_callback.headers,
+                                                         options.redact)
         if data.get("queue"):
             out["queueName"] = data["queue"]
         if options.retry_delay:
@@ -1257,13 +1317,21 @@ class Store:
             if row is None:
                 raise NotFound("schedule not found")
             cron = json.loads(row["data"])["cron"]
-            next_ms = None if paused else int(next_after(cron, self.now_ms() / 1000) * 1000)
+            try:
+                next_ms = None if paused else int(next_after(cron, self.now_ms() / 1000) * 1000)
+            except CronError:
+                next_ms = None
             cur.execute("UPDATE schedules SET paused = ?, next_ms = ? WHERE user = ? AND id = ?",
                         (int(paused), next_ms, user, schedule_id))
         self._changed()
 
     def fire_due_schedules(self, now_ms: int, limit: int = 256) -> int:
-        """Publish one message (or one per group endpoint) per due schedule."""
+        """Publish one message (or one per group endpoint) per due schedule.
+
+        A schedule that cannot fire (its URL group is gone, or anything unexpected)
+        records the reason in its ``error`` and moves on to its next time: one broken
+        schedule never stops delivery.
+        """
         fired = 0
         with self._tx() as cur:
             rows = cur.execute(
@@ -1271,24 +1339,42 @@ class Store:
                 (now_ms, limit),
             ).fetchall()
             for row in rows:
-                data = json.loads(row["data"])
-                options = PublishOptions.from_dict(data["opts"])
-                data["last_ms"] = row["next_ms"]
-                try:
-                    published = self._publish(
-                        cur, row["user"], data["destination"], options, queue=data.get("queue"),
-                        schedule_id=data["id"], caller_ip=data.get("caller_ip"),
-                        kind="message", now_ms=now_ms,
-                    )
-                    data["last_states"] = {p.message_id: "IN_PROGRESS" for p in published}
-                    data["error"] = None
-                except (BadRequest, NotFound) as exc:
-                    data["error"] = exc.message
-                next_ms = int(next_after(data["cron"], now_ms / 1000) * 1000)
-                cur.execute("UPDATE schedules SET next_ms = ?, data = ? WHERE user = ? AND id = ?",
-                            (next_ms, json.dumps(data), row["user"], row["id"]))
+                self._fire_schedule(cur, row, now_ms)
                 fired += 1
         return fired
+
+    def _fire_schedule(self, cur: sqlite3.Cursor, row: sqlite3.Row, now_ms: int) -> None:
+        try:
+            data = json.loads(row["data"])
+        except ValueError:
+            cur.execute("UPDATE schedules SET next_ms = NULL WHERE user = ? AND id = ?",
+                        (row["user"], row["id"]))
+            return
+        data["last_ms"] = row["next_ms"]
+        cur.execute("SAVEPOINT fire")
+        try:
+            options = PublishOptions.from_dict(data["opts"])
+            published = self._publish(
+                cur, row["user"], data["destination"], options, queue=data.get("queue"),
+                schedule_id=data["id"], caller_ip=data.get("caller_ip"),
+                kind="message", now_ms=now_ms,
+            )
+        except Exception as exc:
+            cur.execute("ROLLBACK TO fire")  # nothing half-published
+            data["error"] = exc.message if isinstance(exc, (BadRequest, NotFound)) else (
+                f"schedule could not fire: {type(exc).__name__}")
+        else:
+            data["last_states"] = {p.message_id: "IN_PROGRESS" for p in published}
+            data["error"] = None
+        cur.execute("RELEASE fire")
+        next_ms: int | None
+        try:
+            next_ms = int(next_after(data["cron"], now_ms / 1000) * 1000)
+        except (CronError, KeyError, TypeError):
+            next_ms = None  # never fires again; the error says why
+            data["error"] = data.get("error") or "cron expression never fires"
+        cur.execute("UPDATE schedules SET next_ms = ?, data = ? WHERE user = ? AND id = ?",
+                    (next_ms, json.dumps(data), row["user"], row["id"]))
 
     def _record_schedule_state(self, cur: sqlite3.Cursor, message: JSON, state: str) -> None:
         if not message.get("schedule_id"):
@@ -1302,6 +1388,42 @@ class Store:
             data["last_states"][message["id"]] = "SUCCESS" if state == "DELIVERED" else "FAIL"
             cur.execute("UPDATE schedules SET data = ? WHERE user = ? AND id = ?",
                         (json.dumps(data), message["user"], message["schedule_id"]))
+
+
+@dataclass
+class _FlowGate:
+    """One flow key's admission state during one claim (read once, updated in memory)."""
+
+    key: str
+    paused: bool
+    parallelism: int | None
+    rate: int | None
+    period_ms: int
+    inflight: int
+    start: int
+    used: int
+    #: Why the key admits nothing more in this claim: the ``parked`` value to use.
+    closed: str | None = None
+    rate_used_changed: bool = False
+
+    def admit(self, now_ms: int) -> bool:
+        if self.paused:
+            self.closed = "flowpause"
+            return False
+        if self.parallelism is not None and self.inflight >= self.parallelism:
+            self.closed = "flow"
+            return False
+        if self.rate is not None:
+            if now_ms >= self.start + self.period_ms:
+                self.start, self.used = now_ms, 0
+                self.rate_used_changed = True
+            if self.used >= self.rate:
+                self.closed = "rate"
+                return False
+            self.used += 1
+            self.rate_used_changed = True
+        self.inflight += 1
+        return True
 
 
 def _effective_limits(flow: sqlite3.Row) -> tuple[int | None, int | None, int]:

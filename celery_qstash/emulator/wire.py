@@ -9,7 +9,9 @@ the stored message keeps the real values for delivery.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import json
 from typing import Any
 
 from .publish import CallbackOptions, PublishOptions, Redaction
@@ -32,7 +34,30 @@ def shown_headers(headers: dict[str, list[str]], redaction: Redaction) -> dict[s
 
 
 def shown_body(body: bytes, redaction: Redaction) -> bytes:
-    return redacted(body).encode() if redaction.body else body
+    if redaction.body:
+        return redacted(body).encode()
+    if redaction.body_fields:
+        return _redact_json_fields(body, redaction.body_fields)
+    return body
+
+
+def _redact_json_fields(body: bytes, fields: list[str]) -> bytes:
+    """A JSON body with its base64 ``fields`` shown as ``REDACTED:<sha256 of the bytes>``."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return redacted(body).encode()  # not the JSON we wrote: hide it all
+    if not isinstance(data, dict):
+        return redacted(body).encode()
+    for name in fields:
+        value = data.get(name)
+        if isinstance(value, str):
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raw = value.encode()
+            data[name] = redacted(raw)
+    return json.dumps(data).encode()
 
 
 def _body_fields(body: bytes, prefix: str = "body") -> JSON:

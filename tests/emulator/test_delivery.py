@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from typing import Any
 
 import httpx
@@ -91,7 +92,9 @@ def test_retries_follow_the_retry_delay_expression_then_dlq(fake: Client, target
     error = fake.events(messageId=message_id, state="ERROR")[0]
     assert error["responseStatus"] == 500
     assert base64.b64decode(error["responseBody"]) == b"nope"
-    assert error["responseHeader"]["x-why"] == ["broken"]
+    # Go-style canonical names, as QStash shows them.
+    assert error["responseHeader"]["X-Why"] == ["broken"]
+    assert error["responseHeader"]["Content-Length"] == ["4"]
 
     fake.advance(0.999)
     assert fake.tick() == 0
@@ -340,6 +343,118 @@ def test_redaction_hides_values_in_messages_logs_and_dlq_but_delivers_them(
     assert dead["body"] == sha("private body")
     assert "real-key" not in json.dumps(dead)
     assert "real-key" not in fake.http.get("/v2/events").text
+
+
+def test_callbacks_inherit_the_source_redaction_but_deliver_real_values(
+    fake: Client, target: Target
+) -> None:
+    secret, body = "Bearer cb-secret", b"top-secret-body"
+    target.reply("/src", Reply(500, body=b"nope"))
+    target.reply("/fcb", Reply(500))  # the failure callback fails too: it reaches the DLQ
+    source_id = fake.publish(
+        f"{target.url}/src", body, upstash_retries="0",
+        upstash_redact_fields="body,header[Authorization]",
+        upstash_forward_authorization=secret,
+        upstash_callback=f"{target.url}/cb",
+        upstash_callback_forward_authorization=secret,
+        upstash_failure_callback=f"{target.url}/fcb",
+        upstash_failure_callback_forward_authorization=secret,
+        upstash_failure_callback_retries="0",
+    ).json()["messageId"]
+    assert fake.tick() == 1  # the source fails; a callback and a failure callback wait
+    source_b64 = base64.b64encode(body).decode()
+    pending = [e for e in fake.events(state="CREATED") if e["messageId"] != source_id]
+    assert {e["url"] for e in pending} == {f"{target.url}/cb", f"{target.url}/fcb"}
+    for event in pending:
+        shown = fake.http.get(f"/v2/messages/{event['messageId']}").json()
+        assert shown["header"]["Authorization"] == [sha(secret)]
+        payload = json.loads(shown["body"])
+        assert payload["sourceBody"] == sha(body)
+        assert payload["sourceHeader"]["Authorization"] == [sha(secret)]
+        logged = json.loads(base64.b64decode(event["body"]))
+        assert logged["sourceBody"] == sha(body)
+    assert fake.tick() == 2
+    for path in ("/cb", "/fcb"):
+        [got] = target.at(path)
+        assert got.headers["authorization"] == secret
+        assert got.json()["sourceBody"] == source_b64
+        # Response headers carry Go-style canonical names, as in QStash.
+        assert got.json()["header"]["Content-Length"] == ["4"]
+    listings = [fake.http.get(p).text for p in ("/v2/events", "/v2/dlq", "/v2/logs")]
+    for text in listings:
+        assert "cb-secret" not in text
+        assert source_b64 not in text and body.decode() not in text
+        for blob in re.findall(r'"body":\s*"([A-Za-z0-9+/=]{40,})"', text):
+            inner = base64.b64decode(blob).decode(errors="replace")
+            assert "cb-secret" not in inner and source_b64 not in inner
+    assert {d["url"] for d in fake.http.get("/v2/dlq").json()["messages"]} == {
+        f"{target.url}/src", f"{target.url}/fcb"}
+
+
+def test_schedules_show_redacted_headers_and_body(fake: Client, target: Target) -> None:
+    response = fake.http.post(
+        f"/v2/schedules/{target.url}/s", content=b"schedule-secret",
+        headers={"Upstash-Cron": "* * * * *", "Upstash-Forward-Authorization": "Bearer sk",
+                 "Upstash-Redact-Fields": "body,header[Authorization]",
+                 "Upstash-Callback": f"{target.url}/cb",
+                 "Upstash-Callback-Forward-Authorization": "Bearer sk"},
+    )
+    schedule_id = response.json()["scheduleId"]
+    shown = fake.http.get(f"/v2/schedules/{schedule_id}").json()
+    assert shown["header"]["Authorization"] == [sha("Bearer sk")]
+    assert shown["callbackHeader"]["Authorization"] == [sha("Bearer sk")]
+    assert shown["body"] == sha("schedule-secret")
+    listing = fake.http.get("/v2/schedules").text
+    assert "Bearer sk" not in listing and "schedule-secret" not in listing
+    fake.advance(60)
+    fake.tick()
+    [got] = target.at("/s")
+    assert got.body == b"schedule-secret" and got.headers["authorization"] == "Bearer sk"
+
+
+def test_a_flow_slot_freed_by_a_retry_is_refilled_in_order(fake: Client, target: Target) -> None:
+    target.reply("/A", Reply(500))
+    flow = {"upstash_flow_control_key": "k", "upstash_flow_control_value": "parallelism=1"}
+    fake.publish(f"{target.url}/A", upstash_retries="3", upstash_retry_delay="600000", **flow)
+    for name in ("B", "C", "D"):
+        fake.publish(f"{target.url}/{name}", **flow)
+    assert fake.tick() == 1  # A fails and waits 10 minutes for its retry
+    assert fake.tick() == 1  # its slot went to B at once
+    assert fake.tick() == 1
+    assert fake.tick() == 1
+    assert [r.path for r in target.requests] == ["/A", "/B", "/C", "/D"]
+    fake.advance(600)
+    assert fake.tick() == 1
+    assert fake.http.get("/v2/flowControl/k").json()["waitListSize"] == 1  # A again
+
+
+def test_flow_control_work_per_tick_does_not_grow_with_the_backlog() -> None:
+    """Counted in SQL statements, not seconds: a key's backlog is parked in one UPDATE
+    and woken a slot (or a rate period) at a time, never re-read row by row."""
+
+    def statements_per_tick(count: int, flow: str) -> list[int]:
+        emulator = Emulator(clock=FakeClock(START), http_client_factory=lambda: httpx.Client(
+            transport=httpx.MockTransport(lambda request: httpx.Response(200))))
+        options = _options(flow_control_key="k", flow_control_value=flow)
+        store = emulator.store
+        with store._tx() as cur:
+            for _ in range(count):
+                store._publish(cur, "defaultUser", "https://a.example/x", options, queue=None,
+                               schedule_id=None, caller_ip=None, kind="message",
+                               now_ms=store.now_ms())
+        executed: list[str] = []
+        store._db.set_trace_callback(executed.append)
+        counts = []
+        for second in range(4):
+            executed.clear()
+            assert emulator.tick(START + second) == 1
+            counts.append(len(executed))
+        store._db.set_trace_callback(None)
+        emulator.close()
+        return counts
+
+    for flow in ("parallelism=1", "rate=1,period=1s"):
+        assert statements_per_tick(20, flow) == statements_per_tick(300, flow), flow
 
 
 def test_url_group_fan_out(fake: Client, target: Target) -> None:
