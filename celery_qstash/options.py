@@ -554,6 +554,12 @@ def plan_publish(
             rule.apply(d, value)
     _link(d, link)
     _link_error(d, link_error)
+    policy = given.get("retry_policy")
+    if isinstance(policy, Mapping) and policy.get("retry_errors"):
+        warn_once(
+            "retry_policy.retry_errors",
+            "ignored: the publish call retries network errors and 5xx answers from QStash",
+        )
 
     unknown = set(task.retry_kwargs) - {"max_retries", "countdown"}
     if unknown:

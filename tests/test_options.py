@@ -809,3 +809,12 @@ def test_every_row_is_documented(rule: Any) -> None:
     if rule.outcome is Outcome.MAPPED and rule in APPLY_ASYNC_OPTIONS.values():
         assert rule.apply is not None
 
+
+
+def test_retry_errors_in_the_retry_policy_warn_once(
+    app: Celery, qstash_mock: respx.MockRouter, recorded: list[warnings.WarningMessage]
+) -> None:
+    send_welcome.apply_async((1,), retry_policy={"retry_errors": (OSError,)})
+    send_welcome.apply_async((2,), retry_policy={"retry_errors": (OSError,)})
+    assert qstash_mock["publish"].call_count == 2
+    assert sum("retry_errors" in m for m in ours(recorded)) == 1
