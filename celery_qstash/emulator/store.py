@@ -286,6 +286,39 @@ class Store:
     def now_ms(self) -> int:
         return int(self.clock.now() * 1000)
 
+    def _one(self, sql: str, params: Sequence[Any], missing: str) -> sqlite3.Row:
+        """The one row ``sql`` selects, or :class:`NotFound` with ``missing``."""
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
+        if row is None:
+            raise NotFound(missing)
+        return row
+
+    def _all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _page(
+        self, table: str, time_col: str, where: list[str], params: list[Any],
+        cursor: str | None, count: int,
+    ) -> tuple[list[JSON], str | None]:
+        """One page of ``table``'s ``data``, newest first, with QStash's opaque cursor."""
+        position = _decode_cursor(cursor)
+        if position is not None:
+            where = [*where, f"({time_col} < ? OR ({time_col} = ? AND seq < ?))"]
+            params = [*params, position[0], position[0], position[1]]
+        sql = (
+            f"SELECT seq, {time_col}, data FROM {table} WHERE {' AND '.join(where)} "
+            f"ORDER BY {time_col} DESC, seq DESC LIMIT ?"
+        )
+        rows = self._all(sql, (*params, count + 1))
+        entries = [json.loads(row["data"]) for row in rows[:count]]
+        next_cursor = None
+        if len(rows) > count:
+            last = rows[count - 1]
+            next_cursor = _encode_cursor(last[time_col], last["seq"])
+        return entries, next_cursor
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
@@ -408,22 +441,7 @@ class Store:
                 f"({','.join('?' * len(flt.labels))}))"
             )
             params += [user, *flt.labels]
-        position = _decode_cursor(cursor)
-        if position is not None:
-            where.append("(time_ms < ? OR (time_ms = ? AND seq < ?))")
-            params += [position[0], position[0], position[1]]
-        sql = (
-            f"SELECT seq, time_ms, data FROM events WHERE {' AND '.join(where)} "
-            "ORDER BY time_ms DESC, seq DESC LIMIT ?"
-        )
-        with self._lock:
-            rows = self._db.execute(sql, (*params, count + 1)).fetchall()
-        entries = [json.loads(row["data"]) for row in rows[:count]]
-        next_cursor = None
-        if len(rows) > count:
-            last = rows[count - 1]
-            next_cursor = _encode_cursor(last["time_ms"], last["seq"])
-        return entries, next_cursor
+        return self._page("events", "time_ms", where, params, cursor, count)
 
     # -- publishing -------------------------------------------------------------
 
@@ -525,13 +543,10 @@ class Store:
     # -- messages ---------------------------------------------------------------
 
     def get_message(self, user: str, message_id: str) -> JSON:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT data FROM messages WHERE user = ? AND id = ? AND cancel = 0",
-                (user, message_id),
-            ).fetchone()
-        if row is None:
-            raise NotFound("message not found")
+        row = self._one(
+            "SELECT data FROM messages WHERE user = ? AND id = ? AND cancel = 0",
+            (user, message_id), "message not found",
+        )
         data: JSON = json.loads(row["data"])
         return data
 
@@ -824,30 +839,13 @@ class Store:
     def list_dlq(self, user: str, flt: EventFilter, cursor: str | None,
                  count: int) -> tuple[list[JSON], str | None]:
         where, params = self._dlq_where(user, flt)
-        position = _decode_cursor(cursor)
-        if position is not None:
-            where.append("(created_ms < ? OR (created_ms = ? AND seq < ?))")
-            params += [position[0], position[0], position[1]]
-        sql = (
-            f"SELECT seq, created_ms, data FROM dlq WHERE {' AND '.join(where)} "
-            "ORDER BY created_ms DESC, seq DESC LIMIT ?"
-        )
-        with self._lock:
-            rows = self._db.execute(sql, (*params, count + 1)).fetchall()
-        entries = [json.loads(row["data"]) for row in rows[:count]]
-        next_cursor = None
-        if len(rows) > count:
-            last = rows[count - 1]
-            next_cursor = _encode_cursor(last["created_ms"], last["seq"])
-        return entries, next_cursor
+        return self._page("dlq", "created_ms", where, params, cursor, count)
 
     def get_dlq(self, user: str, dlq_id: str) -> JSON:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT data FROM dlq WHERE user = ? AND dlq_id = ?", (user, dlq_id)
-            ).fetchone()
-        if row is None:
-            raise NotFound("dlq message not found")
+        row = self._one(
+            "SELECT data FROM dlq WHERE user = ? AND dlq_id = ?", (user, dlq_id),
+            "dlq message not found",
+        )
         data: JSON = json.loads(row["data"])
         return data
 
@@ -1070,19 +1068,13 @@ class Store:
                 "updatedAt": row["updated_ms"], "endpoints": json.loads(row["endpoints"])}
 
     def get_topic(self, user: str, name: str) -> JSON:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM topics WHERE user = ? AND name = ?", (user, name)
-            ).fetchone()
-        if row is None:
-            raise NotFound("url group not found")
-        return self._topic_json(row)
+        return self._topic_json(self._one(
+            "SELECT * FROM topics WHERE user = ? AND name = ?", (user, name),
+            "url group not found",
+        ))
 
     def list_topics(self, user: str) -> list[JSON]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM topics WHERE user = ? ORDER BY name", (user,)
-            ).fetchall()
+        rows = self._all("SELECT * FROM topics WHERE user = ? ORDER BY name", (user,))
         return [self._topic_json(row) for row in rows]
 
     def delete_topic(self, user: str, name: str) -> None:
@@ -1291,19 +1283,13 @@ class Store:
         return out
 
     def get_schedule(self, user: str, schedule_id: str) -> JSON:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM schedules WHERE user = ? AND id = ?", (user, schedule_id)
-            ).fetchone()
-        if row is None:
-            raise NotFound("schedule not found")
-        return self._schedule_json(row)
+        return self._schedule_json(self._one(
+            "SELECT * FROM schedules WHERE user = ? AND id = ?", (user, schedule_id),
+            "schedule not found",
+        ))
 
     def list_schedules(self, user: str) -> list[JSON]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM schedules WHERE user = ? ORDER BY created_ms", (user,)
-            ).fetchall()
+        rows = self._all("SELECT * FROM schedules WHERE user = ? ORDER BY created_ms", (user,))
         return [self._schedule_json(row) for row in rows]
 
     def delete_schedule(self, user: str, schedule_id: str) -> None:
