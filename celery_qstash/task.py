@@ -10,7 +10,7 @@ publish signals, a passed ``task_id``, the args' JSON round trip, and eager mode
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +19,19 @@ from celery import Task, shared_task
 from celery import states as celery_states
 from celery._state import _task_stack
 from celery.exceptions import TaskRevokedError
-from celery.result import EagerResult
-from celery.signals import after_task_publish, before_task_publish
+from celery.result import EagerResult, GroupResult
+from celery.signals import before_task_publish
 from kombu.serialization import dumps, loads
 from kombu.utils.uuid import uuid
 
+from .batch import (
+    BatchChunks,
+    BatchMap,
+    BatchStarmap,
+    Prepared,
+    current_collector,
+    delay_many,
+)
 from .config import Settings, load_settings
 from .email import coerce_email
 from .errors import UnsupportedOption
@@ -97,36 +105,12 @@ class QStashTask(Task):  # type: ignore[misc]
         **options: Any,
     ) -> Any:
         app = self._get_app()
-        if self.soft_time_limit and self.time_limit and self.soft_time_limit > self.time_limit:
-            raise ValueError("soft_time_limit must be less or equal than time_limit")
-        if args is not None and not isinstance(args, (list, tuple)):
-            raise TypeError("task args must be a list or tuple")
-        if kwargs is not None and not isinstance(kwargs, Mapping):
-            raise TypeError("task keyword arguments must be a mapping")
-        if self.typing:
-            check = getattr(self, "__header__", None)
-            if check is not None:
-                check(*(args or ()), **(kwargs or {}))
-
-        merged = dict(self._get_exec_options(), **options)
-        merged.setdefault("ignore_result", self.ignore_result)
-        if not merged.get("queue") and app.conf.task_routes:
-            merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
-        if producer is not None:
-            merged["producer"] = producer
+        self._check_call(args, kwargs)
+        merged = self._merged_options(args, kwargs, producer, options)
         task_id = task_id or uuid()
         settings = load_settings(app.conf)
         now = time.time()
-        plan = plan_publish(
-            task=task_attrs(self),
-            task_id=task_id,
-            options=merged,
-            settings=settings,
-            now=now,
-            link=link,
-            link_error=link_error,
-            shadow=shadow or self.shadow_name(args, kwargs, merged),
-        )
+        plan = self._plan(task_id, merged, settings, now, args, kwargs, link, link_error, shadow)
         if plan.is_expired(now):
             return self._expired(task_id, eager=bool(app.conf.task_always_eager))
 
@@ -141,10 +125,91 @@ class QStashTask(Task):  # type: ignore[misc]
             finally:
                 _eager.reset(token)
 
+        prepared = self._prepare(plan, settings, merged, args, kwargs)
+        collector = current_collector()
+        if collector is not None:  # inside group(...).apply_async(): published as one batch
+            collector.add(prepared, settings)
+            result = self.AsyncResult(task_id)
+            result.ignored = plan.ignore_result
+            return result
+        sent = get_transport(settings).publish(
+            prepared.request, retry=prepared.retry, retry_policy=prepared.retry_policy
+        )
+        prepared.published()
+        result = self.AsyncResult(task_id, message_id=sent.message_id)
+        result.ignored = plan.ignore_result
+        return result
+
+    def _check_call(self, args: Any, kwargs: Any) -> None:
+        """Celery's own call-time checks: limits, argument types, the signature."""
+        if self.soft_time_limit and self.time_limit and self.soft_time_limit > self.time_limit:
+            raise ValueError("soft_time_limit must be less or equal than time_limit")
+        if args is not None and not isinstance(args, (list, tuple)):
+            raise TypeError("task args must be a list or tuple")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError("task keyword arguments must be a mapping")
+        if self.typing:
+            check = getattr(self, "__header__", None)
+            if check is not None:
+                check(*(args or ()), **(kwargs or {}))
+
+    def _merged_options(
+        self, args: Any, kwargs: Any, producer: Any, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The call's options over the task's defaults, with ``task_routes``' queue."""
+        app = self._get_app()
+        merged = dict(self._get_exec_options(), **options)
+        merged.setdefault("ignore_result", self.ignore_result)
+        if not merged.get("queue") and app.conf.task_routes:
+            merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
+        if producer is not None:
+            merged["producer"] = producer
+        return merged
+
+    def _plan(
+        self,
+        task_id: str,
+        merged: Mapping[str, Any],
+        settings: Settings,
+        now: float,
+        args: Any,
+        kwargs: Any,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+    ) -> PublishPlan:
+        return plan_publish(
+            task=task_attrs(self),
+            task_id=task_id,
+            options=merged,
+            settings=settings,
+            now=now,
+            link=link,
+            link_error=link_error,
+            shadow=shadow or self.shadow_name(args, kwargs, merged),
+        )
+
+    def _prepare(
+        self,
+        plan: PublishPlan,
+        settings: Settings,
+        merged: Mapping[str, Any],
+        args: Any,
+        kwargs: Any,
+        *,
+        eager: bool = False,
+    ) -> Prepared:
+        """Run the body, validate the email, send ``before_task_publish``: ready to publish.
+
+        Nothing is published here; a batch prepares every task before its first request.
+        """
+        app = self._get_app()
+        task_id = plan.task_id
         args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
         rendered = self._render(task_id, args, kwargs)
         email = coerce_email(rendered, default_from=settings.default_from)
-        transport = get_transport(settings)
+        if not eager:
+            settings.require_token()  # a missing token fails here, before the signal
 
         protocol = {
             "lang": "py",
@@ -165,6 +230,8 @@ class QStashTask(Task):  # type: ignore[misc]
         embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
         body = (list(args), dict(kwargs), embed)
         signal_common = {"body": body, "exchange": "", "routing_key": plan.queue or ""}
+        if eager:  # Celery's eager path sends no publish signals
+            return Prepared(self, plan, plan.request(email, settings, eager=True), False, {})
         before_task_publish.send(
             sender=self.name,
             headers=headers,
@@ -176,19 +243,56 @@ class QStashTask(Task):  # type: ignore[misc]
         added = {
             k: v for k, v in headers.items() if k not in protocol and plan.headers.get(k) != v
         }
-        sent = transport.publish(
-            plan.request(email, settings, extra_headers=added),
-            retry=merged.get("retry", app.conf.task_publish_retry),
+        return Prepared(
+            task=self,
+            plan=plan,
+            request=plan.request(email, settings, extra_headers=added),
+            retry=bool(merged.get("retry", app.conf.task_publish_retry)),
             retry_policy={
                 **(app.conf.task_publish_retry_policy or {}),
                 **(merged.get("retry_policy") or {}),
             },
+            after_signal={"sender": self.name, "headers": headers, **signal_common},
         )
-        after_task_publish.send(sender=self.name, headers=headers, **signal_common)
 
-        result = self.AsyncResult(task_id, message_id=sent.message_id)
-        result.ignored = plan.ignore_result
-        return result
+    def delay_many(self, items: Iterable[Any], **options: Any) -> GroupResult:
+        """Publish one message per item of ``items`` (each a tuple of positional args)
+        through QStash's ``/v2/batch``, 100 per request; returns a ``GroupResult``.
+
+        Every task is validated before the first request goes out. ``options`` are
+        ``apply_async``'s and apply to every message; each message gets its own task id.
+        """
+        return delay_many(self, items, options)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """``await task.adelay(...)``: ``delay`` over the SDK's ``AsyncQStash``."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self, args: Any = None, kwargs: Any = None, task_id: str | None = None, **options: Any
+    ) -> Any:
+        """``apply_async`` for asyncio code: same options, validation and errors."""
+        from .aio import aapply_async
+
+        return await aapply_async(self, args, kwargs, task_id, **options)
+
+    async def adelay_many(self, items: Iterable[Any], **options: Any) -> GroupResult:
+        """``delay_many`` for asyncio code."""
+        from .aio import adelay_many
+
+        return await adelay_many(self, items, **options)
+
+    def map(self, it: Iterable[Any]) -> Any:
+        """Like Celery's ``map``, but one message per item, published in batches."""
+        return BatchMap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> Any:
+        """Like Celery's ``starmap``, but one message per item, published in batches."""
+        return BatchStarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Any], n: int) -> Any:
+        """Like Celery's ``chunks``: one message per item, results grouped ``n`` at a time."""
+        return BatchChunks(self.s(), it, n, app=self.app)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
