@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery import canvas
@@ -34,8 +34,9 @@ from celery.signals import after_task_publish
 from kombu.utils.uuid import uuid
 
 from .config import Settings, load_settings
+from .email import MAX_BULK_RECIPIENTS, AnyEmail, BulkEmail
 from .errors import PublishError, UnsupportedOption
-from .options import PublishPlan, PublishRequest
+from .options import MAX_TASK_ID, PublishPlan, PublishRequest
 from .transports.base import PublishResult
 from .transports.batch import BatchOutcome, QStashBatchTransport
 from .transports.eager import EagerTransport
@@ -49,6 +50,8 @@ __all__ = [
     "current_collector",
     "delay_many",
     "get_batch_transport",
+    "result_for",
+    "split_plan",
     "starmap_items",
 ]
 
@@ -61,7 +64,8 @@ class Prepared:
 
     task: Any
     plan: PublishPlan
-    request: PublishRequest
+    #: One request, or one per AutoSend-sized part of a large BulkEmail.
+    requests: list[PublishRequest]
     retry: bool
     retry_policy: dict[str, Any]
     #: ``after_task_publish`` keyword arguments (``None`` in eager mode: Celery sends none).
@@ -74,6 +78,34 @@ class Prepared:
     @property
     def task_id(self) -> str:
         return self.plan.task_id
+
+    @property
+    def request(self) -> PublishRequest:
+        """The request of a task that is one message."""
+        if len(self.requests) != 1:
+            raise ValueError(f"task {self.task_id} is {len(self.requests)} messages")
+        return self.requests[0]
+
+
+def split_plan(plan: PublishPlan, email: AnyEmail) -> list[tuple[PublishPlan, AnyEmail]]:
+    """A plan per message: one, or one per 100 recipients of a large BulkEmail, each with
+    its own task id (``<task id>.<n>``), so each has its own idempotency key and label."""
+    if not isinstance(email, BulkEmail):
+        return [(plan, email)]
+    parts = email.split()
+    if len(parts) == 1:
+        return [(plan, email)]
+    if len(plan.task_id) + len(f".{len(parts)}") > MAX_TASK_ID:
+        raise UnsupportedOption(
+            "task_id",
+            f"a BulkEmail of {len(email.recipients)} recipients is published as {len(parts)} "
+            f"messages named <task id>.<n>; give a task id of at most "
+            f"{MAX_TASK_ID - len(str(len(parts))) - 1} characters",
+        )
+    return [
+        (replace(plan, task_id=f"{plan.task_id}.{n}"), part)
+        for n, part in enumerate(parts, start=1)
+    ]
 
 
 def get_batch_transport(settings: Settings) -> QStashBatchTransport:
@@ -101,9 +133,14 @@ def _buckets(
 def _record(
     outcomes: dict[str, BatchOutcome], group: Sequence[Prepared], sent: Sequence[BatchOutcome]
 ) -> None:
-    for prepared, outcome in zip(group, sent, strict=True):
-        outcomes[prepared.task_id] = outcome
-        if isinstance(outcome, PublishResult):
+    answers = iter(sent)
+    for prepared in group:
+        accepted = False
+        for request in prepared.requests:
+            outcome = next(answers)
+            outcomes[request.task_id] = outcome
+            accepted = accepted or isinstance(outcome, PublishResult)
+        if accepted:
             prepared.published()
 
 
@@ -112,7 +149,7 @@ def publish_prepared(items: Sequence[tuple[Prepared, Settings]]) -> dict[str, Ba
     outcomes: dict[str, BatchOutcome] = {}
     for settings, retry, group in _buckets(items):
         sent = get_batch_transport(settings).publish_many(
-            [p.request for p in group], retry=retry, retry_policy=group[0].retry_policy
+            [r for p in group for r in p.requests], retry=retry, retry_policy=group[0].retry_policy
         )
         _record(outcomes, group, sent)
     _raise_if_nothing_published(outcomes)
@@ -128,7 +165,7 @@ async def apublish_prepared(
     outcomes: dict[str, BatchOutcome] = {}
     for settings, retry, group in _buckets(items):
         sent = await get_async_transport(settings).publish_many(
-            [p.request for p in group], retry=retry, retry_policy=group[0].retry_policy
+            [r for p in group for r in p.requests], retry=retry, retry_policy=group[0].retry_policy
         )
         _record(outcomes, group, sent)
     _raise_if_nothing_published(outcomes)
@@ -165,6 +202,13 @@ class Collector:
         self.items: list[tuple[Prepared, Settings]] = []
 
     def add(self, prepared: Prepared, settings: Settings) -> None:
+        if len(prepared.requests) > 1:
+            raise UnsupportedOption(
+                "group",
+                f"task {prepared.task_id} returned a BulkEmail of more than "
+                f"{MAX_BULK_RECIPIENTS} recipients, which is {len(prepared.requests)} messages "
+                "and cannot be one member's result; use .delay() or delay_many for it",
+            )
         self.items.append((prepared, settings))
 
     def flush(self, results: Iterable[Any]) -> None:
@@ -275,9 +319,15 @@ def delay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> Grou
             if prepared is None:
                 results.append(_expired_result(task, task_id, True))
                 continue
-            sent = outbox.publish(prepared.request)
-            results.append(EagerResult(task_id, sent.response, celery_states.SUCCESS,
-                                       name=task.name))
+            eager_results = [
+                EagerResult(r.task_id, outbox.publish(r).response, celery_states.SUCCESS,
+                            name=task.name)
+                for r in prepared.requests
+            ]
+            results.append(
+                eager_results[0] if len(eager_results) == 1
+                else app.GroupResult(task_id, eager_results)
+            )
         return app.GroupResult(uuid(), results)
 
     outcomes = publish_prepared([(p, settings) for _, p in slots if p is not None])
@@ -300,12 +350,23 @@ def _group_result(
     for task_id, prepared in slots:
         if prepared is None:
             results.append(_expired_result(task, task_id, False))
-            continue
-        result = task.AsyncResult(task_id)
-        result.ignored = prepared.plan.ignore_result
-        _apply_outcome(result, outcomes.get(task_id))
-        results.append(result)
+        else:
+            results.append(result_for(task, prepared, outcomes))
     return task._get_app().GroupResult(uuid(), results)
+
+
+def result_for(task: Any, prepared: Prepared, outcomes: dict[str, BatchOutcome]) -> Any:
+    """The task's result: a ``QStashAsyncResult``, or a ``GroupResult`` (id: the task id)
+    of one result per part for a BulkEmail that went out as several messages."""
+    parts = []
+    for request in prepared.requests:
+        result = task.AsyncResult(request.task_id)
+        result.ignored = prepared.plan.ignore_result
+        _apply_outcome(result, outcomes.get(request.task_id))
+        parts.append(result)
+    if len(parts) == 1:
+        return parts[0]
+    return task._get_app().GroupResult(prepared.task_id, parts)
 
 
 def regroup(result: GroupResult, n: int, app: Any) -> GroupResult:

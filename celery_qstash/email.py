@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -42,6 +44,7 @@ __all__ = [
     "Email",
     "Recipient",
     "coerce_email",
+    "splitting_bulk",
     "validation_errors",
     "wire_errors",
 ]
@@ -293,11 +296,33 @@ class Email(_Common):
 
 
 class BulkEmail(_Common):
-    """The same email to 1-100 recipients: ``POST /v1/mails/bulk``."""
+    """The same email to 1-100 recipients: ``POST /v1/mails/bulk``.
 
-    recipients: Annotated[
-        list[Recipient], Field(min_length=1, max_length=MAX_BULK_RECIPIENTS)
-    ]
+    Returned from a task, it may hold more: the task then publishes one message per
+    100 recipients (:meth:`split`), each with its own idempotency key.
+    """
+
+    recipients: Annotated[list[Recipient], Field(min_length=1)]
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipient_cap(cls, value: list[Recipient]) -> list[Recipient]:
+        if len(value) > MAX_BULK_RECIPIENTS and not _split_bulk.get():
+            raise ValueError(
+                f"{len(value)} recipients; AutoSend's bulk endpoint takes at most "
+                f"{MAX_BULK_RECIPIENTS} (a task returning it publishes one message per "
+                f"{MAX_BULK_RECIPIENTS})"
+            )
+        return value
+
+    def split(self) -> list[BulkEmail]:
+        """AutoSend-sized parts: the same email, :data:`MAX_BULK_RECIPIENTS` recipients each."""
+        if len(self.recipients) <= MAX_BULK_RECIPIENTS:
+            return [self]
+        return [
+            self.model_copy(update={"recipients": self.recipients[i : i + MAX_BULK_RECIPIENTS]})
+            for i in range(0, len(self.recipients), MAX_BULK_RECIPIENTS)
+        ]
 
     @property
     def path(self) -> str:
@@ -309,6 +334,21 @@ class BulkEmail(_Common):
 
 
 AnyEmail = Email | BulkEmail
+
+#: True while a task body runs in the shim: a BulkEmail may then exceed AutoSend's
+#: per-request cap, because the shim splits it (the sandbox, like AutoSend, never does).
+_split_bulk: ContextVar[bool] = ContextVar("celery_qstash_split_bulk", default=False)
+
+
+@contextmanager
+def splitting_bulk() -> Iterator[None]:
+    """Let a :class:`BulkEmail` built (or coerced) in this block exceed 100 recipients."""
+    token = _split_bulk.set(True)
+    try:
+        yield
+    finally:
+        _split_bulk.reset(token)
+
 
 _LOC_RE = re.compile(r"^(function-after|function-before|function-wrap)\[.*\]$")
 

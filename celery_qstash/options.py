@@ -146,6 +146,8 @@ class _Draft:
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+#: Longest task id: QStash's label and deduplication id limit.
+MAX_TASK_ID = 256
 # Printable ASCII but space and comma (QStash splits labels on commas).
 _TASK_ID = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,256}$")
 _RESERVED_FORWARD = {"authorization", "content-type", "idempotency-key", "content-length", "host"}

@@ -31,9 +31,12 @@ from .batch import (
     Prepared,
     current_collector,
     delay_many,
+    publish_prepared,
+    result_for,
+    split_plan,
 )
 from .config import Settings, load_settings
-from .email import coerce_email
+from .email import coerce_email, splitting_bulk
 from .errors import UnsupportedOption
 from .options import PublishPlan, TaskAttrs, plan_publish
 from .result import QStashAsyncResult
@@ -132,6 +135,8 @@ class QStashTask(Task):  # type: ignore[misc]
             result = self.AsyncResult(task_id)
             result.ignored = plan.ignore_result
             return result
+        if len(prepared.requests) > 1:  # a BulkEmail over AutoSend's cap: one message per part
+            return result_for(self, prepared, publish_prepared([(prepared, settings)]))
         sent = get_transport(settings).publish(
             prepared.request, retry=prepared.retry, retry_policy=prepared.retry_policy
         )
@@ -206,8 +211,10 @@ class QStashTask(Task):  # type: ignore[misc]
         app = self._get_app()
         task_id = plan.task_id
         args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
-        rendered = self._render(task_id, args, kwargs)
-        email = coerce_email(rendered, default_from=settings.default_from)
+        with splitting_bulk():
+            rendered = self._render(task_id, args, kwargs)
+            email = coerce_email(rendered, default_from=settings.default_from)
+        parts = split_plan(plan, email)
         if not eager:
             settings.require_token()  # a missing token fails here, before the signal
 
@@ -231,7 +238,9 @@ class QStashTask(Task):  # type: ignore[misc]
         body = (list(args), dict(kwargs), embed)
         signal_common = {"body": body, "exchange": "", "routing_key": plan.queue or ""}
         if eager:  # Celery's eager path sends no publish signals
-            return Prepared(self, plan, plan.request(email, settings, eager=True), False, {})
+            return Prepared(
+                self, plan, [p.request(e, settings, eager=True) for p, e in parts], False, {}
+            )
         before_task_publish.send(
             sender=self.name,
             headers=headers,
@@ -246,7 +255,7 @@ class QStashTask(Task):  # type: ignore[misc]
         return Prepared(
             task=self,
             plan=plan,
-            request=plan.request(email, settings, extra_headers=added),
+            requests=[p.request(e, settings, extra_headers=added) for p, e in parts],
             retry=bool(merged.get("retry", app.conf.task_publish_retry)),
             retry_policy={
                 **(app.conf.task_publish_retry_policy or {}),
@@ -313,9 +322,13 @@ class QStashTask(Task):  # type: ignore[misc]
                 now=time.time(),
             )
         # Celery's tracer already pushed this request (id, is_eager); run the body in it.
-        email = coerce_email(self.run(*args, **kwargs), default_from=settings.default_from)
-        sent = EagerTransport().publish(plan.request(email, settings, eager=True))
-        return sent.response
+        with splitting_bulk():
+            email = coerce_email(self.run(*args, **kwargs), default_from=settings.default_from)
+        outbox = EagerTransport()
+        sent = [
+            outbox.publish(p.request(e, settings, eager=True)) for p, e in split_plan(plan, email)
+        ]
+        return sent[0].response if len(sent) == 1 else [s.response for s in sent]
 
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
         """Run the body with a request context, as a worker would (self.request.id works)."""
