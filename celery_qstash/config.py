@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .devserver import AUTOSEND_URL, DEV_AUTOSEND_API_KEY, DEV_TOKEN, EMULATOR_PORT
@@ -81,15 +82,73 @@ class Settings:
         return (self.qstash_token, self.autosend_api_key)
 
 
-def _lookup(conf: Any, key: str, env: str) -> Any:
-    value = None
-    if conf is not None:
+_spelled: dict[tuple[Any, Any, str], tuple[str, ...]] = {}
+
+
+def _conf_value(conf: Any, key: str) -> Any:
+    if conf is None:
+        return None
+    spellings = getattr(conf, "_to_keys", None)
+    maps = getattr(conf, "maps", None)
+    if spellings is None or maps is None:  # a plain mapping
         value = conf.get(key)
-        if value is None:
-            value = conf.get(key.upper())
+        return conf.get(key.upper()) if value is None else value
+    # Celery's conf: the lookup its __getitem__ does (namespace prefix, old names), without
+    # the KeyError per map and spelling that makes a missing key cost microseconds.
+    for name in (key, key.upper()):
+        # The spellings depend only on the conf's prefix and renames, not its contents.
+        spelled = (getattr(conf, "prefix", None), getattr(conf, "_keys", None), name)
+        candidates = _spelled.get(spelled)
+        if candidates is None:
+            candidates = _spelled[spelled] = tuple(spellings(name))
+        for mapping in maps:
+            for candidate in candidates:
+                if candidate in mapping:
+                    value = mapping[candidate]
+                    if value is not None:
+                        return value
+    return None
+
+
+def _lookup(conf: Any, key: str, env: str) -> Any:
+    value = _conf_value(conf, key)
     if value is None:
         value = os.environ.get(env)
     return value
+
+
+_KEYS = (
+    ("qstash_dev", "QSTASH_DEV"), ("qstash_token", "QSTASH_TOKEN"), ("qstash_url", "QSTASH_URL"),
+    ("autosend_api_key", "AUTOSEND_API_KEY"), ("autosend_base_url", "AUTOSEND_BASE_URL"),
+    ("autosend_rate_limit", "AUTOSEND_RATE_LIMIT"),
+    ("qstash_publish_timeout", "QSTASH_PUBLISH_TIMEOUT"),
+    ("autosend_default_from", "AUTOSEND_DEFAULT_FROM"),
+)
+
+
+@lru_cache(maxsize=64)
+def _resolve(raw: tuple[tuple[str, Any], ...]) -> Settings:
+    return _build(dict(raw))
+
+
+def load_settings(conf: Any = None) -> Settings:
+    """Resolve settings from a Celery ``app.conf`` (or ``None``) and the environment.
+
+    Cached on what the conf and environment hold for these keys, so a change between
+    two calls is still seen and an unchanged conf is not parsed again.
+    """
+    if conf is not None:
+        # A Celery conf loads its config source (config_from_object, namespace) on its
+        # first real lookup; the fast reads below rely on that having happened.
+        conf.get("qstash_token")
+    raw = (
+        *((key, _lookup(conf, key, env)) for key, env in _KEYS),
+        ("qstash_redact_authorization", _conf_value(conf, "qstash_redact_authorization")),
+    )
+    try:
+        return _resolve(raw)
+    except TypeError:  # an unhashable value somewhere: resolve without the cache
+        return _build(dict(raw))
 
 
 def _flag(value: Any, setting: str) -> bool:
@@ -103,25 +162,24 @@ def _flag(value: Any, setting: str) -> bool:
     raise ConfigurationError(setting, f"expected true or false, got {value!r}")
 
 
-def load_settings(conf: Any = None) -> Settings:
-    """Resolve settings from a Celery ``app.conf`` (or ``None``) and the environment."""
-    dev_value = _lookup(conf, "qstash_dev", "QSTASH_DEV")
+def _build(raw: dict[str, Any]) -> Settings:
+    dev_value = raw["qstash_dev"]
     dev = _flag(dev_value, "qstash_dev") if dev_value is not None else False
 
-    token = _lookup(conf, "qstash_token", "QSTASH_TOKEN") or (DEV_TOKEN if dev else None)
-    url = _lookup(conf, "qstash_url", "QSTASH_URL") or (
+    token = raw["qstash_token"] or (DEV_TOKEN if dev else None)
+    url = raw["qstash_url"] or (
         DEV_QSTASH_URL if dev else DEFAULT_QSTASH_URL
     )
-    key = _lookup(conf, "autosend_api_key", "AUTOSEND_API_KEY") or (
+    key = raw["autosend_api_key"] or (
         DEV_AUTOSEND_API_KEY if dev else None
     )
-    base = _lookup(conf, "autosend_base_url", "AUTOSEND_BASE_URL") or AUTOSEND_URL
+    base = raw["autosend_base_url"] or AUTOSEND_URL
     if not str(base).startswith(("http://", "https://")):
         raise ConfigurationError("autosend_base_url", f"must be an http(s) URL, got {base!r}")
     if not str(url).startswith(("http://", "https://")):
         raise ConfigurationError("qstash_url", f"must be an http(s) URL, got {url!r}")
 
-    rate = _lookup(conf, "autosend_rate_limit", "AUTOSEND_RATE_LIMIT")
+    rate = raw["autosend_rate_limit"]
     if rate is None:
         rate = "2/s"
     elif rate is False or str(rate).strip().lower() in _FALSE:
@@ -129,7 +187,7 @@ def load_settings(conf: Any = None) -> Settings:
     else:
         rate = str(rate)
 
-    timeout_value = _lookup(conf, "qstash_publish_timeout", "QSTASH_PUBLISH_TIMEOUT")
+    timeout_value = raw["qstash_publish_timeout"]
     try:
         timeout = float(timeout_value) if timeout_value is not None else 2.0
     except ValueError:
@@ -139,7 +197,7 @@ def load_settings(conf: Any = None) -> Settings:
     if timeout <= 0:
         raise ConfigurationError("qstash_publish_timeout", "must be positive")
 
-    redact_value = conf.get("qstash_redact_authorization") if conf is not None else None
+    redact_value = raw["qstash_redact_authorization"]
     redact = True if redact_value is None else _flag(redact_value, "qstash_redact_authorization")
     return Settings(
         qstash_token=token,
@@ -147,7 +205,7 @@ def load_settings(conf: Any = None) -> Settings:
         autosend_api_key=key,
         autosend_base_url=str(base).rstrip("/"),
         dev=dev,
-        default_from=_lookup(conf, "autosend_default_from", "AUTOSEND_DEFAULT_FROM"),
+        default_from=raw["autosend_default_from"],
         rate_limit=rate,
         publish_timeout=timeout,
         redact_authorization=redact,

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -67,13 +68,21 @@ def _no_newlines(value: str | None) -> str | None:
 SingleLine = Annotated[str, AfterValidator(_no_newlines)]
 
 
-def _check_address(value: str) -> str:
+@lru_cache(maxsize=4096)
+def _validated_address(value: str) -> tuple[str, str | None]:
+    """(normalized address, None) or (value, why not): pure, so cached per process."""
     try:
         # No DNS lookups: validation must work offline and in tests.
-        result = validate_email(value, check_deliverability=False)
+        return validate_email(value, check_deliverability=False).normalized, None
     except EmailNotValidError as exc:
-        raise ValueError(f"invalid email address: {exc}") from None
-    return result.normalized
+        return value, str(exc)
+
+
+def _check_address(value: str) -> str:
+    normalized, error = _validated_address(value)
+    if error is not None:
+        raise ValueError(f"invalid email address: {error}")
+    return normalized
 
 
 EmailAddress = Annotated[str, AfterValidator(_check_address)]

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -487,9 +488,7 @@ class PublishPlan:
         }
         flow = self.flow_control
         if flow is None and settings.rate_limit and not self.queue:
-            rate, period = parse_rate(settings.rate_limit)
-            fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-            flow = FlowControl(key=f"autosend.{fingerprint}", rate=rate, period=period)
+            flow = _autosend_flow(key, settings.rate_limit)
         return PublishRequest(
             task_id=self.task_id,
             task_name=self.display_name,
@@ -510,6 +509,14 @@ class PublishPlan:
             label=self.task_id,
             redact_headers=("Authorization",) if settings.redact_authorization else (),
         )
+
+
+@lru_cache(maxsize=64)
+def _autosend_flow(key: str, rate_limit: str) -> FlowControl:
+    """Flow control at AutoSend's rate, keyed by a fingerprint of the API key (pure)."""
+    rate, period = parse_rate(rate_limit)
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return FlowControl(key=f"autosend.{fingerprint}", rate=rate, period=period)
 
 
 def plan_publish(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from celery import Task, shared_task
@@ -51,7 +52,17 @@ _ATTRS = (
 
 def _declared(task: Task, name: str) -> bool:
     """Did the task (its decorator or a base below Celery's Task) set ``name`` itself?"""
-    for klass in type(task).__mro__:
+    cls: Any = type(task)
+    try:
+        return _declared_on(cls, name, getattr(cls, name, None))
+    except TypeError:  # an unhashable attribute value: look without the cache
+        return _declared_on.__wrapped__(cls, name, None)
+
+
+@lru_cache(maxsize=1024)
+def _declared_on(cls: Any, name: str, value: Any) -> bool:
+    # ``value`` is part of the cache key: a class attribute changed later is seen.
+    for klass in cls.__mro__:
         if klass is Task or klass.__module__.startswith("celery."):
             return False
         if name in vars(klass):
@@ -383,8 +394,42 @@ def _on_commit(fn: Callable[[], Any]) -> None:
     transaction.on_commit(fn)
 
 
+class _NotPlain(Exception):
+    pass
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _json_copy(value: Any) -> Any:
+    """What a JSON round trip gives back, for plain JSON data; raises _NotPlain otherwise."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _NotPlain
+        return value
+    if kind is list or kind is tuple:
+        return [_json_copy(item) for item in value]
+    if kind is dict:
+        if not all(type(key) is str for key in value):
+            raise _NotPlain
+        return {key: _json_copy(item) for key, item in value.items()}
+    raise _NotPlain
+
+
 def _roundtrip(args: Any, kwargs: Any, serializer: str) -> tuple[Any, Any]:
-    """Celery serialises args on the way to a worker; do the same so the body sees what it would."""
+    """Celery serialises args on the way to a worker; do the same so the body sees what it would.
+
+    Plain JSON data (the usual ids and strings) is copied directly, which gives the
+    same result as kombu's dumps/loads for a fraction of the cost.
+    """
+    if serializer == "json":
+        try:
+            return _json_copy(list(args or ())), _json_copy(dict(kwargs or {}))
+        except _NotPlain:
+            pass
     content_type, encoding, payload = dumps(  # type: ignore[no-untyped-call]
         (list(args or ()), dict(kwargs or {})), serializer=serializer
     )

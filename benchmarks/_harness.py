@@ -1,0 +1,158 @@
+"""Shared pieces of the benchmarks: a bare QStash stand-in, a Redis server, timing helpers.
+
+The stand-in answers QStash's publish, enqueue and batch endpoints with message ids
+and does nothing else, in its own process, so that what a benchmark measures is
+the client side. Everything listens on 127.0.0.1 only, on free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from itertools import count
+from typing import Any
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {HOST}:{port}")
+
+
+# --- the stand-in: a raw ASGI app, no framework, so its own cost stays small ---------------
+
+_ids = count(1)
+
+
+async def standin_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/v2/batch":
+        items = json.loads(body)
+        answer: Any = [{"messageId": f"msg_{next(_ids)}"} for _ in items]
+    else:
+        answer = {"messageId": f"msg_{next(_ids)}"}
+    data = json.dumps(answer).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+@contextlib.contextmanager
+def standin() -> Iterator[str]:
+    """A stand-in QStash in a child process; yields its URL."""
+    port = free_port()
+    code = (
+        "import sys, uvicorn; sys.path.insert(0, %r); import _harness; "
+        "uvicorn.run(_harness.standin_app, host=%r, port=%d, log_level='warning', "
+        "access_log=False, lifespan='on')"
+    ) % (os.path.dirname(os.path.abspath(__file__)), HOST, port)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        wait_port(port)
+        yield f"http://{HOST}:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def emulator_process(*, deliver: bool = False, routes: dict[str, str] | None = None,
+                     data_dir: str | None = None) -> Iterator[tuple[str, str]]:
+    """The emulator in a child process (its own core, as ``celery-qstash emulator`` runs it),
+    SQLite-durable in a temporary directory; delivery off unless asked. Yields (url, token)."""
+    from celery_qstash.devserver import DEV_TOKEN
+
+    port = free_port()
+    data = data_dir or tempfile.mkdtemp(prefix="bench-emulator-")
+    code = (
+        "from celery_qstash.emulator import Emulator; from celery_qstash._serving import run; "
+        f"e = Emulator({data!r}, routes={routes or {}!r}, start_delivery={deliver!r}); "
+        f"run(e.app, {HOST!r}, {port})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield f"http://{HOST}:{port}", DEV_TOKEN
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if data_dir is None:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str | None]:
+    """Debian's ``redis-server`` on a free loopback port, no persistence; None if absent."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+         "--dir", data, "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        yield f"redis://{HOST}:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+
+def rate(fn: Callable[[int], object], n: int, start: int = 0) -> float:
+    """Calls per second of ``fn(i)`` over ``n`` calls."""
+    began = time.perf_counter()
+    for i in range(start, start + n):
+        fn(i)
+    return n / (time.perf_counter() - began)
+
+
+def paired(ours: Callable[[], float], anchor: Callable[[], float], rounds: int = 3) -> tuple[float, float]:
+    """Interleave ``rounds`` measurements of each side; the median of each (calls/s)."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(rounds):
+        a.append(ours())
+        b.append(anchor())
+    return statistics.median(a), statistics.median(b)
