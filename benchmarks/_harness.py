@@ -42,6 +42,7 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 # --- the stand-in: a raw ASGI app, no framework, so its own cost stays small ---------------
 
 _ids = count(1)
+_arrivals: list[float] = []
 
 
 async def standin_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -59,11 +60,27 @@ async def standin_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    if scope["path"] == "/v2/batch":
+    path = scope["path"]
+    if path.startswith("/sink"):  # a delivery target: remember when each one arrived
+        _arrivals.append(time.time())
+        await _answer(send, {"ok": True})
+        return
+    if path == "/stats":
+        await _answer(send, {"arrivals": _arrivals})
+        return
+    if path == "/reset":
+        _arrivals.clear()
+        await _answer(send, {"ok": True})
+        return
+    if path == "/v2/batch":
         items = json.loads(body)
         answer: Any = [{"messageId": f"msg_{next(_ids)}"} for _ in items]
     else:
         answer = {"messageId": f"msg_{next(_ids)}"}
+    await _answer(send, answer)
+
+
+async def _answer(send: Any, answer: Any) -> None:
     data = json.dumps(answer).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"),
@@ -75,11 +92,12 @@ async def standin_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def standin() -> Iterator[str]:
     """A stand-in QStash in a child process; yields its URL."""
     port = free_port()
+    here = os.path.dirname(os.path.abspath(__file__))
     code = (
-        "import sys, uvicorn; sys.path.insert(0, %r); import _harness; "
-        "uvicorn.run(_harness.standin_app, host=%r, port=%d, log_level='warning', "
+        f"import sys, uvicorn; sys.path.insert(0, {here!r}); import _harness; "
+        f"uvicorn.run(_harness.standin_app, host={HOST!r}, port={port}, log_level='warning', "
         "access_log=False, lifespan='on')"
-    ) % (os.path.dirname(os.path.abspath(__file__)), HOST, port)
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         wait_port(port)
@@ -91,27 +109,46 @@ def standin() -> Iterator[str]:
 
 @contextlib.contextmanager
 def emulator_process(*, deliver: bool = False, routes: dict[str, str] | None = None,
-                     data_dir: str | None = None) -> Iterator[tuple[str, str]]:
+                     data_dir: str | None = None, pending: int = 0) -> Iterator[tuple[str, str]]:
     """The emulator in a child process (its own core, as ``celery-qstash emulator`` runs it),
-    SQLite-durable in a temporary directory; delivery off unless asked. Yields (url, token)."""
+    SQLite-durable in a temporary directory; delivery off unless asked; ``pending``
+    messages delayed by a day already stored. Yields (url, token)."""
     from celery_qstash.devserver import DEV_TOKEN
 
     port = free_port()
     data = data_dir or tempfile.mkdtemp(prefix="bench-emulator-")
     code = (
+        "import sys; sys.path.insert(0, %r); import _harness; "
         "from celery_qstash.emulator import Emulator; from celery_qstash._serving import run; "
         f"e = Emulator({data!r}, routes={routes or {}!r}, start_delivery={deliver!r}); "
+        f"_harness.fill_pending(e, {pending}); "
         f"run(e.app, {HOST!r}, {port})"
-    )
+    ) % os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
     try:
-        wait_port(port)
+        wait_port(port, timeout=120)
         yield f"http://{HOST}:{port}", DEV_TOKEN
     finally:
         proc.terminate()
         proc.wait(10)
         if data_dir is None:
             shutil.rmtree(data, ignore_errors=True)
+
+
+def fill_pending(emulator: Any, count: int) -> None:
+    """Store ``count`` messages delayed by a day, in one transaction (setup, not measured)."""
+    if not count:
+        return
+    from celery_qstash.emulator.publish import parse_publish_headers
+
+    options = parse_publish_headers([("Upstash-Delay", "1d")], b"{}")
+    store = emulator.store
+    now_ms = store.now_ms()
+    with store._tx() as cur:
+        for _ in range(count):
+            store._publish(cur, "defaultUser", "https://example.invalid/x", options,
+                           queue=None, schedule_id=None, caller_ip=None, kind="message",
+                           now_ms=now_ms)
 
 
 @contextlib.contextmanager
@@ -148,7 +185,9 @@ def rate(fn: Callable[[int], object], n: int, start: int = 0) -> float:
     return n / (time.perf_counter() - began)
 
 
-def paired(ours: Callable[[], float], anchor: Callable[[], float], rounds: int = 3) -> tuple[float, float]:
+def paired(
+    ours: Callable[[], float], anchor: Callable[[], float], rounds: int = 3
+) -> tuple[float, float]:
     """Interleave ``rounds`` measurements of each side; the median of each (calls/s)."""
     a: list[float] = []
     b: list[float] = []

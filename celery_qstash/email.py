@@ -134,6 +134,10 @@ def _drop_empty(data: Any) -> Any:
     return data
 
 
+# No spaces, quotes, brackets, commas, comments or line breaks: one bare address.
+_BARE_ADDRESS = re.compile(r"^[^\s<>\"(),;:\\\[\]@]+@[^\s<>\"(),;:\\\[\]@]+$")
+
+
 def _address_input(value: Any) -> Any:
     """``"a@b.com"`` and ``"Name <a@b.com>"`` become ``{"email", "name"}``.
 
@@ -141,6 +145,8 @@ def _address_input(value: Any) -> Any:
     (``parseaddr`` would silently drop the rest).
     """
     if isinstance(value, str):
+        if _BARE_ADDRESS.match(value):  # the usual case; what getaddresses would give anyway
+            return {"email": value}
         if "\r" in value or "\n" in value:
             _, addr = email.utils.parseaddr(" ".join(value.split()))
             return {"email": addr or value, "name": value}  # let the name check reject it
