@@ -136,14 +136,15 @@ class QStashTask(Task):  # type: ignore[misc]
             try:
                 if not app.conf.task_always_eager:
                     # Forced by the pytest plugin: what Celery's eager branch does, without
-                    # changing the app's conf (another thread may be using the app).
+                    # changing the app's conf (another thread may be using the app). An
+                    # error propagates, as it would from a production call.
                     args, kwargs = _roundtrip(
                         args, kwargs, merged.get("serializer") or self.serializer
                     )
                     with denied_join_result():
                         return self.apply(
                             args, kwargs, task_id=task_id, link=link, link_error=link_error,
-                            shadow=shadow, **options,
+                            shadow=shadow, throw=True, **options,
                         )
                 # Celery's own eager path: JSON round trip of the args, task_eager_propagates,
                 # task_store_eager_result, an EagerResult. __call__ below does the sending.
