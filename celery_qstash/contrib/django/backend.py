@@ -25,7 +25,7 @@ from django.db import transaction
 from kombu.utils.uuid import uuid
 
 from ...config import Settings, load_settings
-from ...email import Email, coerce_email
+from ...email import Email
 from ...errors import CeleryQStashError, EmailValidationError, UnsupportedOption
 from ...options import TaskAttrs, plan_publish, warn_once
 from ...transports import EagerTransport, get_transport
@@ -282,6 +282,6 @@ def message_to_email(
     attachments = [_attachment(a, i) for i, a in enumerate(message.attachments or ())]
     if attachments:
         data["attachments"] = attachments
-    email = coerce_email({k: v for k, v in data.items() if v is not None})
-    assert isinstance(email, Email)
+    # Email's own validation, as coerce_email does it: EmailValidationError naming the field.
+    email: Email = Email.model_validate({k: v for k, v in data.items() if v is not None})
     return email
