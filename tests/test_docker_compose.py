@@ -92,8 +92,9 @@ def test_server_commands_parse_with_our_cli_and_listen_where_published(services:
 
 
 def test_the_emulator_routes_autosend_to_the_sandbox_service(services: dict[str, Any]) -> None:
-    route = _flag(services["qstash"]["command"], "route")
-    prefix, target = route.split("=", 1)
+    from celery_qstash.emulator import parse_route
+
+    prefix, target = parse_route(_flag(services["qstash"]["command"], "route"))  # as the CLI does
     assert prefix == AUTOSEND_URL
     target_url = urlsplit(target)
     assert target_url.hostname == "autosend" and target_url.port == OURS["autosend"]
