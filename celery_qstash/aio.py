@@ -17,6 +17,7 @@ from celery.result import GroupResult
 from kombu.utils.uuid import uuid
 
 from .batch import adelay_many as _adelay_many
+from .batch import is_eager
 from .config import load_settings
 from .result import EagerAsyncResult
 from .transports.aio import get_async_transport
@@ -36,7 +37,7 @@ async def aapply_async(
 ) -> Any:
     """See :meth:`celery_qstash.QStashTask.aapply_async`."""
     app = task._get_app()
-    if app.conf.task_always_eager:
+    if is_eager(app):
         result = task.apply_async(
             args, kwargs, task_id=task_id, link=link, link_error=link_error, shadow=shadow,
             **options,

@@ -39,7 +39,7 @@ from .errors import PublishError, UnsupportedOption
 from .options import MAX_TASK_ID, PublishPlan, PublishRequest
 from .transports.base import PublishResult
 from .transports.batch import BatchOutcome, QStashBatchTransport
-from .transports.eager import EagerTransport
+from .transports.eager import EagerTransport, eager_forced
 from .transports.qstash import client_for
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "current_collector",
     "delay_many",
     "get_batch_transport",
+    "is_eager",
     "result_for",
     "split_plan",
     "starmap_items",
@@ -106,6 +107,11 @@ def split_plan(plan: PublishPlan, email: AnyEmail) -> list[tuple[PublishPlan, An
         (replace(plan, task_id=f"{plan.task_id}.{n}"), part)
         for n, part in enumerate(parts, start=1)
     ]
+
+
+def is_eager(app: Any) -> bool:
+    """Eager mode: the app's ``task_always_eager``, or forced by the pytest plugin."""
+    return bool(app.conf.task_always_eager) or eager_forced()
 
 
 def get_batch_transport(settings: Settings) -> QStashBatchTransport:
@@ -309,7 +315,7 @@ def _expired_result(task: Any, task_id: str, eager: bool) -> Any:
 def delay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> GroupResult:
     """See :meth:`celery_qstash.QStashTask.delay_many`."""
     app = task._get_app()
-    eager = bool(app.conf.task_always_eager)
+    eager = is_eager(app)
     calls = starmap_items(items)
     settings, slots = prepare_many(task, calls, options, eager=eager)
     results: list[Any] = []
@@ -336,7 +342,7 @@ def delay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> Grou
 
 async def adelay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> GroupResult:
     """See :meth:`celery_qstash.QStashTask.adelay_many`."""
-    if task._get_app().conf.task_always_eager:
+    if is_eager(task._get_app()):
         return delay_many(task, items, options)  # nothing leaves the process: nothing to await
     settings, slots = prepare_many(task, starmap_items(items), options, eager=False)
     outcomes = await apublish_prepared([(p, settings) for _, p in slots if p is not None])

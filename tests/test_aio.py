@@ -179,3 +179,16 @@ async def test_aget_of_a_refused_batch_item_raises(app: Celery, qstash_mock: res
     result = await send_welcome.adelay_many([(1,), (2,)])
     with pytest.raises(PublishError, match="no"):
         await result.results[1].aget(timeout=1)
+
+
+async def test_forced_eager_async_goes_to_the_outbox(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    from celery_qstash.transports.eager import force_eager
+
+    force_eager(True)  # what the pytest plugin's outbox fixture does
+    try:
+        await send_welcome.adelay(1)
+        await send_welcome.adelay_many([(2,)])
+    finally:
+        force_eager(False)
+    assert qstash_mock.calls.call_count == 0
+    assert len(outbox) == 2

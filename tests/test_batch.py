@@ -432,3 +432,15 @@ def test_large_bulk_in_delay_many_is_a_nested_result(app: Celery, qstash_mock: r
     big, small = result.results
     assert isinstance(big, GroupResult) and len(big.results) == 2
     assert isinstance(small, QStashAsyncResult)
+
+
+def test_forced_eager_delay_many_goes_to_the_outbox(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    from celery_qstash.transports.eager import force_eager
+
+    force_eager(True)  # what the pytest plugin's outbox fixture does
+    try:
+        send_welcome.delay_many([(1,), (2,)])
+    finally:
+        force_eager(False)
+    assert qstash_mock.calls.call_count == 0
+    assert [e.subject for e in outbox] == ["Welcome #1", "Welcome #2"]
