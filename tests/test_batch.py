@@ -444,3 +444,33 @@ def test_forced_eager_delay_many_goes_to_the_outbox(app: Celery, qstash_mock: re
         force_eager(False)
     assert qstash_mock.calls.call_count == 0
     assert [e.subject for e in outbox] == ["Welcome #1", "Welcome #2"]
+
+
+def test_a_group_of_ordinary_celery_tasks_is_untouched(make_app: Any, qstash_mock: respx.MockRouter) -> None:
+    # Batching hooks into Celery's group; a group of broker tasks still goes to the broker.
+    app = make_app("plain", broker="memory://")
+
+    @app.task(name="plain.add", shared=False)
+    def add(x: int) -> int:
+        return x
+
+    result = group(add.s(i) for i in range(3)).apply_async()
+    assert len(result.results) == 3
+    assert qstash_mock.calls.call_count == 0
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue("celery")
+        received = [queue.get(timeout=1) for _ in range(3)]
+        queue.close()
+    assert sorted(m.headers["id"] for m in received) == sorted(r.id for r in result.results)
+
+
+def test_a_mixed_group_batches_only_the_qstash_members(make_app: Any, qstash_mock: respx.MockRouter) -> None:
+    app = make_app("mixed", broker="memory://")
+
+    @app.task(name="mixed.add", shared=False)
+    def add(x: int) -> int:
+        return x
+
+    result = group([add.s(1), send_welcome.s(2), send_welcome.s(3)]).apply_async()
+    [items] = batch_items(qstash_mock)
+    assert [i["headers"]["Upstash-Label"] for i in items] == [r.id for r in result.results[1:]]
