@@ -291,9 +291,11 @@ def _auth(value: str | None) -> tuple[str, str] | None:
               help="require HTTP basic auth (or set CELERY_QSTASH_DASHBOARD_AUTH)")
 @click.option("--allow-public", is_flag=True,
               help="allow a non-loopback --host without --auth (anyone could revoke tasks)")
+@click.option("--inbox-url", envvar="CELERY_QSTASH_INBOX_URL", metavar="URL",
+              help="the AutoSend sandbox, to link each task to its captured email")
 @_app_option
 def dashboard_cmd(host: str, port: int, auth_value: str | None, allow_public: bool,
-                  app_path: str | None) -> None:
+                  inbox_url: str | None, app_path: str | None) -> None:
     """Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)."""
     try:
         from ..dashboard import serve
@@ -303,7 +305,7 @@ def dashboard_cmd(host: str, port: int, auth_value: str | None, allow_public: bo
         ) from None
     conf = _load_conf(app_path)
     with _errors():
-        serve(host, port, _auth(auth_value), allow_public, conf=conf)
+        serve(host, port, _auth(auth_value), allow_public, conf=conf, inbox_url=inbox_url)
 
 
 def register(group: click.Group) -> None:
