@@ -231,7 +231,11 @@ dl.kv dt{color:#555}dl.kv dd{margin:0}
 .count{display:flex;flex-direction:column;padding:.2rem .6rem;border-radius:.35rem;
 text-decoration:none;min-width:4.6rem;border:1px solid #e3e6ec;background:#fff;color:#1d2330}
 .count b{font-size:1.05rem}.count span{font-size:11px;color:#555}
-.count.on{outline:2px solid #1d4f91}
+.count.on{outline:2px solid #1d4f91}.count.ok{border-left:4px solid #3f9b5a}
+.count.bad{border-left:4px solid #d0453a}.count.warn{border-left:4px solid #d9a406}
+.count.muted{border-left:4px solid #9aa0aa}.count.info{border-left:4px solid #4a7fd0}
+table.tasks a,table.dlq a{text-decoration:none}table.tasks a:hover,table.dlq a:hover{
+text-decoration:underline}
 .chart{background:#fff;border:1px solid #e3e6ec;border-radius:.35rem;padding:.15rem .4rem}
 .chart figcaption{font-size:11px;color:#555}.chart svg{display:block}
 .legend i{display:inline-block;width:.6rem;height:.6rem;margin:0 .2rem 0 .5rem;

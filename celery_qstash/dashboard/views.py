@@ -64,7 +64,7 @@ STATE_CHOICES = ("All", states.PENDING, states.STARTED, states.RETRY, states.SUC
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 REFRESH_CHOICES = (0, 5, 10, 30, 60)
 #: Chart bucket sizes to choose from (seconds): the smallest that covers the span in 30.
-_BUCKETS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
+_BUCKETS = (10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
 _MAX_FORM = 256 * 1024
 
 
@@ -121,9 +121,9 @@ def _task_rows(request: Request, records: Sequence[TaskRecord]) -> list[list[Saf
 
 #: (header, width, sort key) of the tasks table: fixed widths so nothing scrolls sideways.
 _TASK_COLUMNS = (
-    ("ID", "9%", None), ("Name", "15%", "name"), ("State", "8%", "state"),
-    ("Recipient", "18%", None), ("Subject", "22%", None), ("Received", "8%", "received"),
-    ("Next delivery", "8%", None), ("Retries", "5%", None), ("Status", "7%", None),
+    ("ID", "9%", None), ("Name", "16%", "name"), ("State", "8%", "state"),
+    ("Recipient", "17%", None), ("Subject", "22%", None), ("Received", "8%", "received"),
+    ("Due", "8%", None), ("Retries", "6%", None), ("Status", "6%", None),
 )
 
 
@@ -172,12 +172,11 @@ def _throughput(records: Sequence[TaskRecord], now: float) -> Safe:
     if not done:
         return Safe('<figure class="chart"><figcaption>No delivered or failed task yet.'
                     "</figcaption></figure>")
+    # Always 30 bars ending now; each as wide as it takes for the oldest to fit.
     oldest = min(t for t, _ in done)
-    span = max(now - oldest, 60.0)
-    size = next((b for b in _BUCKETS if span / b <= 30), _BUCKETS[-1])
-    start = math.floor(oldest / size) * size
-    count = min(int((now - start) // size) + 1, 30)
-    start = max(start, (math.floor(now / size) - count + 1) * size)
+    count = 30
+    size = next((b for b in _BUCKETS if b * count >= now - oldest), _BUCKETS[-1])
+    start = (math.floor(now / size) - count + 1) * size
     buckets = [[start + i * size, 0, 0] for i in range(count)]
     for t, state in done:
         i = int((t - start) // size)
@@ -332,7 +331,7 @@ def task_page(request: Request) -> Response:
                        "</form>")
         actions.append(str(link(f"/dlq?{query({'q': record.task_id})}#dlq-{dlq_id}",
                                 "Dead letter")))
-    if inbox:
+    if inbox and record.state == states.SUCCESS:
         actions.append(f'<a class="button" id="inbox-link" href="{e(inbox)}/inbox?'
                        f'{e(query({"key": record.task_id}))}">Email in the inbox</a>')
     if record.name:

@@ -587,7 +587,8 @@ class SandboxAPI:
         msg = self.store.get(request.path_params["id"])
         if msg is None:
             return _page(pages.not_found(request.path_params["id"]), 404)
-        tab = request.query_params.get("tab") or "html"
+        tab = request.query_params.get("tab") or (
+            "html" if msg.get("renderedHtml") is not None else "text")
         width = request.query_params.get("width") or "desktop"
         if tab not in pages.TABS or width not in pages.WIDTHS:
             errors = [{"field": "tab", "message": f"one of {', '.join(pages.TABS)}"}]

@@ -15,6 +15,7 @@ forms that delete carry the sandbox's page token (see :mod:`.api`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,6 +52,8 @@ th,td{text-align:left;padding:.3rem .55rem;border-bottom:1px solid #d0d7de;verti
 white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 th{background:#f6f8fa}tr:hover td{background:#f3f8ff}
 td.subject a{font-weight:600;color:#1f2328;text-decoration:none}
+td.subject .snippet{color:#656d76}table.rejected td.reason{white-space:normal}
+a.pill.warn{border-color:#fb8f44;background:#fff1e5}
 .badge{display:inline-block;padding:0 .45rem;border-radius:1rem;font-size:11px;
 background:#fff8c5;border:1px solid #d4a72c}
 .b400,.b409{background:#fff1e5;border-color:#fb8f44}.b401{background:#ffebe9;border-color:#ff8182}
@@ -126,6 +129,14 @@ def _subject(msg: Message) -> str:
     return str(subject or "(no subject)")
 
 
+def _snippet(msg: Message) -> str:
+    """The start of the text body, as Mailpit shows under a subject."""
+    text = msg.get("renderedText")
+    if text is None and msg.get("renderedHtml") is not None:
+        text = re.sub(r"<[^>]*>", " ", str(msg["renderedHtml"]))
+    return " ".join(str(text or "").split())[:120]
+
+
 def _when(stamp: Any) -> str:
     """AutoSend's ISO time as ``YYYY-MM-DD HH:MM:SS UTC``."""
     text = str(stamp or "")
@@ -179,7 +190,7 @@ def inbox(view: InboxView) -> str:
         '<button type="submit" class="danger" id="clear-confirm">Yes, delete all</button>'
         "</form></span></details>"
     ) if view.total and not (view.search or view.key) else ""
-    rejected = (f'<a class="pill" href="/rejected">Rejected: {view.rejected}</a>'
+    rejected = (f'<a class="pill warn" href="/rejected">Rejected: {view.rejected}</a>'
                 if view.rejected else "")
     pages = max(1, -(-view.total // PER_PAGE))
     first = (view.page - 1) * PER_PAGE + 1 if view.messages else 0
@@ -211,14 +222,15 @@ def inbox(view: InboxView) -> str:
             f'<td class="muted" title="{_e(msg["createdAt"])}">{_e(_when(msg["createdAt"]))}</td>'
             f'<td title="{_e(_address(msg["from"]))}">{_e(_address(msg["from"]))}</td>'
             f'<td title="{_e(_address(msg["to"]))}">{_e(_address(msg["to"]))}</td>'
-            f'<td class="subject"><a href="{link}">{_e(_subject(msg))}</a>{_test_badge(msg)}</td>'
+            f'<td class="subject"><a href="{link}">{_e(_subject(msg))}</a>{_test_badge(msg)}'
+            f' <span class="snippet">{_e(_snippet(msg))}</span></td>'
             f'<td class="muted">{_e(msg.get("batchId") or "")}</td>'
             "</tr>"
         )
     body = (
         f"<h1>Inbox</h1>{notice}{bar}"
-        '<table class="inbox"><colgroup><col style="width:13rem"><col style="width:22%">'
-        '<col style="width:22%"><col><col style="width:12%"></colgroup>'
+        '<table class="inbox"><colgroup><col style="width:12rem"><col style="width:18%">'
+        '<col style="width:18%"><col><col style="width:7rem"></colgroup>'
         "<thead><tr><th>Received</th><th>From</th><th>To</th><th>Subject</th>"
         "<th>Batch</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
         f'<div class="bar">{pager}</div>'
@@ -302,7 +314,8 @@ def message(msg: Message, *, tab: str = "html", width: str = "desktop",
     quoted = _e(quote(msg_id, safe=""))
     summary = [
         ("From", _address(msg["from"])), ("To", _address(msg["to"])),
-        ("Cc", _addresses(msg.get("cc"))), ("Received", _when(msg.get("createdAt"))),
+        ("Cc", _addresses(msg.get("cc"))), ("Subject", msg.get("renderedSubject")),
+        ("Received", _when(msg.get("createdAt"))),
     ]
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary if v)
     links = []
@@ -385,7 +398,7 @@ def rejected(total: int, rows: list[dict[str, Any]], *, page: int = 1,
             "<tr>"
             f'<td class="muted">{_e(stamp)}</td>'
             f'<td><span class="badge {cls}">{_e(r.get("status"))} {_e(kind)}</span></td>'
-            f'<td title="{_e(r.get("reason"))}">{_e(r.get("reason"))}</td>'
+            f'<td class="reason">{_e(r.get("reason"))}</td>'
             f'<td title="{_e(r.get("to"))}">{_e(r.get("to"))}</td>'
             f'<td title="{_e(r.get("subject"))}">{_e(r.get("subject"))}</td>'
             f"<td>{task}</td><td class=\"muted\">{_e(r.get('endpoint'))}</td>"

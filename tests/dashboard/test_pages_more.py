@@ -109,7 +109,7 @@ def test_a_failed_task_links_its_dead_letter_its_email_and_can_be_retried(
 
     assert f'action="/dlq/{dlq_id}/retry?next=%2Ftasks%2Ftask-2"' in page
     assert f'href="/dlq?q=task-2#dlq-{dlq_id}"' in page
-    assert 'href="http://127.0.0.1:8025/inbox?key=task-2"' in page
+    assert 'id="inbox-link"' not in page  # nothing reached the inbox
     assert 'id="revoke"' not in page
     retried = board.post(f"/dlq/{dlq_id}/retry?next=%2Ftasks%2Ftask-2", follow_redirects=False)
     assert retried.headers["location"].startswith("/tasks/task-2?done=Retried+")
@@ -117,6 +117,15 @@ def test_a_failed_task_links_its_dead_letter_its_email_and_can_be_retried(
     # "next" only ever leads back into the dashboard.
     away = board.post("/dlq/x/retry?next=//evil.example/", follow_redirects=False)
     assert away.headers["location"].startswith("/dlq?")
+
+
+def test_a_delivered_task_links_its_email_in_the_inbox(board: TestClient,
+                                                       fake: FakeQStash) -> None:
+    fake.events = delivered_events()
+
+    page = board.get("/tasks/task-1").text
+
+    assert 'id="inbox-link" href="http://127.0.0.1:8025/inbox?key=task-1"' in page
 
 
 def test_revoke_is_confirmed_inside_the_page_without_script(
