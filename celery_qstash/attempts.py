@@ -73,7 +73,7 @@ def steps(record: TaskRecord) -> list[Step]:
             started = when
         duration = None
         if state in _ENDS_ATTEMPT and started is not None and when is not None:
-            duration = max(0.0, when - started)
+            duration = round(max(0.0, when - started), 3)
             started = None  # FAILED right after the last ERROR ends nothing new
         status = event.get("responseStatus")
         response = _b64json(event.get("responseBody")) if event.get("responseBody") else None
@@ -82,7 +82,7 @@ def steps(record: TaskRecord) -> list[Step]:
             time=when,
             state=state,
             attempt=attempt or None,
-            delta=None if previous is None or when is None else max(0.0, when - previous),
+            delta=None if previous is None or when is None else round(max(0.0, when - previous), 3),
             duration=duration,
             message_id=str(event["messageId"]) if event.get("messageId") else None,
             response_status=int(status) if status is not None else None,

@@ -150,6 +150,9 @@ class FakeQStash:
             side_effect=self._delete)
         self.queues_route = router.get(url__regex=rf"^{prefix}/v2/queues$").mock(
             side_effect=lambda request: httpx.Response(200, json=self.queues))
+        self.schedules: list[dict[str, Any]] = []
+        self.schedules_route = router.get(url__regex=rf"^{prefix}/v2/schedules$").mock(
+            side_effect=lambda request: httpx.Response(200, json=self.schedules))
         self.pause_route = router.post(
             url__regex=rf"^{prefix}/v2/queues/[^/?]+/(pause|resume)$").mock(
             side_effect=self._pause)
