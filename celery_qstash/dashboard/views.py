@@ -329,8 +329,8 @@ def task_page(request: Request) -> Response:
         actions.append(f'<form class="inline" method="post" action="/dlq/{e(dlq_id)}/retry?'
                        f'{e(back)}"><button type="submit" class="act" id="retry">Retry</button>'
                        "</form>")
-        actions.append(str(link(f"/dlq?{query({'q': record.task_id})}#dlq-{dlq_id}",
-                                "Dead letter")))
+        target = f"/dlq?{query({'q': record.task_id})}#dlq-{dlq_id}"
+        actions.append(f'<a id="dlq-link" href="{e(target)}">Its dead letter</a>')
     if inbox and record.state == states.SUCCESS:
         actions.append(f'<a class="button" id="inbox-link" href="{e(inbox)}/inbox?'
                        f'{e(query({"key": record.task_id}))}">Email in the inbox</a>')
