@@ -108,8 +108,8 @@ def main() -> None:
                                              args=["--no-sandbox", "--disable-gpu"])
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 shots = {
-                    "dashboard.png": f"{board.url}/tasks?refresh=0",
-                    "inbox.png": f"{sandbox.url}/inbox?refresh=0",
+                    "dashboard.png": f"{board.url}/tasks",
+                    "inbox.png": f"{sandbox.url}/inbox",
                 }
                 if "--more" in sys.argv:  # the other pages, to artifacts/ (not committed)
                     failed = status.tasks(TaskFilter(state="FAILURE"))[0].task_id

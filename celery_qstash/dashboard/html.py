@@ -115,12 +115,13 @@ def chart(buckets: Sequence[tuple[float, int, int]], width_s: float, *, width: i
             f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{plot_h}" fill="transparent"/></g>'
         )
     first, last = buckets[0][0], buckets[-1][0] + width_s
+    cut = slice(11, 19) if width_s < 60 else slice(5, 16)  # seconds only when they matter
     axis = (
         f'<line x1="0" y1="{plot_h + .5}" x2="{width}" y2="{plot_h + .5}" stroke="#c9ced8"/>'
         f'<text x="0" y="{height - 2}" font-size="10" fill="#555">'
-        f"{e(utc_text(first)[5:16])}</text>"
+        f"{e(utc_text(first)[cut])}</text>"
         f'<text x="{width}" y="{height - 2}" font-size="10" fill="#555" text-anchor="end">'
-        f"{e(utc_text(last)[5:16])} UTC</text>"
+        f"{e(utc_text(last)[cut])} UTC</text>"
     )
     return Safe(
         f'<svg class="throughput" role="img" aria-label="Delivered and failed tasks over time" '

@@ -64,7 +64,7 @@ STATE_CHOICES = ("All", states.PENDING, states.STARTED, states.RETRY, states.SUC
 PER_PAGE_CHOICES = (10, 25, 50, 100)
 REFRESH_CHOICES = (0, 5, 10, 30, 60)
 #: Chart bucket sizes to choose from (seconds): the smallest that covers the span in 30.
-_BUCKETS = (10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
+_BUCKETS = (1, 2, 5, 10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
 _MAX_FORM = 256 * 1024
 
 
@@ -186,7 +186,7 @@ def _throughput(records: Sequence[TaskRecord], now: float) -> Safe:
     bad = sum(b[2] for b in buckets)
     caption = (f'<span class="legend"><i style="background:#3f9b5a"></i>{ok} delivered'
                f'<i style="background:#d0453a"></i>{bad} failed</span> '
-               f"&middot; per {e(human_duration(size))}")
+               f"&middot; per {e(f'{size} s' if size < 60 else human_duration(size))}")
     svg = chart([(float(b[0]), int(b[1]), int(b[2])) for b in buckets], float(size))
     return Safe(f'<figure class="chart" style="margin:0">{svg}<figcaption>{caption}'
                 "</figcaption></figure>")

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, formataddr
 from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -284,7 +284,7 @@ def mime_source(msg: Message) -> str:
         mime["Subject"] = str(msg.get("renderedSubject") or "")
         created = datetime.fromisoformat(str(msg["createdAt"]).replace("Z", "+00:00"))
         mime["Date"] = format_datetime(created)
-        mime["Message-ID"] = make_msgid(idstring=str(msg["id"]), domain="sandbox.autosend.local")
+        mime["Message-ID"] = f"<{msg['id']}@sandbox.autosend.local>"  # stable across views
         if msg.get("idempotencyKey"):
             mime["X-Idempotency-Key"] = str(msg["idempotencyKey"])
         text, html = msg.get("renderedText"), msg.get("renderedHtml")
