@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -17,12 +17,14 @@ from ..status import StatusClient
 from .html import e, layout
 
 __all__ = [
-    "BadRequest", "get_status", "int_param", "json_response", "page_errors", "upstream_errors"
+    "BadRequest", "async_upstream_errors", "get_status", "int_param", "json_response",
+    "page_errors", "upstream_errors",
 ]
 
 log = logging.getLogger("celery_qstash.dashboard")
 
 Handler = Callable[[Request], Response]
+AsyncHandler = Callable[[Request], Awaitable[Response]]
 
 
 class BadRequest(ValueError):
@@ -95,3 +97,17 @@ upstream_errors = _answering_failures(
 )
 #: For page handlers: the same, rendered as a page.
 page_errors = _answering_failures(_error_page)
+
+
+def async_upstream_errors(handler: AsyncHandler) -> AsyncHandler:
+    """:data:`upstream_errors` for a handler that runs on the event loop."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except _UPSTREAM as exc:
+            code, message = _failure(request, exc)
+            return JSONResponse({"error": message}, status_code=code)
+
+    return wrapper
