@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import socket
 import threading
 import time
@@ -161,6 +162,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: no JSON answer could carry it back
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
     """Is ``value`` nested more than ``limit`` arrays/objects deep? (No recursion of its own.)"""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -181,13 +189,13 @@ def _deeper_than(value: Any, limit: int) -> bool:
 def parse_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """A request body as JSON, or :class:`JSONBodyError`: every server's one JSON parser.
 
-    Whatever goes wrong (bad syntax or encoding, ``NaN``/``Infinity``, nesting past
+    Whatever goes wrong (bad syntax or encoding, ``NaN``/``Infinity``/``1e400``, nesting past
     ``max_depth``, the decoder's own ``RecursionError``) is a ``JSONBodyError``
     with a message fit for a 400, so no body can make a handler fail with a 500.
     """
     too_deep = f"nested more than {max_depth} levels"
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise JSONBodyError(too_deep) from None
     except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ __all__ = [
 log = logging.getLogger("celery_qstash.dashboard")
 
 Handler = Callable[[Request], Response]
+#: How the qstash SDK words a 400 (its QStashError carries no status attribute).
+_QSTASH_400 = re.compile(r"Request failed with status: 400\b")
 AsyncHandler = Callable[[Request], Awaitable[Response]]
 
 
@@ -64,6 +67,9 @@ def _failure(request: Request, exc: Exception) -> tuple[int, str]:
     # QStash refused or could not be reached: say so without leaking a secret.
     text = scrub(str(exc), request.app.state.secrets)
     log.warning("QStash request failed: %s", text)
+    if isinstance(exc, QStashError) and _QSTASH_400.match(str(exc)):
+        # QStash refused a value the caller passed through (a cursor, a filter): their 400.
+        return 400, f"QStash refused the request: {text[:300]}"
     return 502, f"QStash request failed: {text[:300]}"
 
 
