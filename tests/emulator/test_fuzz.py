@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
