@@ -186,12 +186,15 @@ def rate(fn: Callable[[int], object], n: int, start: int = 0) -> float:
 
 
 def paired(
-    ours: Callable[[], float], anchor: Callable[[], float], rounds: int = 3
-) -> tuple[float, float]:
-    """Interleave ``rounds`` measurements of each side; the median of each (calls/s)."""
+    ours: Callable[[], float], anchor: Callable[[], float], rounds: int = 5
+) -> tuple[float, float, float]:
+    """Alternate ``rounds`` measurements of each side (calls/s). Returns the median of each
+    side and the median of the per-round ratios ours/anchor: two neighbouring
+    measurements see nearly the same machine, so the ratio is steadier than either."""
     a: list[float] = []
     b: list[float] = []
     for _ in range(rounds):
         a.append(ours())
         b.append(anchor())
-    return statistics.median(a), statistics.median(b)
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return statistics.median(a), statistics.median(b), statistics.median(ratios)
