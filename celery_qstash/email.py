@@ -69,13 +69,35 @@ SingleLine = Annotated[str, AfterValidator(_no_newlines)]
 
 
 @lru_cache(maxsize=4096)
-def _validated_address(value: str) -> tuple[str, str | None]:
+def _full_validation(value: str) -> tuple[str, str | None]:
     """(normalized address, None) or (value, why not): pure, so cached per process."""
     try:
         # No DNS lookups: validation must work offline and in tests.
         return validate_email(value, check_deliverability=False).normalized, None
     except EmailNotValidError as exc:
         return value, str(exc)
+
+
+@lru_cache(maxsize=1024)
+def _validated_domain(domain: str) -> str | None:
+    """The normalized domain, if ``domain`` is one email-validator accepts (cached)."""
+    normalized, error = _full_validation(f"a@{domain}")
+    return None if error else normalized.rpartition("@")[2]
+
+
+# RFC 5322's dot-atom, ASCII only: a local part email-validator keeps exactly as written.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+)*\Z")
+
+
+def _validated_address(value: str) -> tuple[str, str | None]:
+    """email-validator's verdict; most addresses (a plain local part at a domain seen
+    before) are decided from the cached domain, since the local part needs no work."""
+    local, at, domain = value.rpartition("@")
+    if at and len(local) <= 64 and len(value) <= 254 and _DOT_ATOM.match(local):
+        normalized_domain = _validated_domain(domain)
+        if normalized_domain is not None and len(local) + 1 + len(normalized_domain) <= 254:
+            return f"{local}@{normalized_domain}", None
+    return _full_validation(value)
 
 
 def _check_address(value: str) -> str:

@@ -112,3 +112,24 @@ def test_cached_addresses_validate_the_same() -> None:
         assert Address(email="Jane@EXAMPLE.com").email == "Jane@example.com"
         with pytest.raises(EmailValidationError, match="email"):
             Address(email="not an address")
+
+
+LONG_LOCAL = "a" * 64
+ADDRESSES = [
+    "a@b.com", "Jane@EXAMPLE.com", "a.b+c@x.io", "a..b@x.com", ".a@x.com", "a.@x.com",
+    "a@localhost", "a@x", "a@test", "a@x.test", "a@example", "a@ëxample.com", "ü@x.com",
+    "a@xn--80ak6aa92e.com", "a@-x.com", "a@x-.com", "a@x..com", "a@x.123", "a" * 65 + "@x.com",
+    LONG_LOCAL + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + ".com", "a@[1.2.3.4]",
+    '"a b"@x.com', "a@B.COM", "a@exa_mple.com", "a@x.invalid", "a@x.onion", "A@X.Co.Uk",
+    "a=b@x.com", "{a}@x.com", "a@x.com.", "@x.com", "a@", "",
+]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_fast_address_check_agrees_with_email_validator(address: str) -> None:
+    from celery_qstash.email import _full_validation, _validated_address
+
+    _full_validation.cache_clear()
+    expected = _full_validation(address)
+    _full_validation.cache_clear()
+    assert _validated_address(address) == expected
