@@ -82,48 +82,70 @@ class Settings:
         return (self.qstash_token, self.autosend_api_key)
 
 
-_spelled: dict[tuple[Any, Any, str], tuple[str, ...]] = {}
-
-
-def _conf_value(conf: Any, key: str) -> Any:
-    if conf is None:
-        return None
-    spellings = getattr(conf, "_to_keys", None)
-    maps = getattr(conf, "maps", None)
-    if spellings is None or maps is None:  # a plain mapping
-        value = conf.get(key)
-        return conf.get(key.upper()) if value is None else value
-    # Celery's conf: the lookup its __getitem__ does (namespace prefix, old names), without
-    # the KeyError per map and spelling that makes a missing key cost microseconds.
-    for name in (key, key.upper()):
-        # The spellings depend only on the conf's prefix and renames, not its contents.
-        spelled = (getattr(conf, "prefix", None), getattr(conf, "_keys", None), name)
-        candidates = _spelled.get(spelled)
-        if candidates is None:
-            candidates = _spelled[spelled] = tuple(spellings(name))
-        for mapping in maps:
-            for candidate in candidates:
-                if candidate in mapping:
-                    value = mapping[candidate]
-                    if value is not None:
-                        return value
-    return None
-
-
-def _lookup(conf: Any, key: str, env: str) -> Any:
-    value = _conf_value(conf, key)
-    if value is None:
-        value = os.environ.get(env)
-    return value
-
-
 _KEYS = (
     ("qstash_dev", "QSTASH_DEV"), ("qstash_token", "QSTASH_TOKEN"), ("qstash_url", "QSTASH_URL"),
     ("autosend_api_key", "AUTOSEND_API_KEY"), ("autosend_base_url", "AUTOSEND_BASE_URL"),
     ("autosend_rate_limit", "AUTOSEND_RATE_LIMIT"),
     ("qstash_publish_timeout", "QSTASH_PUBLISH_TIMEOUT"),
     ("autosend_default_from", "AUTOSEND_DEFAULT_FROM"),
+    ("qstash_redact_authorization", None),
 )
+
+#: Per (prefix, renames) of a Celery conf: each key's spellings, lower then upper case.
+_Spellings = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+_spellings: dict[tuple[Any, Any], tuple[_Spellings, frozenset[str]]] = {}
+
+
+def _spelled(conf: Any) -> tuple[_Spellings, frozenset[str]]:
+    # The spellings depend only on the conf's prefix and renames, not on its contents.
+    key = (getattr(conf, "prefix", None), getattr(conf, "_keys", None))
+    found = _spellings.get(key)
+    if found is None:
+        table = tuple(
+            (tuple(conf._to_keys(name)), tuple(conf._to_keys(name.upper())))
+            for name, _ in _KEYS
+        )
+        every = frozenset(s for pair in table for names in pair for s in names)
+        found = _spellings[key] = (table, every)
+    return found
+
+
+def _conf_values(conf: Any) -> list[Any]:
+    """Each key's value in the conf (``None`` when unset): ``conf.get(key)``, else
+    ``conf.get(KEY)``, as Celery resolves them (namespace prefix, old names)."""
+    if conf is None:
+        return [None] * len(_KEYS)
+    if not (hasattr(conf, "_to_keys") and hasattr(conf, "maps")):  # a plain mapping
+        values = []
+        for name, _ in _KEYS:
+            value = conf.get(name)
+            values.append(conf.get(name.upper()) if value is None else value)
+        return values
+    # A Celery conf loads its config source (config_from_object, namespace) on its first
+    # real lookup; what follows reads its maps directly.
+    conf.get("qstash_token")
+    maps = conf.maps
+    table, every = _spelled(conf)
+    # Which spellings each map holds: a membership test each, where Celery's own lookup
+    # raises a KeyError per map and spelling for every key that is not set.
+    present = [{name for name in every if name in mapping} for mapping in maps]
+    anywhere = set().union(*present)
+    values = []
+    for lower, upper in table:
+        value = None
+        if anywhere.isdisjoint(lower) and anywhere.isdisjoint(upper):  # the usual: not set
+            values.append(None)
+            continue
+        for candidates in (lower, upper):
+            for mapping, here in zip(maps, present, strict=True):
+                hit = next((c for c in candidates if c in here), None)
+                if hit is not None:
+                    value = mapping[hit]  # the first map that has it decides, as in Celery
+                    break
+            if value is not None:
+                break
+        values.append(value)
+    return values
 
 
 @lru_cache(maxsize=64)
@@ -137,13 +159,10 @@ def load_settings(conf: Any = None) -> Settings:
     Cached on what the conf and environment hold for these keys, so a change between
     two calls is still seen and an unchanged conf is not parsed again.
     """
-    if conf is not None:
-        # A Celery conf loads its config source (config_from_object, namespace) on its
-        # first real lookup; the fast reads below rely on that having happened.
-        conf.get("qstash_token")
-    raw = (
-        *((key, _lookup(conf, key, env)) for key, env in _KEYS),
-        ("qstash_redact_authorization", _conf_value(conf, "qstash_redact_authorization")),
+    environ = os.environ
+    raw = tuple(
+        (name, environ.get(env) if value is None and env is not None else value)
+        for (name, env), value in zip(_KEYS, _conf_values(conf), strict=True)
     )
     try:
         return _resolve(raw)

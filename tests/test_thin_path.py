@@ -133,3 +133,46 @@ def test_fast_address_check_agrees_with_email_validator(address: str) -> None:
     expected = _full_validation(address)
     _full_validation.cache_clear()
     assert _validated_address(address) == expected
+
+
+def plain_reads(conf: Any) -> list[Any]:
+    """What the settings were read as before: conf.get(key), else conf.get(KEY)."""
+    from celery_qstash.config import _KEYS
+
+    out = []
+    for name, _ in _KEYS:
+        value = conf.get(name)
+        out.append(conf.get(name.upper()) if value is None else value)
+    return out
+
+
+class UpperConfig:
+    QSTASH_TOKEN = "from-object"
+    AUTOSEND_RATE_LIMIT = "7/s"
+
+
+class NamespacedConfig:
+    CELERY_QSTASH_URL = "http://ns.example"
+    CELERY_AUTOSEND_API_KEY = "ns-key"
+
+
+@pytest.mark.parametrize(
+    ("source", "namespace", "changes"),
+    [
+        (None, None, {"qstash_token": "t", "AUTOSEND_API_KEY": "K"}),
+        (UpperConfig, None, {}),
+        (UpperConfig, None, {"qstash_token": "changed"}),  # a change wins over the object
+        (UpperConfig, None, {"qstash_token": None}),  # None in the changes: the upper spelling
+        (NamespacedConfig, "CELERY", {}),
+        (NamespacedConfig, "CELERY", {"qstash_url": "http://changed.example"}),
+    ],
+)
+def test_fast_conf_reads_agree_with_celerys_lookup(source: Any, namespace: str | None, changes: dict[str, Any]) -> None:
+    from celery_qstash.config import _conf_values
+
+    app = Celery("reads", set_as_current=False)
+    if source is not None:
+        app.config_from_object(source, namespace=namespace)
+    app.conf.update(changes)
+    assert _conf_values(app.conf) == plain_reads(app.conf)
+    app.close()
