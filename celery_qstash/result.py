@@ -22,6 +22,7 @@ from celery.result import AsyncResult
 
 from .config import load_settings
 from .errors import DeliveryFailed
+from .options import canvas_error
 from .status import NotFound, StatusClient, TaskRecord
 from .transports.qstash import client_for
 
@@ -91,6 +92,12 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
                                 "traceback": traceback, "children": [],
                                 "date_done": datetime.now(timezone.utc).isoformat()}
         return result
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        """Refused before Celery sends its ``chord_unlock`` task to a broker: QStash's logs
+        cannot join a chord, and a QStash task in the header is refused anyway (the same
+        error as eager mode's)."""
+        raise canvas_error("chord")
 
     def _forget(self, task_id: str) -> None:
         self._eager.pop(task_id, None)
