@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from celery import chain, states
@@ -150,3 +152,23 @@ def test_a_chain_of_email_tasks_is_refused_the_same_way(port: Port) -> None:
         ).delay()
     assert str(info.value) == str(canvas_error("chain"))
     assert port.published() == []
+
+
+def test_warnings_point_at_the_line_that_called(port: Port) -> None:
+    # Before issue 7 they pointed into celery/app/task.py (delay) or celery/canvas.py.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        shapes.EmailMessage("w:1", "max@example.com", "Hi", "<p>Hi</p>").send()
+        shapes.send_account_confirmation_email_task.s("a@example.com", {"user_id": 1, "name": "A", "url": "u"}).delay()
+    ours = {str(w.message).split(":")[1].strip(): w for w in caught if issubclass(w.category, CeleryQStashWarning)}
+    assert set(ours) == {"autoretry_for", "retry_jitter", "compression"}
+    # PostHog's call goes through its own EmailMessage.send: the warning names that line
+    assert (ours["autoretry_for"].filename, ours["autoretry_for"].lineno) == (shapes.__file__, SEND_LINE)
+    assert (ours["compression"].filename, ours["compression"].lineno) == (__file__, line + 1)
+
+
+SEND_LINE = next(
+    i for i, text in enumerate(Path(shapes.__file__).read_text().splitlines(), 1)
+    if "return _send_email.delay(**self.kwargs)" in text
+)
