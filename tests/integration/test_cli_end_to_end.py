@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 from celery import Celery
@@ -27,9 +28,9 @@ def _cli(servers: DevServers, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _failed(app: Celery, servers: DevServers, n: int) -> str:
+def _failed(task: Any, servers: DevServers, n: int) -> str:
     httpx.post(f"{servers.sandbox.url}/api/v1/chaos", json={"fail_next": 1, "status": 500}).raise_for_status()
-    result = _task(app, max_retries=0).delay(n)
+    result = task.delay(n)
     result.get(timeout=10, propagate=False)
     assert result.state == "FAILURE"
     return str(result.id)
@@ -56,8 +57,9 @@ def test_revoke_of_a_finished_task_exits_0(live_app: Celery, dev_servers: DevSer
 
 
 def test_dlq_retry_and_delete_by_task_id(live_app: Celery, dev_servers: DevServers) -> None:
-    first = _failed(live_app, dev_servers, 1)
-    second = _failed(live_app, dev_servers, 2)
+    task = _task(live_app, max_retries=0)
+    first = _failed(task, dev_servers, 1)
+    second = _failed(task, dev_servers, 2)
     assert sorted(_dlq_task_ids(dev_servers)) == sorted([first, second])
 
     code, out = _cli(dev_servers, "dlq", "retry", first)
