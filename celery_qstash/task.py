@@ -384,17 +384,24 @@ def _canvas_step() -> str | None:
         elif code is _CHORD_APPLY:
             return "chord" if in_group else None  # the header, not the body
         elif code is _CHAIN_APPLY:
-            local = frame.f_locals
-            index, last = local.get("index"), local.get("last_index")
-            if isinstance(index, int) and isinstance(last, int) and index >= last:
-                return None  # the last step of a chain: production accepts it too
-            return "chain"
+            return None if _last_step(frame.f_locals) else "chain"
         elif code is not _SIGNATURE_APPLY and not os.path.abspath(
             code.co_filename
         ).startswith(_CELERY_DIR):
             return None
         frame = frame.f_back
     return None
+
+
+def _last_step(local: Mapping[str, Any]) -> bool:
+    """Is ``_chain.apply`` (its frame's locals) applying its last step? Production accepts
+    a QStash task there: the previous step's worker publishes it with an empty chain."""
+    index, last = local.get("index"), local.get("last_index")
+    if isinstance(index, int) and isinstance(last, int):  # Celery 5.7 skips empty groups
+        return index >= last
+    chain_sig, step = local.get("self"), local.get("task")  # older: `for task in self.tasks`
+    tasks: Any = getattr(chain_sig, "tasks", None)
+    return bool(tasks) and step is tasks[-1]
 
 
 def _routed_queue(app: Any, task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:

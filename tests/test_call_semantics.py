@@ -321,3 +321,15 @@ def test_a_name_unlike_any_option_gets_only_the_header_hint(mode: Mode, app: Cel
         send_one.apply_async((1,), x_tenant_name="acme")
     assert "did you mean" not in str(info.value)
     assert "headers={...}" in str(info.value)
+
+
+def test_the_last_chain_step_is_found_on_older_celery_too() -> None:
+    # Celery < 5.7's chain.apply loops `for task in self.tasks` without index locals.
+    from celery_qstash.task import _last_step
+
+    steps = chain(plain.s(), send_one.si(1))
+    first, last = steps.tasks
+    assert _last_step({"self": steps, "task": last})
+    assert not _last_step({"self": steps, "task": first})
+    assert _last_step({"index": 1, "last_index": 1})
+    assert not _last_step({"index": 0, "last_index": 1})
