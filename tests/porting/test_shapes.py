@@ -15,7 +15,11 @@ from celery_qstash.options import canvas_error
 from . import shapes
 from .conftest import Port
 
-pytestmark = pytest.mark.filterwarnings("ignore::celery_qstash.CeleryQStashWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::celery_qstash.CeleryQStashWarning"),
+    # PostHog's EMAIL_TASK_KWARGS sets the `queue` task attribute, which Celery deprecates.
+    pytest.mark.filterwarnings("ignore::celery.exceptions.CDeprecationWarning"),
+]
 
 
 def test_saleor_helper_that_returns_an_email(port: Port) -> None:
