@@ -150,6 +150,7 @@ def dev(
             check_bind(host, None, False)
         except ConfigurationError as exc:
             raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
+    extra_routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_port(host, port, "--port", "QStash emulator")
     _check_port(host, sandbox_port, "--sandbox-port", "AutoSend sandbox")
     if not no_dashboard:
@@ -160,7 +161,7 @@ def dev(
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox").start()
         servers.append(box)
-        routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
+        routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes).start()
         servers.append(qstash)
         board_url = None
@@ -216,10 +217,11 @@ def emulator(
     _need_local()
     from ..emulator import serve
 
+    routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_port(host, port, "--port", "QStash emulator")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs), extra_tokens=tokens)
+    serve(host=host, port=port, data_dir=data_dir, routes=routes, extra_tokens=tokens)
 
 
 @click.command()

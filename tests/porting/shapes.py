@@ -62,8 +62,10 @@ def notify_staff(order_number: int, staff: list[str]) -> Any:
 # Before: @shared_task(**EMAIL_TASK_KWARGS) def _send_email(...), deduplicated by a
 # MessagingRecord, and EmailMessage.send(send_async=False) called _send_email.apply(...).
 
+# PostHog also sets "queue": "email" here. Celery 5.7 deprecates the `queue` task
+# attribute (and warns for every app a shared task is bound to), so the port routes
+# with task_routes, as Celery recommends; celery-qstash maps both the same way.
 EMAIL_TASK_KWARGS: dict[str, Any] = {
-    "queue": "email",
     "ignore_result": True,
     "autoretry_for": (Exception,),
     "max_retries": 3,

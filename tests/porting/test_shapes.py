@@ -17,8 +17,6 @@ from .conftest import Port
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::celery_qstash.CeleryQStashWarning"),
-    # PostHog's EMAIL_TASK_KWARGS sets the `queue` task attribute, which Celery deprecates.
-    pytest.mark.filterwarnings("ignore::celery.exceptions.CDeprecationWarning"),
 ]
 
 
@@ -70,10 +68,11 @@ def test_posthog_synchronous_apply_path_sends_for_real(port: Port) -> None:
 
 
 def test_posthog_async_path_goes_to_its_queue(port: Port) -> None:
+    port.app.conf.task_routes = {shapes._send_email.name: {"queue": "email"}}
     result = shapes.EmailMessage("digest:1", "max@example.com", "Digest", "<p>3 new</p>").send()
 
     assert port.inbox(1)[0]["task_id"] == result.id
-    assert port.queue(result.id) == "email"  # EMAIL_TASK_KWARGS["queue"]
+    assert port.queue(result.id) == "email"
 
 
 def test_task_routes_choose_the_queue(port: Port) -> None:
