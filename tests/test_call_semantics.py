@@ -333,3 +333,22 @@ def test_the_last_chain_step_is_found_on_older_celery_too() -> None:
     assert not _last_step({"self": steps, "task": first})
     assert _last_step({"index": 1, "last_index": 1})
     assert not _last_step({"index": 0, "last_index": 1})
+
+
+def test_the_pytest_plugins_forced_eager_mode_is_eager_for_apply_too(
+    app: Celery, qstash_mock: respx.MockRouter
+) -> None:
+    from celery_qstash.transports.eager import force_eager
+
+    force_eager(True)
+    try:
+        result = send_one.apply((4,))
+        with pytest.raises(RetryNotSupported):
+            send_or_retry.delay(False)
+        nothing = maybe_send.delay(False)
+    finally:
+        force_eager(False)
+    assert isinstance(result, EagerResult)
+    assert outbox.last.task_id == result.id
+    assert nothing.state == states.IGNORED
+    assert qstash_mock.calls.call_count == 0
