@@ -166,9 +166,11 @@ def dev(
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
-            board = ThreadedServer(_dashboard_app(qstash.url, host), host, dashboard_port).start()
+            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url), host,
+                                   dashboard_port).start()
             servers.append(board)
             board_url = board.url
+            box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
         keys = (qstash.current_signing_key, qstash.next_signing_key)
         click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
         for prefix, target in routes.items():
@@ -192,7 +194,7 @@ def dev(
         click.echo("stopped")
 
 
-def _dashboard_app(qstash_url: str, host: str) -> Any:
+def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:
     from qstash import QStash
 
     from ..dashboard import create_app, local_hosts
@@ -201,6 +203,7 @@ def _dashboard_app(qstash_url: str, host: str) -> Any:
     return create_app(
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
         allowed_hosts=local_hosts(host),
+        inbox_url=inbox_url,
     )
 
 

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._serving import LOOPBACK_HOSTS, SameSiteGuard, is_loopback, local_hosts
+from ..clock import Clock, SystemClock
 from ..devserver import DASHBOARD_PORT
 from ..errors import ConfigurationError
 from ..status import StatusClient
@@ -119,9 +120,12 @@ ROUTES = [
     Route("/tasks/{task_id}/revoke", views.task_revoke, methods=["POST"]),
     Route("/task/{task_id}", _flower_task_page),
     Route("/dlq", views.dlq_page),
+    Route("/dlq/bulk", views.dlq_bulk, methods=["POST"]),
     Route("/dlq/{dlq_id}/retry", views.dlq_retry, methods=["POST"]),
     Route("/dlq/{dlq_id}/delete", views.dlq_delete, methods=["POST"]),
     Route("/queues", views.queues_page),
+    Route("/queues/{name}", views.queue_page),
+    Route("/queues/{name}/{action}", views.queue_action, methods=["POST"]),
     # Flower's task API
     Route("/api/tasks", api.tasks),
     Route("/api/task/types", api.task_types),
@@ -143,6 +147,8 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     secrets: Iterable[str | None] = (),
     pages: int = 5,
+    inbox_url: str | None = None,
+    clock: Clock | None = None,
 ) -> Starlette:
     """The dashboard app.
 
@@ -153,6 +159,9 @@ def create_app(
     :param secrets: values scrubbed from any upstream text a page shows
         (the QStash token and AutoSend key, typically).
     :param pages: how many pages of 1000 events a task list reads from QStash.
+    :param inbox_url: the AutoSend sandbox's address, to link a task to its captured email
+        (``celery-qstash dev`` sets it; ``None``: no link).
+    :param clock: what "now" is for relative times and the chart (the system clock).
     """
     if auth is not None and (not auth[0] or not auth[1]):
         raise ConfigurationError("auth", "basic auth needs a user name and a password")
@@ -160,6 +169,8 @@ def create_app(
     app.state.status = status
     app.state.secrets = tuple(s for s in secrets if s)
     app.state.pages = pages
+    app.state.inbox_url = inbox_url.rstrip("/") if inbox_url else None
+    app.state.clock = clock or SystemClock()
     app.add_middleware(_Guard, auth=auth)
     # Added last, so it runs first: a foreign Host or origin is refused before anything else.
     app.add_middleware(SameSiteGuard, allowed_hosts=allowed_hosts)
@@ -185,6 +196,7 @@ def serve(
     *,
     status: StatusSource | None = None,
     conf: Any = None,
+    inbox_url: str | None = None,
 ) -> None:
     """Run the dashboard until Ctrl-C (settings from ``conf``, a Celery ``app.conf``, and env)."""
     from .._serving import run
@@ -200,6 +212,7 @@ def serve(
         auth=auth,
         allowed_hosts=local_hosts(host),
         secrets=settings.secrets,
+        inbox_url=inbox_url,
     )
     shown = f"[{host}]" if ":" in host else host
     print(f"Dashboard is running at http://{shown}:{port} (QStash at {settings.qstash_url})",

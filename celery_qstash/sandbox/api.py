@@ -4,8 +4,11 @@ Routes::
 
     POST   /v1/mails/send            AutoSend: one email (validated with ``Email``)
     POST   /v1/mails/bulk            AutoSend: one email per recipient (``BulkEmail``)
-    GET    /  and  /inbox            inbox page, newest first
-    GET    /inbox/{id}               one captured email
+    GET    /  and  /inbox            inbox page, newest first: ?q= search, ?key=, ?page=, ?refresh=
+    GET    /inbox/{id}               one captured email: ?tab=html|text|source|headers|request
+    POST   /inbox/{id}/delete        the page's Delete button (form token)
+    POST   /inbox/clear              the page's Clear all button (form token + confirm)
+    GET    /rejected                 refused mail requests, newest first, with the reason
     GET    /api/v1/messages          ?limit=&offset=&to=&subject=&batchId= -> {"total", "messages"}
     GET    /api/v1/messages/{id}     one message (404 if unknown)
     DELETE /api/v1/messages[/{id}]   delete all (or one)
@@ -58,10 +61,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_errors
@@ -218,6 +222,11 @@ class SandboxAPI:
         # A chaos delay must really delay (a client's timeout has to fire), so it is
         # the event loop's sleep, not the Clock's; tests swap in a recorder.
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        #: The dashboard, to link an email to its task (``celery-qstash dev`` sets it).
+        self.dashboard_url: str | None = None
+        # The inbox's forms carry this; a page on another site cannot read it, so it
+        # cannot make a browser delete emails (SameSiteGuard refuses such POSTs too).
+        self.page_token = secrets.token_urlsafe(24)
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -226,7 +235,10 @@ class SandboxAPI:
             Route(BULK_PATH, self.bulk, methods=["POST"]),
             Route("/", self.inbox_page, methods=["GET"]),
             Route("/inbox", self.inbox_page, methods=["GET"]),
+            Route("/inbox/clear", self.clear_page, methods=["POST"]),
             Route("/inbox/{id}", self.message_page, methods=["GET"]),
+            Route("/inbox/{id}/delete", self.delete_page, methods=["POST"]),
+            Route("/rejected", self.rejected_page, methods=["GET"]),
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
             Route("/api/v1/messages", self.delete_messages, methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
@@ -242,10 +254,20 @@ class SandboxAPI:
     # -- AutoSend endpoints --------------------------------------------------
 
     async def send(self, request: Request) -> Response:
-        return await self._mail(request, bulk=False)
+        return await self._remember_refusal(request, await self._mail(request, bulk=False))
 
     async def bulk(self, request: Request) -> Response:
-        return await self._mail(request, bulk=True)
+        return await self._remember_refusal(request, await self._mail(request, bulk=True))
+
+    async def _remember_refusal(self, request: Request, response: Response) -> Response:
+        """A refused mail request goes to the Rejected view, with the reason it was given."""
+        if response.status_code < 400:
+            return response
+        self.store.record_rejection(
+            refusal(response, await request.body(), request.url.path,
+                    request.headers.get("idempotency-key"))
+        )
+        return response
 
     def _reject(
         self, status: int, body: Any, headers: dict[str, str] | None = None
@@ -464,6 +486,7 @@ class SandboxAPI:
 
     def _chaos_response(self, rule: ChaosRule, headers: dict[str, str]) -> JSONResponse:
         status = rule.status or 500
+        headers["X-Sandbox-Chaos"] = "true"  # says the failure was injected, not real
         if rule.retry_after is not None and self.settings.retry_after_header:
             headers["Retry-After"] = str(rule.retry_after)
         body = rule.body
@@ -542,20 +565,128 @@ class SandboxAPI:
     # -- pages ---------------------------------------------------------------
 
     async def inbox_page(self, request: Request) -> Response:
-        total, messages = self.store.messages(limit=pages.INBOX_LIMIT)
-        return _page(pages.inbox(total, messages))
+        query = request.query_params
+        try:
+            page = _int_param(query.get("page"), "page", default=1, low=1, high=10**9)
+            refresh = _int_param(query.get("refresh"), "refresh", default=pages.REFRESH,
+                                 low=0, high=3600)
+        except EmailValidationError as exc:
+            return _page(pages.bad_request(exc.errors), 400)
+        search, key = (query.get("q") or "").strip(), (query.get("key") or "").strip()
+        total, messages = self.store.messages(
+            limit=pages.PER_PAGE, offset=(page - 1) * pages.PER_PAGE,
+            search=search or None, idempotency_key=key or None,
+        )
+        rejected, _ = self.store.rejections(limit=1)
+        view = pages.InboxView(total=total, messages=messages, page=page, search=search,
+                               key=key, refresh=refresh, token=self.page_token,
+                               rejected=rejected, done=query.get("done") or "")
+        return _page(pages.inbox(view))
 
     async def message_page(self, request: Request) -> Response:
         msg = self.store.get(request.path_params["id"])
         if msg is None:
             return _page(pages.not_found(request.path_params["id"]), 404)
-        return _page(pages.message(msg))
+        tab = request.query_params.get("tab") or (
+            "html" if msg.get("renderedHtml") is not None else "text")
+        width = request.query_params.get("width") or "desktop"
+        if tab not in pages.TABS or width not in pages.WIDTHS:
+            errors = [{"field": "tab", "message": f"one of {', '.join(pages.TABS)}"}]
+            return _page(pages.bad_request(errors), 400)
+        newer, older = self.store.neighbours(msg["id"])
+        return _page(pages.message(msg, tab=tab, width=width, newer=newer, older=older,
+                                   token=self.page_token, dashboard_url=self.dashboard_url))
+
+    async def rejected_page(self, request: Request) -> Response:
+        try:
+            page = _int_param(request.query_params.get("page"), "page", default=1, low=1,
+                              high=10**9)
+        except EmailValidationError as exc:
+            return _page(pages.bad_request(exc.errors), 400)
+        total, rows = self.store.rejections(limit=pages.PER_PAGE,
+                                            offset=(page - 1) * pages.PER_PAGE)
+        return _page(pages.rejected(total, rows, page=page, dashboard_url=self.dashboard_url))
+
+    async def _form_ok(self, request: Request) -> dict[str, str] | None:
+        """The posted form if it carries this sandbox's page token, else ``None``."""
+        body = await request.body()
+        if len(body) > 4096:
+            return None
+        try:
+            form = dict(parse_qsl(body.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        token = form.get("token", "")
+        return form if hmac.compare_digest(token.encode(), self.page_token.encode()) else None
+
+    async def delete_page(self, request: Request) -> Response:
+        if await self._form_ok(request) is None:
+            return _page(pages.forbidden(), 403)
+        message_id = request.path_params["id"]
+        deleted = self.store.delete(message_id)
+        done = "Deleted 1 email." if deleted else "That email was already gone."
+        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
+
+    async def clear_page(self, request: Request) -> Response:
+        form = await self._form_ok(request)
+        if form is None:
+            return _page(pages.forbidden(), 403)
+        if form.get("confirm") != "yes":
+            return RedirectResponse("/inbox", status_code=303)
+        deleted = self.store.delete()
+        done = f"Deleted {deleted} email{'s' if deleted != 1 else ''}."
+        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
 
 
 def _page(content: str, status: int = 200) -> HTMLResponse:
-    # Captured HTML is shown only inside <iframe sandbox>; no script runs on our pages at all.
-    csp = "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'"
+    # Captured HTML is shown only inside <iframe sandbox>; no script runs on our pages at
+    # all, and the only forms post back here (delete, clear all).
+    csp = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+           "frame-ancestors 'none'")
     return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
+
+
+_KINDS = {400: "validation", 401: "auth", 409: "idempotency", 429: "rate limit"}
+
+
+def refusal(response: Response, raw: bytes, path: str, idempotency_key: str | None
+            ) -> dict[str, Any]:
+    """What the Rejected view shows of one refused request: when, what, why, to whom."""
+    try:
+        answer = json.loads(bytes(response.body))
+    except (ValueError, TypeError):
+        answer = None
+    reason = ""
+    if isinstance(answer, dict):
+        reason = str(answer.get("message") or "")
+        details = answer.get("errors")
+        if isinstance(details, list):
+            parts = [f"{d.get('field')}: {d.get('message')}" for d in details
+                     if isinstance(d, dict)]
+            reason = f"{reason} ({'; '.join(parts)})" if parts else reason
+    if response.headers.get("x-sandbox-chaos"):
+        kind = "chaos"
+    else:
+        kind = _KINDS.get(response.status_code, "error")
+    payload, errors = _parse_json(raw) if raw and len(raw) <= 1_000_000 else (None, ["skip"])
+    to = subject = None
+    if not errors and isinstance(payload, dict):
+        target = payload.get("to")
+        if isinstance(target, dict) and isinstance(target.get("email"), str):
+            to = target["email"]
+        elif isinstance(payload.get("recipients"), list):
+            to = f"{len(payload['recipients'])} recipients"
+        subject = payload.get("subject") if isinstance(payload.get("subject"), str) else None
+    return {
+        "status": response.status_code,
+        "kind": kind,
+        "reason": reason[:500],
+        "endpoint": path,
+        "to": to,
+        "subject": subject,
+        "idempotencyKey": (idempotency_key or "").strip()[:256] or None,
+        "retryAfter": answer.get("retryAfter") if isinstance(answer, dict) else None,
+    }
 
 
 _INTEGER = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -39,10 +40,11 @@ def _failed(task: Any, servers: DevServers, n: int) -> str:
 def _dlq_task_ids(servers: DevServers) -> list[str]:
     deadline = time.monotonic() + 10
     while True:
-        code, out = _cli(servers, "dlq", "list")
+        code, out = _cli(servers, "dlq", "list", "--json")
         assert code == 0, out
-        if "empty" not in out or time.monotonic() > deadline:
-            return [line.split()[1] for line in out.splitlines()[2:]]
+        rows = json.loads(out)
+        if rows or time.monotonic() > deadline:
+            return [str(row["task_id"]) for row in rows]
         time.sleep(0.05)
 
 
