@@ -40,6 +40,28 @@ _route = click.option(
 )
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from .._serving import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _max_body(what: str, default: str) -> Callable[[F], F]:
+    return click.option(
+        "--max-body",
+        default=None,
+        callback=_size,
+        metavar="SIZE",
+        help=f"largest request body {what} accepts, in bytes or with KB/MB/KiB/MiB "
+        f"(default {default}); larger ones get 413",
+    )
+
+
 def _data_dir(default: str) -> Callable[[F], F]:
     return click.option(
         "--data-dir",
@@ -122,6 +144,7 @@ def _wait_for_stop() -> None:
 @click.option("--no-dashboard", is_flag=True, help="do not start the dashboard")
 @_data_dir(".qstash-dev")
 @_route
+@_max_body("the emulator", "1MiB, QStash's message size limit")
 def dev(
     host: str,
     port: int,
@@ -130,6 +153,7 @@ def dev(
     no_dashboard: bool,
     data_dir: Path,
     route_specs: tuple[str, ...],
+    max_body: int | None,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -138,7 +162,7 @@ def dev(
     """
     _need_local()
     from .._serving import ThreadedServer
-    from ..emulator import EmulatorServer
+    from ..emulator import DEFAULT_MAX_BODY, EmulatorServer
     from ..sandbox import SandboxServer
 
     if not no_dashboard:
@@ -162,7 +186,8 @@ def dev(
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox").start()
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **extra_routes}
-        qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes).start()
+        qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
+                                max_body=max_body or DEFAULT_MAX_BODY).start()
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
@@ -213,18 +238,25 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
 @_data_dir(".qstash-dev/emulator")
 @_route
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
+@_max_body("the emulator", "1MiB, QStash's message size limit")
 def emulator(
-    host: str, port: int, data_dir: Path, route_specs: tuple[str, ...], tokens: tuple[str, ...]
+    host: str,
+    port: int,
+    data_dir: Path,
+    route_specs: tuple[str, ...],
+    tokens: tuple[str, ...],
+    max_body: int | None,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
-    from ..emulator import serve
+    from ..emulator import DEFAULT_MAX_BODY, serve
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_port(host, port, "--port", "QStash emulator")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=routes, extra_tokens=tokens)
+    serve(host=host, port=port, data_dir=data_dir, routes=routes,
+          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY)
 
 
 @click.command()
@@ -237,12 +269,16 @@ def emulator(
     multiple=True,
     help="accept only these AutoSend keys (repeatable; default: any key)",
 )
-def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...]) -> None:
+@_max_body("the sandbox", "10MB")
+def sandbox(
+    host: str, port: int, data_dir: Path, api_keys: tuple[str, ...], max_body: int | None
+) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
-    from ..sandbox import serve
+    from ..sandbox import DEFAULT_MAX_BODY, serve
 
     _check_port(host, port, "--port", "AutoSend sandbox")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None)
+    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
+          max_body=max_body or DEFAULT_MAX_BODY)
