@@ -272,21 +272,19 @@ class QStashTask(Task):  # type: ignore[misc]
         finally:
             if token is not None:
                 _eager.reset(token)
-        if result.state == celery_states.FAILURE and isinstance(result.result, UnsupportedOption):
-            # Production raises these at the call site whatever task_eager_propagates says:
-            # a green eager suite must mean the production call is accepted.
+        if result.state == celery_states.FAILURE and isinstance(result.result, BaseException):
+            # Production runs the body and validates the email at the call site, so whatever
+            # fails there raises, whatever task_eager_propagates says: a green eager suite
+            # must mean the production call is accepted.
             raise result.result
         return result
 
     def retry(self, *args: Any, exc: BaseException | None = None, **kwargs: Any) -> Any:
         """Refused: the body runs before anything is published (see :class:`RetryNotSupported`).
 
-        Celery's ``autoretry_for`` calls this too; there the original exception reaches
-        the caller, as documented for ``autoretry_for``.
+        ``autoretry_for`` never gets here: the body runs without Celery's autoretry
+        wrapper, so the original exception reaches the caller, as documented.
         """
-        caller = sys._getframe(1).f_code
-        if exc is not None and caller.co_filename == _AUTORETRY_FILE:
-            raise exc
         raise RetryNotSupported()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -357,14 +355,14 @@ class QStashTask(Task):  # type: ignore[misc]
         _on_commit(lambda: self.apply_async(*args, **kwargs))
 
 
-_AUTORETRY_FILE = os.path.join(os.path.dirname(celery.__file__), "app", "autoretry.py")
-
-
 def _run_body(task: Task, args: Any, kwargs: Any) -> Any:
     """The task body; Celery's own retry and reject exceptions become :class:`RetryNotSupported`
     (a retry from inside the body would publish the task again from the caller's process)."""
+    # Celery's autoretry_for wraps run() and keeps the body as _orig_run; at call time a
+    # retry would re-run the body in the caller, so QStash's delivery retries replace it.
+    body = getattr(task, "_orig_run", task.run)
     try:
-        return task.run(*args, **kwargs)
+        return body(*args, **kwargs)
     except (Retry, Reject) as exc:
         raise RetryNotSupported(type(exc).__name__) from exc
 
