@@ -1,0 +1,1 @@
+"""Django integration: ``urls`` mounts the QStash callback receiver (``receiver``)."""
