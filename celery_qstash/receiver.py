@@ -354,7 +354,9 @@ class _Outcome:
 
 def _outcome(receiver: CallbackReceiver, delivery: Delivery) -> _Outcome | ReceiverResponse:
     body = delivery.body
-    task_id = _source_header(body, "Idempotency-Key")
+    # A scheduled message (celery-qstash beat sync) has no fixed task id: each run is
+    # known by its QStash message id, as the status pages know it.
+    task_id = _source_header(body, "Idempotency-Key") or body.get("sourceMessageId")
     name = _source_header(body, TASK_NAME_HEADER) or _source_header(body, "X-Celery-Task")
     task = receiver.find_task(name)
     if not task_id or task is None:
