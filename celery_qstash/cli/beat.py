@@ -15,7 +15,7 @@ from ..errors import CeleryQStashError, scrub
 __all__ = ["beat_group"]
 
 
-def _load_app(app_path: str) -> Any:
+def _load_app(app_path: str, param_hint: str = "-A") -> Any:
     module_name, _, attr = app_path.partition(":")
     if "." not in sys.path and "" not in sys.path:
         sys.path.insert(0, "")  # like `celery -A`: the current directory is importable
@@ -23,7 +23,9 @@ def _load_app(app_path: str) -> Any:
         module = importlib.import_module(module_name)
         app = getattr(module, attr or "app")
     except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {app_path!r}: {exc}", param_hint="-A") from None
+        raise click.BadParameter(
+            f"cannot load {app_path!r}: {exc}", param_hint=param_hint
+        ) from None
     # As `celery beat` does: the app's task modules, so every entry's task is registered.
     app.loader.import_default_modules()
     return app
