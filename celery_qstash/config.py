@@ -92,10 +92,10 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
-        return (
-            self.qstash_token, self.autosend_api_key,
-            self.current_signing_key, self.next_signing_key,
-        )
+        # The signing keys too: whoever holds one can forge QStash's signature.
+        candidates = (self.qstash_token, self.autosend_api_key,
+                      self.current_signing_key, self.next_signing_key)
+        return tuple(s for s in candidates if s)
 
 
 def _lookup(conf: Any, key: str, env: str) -> Any:

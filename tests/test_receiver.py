@@ -467,3 +467,20 @@ def test_the_core_imports_no_web_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_signing_keys_are_secrets_and_never_in_repr() -> None:
+    from celery_qstash.config import load_settings
+
+    settings = load_settings({"qstash_current_signing_key": "sig_current_S3CRET",
+                              "qstash_next_signing_key": "sig_next_S3CRET"})
+    assert {"sig_current_S3CRET", "sig_next_S3CRET"} <= set(settings.secrets)
+    assert "S3CRET" not in repr(settings)
+
+
+def test_dev_mode_brings_the_dev_signing_keys() -> None:
+    from celery_qstash.config import load_settings
+
+    settings = load_settings({"qstash_dev": True})
+    assert (settings.current_signing_key, settings.next_signing_key) == (
+        DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)
