@@ -480,7 +480,10 @@ def _scope_url(scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
     if not host:
         server = scope.get("server") or ("localhost", None)
         host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
-    path = scope.get("root_path", "") + scope.get("path", "/")
+    # ASGI servers disagree on whether ``path`` already includes ``root_path``.
+    path, root = scope.get("path", "/"), scope.get("root_path", "")
+    if root and not path.startswith(root):
+        path = root + path
     query = scope.get("query_string", b"").decode("latin-1")
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 

@@ -484,3 +484,14 @@ def test_dev_mode_brings_the_dev_signing_keys() -> None:
     settings = load_settings({"qstash_dev": True})
     assert (settings.current_signing_key, settings.next_signing_key) == (
         DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY)
+
+
+@pytest.mark.parametrize(
+    ("root_path", "path"),
+    [("", "/hooks/qstash"), ("/hooks", "/qstash"), ("/hooks", "/hooks/qstash")],
+)
+def test_the_asgi_url_includes_the_mount_point_once(root_path: str, path: str) -> None:
+    from celery_qstash.receiver import _scope_url
+
+    scope = {"scheme": "https", "root_path": root_path, "path": path, "query_string": b"a=1"}
+    assert _scope_url(scope, {"host": "app.example"}) == "https://app.example/hooks/qstash?a=1"
