@@ -29,6 +29,7 @@ from .email import coerce_email
 from .errors import UnsupportedOption
 from .options import PublishPlan, TaskAttrs, plan_publish
 from .result import QStashAsyncResult
+from .signals import email_delivered
 from .transports import EagerTransport, get_transport
 
 __all__ = ["QStashTask", "autosend_task"]
@@ -211,7 +212,19 @@ class QStashTask(Task):  # type: ignore[misc]
         # Celery's tracer already pushed this request (id, is_eager); run the body in it.
         email = coerce_email(self.run(*args, **kwargs), default_from=settings.default_from)
         sent = EagerTransport().publish(plan.request(email, settings, eager=True))
+        if settings.callback_url and plan.callback == settings.callback_url:
+            # In production the receiver would report this delivery: do it after Celery's
+            # own on_success/task_success, as the receiver does (see after_return).
+            _eager_delivery.set((request.id, sent.response))
         return sent.response
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        # Celery's tracer calls this after on_success and task_success (eager mode only
+        # has a tracer here). An override should call super() to keep email_delivered.
+        _report_eager_delivery(self, status, task_id)
+        super().after_return(status, retval, task_id, args, kwargs, einfo)
 
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
         """Run the body with a request context, as a worker would (self.request.id works)."""
@@ -242,6 +255,29 @@ class QStashTask(Task):  # type: ignore[misc]
     def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
         """``apply_async`` once the current Django transaction commits."""
         _on_commit(lambda: self.apply_async(*args, **kwargs))
+
+
+#: (task id, AutoSend's response) of the eager call whose email_delivered is still due.
+_eager_delivery: ContextVar[tuple[str, Any] | None] = ContextVar(
+    "celery_qstash_eager_delivery", default=None
+)
+
+
+def _report_eager_delivery(task: Task, status: str, task_id: str) -> None:
+    """Eager mode is production without the network: with ``qstash_callback_url`` set,
+    ``email_delivered`` follows ``on_success`` and ``task_success`` there too."""
+    pending = _eager_delivery.get()
+    if pending is None or pending[0] != task_id:
+        return
+    _eager_delivery.set(None)
+    if status != celery_states.SUCCESS:
+        return
+    response = pending[1]
+    data = response if isinstance(response, Mapping) else {}
+    email_delivered.send(
+        sender=task, task_id=task_id, email_id=data.get("emailId"),
+        batch_id=data.get("batchId"), response=response, message_id=None,
+    )
 
 
 def _routed_queue(app: Any, task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:

@@ -495,3 +495,23 @@ def test_the_asgi_url_includes_the_mount_point_once(root_path: str, path: str) -
 
     scope = {"scheme": "https", "root_path": root_path, "path": path, "query_string": b"a=1"}
     assert _scope_url(scope, {"host": "app.example"}) == "https://app.example/hooks/qstash?a=1"
+
+
+def test_eager_mode_reports_the_delivery_as_the_receiver_would(cb_app: Celery, recorder: Recorder) -> None:
+    cb_app.conf.task_always_eager = True
+    cb_app.conf.qstash_callback_url = URL
+    result = cb_app.tasks["cb.send_welcome"].apply_async((1,), task_id="welcome-eager")
+
+    assert recorder.names() == ["on_success", "task_success", "email_delivered"]
+    delivered = recorder.events[2][1]
+    assert delivered["task_id"] == "welcome-eager"
+    assert delivered["email_id"] == result.get()["emailId"]
+
+
+def test_eager_mode_without_callbacks_sends_no_email_delivered(cb_app: Celery, recorder: Recorder) -> None:
+    cb_app.conf.task_always_eager = True
+    cb_app.tasks["cb.send_welcome"].delay(1)
+    cb_app.conf.qstash_callback_url = URL
+    cb_app.tasks["cb.send_welcome"].apply_async((2,), link=False)
+    assert "email_delivered" not in recorder.names()
+    assert recorder.names().count("task_success") == 2
