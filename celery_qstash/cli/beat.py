@@ -31,23 +31,35 @@ def _load_app(app_path: str, param_hint: str = "-A") -> Any:
     return app
 
 
+def _celery_cli_app() -> Any:
+    """The app `celery -A proj qstash beat sync` loaded (Celery keeps it on the root context)."""
+    ctx = click.get_current_context(silent=True)
+    app = getattr(ctx.find_root().obj, "app", None) if ctx is not None else None
+    if app is None:
+        raise click.UsageError("which app? give -A MODULE:APP (as for `celery -A`)")
+    app.loader.import_default_modules()
+    return app
+
+
 @click.group("beat")
 def beat_group() -> None:
     """QStash schedules from the app's Celery beat_schedule."""
 
 
 @beat_group.command("sync")
-@click.option("--app", "-A", "app_path", required=True, metavar="MODULE:APP",
-              envvar="CELERY_QSTASH_APP", help="the Celery app whose beat_schedule to mirror")
+@click.option("--app", "-A", "app_path", default=None, metavar="MODULE:APP",
+              envvar="CELERY_QSTASH_APP",
+              help="the Celery app whose beat_schedule to mirror (under `celery -A proj "
+              "qstash`, that app)")
 @click.option("--dry-run", is_flag=True, help="show what would change, change nothing")
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
               help="schedule ids this app owns start with this (others are never touched)")
-def beat_sync(app_path: str, dry_run: bool, prefix: str) -> None:
+def beat_sync(app_path: str | None, dry_run: bool, prefix: str) -> None:
     """Create, update and delete QStash schedules to match beat_schedule.
 
     Each email is rendered now, at sync time: re-run sync when its content should change.
     """
-    app = _load_app(app_path)
+    app = _load_app(app_path) if app_path else _celery_cli_app()
     settings = None
     try:
         settings = load_settings(app.conf)

@@ -1,1 +1,1 @@
-"""Integrations with web frameworks (each imported only when used)."""
+"""Integrations with other frameworks (each needs that framework installed)."""

@@ -129,3 +129,25 @@ def test_a_sub_minute_entry_fails_the_cli_clearly(
     assert result.exit_code == 1
     assert "'daily digest' runs every 10s" in result.output
     assert _client(dev_servers).schedule.list() == []
+
+
+def test_beat_sync_under_celerys_own_cli(dev_servers: DevServers) -> None:
+    from celery.bin.celery import celery as celery_main
+
+    from examples import daily_digest
+
+    dev_servers.reset()
+    dev_servers.configure(daily_digest.app)
+    result = CliRunner().invoke(
+        celery_main, ["-A", "examples.daily_digest", "qstash", "beat", "sync", "--dry-run"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "dry run, nothing changed: 1 create" in result.output
+    assert "CRON_TZ=Europe/Paris 0 7 * * *" in result.output
+
+
+def test_beat_sync_without_an_app_says_how_to_give_one() -> None:
+    result = CliRunner().invoke(main, ["beat", "sync"])
+    assert result.exit_code == 2
+    assert "-A MODULE:APP" in result.output
