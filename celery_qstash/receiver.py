@@ -343,13 +343,18 @@ def _int(value: Any, default: int = 0) -> int:
 
 @dataclass(frozen=True)
 class _Outcome:
-    task: Any
+    task: Any  # None: no task of this app sent it (the Django email backend's messages)
+    name: str
     task_id: str
     status: int
     response: Any
     retried: int
     max_retries: int
     source_message_id: str | None
+
+    @property
+    def sender(self) -> Any:
+        return self.task if self.task is not None else self.name
 
 
 def _outcome(receiver: CallbackReceiver, delivery: Delivery) -> _Outcome | ReceiverResponse:
@@ -358,16 +363,24 @@ def _outcome(receiver: CallbackReceiver, delivery: Delivery) -> _Outcome | Recei
     # known by its QStash message id, as the status pages know it.
     task_id = _source_header(body, "Idempotency-Key") or body.get("sourceMessageId")
     name = _source_header(body, TASK_NAME_HEADER) or _source_header(body, "X-Celery-Task")
-    task = receiver.find_task(name)
-    if not task_id or task is None:
+    if not task_id or not name:
         # Answer 200: QStash would otherwise retry a callback no deploy of this app can use.
         log.warning(
-            "QStash callback for message %s ignored: task %r (id %r) is not registered in "
-            "this app", body.get("sourceMessageId"), name, task_id,
+            "QStash callback for message %s ignored: it names no celery-qstash task",
+            body.get("sourceMessageId"),
         )
-        return ReceiverResponse(200, {"outcome": "ignored", "reason": "unknown task"})
+        return ReceiverResponse(
+            200, {"outcome": "ignored", "reason": "not a celery-qstash message"}
+        )
+    task = receiver.find_task(name)
+    if task is None:
+        # The Django email backend's messages, or a task this deploy does not have: no
+        # on_success or Celery signal to run, but email_delivered / email_failed still go.
+        log.info("QStash callback for %r (id %s): no such task in this app; only "
+                 "email_delivered/email_failed are sent", name, task_id)
     return _Outcome(
         task=task,
+        name=name,
         task_id=task_id,
         status=_int(body.get("status")),
         response=_decoded_response(body),
@@ -380,6 +393,9 @@ def _outcome(receiver: CallbackReceiver, delivery: Delivery) -> _Outcome | Recei
 @contextmanager
 def _task_request(out: _Outcome) -> Iterator[None]:
     """Handlers see ``task.request`` as on a worker (id, retries)."""
+    if out.task is None:
+        yield
+        return
     out.task.push_request(
         id=out.task_id, args=[], kwargs={}, retries=out.retried, is_eager=False,
         called_directly=False, hostname="qstash", delivery_info={
@@ -416,11 +432,12 @@ def _email_callback(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverR
         retval = data if isinstance(data, dict) else out.response
         details = retval if isinstance(retval, Mapping) else {}
         with _task_request(out):
-            _guarded(f"{out.task.name}.on_success",
-                     lambda: out.task.on_success(retval, out.task_id, (), {}))
-            task_success.send(sender=out.task, result=retval)
+            if out.task is not None:
+                _guarded(f"{out.name}.on_success",
+                         lambda: out.task.on_success(retval, out.task_id, (), {}))
+                task_success.send(sender=out.task, result=retval)
             email_delivered.send(
-                sender=out.task, task_id=out.task_id, email_id=details.get("emailId"),
+                sender=out.sender, task_id=out.task_id, email_id=details.get("emailId"),
                 batch_id=details.get("batchId"), response=retval,
                 message_id=out.source_message_id,
             )
@@ -430,10 +447,12 @@ def _email_callback(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverR
     if final:
         # The failure callback reports the end; this one only says the last attempt failed.
         return ReceiverResponse(200, {"outcome": "final attempt failed", "taskId": out.task_id})
+    if out.task is None:
+        return ReceiverResponse(200, {"outcome": "retry", "taskId": out.task_id})
     exc = DeliveryFailed(out.status or None, _error_text(out.response))
     einfo = _failure_info(exc)
     with _task_request(out):
-        _guarded(f"{out.task.name}.on_retry",
+        _guarded(f"{out.name}.on_retry",
                  lambda: out.task.on_retry(exc, out.task_id, (), {}, einfo))
         task_retry.send(sender=out.task, request=out.task.request, reason=exc, einfo=einfo)
     return ReceiverResponse(200, {"outcome": "retry", "taskId": out.task_id})
@@ -458,14 +477,15 @@ def _email_failure(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverRe
     einfo = _failure_info(exc)
     dlq_id = delivery.body.get("dlqId")
     with _task_request(out):
-        _guarded(f"{out.task.name}.on_failure",
-                 lambda: out.task.on_failure(exc, out.task_id, (), {}, einfo))
-        task_failure.send(
-            sender=out.task, task_id=out.task_id, exception=exc, args=(), kwargs={},
-            traceback=einfo.tb, einfo=einfo,
-        )
+        if out.task is not None:
+            _guarded(f"{out.name}.on_failure",
+                     lambda: out.task.on_failure(exc, out.task_id, (), {}, einfo))
+            task_failure.send(
+                sender=out.task, task_id=out.task_id, exception=exc, args=(), kwargs={},
+                traceback=einfo.tb, einfo=einfo,
+            )
         email_failed.send(
-            sender=out.task, task_id=out.task_id, exception=exc, status=exc.status,
+            sender=out.sender, task_id=out.task_id, exception=exc, status=exc.status,
             message=message, dlq_id=dlq_id, message_id=out.source_message_id,
         )
     return ReceiverResponse(200, {"outcome": "failed", "taskId": out.task_id})

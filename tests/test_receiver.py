@@ -289,12 +289,28 @@ def test_malformed_requests_are_4xx(cb_app: Celery, recorder: Recorder) -> None:
     assert recorder.events == []
 
 
-def test_a_task_this_app_does_not_know_is_acknowledged_and_logged(
+def test_a_message_of_no_task_here_still_sends_our_signals(cb_app: Celery, recorder: Recorder) -> None:
+    # The Django email backend publishes as "django.core.mail": no task, no Celery signal.
+    body = callback_body(task="django.core.mail", task_id="mail-1")
+    response = CallbackReceiver(cb_app).handle(signed(body))
+    assert response.status == 200 and response.payload["outcome"] == "delivered"
+    assert recorder.names() == ["email_delivered"]
+    assert recorder.events[0][1]["sender"] == "django.core.mail"
+    assert recorder.events[0][1]["task_id"] == "mail-1"
+
+    failed = callback_body(task="django.core.mail", task_id="mail-2", status=500, dlq_id="d-1")
+    assert CallbackReceiver(cb_app).handle(signed(failed, message_id="m2")).status == 200
+    assert recorder.names() == ["email_delivered", "email_failed"]
+
+
+def test_a_message_that_names_no_task_is_acknowledged_and_logged(
     cb_app: Celery, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    response = CallbackReceiver(cb_app).handle(signed(callback_body(task="other.task")))
+    body = callback_body()
+    body["sourceHeader"] = {"Content-Type": ["application/json"]}
+    response = CallbackReceiver(cb_app).handle(signed(body))
     assert response.status == 200 and response.payload["outcome"] == "ignored"
-    assert "other.task" in caplog.text
+    assert "msg_source" in caplog.text
     assert recorder.events == []
 
 
