@@ -95,7 +95,10 @@ class DevServers:
         if self.clock is None:
             raise RuntimeError("time only moves with DevServers(clock=FakeClock())")
         url = self.emulator.url
-        httpx.post(f"{url}/_emulator/clock/advance", params={"seconds": seconds}).raise_for_status()
+        httpx.post(
+            f"{url}/_emulator/clock/advance", params={"seconds": seconds},
+            headers={"Authorization": f"Bearer {self.emulator.token}"},
+        ).raise_for_status()
         total = 0
         for _ in range(max_rounds):
             response = httpx.post(f"{url}/_emulator/tick", timeout=60.0)

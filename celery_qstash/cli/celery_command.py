@@ -12,15 +12,25 @@ import click
 
 from .beat import beat_group
 from .servers import dev
-from .status import dashboard_cmd, dlq_group, inspect_cmd, revoke_cmd, status_cmd
+from .status import (
+    dashboard_cmd,
+    dlq_group,
+    inspect_cmd,
+    queues_cmd,
+    revoke_cmd,
+    schedules_cmd,
+    status_cmd,
+)
 
 __all__ = ["qstash"]
 
 
 @click.group("qstash", context_settings={"help_option_names": ["-h", "--help"]})
 def qstash() -> None:
-    """Email tasks on QStash: status, inspect, revoke, dlq, dashboard, dev, beat sync."""
+    """Email tasks on QStash: status, inspect, revoke, queues, schedules, dlq, dashboard, dev,
+    beat sync."""
 
 
-for _command in (status_cmd, inspect_cmd, revoke_cmd, dlq_group, dashboard_cmd, dev, beat_group):
+for _command in (status_cmd, inspect_cmd, revoke_cmd, queues_cmd, schedules_cmd, dlq_group,
+                 dashboard_cmd, dev, beat_group):
     qstash.add_command(_command)
