@@ -62,7 +62,7 @@ from qstash.errors import SignatureError
 
 from .clock import Clock, SystemClock
 from .config import load_settings
-from .errors import DeliveryFailed
+from .errors import ConfigurationError, DeliveryFailed
 from .options import TASK_NAME_HEADER
 from .signals import email_delivered, email_failed
 
@@ -221,14 +221,12 @@ class CallbackReceiver:
             return ReceiverResponse(405, {"error": "QStash callbacks are POST requests"})
         if len(request.body) > self.max_body:
             return ReceiverResponse(413, {"error": f"body over {self.max_body} bytes"})
-        keys = self._signing_keys()
-        if keys is None:
-            log.error(
-                "QStash callback refused: no signing keys. Set qstash_current_signing_key and "
-                "qstash_next_signing_key (QSTASH_CURRENT_SIGNING_KEY / QSTASH_NEXT_SIGNING_KEY)"
-            )
-            return ReceiverResponse(503, {"error": "receiver has no signing keys configured"})
-        if not self._verified(request, keys):
+        try:
+            keys, url = self._config(request)
+        except ConfigurationError as exc:
+            log.error("QStash callback refused: %s", exc)
+            return ReceiverResponse(503, {"error": "receiver is not configured"})
+        if not self._verified(request, keys, url):
             return ReceiverResponse(401, {"error": "invalid or missing Upstash-Signature"})
         try:
             body = json.loads(request.body)
@@ -244,25 +242,26 @@ class CallbackReceiver:
             return ReceiverResponse(200, {"outcome": "duplicate", "messageId": message_id})
         return self.handlers[kind](self, Delivery(kind, message_id, body, request))
 
-    def _signing_keys(self) -> tuple[str, str] | None:
+    def _config(self, request: ReceivedRequest) -> tuple[tuple[str, str], str]:
+        """Signing keys and the URL signatures must name (settings are read per request)."""
         current, nxt = self._keys
-        if current is None or nxt is None:
+        url = self.url
+        if current is None or nxt is None or url is None:
             settings = load_settings(self.app.conf)
             current = current or settings.current_signing_key
             nxt = nxt or settings.next_signing_key or current
+            # The Host header is the client's to choose: a configured URL is authoritative,
+            # the URL the request reached is only trusted when nothing is configured.
+            url = url or settings.callback_url or request.url
         if not current or not nxt:
-            return None
-        return current, nxt
+            raise ConfigurationError(
+                "qstash_current_signing_key",
+                "no signing keys: set qstash_current_signing_key and qstash_next_signing_key "
+                "(QSTASH_CURRENT_SIGNING_KEY / QSTASH_NEXT_SIGNING_KEY)",
+            )
+        return (current, nxt), url
 
-    def _candidate_urls(self, request: ReceivedRequest) -> list[str]:
-        # The Host header is the client's to choose: a configured URL is authoritative,
-        # the URL the request reached is only trusted when nothing is configured.
-        if self.url:
-            return [self.url]
-        configured = load_settings(self.app.conf).callback_url
-        return [configured] if configured else [request.url]
-
-    def _verified(self, request: ReceivedRequest, keys: tuple[str, str]) -> bool:
+    def _verified(self, request: ReceivedRequest, keys: tuple[str, str], url: str) -> bool:
         signature = request.header("Upstash-Signature")
         if not signature:
             return False
@@ -270,18 +269,15 @@ class CallbackReceiver:
             text = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return False
-        receiver = Receiver(*keys)
-        for url in self._candidate_urls(request):
-            try:
-                receiver.verify(
-                    signature=signature, body=text, url=url, clock_tolerance=self.clock_tolerance
-                )
-                return True
-            except SignatureError as exc:
-                reason = str(exc)
-        # The SDK's reason names URLs and hashes, never a key: fine for a debug log.
-        log.info("QStash callback refused: %s", reason)
-        return False
+        try:
+            Receiver(*keys).verify(
+                signature=signature, body=text, url=url, clock_tolerance=self.clock_tolerance
+            )
+        except SignatureError as exc:
+            # The SDK's reason names URLs and hashes, never a key: fine for an info log.
+            log.info("QStash callback refused: %s", exc)
+            return False
+        return True
 
     # -- shared by the email handlers ----------------------------------------------
 

@@ -531,3 +531,12 @@ def test_eager_mode_without_callbacks_sends_no_email_delivered(cb_app: Celery, r
     cb_app.tasks["cb.send_welcome"].apply_async((2,), link=False)
     assert "email_delivered" not in recorder.names()
     assert recorder.names().count("task_success") == 2
+
+
+def test_a_broken_setting_is_a_503_not_a_500(cb_app: Celery, recorder: Recorder,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    cb_app.conf.qstash_callback_url = "not-a-url"
+    response = CallbackReceiver(cb_app).handle(signed(callback_body()))
+    assert response.status == 503
+    assert "qstash_callback_url" in caplog.text
+    assert recorder.events == []
