@@ -40,6 +40,7 @@ from .errors import CeleryQStashWarning, UnsupportedOption
 __all__ = [
     "APPLY_ASYNC_OPTIONS",
     "TASK_ATTRIBUTES",
+    "TASK_NAME_HEADER",
     "FlowControl",
     "Outcome",
     "PublishPlan",
@@ -50,6 +51,10 @@ __all__ = [
     "parse_rate",
     "plan_publish",
 ]
+
+
+#: Forwarded with every message that has a callback: the registered task name.
+TASK_NAME_HEADER = "X-Celery-Task-Name"
 
 
 class Outcome(str, Enum):
@@ -317,8 +322,8 @@ APPLY_ASYNC_OPTIONS: dict[str, Rule] = {
     "queue": Rule(Outcome.MAPPED, "/v2/enqueue/<queue>/...", "with countdown/eta: /v2/publish with flow-control key queue.<name>, parallelism 1", _queue),
     "task_id": Rule(Outcome.MAPPED, "Upstash-Deduplication-Id, Upstash-Label, forwarded Idempotency-Key", "generated when absent", _nothing),
     "headers": Rule(Outcome.MAPPED, "Upstash-Forward-<Name>", "non-string values are JSON-encoded", _headers),
-    "link": Rule(Outcome.MAPPED, "Upstash-Callback", "an http(s) URL; a Celery signature is rejected", _link),
-    "link_error": Rule(Outcome.MAPPED, "Upstash-Failure-Callback", "an http(s) URL; a Celery signature is rejected", _link_error),
+    "link": Rule(Outcome.MAPPED, "Upstash-Callback", "an http(s) URL, default qstash_callback_url (False: none); a Celery signature is rejected", _link),
+    "link_error": Rule(Outcome.MAPPED, "Upstash-Failure-Callback", "an http(s) URL, default qstash_callback_url (False: none); a Celery signature is rejected", _link_error),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up", _time_limit),
     "retry": Rule(Outcome.MAPPED, "retries of the publish call", "network errors and 5xx from QStash, within qstash_publish_timeout", _nothing),
     "retry_policy": Rule(Outcome.MAPPED, "retries of the publish call", "max_retries, interval_start, interval_step, interval_max", _nothing),
@@ -532,6 +537,10 @@ class PublishPlan:
             "Idempotency-Key": self.task_id,
             "X-Celery-Task": encode_header_text(self.display_name),
         }
+        if self.callback or self.failure_callback:
+            # QStash's callback body carries the source message's headers: this is how
+            # celery_qstash.receiver finds the task (the display name may be a shadow).
+            headers[TASK_NAME_HEADER] = encode_header_text(self.task.name)
         flow = self.flow_control
         if flow is None and settings.rate_limit and not self.queue:
             rate, period = parse_rate(settings.rate_limit)
@@ -597,8 +606,16 @@ def plan_publish(
             warn_once(name, f"ignored: {rule.note}")
         elif rule.apply is not None:
             rule.apply(d, value)
-    _link(d, link)
-    _link_error(d, link_error)
+    # qstash_callback_url is the default for both; a call's own link/link_error wins,
+    # and link=False / link_error=False turn it off for that call.
+    if link is None:
+        d.callback = settings.callback_url
+    else:
+        _link(d, link)
+    if link_error is None:
+        d.failure_callback = settings.callback_url
+    else:
+        _link_error(d, link_error)
     policy = given.get("retry_policy")
     if isinstance(policy, Mapping) and policy.get("retry_errors"):
         warn_once(
