@@ -52,6 +52,8 @@ async def aapply_async(
     if plan.is_expired(now):
         return task._expired(task_id, eager=False)
     prepared = task._prepare(plan, settings, merged, args, kwargs)
+    if prepared is None:  # nothing to send: the body returned None or raised Ignore
+        return task._ignored(task_id)
     sent = await get_async_transport(settings).publish(
         prepared.request, retry=prepared.retry, retry_policy=prepared.retry_policy
     )

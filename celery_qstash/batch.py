@@ -194,8 +194,9 @@ def _raise_if_nothing_published(outcomes: dict[str, BatchOutcome]) -> None:
 def _apply_outcome(result: Any, outcome: BatchOutcome | None) -> None:
     if isinstance(outcome, PublishResult):
         result.message_id = outcome.message_id
-    elif isinstance(outcome, PublishError) and hasattr(result, "mark_failed_locally"):
-        result.mark_failed_locally(outcome)
+    elif isinstance(outcome, PublishError) and hasattr(result, "mark_locally"):
+        # QStash did not accept it: the result reads FAILURE, get() raises the PublishError.
+        result.mark_locally(celery_states.FAILURE, outcome)
 
 
 # --- group(...).apply_async() --------------------------------------------------------
@@ -279,10 +280,14 @@ def starmap_items(items: Iterable[Any]) -> list[tuple[Any, ...]]:
     return out
 
 
+#: A prepared task, or the result of one that publishes nothing (expired, nothing to send).
+Slot = tuple[str, "Prepared | Any"]
+
+
 def prepare_many(
     task: Any, calls: Sequence[tuple[Any, ...]], options: dict[str, Any], *, eager: bool
-) -> tuple[Settings, list[tuple[str, Prepared | None]]]:
-    """Plan, render and validate every call; ``None`` in a slot means expired."""
+) -> tuple[Settings, list[Slot]]:
+    """Plan, render and validate every call, in order; publish nothing."""
     if options.get("task_id") is not None:
         raise UnsupportedOption(
             "task_id",
@@ -295,21 +300,29 @@ def prepare_many(
         settings.require_token()
         settings.require_api_key()
     now = time.time()
-    slots: list[tuple[str, Prepared | None]] = []
+    slots: list[Slot] = []
     for args in calls:
         task._check_call(args, None)
         task_id = uuid()
         merged = task._merged_options(args, None, None, options)
         plan = task._plan(task_id, merged, settings, now, args, None)
         if plan.is_expired(now):
-            slots.append((task_id, None))
+            slots.append((task_id, task._expired(task_id, eager=eager)))
             continue
-        slots.append((task_id, task._prepare(plan, settings, merged, args, None, eager=eager)))
+        prepared = task._prepare(plan, settings, merged, args, None, eager=eager)
+        if prepared is None:  # nothing to send: the body returned None or raised Ignore
+            ignored = (
+                EagerResult(task_id, None, celery_states.IGNORED, name=task.name) if eager
+                else task._ignored(task_id)
+            )
+            slots.append((task_id, ignored))
+            continue
+        slots.append((task_id, prepared))
     return settings, slots
 
 
-def _expired_result(task: Any, task_id: str, eager: bool) -> Any:
-    return task._expired(task_id, eager=eager)
+def _to_publish(slots: Sequence[Slot], settings: Settings) -> list[tuple[Prepared, Settings]]:
+    return [(p, settings) for _, p in slots if isinstance(p, Prepared)]
 
 
 def delay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> GroupResult:
@@ -318,12 +331,12 @@ def delay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> Grou
     eager = is_eager(app)
     calls = starmap_items(items)
     settings, slots = prepare_many(task, calls, options, eager=eager)
-    results: list[Any] = []
     if eager:
         outbox = EagerTransport()
+        results: list[Any] = []
         for task_id, prepared in slots:
-            if prepared is None:
-                results.append(_expired_result(task, task_id, True))
+            if not isinstance(prepared, Prepared):
+                results.append(prepared)
                 continue
             eager_results = [
                 EagerResult(r.task_id, outbox.publish(r).response, celery_states.SUCCESS,
@@ -336,7 +349,7 @@ def delay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> Grou
             )
         return app.GroupResult(uuid(), results)
 
-    outcomes = publish_prepared([(p, settings) for _, p in slots if p is not None])
+    outcomes = publish_prepared(_to_publish(slots, settings))
     return _group_result(task, slots, outcomes)
 
 
@@ -345,19 +358,17 @@ async def adelay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) 
     if is_eager(task._get_app()):
         return delay_many(task, items, options)  # nothing leaves the process: nothing to await
     settings, slots = prepare_many(task, starmap_items(items), options, eager=False)
-    outcomes = await apublish_prepared([(p, settings) for _, p in slots if p is not None])
+    outcomes = await apublish_prepared(_to_publish(slots, settings))
     return _group_result(task, slots, outcomes)
 
 
 def _group_result(
-    task: Any, slots: Sequence[tuple[str, Prepared | None]], outcomes: dict[str, BatchOutcome]
+    task: Any, slots: Sequence[Slot], outcomes: dict[str, BatchOutcome]
 ) -> GroupResult:
-    results: list[Any] = []
-    for task_id, prepared in slots:
-        if prepared is None:
-            results.append(_expired_result(task, task_id, False))
-        else:
-            results.append(result_for(task, prepared, outcomes))
+    results = [
+        result_for(task, prepared, outcomes) if isinstance(prepared, Prepared) else prepared
+        for _, prepared in slots
+    ]
     return task._get_app().GroupResult(uuid(), results)
 
 

@@ -14,6 +14,9 @@ that changes a value between two calls is seen by the next call.
 | ``autosend_rate_limit``    | ``AUTOSEND_RATE_LIMIT``   | ``2/s`` (``off`` disables)      |
 | ``qstash_publish_timeout`` | ``QSTASH_PUBLISH_TIMEOUT``| ``2.0`` seconds, all retries in |
 | ``qstash_redact_authorization`` | —                    | on                              |
+| ``qstash_callback_url``    | ``QSTASH_CALLBACK_URL``   | none (the receiver's URL)       |
+| ``qstash_current_signing_key`` | ``…CURRENT_SIGNING_KEY`` | receiver; dev keys in dev mode |
+| ``qstash_next_signing_key``    | ``…NEXT_SIGNING_KEY``    | receiver; dev keys in dev mode |
 
 ``QSTASH_DEV=true`` points everything at ``celery-qstash dev`` on this machine,
 like the official JS SDK's switch: the emulator's URL and public dev token, and
@@ -28,7 +31,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from .devserver import AUTOSEND_URL, DEV_AUTOSEND_API_KEY, DEV_TOKEN, EMULATOR_PORT
+from .devserver import (
+    AUTOSEND_URL,
+    DEV_AUTOSEND_API_KEY,
+    DEV_CURRENT_SIGNING_KEY,
+    DEV_NEXT_SIGNING_KEY,
+    DEV_TOKEN,
+    EMULATOR_PORT,
+)
 from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_QSTASH_URL", "Settings", "load_settings"]
@@ -53,6 +63,10 @@ class Settings:
     rate_limit: str | None = "2/s"
     publish_timeout: float = 2.0
     redact_authorization: bool = True
+    #: Where QStash reports each outcome (``celery_qstash.receiver``), unless a call says otherwise.
+    callback_url: str | None = None
+    current_signing_key: str | None = field(default=None, repr=False)
+    next_signing_key: str | None = field(default=None, repr=False)
 
     def require_token(self) -> str:
         if not self.qstash_token:
@@ -79,7 +93,10 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
-        return (self.qstash_token, self.autosend_api_key)
+        # The signing keys too: whoever holds one can forge QStash's signature.
+        candidates = (self.qstash_token, self.autosend_api_key,
+                      self.current_signing_key, self.next_signing_key)
+        return tuple(s for s in candidates if s)
 
 
 _KEYS = (
@@ -88,6 +105,9 @@ _KEYS = (
     ("autosend_rate_limit", "AUTOSEND_RATE_LIMIT"),
     ("qstash_publish_timeout", "QSTASH_PUBLISH_TIMEOUT"),
     ("autosend_default_from", "AUTOSEND_DEFAULT_FROM"),
+    ("qstash_callback_url", "QSTASH_CALLBACK_URL"),
+    ("qstash_current_signing_key", "QSTASH_CURRENT_SIGNING_KEY"),
+    ("qstash_next_signing_key", "QSTASH_NEXT_SIGNING_KEY"),
     ("qstash_redact_authorization", None),
 )
 
@@ -218,6 +238,18 @@ def _build(raw: dict[str, Any]) -> Settings:
 
     redact_value = raw["qstash_redact_authorization"]
     redact = True if redact_value is None else _flag(redact_value, "qstash_redact_authorization")
+
+    callback = raw["qstash_callback_url"] or None
+    if callback is not None and not str(callback).startswith(("http://", "https://")):
+        raise ConfigurationError(
+            "qstash_callback_url", f"must be an http(s) URL (the receiver's), got {callback!r}"
+        )
+    current = raw["qstash_current_signing_key"] or (
+        DEV_CURRENT_SIGNING_KEY if dev else None
+    )
+    nxt = raw["qstash_next_signing_key"] or (
+        DEV_NEXT_SIGNING_KEY if dev else None
+    )
     return Settings(
         qstash_token=token,
         qstash_url=str(url).rstrip("/"),
@@ -228,4 +260,7 @@ def _build(raw: dict[str, Any]) -> Settings:
         rate_limit=rate,
         publish_timeout=timeout,
         redact_authorization=redact,
+        callback_url=str(callback) if callback is not None else None,
+        current_signing_key=current,
+        next_signing_key=nxt,
     )

@@ -24,6 +24,7 @@ from celery.result import AsyncResult, EagerResult
 
 from .config import load_settings
 from .errors import DeliveryFailed
+from .options import canvas_error
 from .status import NotFound, StatusClient, TaskRecord, record_from_events
 from .transports.aio import async_client_for
 from .transports.qstash import client_for
@@ -95,6 +96,12 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
                                 "date_done": datetime.now(timezone.utc).isoformat()}
         return result
 
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        """Refused before Celery sends its ``chord_unlock`` task to a broker: QStash's logs
+        cannot join a chord, and a QStash task in the header is refused anyway (the same
+        error as eager mode's)."""
+        raise canvas_error("chord")
+
     def _forget(self, task_id: str) -> None:
         self._eager.pop(task_id, None)
 
@@ -156,10 +163,11 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
             self.backend = _backend_for(self.app)
         self.message_id = message_id
 
-    def mark_revoked_locally(self, exc: BaseException) -> None:
-        """A task that was never published (expired) reads REVOKED without asking QStash."""
+    def mark_locally(self, state: str, result: Any) -> None:
+        """A task that was never published reads ``state`` without asking QStash:
+        REVOKED (expired before its delivery time) or IGNORED (nothing to send)."""
         self._cache: dict[str, Any] | None = {
-            "task_id": self.id, "status": states.REVOKED, "result": exc,
+            "task_id": self.id, "status": state, "result": result,
             "traceback": None, "children": [], "date_done": None,
         }
 
@@ -178,7 +186,7 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
         start = loop.time()
         while True:
             meta = await self._aget_task_meta()
-            if meta["status"] in states.READY_STATES:
+            if meta["status"] in states.READY_STATES or meta["status"] == states.IGNORED:
                 self._cache = meta
                 break
             if timeout is not None and loop.time() - start + interval > timeout:
@@ -202,12 +210,13 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
         events = list(data.get("events") or data.get("logs") or [])
         return meta_from_record(self.id, record_from_events(self.id, events))
 
-    def mark_failed_locally(self, exc: BaseException) -> None:
-        """A task QStash did not accept (inside a batch) reads FAILURE with the PublishError."""
-        self._cache = {
-            "task_id": self.id, "status": states.FAILURE, "result": exc,
-            "traceback": None, "children": [], "date_done": None,
-        }
+    def ready(self) -> bool:
+        # IGNORED is final for a task that was never published (Celery's READY_STATES
+        # leave it out because a worker may still be running the task).
+        cache = getattr(self, "_cache", None)
+        if cache and cache["status"] == states.IGNORED:
+            return True
+        return bool(super().ready())
 
     def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
                wait: bool = False, timeout: float | None = None) -> None:
