@@ -474,3 +474,25 @@ def test_a_mixed_group_batches_only_the_qstash_members(make_app: Any, qstash_moc
     result = group([add.s(1), send_welcome.s(2), send_welcome.s(3)]).apply_async()
     [items] = batch_items(qstash_mock)
     assert [i["headers"]["Upstash-Label"] for i in items] == [r.id for r in result.results[1:]]
+
+
+@autosend_task(name="batch.maybe")
+def send_maybe(user_id: int) -> Email | None:
+    if user_id % 2:
+        return None  # nothing to send for this one
+    return Email(to=f"user{user_id}@example.com", from_="shop@example.com", subject=f"#{user_id}", text="t")
+
+
+def test_nothing_to_send_is_ignored_in_a_batch(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    result = send_maybe.delay_many([(0,), (1,), (2,)])
+    [items] = batch_items(qstash_mock)
+    assert subjects(items) == ["#0", "#2"]
+    assert result.results[1].state == "IGNORED"  # read locally: nothing was published
+    assert result.results[0].message_id and result.results[2].message_id
+
+
+def test_eager_nothing_to_send_is_ignored_in_a_batch(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    app.conf.task_always_eager = True
+    result = send_maybe.delay_many([(0,), (1,)])
+    assert [e.subject for e in outbox] == ["#0"]
+    assert [r.state for r in result.results] == ["SUCCESS", "IGNORED"]
