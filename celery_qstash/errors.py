@@ -82,15 +82,28 @@ class UnsupportedOption(CeleryQStashError):
 
 
 class PublishError(CeleryQStashError):
-    """QStash did not accept the message.
+    """QStash did not accept the message, or it cannot be known whether it did.
 
     ``status`` is QStash's HTTP status (``None`` for a network error) and
-    ``error`` is QStash's own error text, with any secret removed.
+    ``error`` is QStash's own error text, with any secret removed. ``task_id`` is
+    the task's id. ``outcome_unknown`` is true when an attempt may have been stored
+    but its answer was lost: calling again with the same ``task_id`` is then safe,
+    QStash deduplicates it and AutoSend's Idempotency-Key stops a second email.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, error: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        task_id: str | None = None,
+        outcome_unknown: bool = False,
+    ):
         self.status = status
         self.error = error
+        self.task_id = task_id
+        self.outcome_unknown = outcome_unknown
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
