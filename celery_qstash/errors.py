@@ -5,6 +5,7 @@
     CeleryQStashError
     ├── ConfigurationError     a setting is missing or invalid (names the setting)
     ├── EmailValidationError   the email a task returned is not valid for AutoSend (also ValueError)
+    │   └── MessageTooLarge    the email is over QStash's message size limit (.size, .limit)
     ├── UnsupportedOption      a Celery option that QStash cannot honour (says what to do instead)
     ├── PublishError           QStash refused or could not be reached (HTTP status + QStash's text)
     └── DeliveryFailed         QStash delivered, AutoSend said no (a task's FAILURE/RETRY result)
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigurationError",
     "DeliveryFailed",
     "EmailValidationError",
+    "MessageTooLarge",
     "PublishError",
     "UnsupportedOption",
     "scrub",
@@ -67,6 +69,29 @@ class EmailValidationError(CeleryQStashError, ValueError):
     @property
     def field(self) -> str:
         return self.errors[0]["field"] if self.errors else "email"
+
+
+class MessageTooLarge(EmailValidationError):
+    """The email, as the JSON body QStash would store, is over QStash's message size
+    limit (``qstash_max_message_bytes``); nothing was published.
+
+    ``size`` and ``limit`` are in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__([{
+            "field": "email",
+            "message": (
+                f"the email is {size:,} bytes as JSON, over QStash's message size limit of "
+                f"{limit:,} bytes: make it smaller (large attachments: link to them instead), "
+                "or raise qstash_max_message_bytes if your QStash plan allows larger messages"
+            ),
+        }])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.size, self.limit), self.__dict__)
 
 
 class UnsupportedOption(CeleryQStashError):

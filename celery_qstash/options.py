@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from .config import Settings
 from .email import AnyEmail
-from .errors import CeleryQStashWarning, UnsupportedOption
+from .errors import CeleryQStashWarning, MessageTooLarge, UnsupportedOption
 
 __all__ = [
     "APPLY_ASYNC_OPTIONS",
@@ -488,11 +488,17 @@ class PublishPlan:
             rate, period = parse_rate(settings.rate_limit)
             fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
             flow = FlowControl(key=f"autosend.{fingerprint}", rate=rate, period=period)
+        body = email.to_autosend()
+        # What QStash stores is the body as the SDK sends it (``json.dumps``); refuse it
+        # here, in eager mode too, rather than have QStash answer 413 (or nothing).
+        size = len(json.dumps(body).encode())
+        if size > settings.max_message_bytes:
+            raise MessageTooLarge(size, settings.max_message_bytes)
         return PublishRequest(
             task_id=self.task_id,
             task_name=self.display_name,
             url=settings.autosend_base_url + email.path,
-            body=email.to_autosend(),
+            body=body,
             authorization=f"Bearer {key}",
             headers=headers,
             queue=self.queue,
