@@ -200,6 +200,15 @@ def inspect_cmd(task_id: str, as_json: bool, app_path: str | None) -> None:
         click.echo(f"  {name}: {value}")
     click.echo("")
     click.echo(_table(["TIME (UTC)", "QSTASH", "CELERY", "MESSAGE", "STATUS", "ERROR"], timeline))
+    if record.callbacks:
+        # Apart from the state above: a callback's outcome does not change the task's.
+        click.echo("")
+        click.echo("Callbacks (they do not change the task's state):")
+        click.echo(_table(
+            ["KIND", "URL", "STATE", "QSTASH", "STATUS", "MESSAGE", "ERROR"],
+            [[c.kind, safe_url(c.url), c.state, c.qstash_state, c.response_status, c.message_id,
+              scrub(c.error or "", settings.secrets)[:60] or None] for c in record.callbacks],
+        ))
 
 
 @click.command("revoke")
@@ -225,9 +234,9 @@ def dlq_group() -> None:
 
 
 def _dlq_row(d: DlqEntry) -> dict[str, Any]:
-    return {"dlq_id": d.dlq_id, "task_id": d.task_id, "name": d.name, "recipient": d.recipient,
-            "failed": d.failed, "response_status": d.response_status, "error": d.error_message,
-            "message_id": d.message_id}
+    return {"dlq_id": d.dlq_id, "kind": d.kind, "task_id": d.task_id, "name": d.name,
+            "recipient": d.recipient, "failed": d.failed, "response_status": d.response_status,
+            "error": d.error_message, "message_id": d.message_id, "url": safe_url(d.url)}
 
 
 @dlq_group.command("list")
@@ -246,8 +255,8 @@ def dlq_list(as_json: bool, count: int, app_path: str | None) -> None:
         click.echo("The dead letter queue is empty.")
         return
     click.echo(_table(
-        ["DLQ ID", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"],
-        [[d.dlq_id, d.task_id, d.name, d.recipient, _when(d.failed), d.response_status,
+        ["DLQ ID", "WHAT", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"],
+        [[d.dlq_id, d.what, d.task_id, d.name, d.recipient, _when(d.failed), d.response_status,
           scrub(d.error_message or "", settings.secrets)[:60]] for d in entries],
     ))
 

@@ -205,10 +205,22 @@ def task_page(request: Request) -> Response:
                   '<button type="submit" class="danger" id="revoke">Revoke</button></form>')
     timeline = table(["Time", "QStash state", "Celery state", "Message", "Response", "Error",
                       "Next delivery"], _timeline_rows(request, record), cls="timeline")
+    callbacks = ""
+    if record.callbacks:
+        # Apart from the task's state: a failed callback does not unsend the email.
+        rows = [[e(c.kind), e(safe_url(c.url)), badge(c.state),
+                 Safe(f"<code>{e(c.qstash_state)}</code>"), e(c.response_status),
+                 e(_clean(request, c.error)), e(c.message_id), fmt_time(c.updated)]
+                for c in record.callbacks]
+        callbacks = ('<h2 id="callbacks">Callbacks</h2><p>The link / link_error calls QStash '
+                     "made after the task's attempts. Their outcome does not change the "
+                     "task's state.</p>"
+                     + str(table(["Kind", "URL", "State", "QStash state", "Response", "Error",
+                                  "Message", "Last event"], rows, cls="callbacks")))
     body = (
         f"<h1>{e(record.name or 'Task')} {badge(record.state)}</h1>{notice}{revoke}"
         f"<h2>Summary</h2>{summary}<h2>Request</h2>{request_kv}{header_table}"
-        f"<h2>AutoSend's response</h2>{error}{response}"
+        f"<h2>AutoSend's response</h2>{error}{response}{callbacks}"
         f'<h2 id="timeline">Event timeline</h2>{timeline}'
     )
     refresh = None if record.ready else 10
@@ -249,11 +261,18 @@ def dlq_page(request: Request) -> Response:
             f'<form class="inline" method="post" action="/dlq/{e(d.dlq_id)}/delete">'
             f'<button type="submit" class="danger">Delete</button></form>'
         )
-        rows.append([e(d.dlq_id), link(f"/tasks/{d.task_id}", d.task_id), e(d.name),
+        # A failed callback is not a failed email: say which, so nobody resends an email
+        # that was delivered.
+        what = (Safe(f'<span class="badge callback">{e(d.what)}</span> '
+                     f"to {e(safe_url(d.url))}: not the email (its own state is on the "
+                     "task's page)")
+                if d.is_callback else e(d.what))
+        rows.append([e(d.dlq_id), what, link(f"/tasks/{d.task_id}", d.task_id), e(d.name),
                      e(d.recipient), e(d.subject), fmt_time(d.failed), e(d.response_status),
                      e(_clean(request, d.error_message)), actions])
-    listing = table(["DLQ id", "Task", "Name", "Recipient", "Subject", "Failed", "Status",
-                     "Error", ""], rows, empty="The dead letter queue is empty.", cls="dlq")
+    listing = table(["DLQ id", "What failed", "Task", "Name", "Recipient", "Subject", "Failed",
+                     "Status", "Error", ""], rows, empty="The dead letter queue is empty.",
+                    cls="dlq")
     more = (str(link("/dlq?" + query({"cursor": next_cursor}), "Next page »"))
             if next_cursor else "")
     body = f"<h1>Dead letters</h1>{notice}{listing}<p>{more}</p>"
