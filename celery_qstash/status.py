@@ -233,9 +233,23 @@ def _chronological(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: (int(e.get("time", 0)), _RANK.get(e.get("state", ""), 0)))
 
 
+#: QStash's callback body names its source ``sourceMessageId``; the callbacks page's
+#: example spells it ``sourceMessasgeId``: both are read.
+_SOURCE_KEYS = ("sourceMessageId", "sourceMessasgeId")
+
+
+def _source_id(body: Any) -> str | None:
+    """The source message id in a callback body, or ``None`` for any other body."""
+    if isinstance(body, dict):
+        for key in _SOURCE_KEYS:
+            if isinstance(body.get(key), str) and body[key]:
+                return str(body[key])
+    return None
+
+
 def _callback_kind(body: Any) -> str | None:
     """``"callback"``/``"failure_callback"`` for QStash's callback body, else ``None``."""
-    if isinstance(body, dict) and "sourceMessageId" in body:
+    if _source_id(body) is not None:
         return "failure_callback" if "dlqId" in body else "callback"
     return None
 
@@ -287,8 +301,7 @@ def _callback_record(message_id: str, kind: str, events: list[dict[str, Any]]) -
         url=str(last.get("url", "")),
         qstash_state=str(last.get("state")),
         updated=int(last["time"]) / 1000 if last.get("time") else None,
-        source_message_id=str(body["sourceMessageId"]) if isinstance(body, dict)
-        and body.get("sourceMessageId") else None,
+        source_message_id=_source_id(body),
     )
     for event in ordered:
         if event.get("responseStatus") is not None:
@@ -425,7 +438,7 @@ class StatusClient:
                 groups.setdefault(str(ev.get("messageId")), []).append(ev)
             for message_id, group in groups.items():
                 body = next((_b64json(e.get("body")) for e in group if e.get("body")), None)
-                if isinstance(body, dict) and str(body.get("sourceMessageId")) in own_ids:
+                if _source_id(body) in own_ids:
                     record.callbacks.append(
                         _callback_record(message_id, _callback_kind(body) or kind, group)
                     )
@@ -657,7 +670,7 @@ def dlq_entry(raw: dict[str, Any]) -> DlqEntry:
     if kind != "email" and isinstance(body, dict):
         # A callback's body carries its source (the email) and that message's headers:
         # the task id (its Idempotency-Key) and name come from there.
-        source_id = str(body.get("sourceMessageId") or "") or None
+        source_id = _source_id(body)
         source_headers = body.get("sourceHeader")
         name = _task_name(source_headers) or name
         task_id = task_id or next(

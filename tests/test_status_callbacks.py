@@ -211,3 +211,14 @@ def test_a_dead_email_stays_an_email() -> None:
 
     entry = dlq_entry(dlq_message())
     assert entry.kind == "email" and not entry.is_callback and entry.what == "email"
+
+
+def test_the_docs_spelling_of_the_source_id_is_read_too() -> None:
+    events = callback_events()
+    for e in events:
+        body = json.loads(__import__("base64").b64decode(e["body"]))
+        body["sourceMessasgeId"] = body.pop("sourceMessageId")  # the callbacks page's example
+        e["body"] = b64(body)
+    record = build_record(delivered_events() + events)  # no callback URL declared either
+    assert record is not None and record.state == states.SUCCESS
+    assert [(c.kind, c.source_message_id) for c in record.callbacks] == [("callback", "msg_1")]
