@@ -359,3 +359,13 @@ def test_status_reads_are_not_bound_by_a_publish_deadline(serve: Any) -> None:
     transport = _transport_for(server.url, 0.01)
     data = transport.client.http.request(path="/v2/events", method="GET")
     assert data == {"events": []}
+
+
+@pytest.mark.parametrize("never_sent", [httpx.ConnectTimeout("slow dns"), httpx.PoolTimeout("busy")])
+def test_an_error_before_the_request_left_is_a_known_failure(
+    transport: QStashTransport, mock: respx.MockRouter, never_sent: Exception
+) -> None:
+    route(mock, *[never_sent] * 10)
+    with pytest.raises(PublishError) as info:
+        transport.publish(make_request())
+    assert info.value.outcome_unknown is False

@@ -59,7 +59,7 @@ _STATUS = re.compile(r"Request failed with status: (\d+), body: (.*)", re.S)
 
 #: Network errors after which QStash certainly did not store the message: the
 #: request never reached it.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 _NOT_A_PUBLISH_ANSWER = 'a success status but not QStash\'s {"messageId": ...}'
