@@ -7,7 +7,9 @@
     ├── EmailValidationError   the email a task returned is not valid for AutoSend (also ValueError)
     │   └── MessageTooLarge    the email is over QStash's message size limit (.size, .limit)
     ├── UnsupportedOption      a Celery option that QStash cannot honour (says what to do instead)
-    ├── PublishError           QStash refused or could not be reached (HTTP status + QStash's text)
+    │   └── RetryNotSupported  the task body called self.retry() / raised Retry or Reject
+    ├── PublishError           QStash refused, could not be reached, or may have stored it
+    │                          (HTTP status + QStash's text; .task_id, .outcome_unknown)
     └── DeliveryFailed         QStash delivered, AutoSend said no (a task's FAILURE/RETRY result)
 
 Messages never contain a secret: everything that formats an upstream text goes
@@ -27,6 +29,7 @@ __all__ = [
     "EmailValidationError",
     "MessageTooLarge",
     "PublishError",
+    "RetryNotSupported",
     "UnsupportedOption",
     "scrub",
     "scrub_data",
@@ -104,6 +107,26 @@ class UnsupportedOption(CeleryQStashError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.option, self._message), self.__dict__)
+
+
+RETRY_MESSAGE = (
+    "the task body runs at call time, in the caller's process, before anything is "
+    "published, so there is nothing to retry yet; QStash retries failed deliveries by "
+    "itself. Set max_retries, retry_backoff or retry_kwargs={'countdown': ...} on the task "
+    "for the delivery retry schedule. To skip sending, return None or raise Ignore(); to "
+    "give up, raise an exception (it reaches the caller and nothing is published)"
+)
+
+
+class RetryNotSupported(UnsupportedOption):
+    """The task body asked Celery to retry it (``self.retry()``, ``Retry``, ``Reject``).
+
+    Nothing was published. The option is the call that was made (``self.retry()``,
+    ``Retry`` or ``Reject``).
+    """
+
+    def __init__(self, option: str = "self.retry()", message: str = RETRY_MESSAGE) -> None:
+        super().__init__(option, message)
 
 
 class PublishError(CeleryQStashError):

@@ -6,8 +6,10 @@ They need the ``local`` extra; the imports are inside the commands so that
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +95,26 @@ def _need_local() -> None:
         ) from None
 
 
+def _check_port(host: str, port: int, flag: str, what: str) -> None:
+    """One line naming the port and the flag to change it, instead of uvicorn's traceback.
+
+    Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT is not called busy.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
+            raise click.ClickException(
+                f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
+            ) from None
+
+
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     # One line per delivery comes from the emulator itself; httpx would repeat each.
@@ -152,13 +174,18 @@ def dev(
             check_bind(host, None, False)
         except ConfigurationError as exc:
             raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
+    extra_routes = _routes(route_specs)  # a usage error comes before a busy port
+    _check_port(host, port, "--port", "QStash emulator")
+    _check_port(host, sandbox_port, "--sandbox-port", "AutoSend sandbox")
+    if not no_dashboard:
+        _check_port(host, dashboard_port, "--dashboard-port", "dashboard")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox").start()
         servers.append(box)
-        routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
+        routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
                                 max_body=max_body or DEFAULT_MAX_BODY).start()
         servers.append(qstash)
@@ -224,9 +251,11 @@ def emulator(
     _need_local()
     from ..emulator import DEFAULT_MAX_BODY, serve
 
+    routes = _routes(route_specs)  # a usage error comes before a busy port
+    _check_port(host, port, "--port", "QStash emulator")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs),
+    serve(host=host, port=port, data_dir=data_dir, routes=routes,
           extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY)
 
 
@@ -248,6 +277,7 @@ def sandbox(
     _need_local()
     from ..sandbox import DEFAULT_MAX_BODY, serve
 
+    _check_port(host, port, "--port", "AutoSend sandbox")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
