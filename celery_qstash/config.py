@@ -17,6 +17,7 @@ that changes a value between two calls is seen by the next call.
 | ``qstash_callback_url``    | ``QSTASH_CALLBACK_URL``   | none (the receiver's URL)       |
 | ``qstash_current_signing_key`` | ``…CURRENT_SIGNING_KEY`` | receiver; dev keys in dev mode |
 | ``qstash_next_signing_key``    | ``…NEXT_SIGNING_KEY``    | receiver; dev keys in dev mode |
+| ``qstash_max_message_bytes`` | ``QSTASH_MAX_MESSAGE_BYTES`` | ``1048576`` (QStash's 1 MB) |
 
 ``QSTASH_DEV=true`` points everything at ``celery-qstash dev`` on this machine,
 like the official JS SDK's switch: the emulator's URL and public dev token, and
@@ -44,6 +45,8 @@ from .errors import ConfigurationError
 __all__ = ["DEFAULT_QSTASH_URL", "Settings", "load_settings"]
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
+#: QStash's message size limit on the free plan (1 MB; pay-as-you-go allows 10 MB).
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEV_QSTASH_URL = f"http://127.0.0.1:{EMULATOR_PORT}"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -67,6 +70,7 @@ class Settings:
     callback_url: str | None = None
     current_signing_key: str | None = field(default=None, repr=False)
     next_signing_key: str | None = field(default=None, repr=False)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def require_token(self) -> str:
         if not self.qstash_token:
@@ -108,6 +112,7 @@ _KEYS = (
     ("qstash_callback_url", "QSTASH_CALLBACK_URL"),
     ("qstash_current_signing_key", "QSTASH_CURRENT_SIGNING_KEY"),
     ("qstash_next_signing_key", "QSTASH_NEXT_SIGNING_KEY"),
+    ("qstash_max_message_bytes", "QSTASH_MAX_MESSAGE_BYTES"),
     ("qstash_redact_authorization", None),
 )
 
@@ -236,6 +241,16 @@ def _build(raw: dict[str, Any]) -> Settings:
     if timeout <= 0:
         raise ConfigurationError("qstash_publish_timeout", "must be positive")
 
+    size_value = raw["qstash_max_message_bytes"]
+    try:
+        max_bytes = int(size_value) if size_value is not None else DEFAULT_MAX_MESSAGE_BYTES
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            "qstash_max_message_bytes", f"expected a number of bytes, got {size_value!r}"
+        ) from None
+    if max_bytes <= 0 or isinstance(size_value, bool):
+        raise ConfigurationError("qstash_max_message_bytes", "must be a positive number of bytes")
+
     redact_value = raw["qstash_redact_authorization"]
     redact = True if redact_value is None else _flag(redact_value, "qstash_redact_authorization")
 
@@ -263,4 +278,5 @@ def _build(raw: dict[str, Any]) -> Settings:
         callback_url=str(callback) if callback is not None else None,
         current_signing_key=current,
         next_signing_key=nxt,
+        max_message_bytes=max_bytes,
     )

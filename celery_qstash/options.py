@@ -36,7 +36,7 @@ import kombu
 
 from .config import Settings
 from .email import AnyEmail
-from .errors import CeleryQStashWarning, UnsupportedOption
+from .errors import CeleryQStashWarning, MessageTooLarge, UnsupportedOption
 
 __all__ = [
     "APPLY_ASYNC_OPTIONS",
@@ -251,7 +251,15 @@ def _headers(d: _Draft, value: Any) -> None:
                 f"{name} is set by celery-qstash itself; configure autosend_api_key or "
                 "pass task_id instead",
             )
-        text = item if isinstance(item, str) else json.dumps(item, separators=(",", ":"))
+        try:
+            text = item if isinstance(item, str) else json.dumps(
+                item, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            raise UnsupportedOption(
+                "headers",
+                f"the value of {name} ({type(item).__name__}) cannot be sent as a header: "
+                "give a string or a JSON-serialisable value",
+            ) from None
         if "\r" in text or "\n" in text:
             raise UnsupportedOption("headers", f"the value of {name} contains CR or LF")
         d.headers[name] = text
@@ -298,6 +306,47 @@ def _nothing(d: _Draft, value: Any) -> None:
     """Mapped elsewhere (task id, retries of the publish call, ignore_result, shadow)."""
 
 
+_POLICY_KEYS = ("max_retries", "interval_start", "interval_step", "interval_max", "retry_errors")
+
+
+def _retry_policy(d: _Draft, value: Any) -> None:
+    """Celery's ``retry_policy`` keys, checked here so that a bad one fails before the body
+    runs (the transport reads them at publish time)."""
+    if not isinstance(value, Mapping):
+        raise UnsupportedOption(
+            "retry_policy", f"expected a dict with {', '.join(_POLICY_KEYS)}, got {value!r}"
+        )
+    unknown = sorted(str(k) for k in value if k not in _POLICY_KEYS)
+    if unknown:
+        raise UnsupportedOption(
+            "retry_policy", f"unknown key(s) {unknown}: Celery's are {', '.join(_POLICY_KEYS)}"
+        )
+    retries = value.get("max_retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+    ):
+        raise UnsupportedOption(
+            "retry_policy",
+            f"max_retries: expected a whole number >= 0 or None, got {retries!r}",
+        )
+    for key in ("interval_start", "interval_step", "interval_max"):
+        number = value.get(key)
+        if number is None:
+            continue
+        if (isinstance(number, bool) or not isinstance(number, (int, float))
+                or not math.isfinite(number) or number < 0):
+            raise UnsupportedOption(
+                "retry_policy", f"{key}: expected seconds >= 0, got {number!r}"
+            )
+
+
+def _shadow(d: _Draft, value: Any) -> None:
+    if not isinstance(value, str):
+        raise UnsupportedOption(
+            "shadow", f"expected the display name as a string, got {type(value).__name__}"
+        )
+
+
 def canvas_error(option: str) -> UnsupportedOption:
     """The error for a chain or chord: the same from ``apply_async`` and from eager canvas."""
     return UnsupportedOption(
@@ -329,10 +378,10 @@ APPLY_ASYNC_OPTIONS: dict[str, Rule] = {
     "link_error": Rule(Outcome.MAPPED, "Upstash-Failure-Callback", "an http(s) URL, default qstash_callback_url (False: none); a Celery signature is rejected", _link_error),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up", _time_limit),
     "retry": Rule(Outcome.MAPPED, "retries of the publish call", "network errors and 5xx from QStash, within qstash_publish_timeout", _nothing),
-    "retry_policy": Rule(Outcome.MAPPED, "retries of the publish call", "max_retries, interval_start, interval_step, interval_max", _nothing),
+    "retry_policy": Rule(Outcome.MAPPED, "retries of the publish call", "max_retries, interval_start, interval_step, interval_max", _retry_policy),
     "ignore_result": Rule(Outcome.MAPPED, "result.ignored", "get() returns None at once, as in Celery", _nothing),
     "serializer": Rule(Outcome.MAPPED, "Content-Type: application/json", "anything but 'json' is rejected", _serializer),
-    "shadow": Rule(Outcome.MAPPED, "X-Celery-Task (display name)", "shown by status, CLI and dashboard", _nothing),
+    "shadow": Rule(Outcome.MAPPED, "X-Celery-Task (display name)", "shown by status, CLI and dashboard", _shadow),
     "chain": Rule(Outcome.REJECTED, "-", "no worker to continue a chain; send each step yourself", _chain("chain")),
     "chord": Rule(Outcome.REJECTED, "-", "no worker to run the chord body", _chain("chord")),
     "priority": Rule(Outcome.IGNORED, "-", "QStash has no priorities; use separate queues"),
@@ -547,11 +596,17 @@ class PublishPlan:
         flow = self.flow_control
         if flow is None and settings.rate_limit and not self.queue:
             flow = _autosend_flow(key, settings.rate_limit)
+        body = email.to_autosend()
+        # What QStash stores is the body as the SDK sends it (``json.dumps``); refuse it
+        # here, in eager mode too, rather than have QStash answer 413 (or nothing).
+        size = len(json.dumps(body).encode())
+        if size > settings.max_message_bytes:
+            raise MessageTooLarge(size, settings.max_message_bytes)
         return PublishRequest(
             task_id=self.task_id,
             task_name=self.display_name,
             url=settings.autosend_base_url + email.path,
-            body=email.to_autosend(),
+            body=body,
             authorization=f"Bearer {key}",
             headers=headers,
             queue=self.queue,
@@ -599,7 +654,12 @@ def plan_publish(
             "Idempotency-Key, so use 1-256 printable ASCII characters without spaces or commas",
         )
     d = _Draft(settings=settings, now=now)
-    stamped = set(options.get("stamped_headers") or ())
+    if shadow is not None:
+        _shadow(d, shadow)
+    # Set by Celery's stamping (a list of names); anything else stamps nothing.
+    raw_stamped = options.get("stamped_headers")
+    stamped = ({s for s in raw_stamped if isinstance(s, str)}
+               if isinstance(raw_stamped, (list, tuple, set, frozenset)) else set())
     given = {k: v for k, v in options.items() if v is not None}
     # countdown must be seen before eta to win over it.
     for name in sorted(given, key=lambda k: (k != "countdown", k)):

@@ -192,3 +192,18 @@ async def test_forced_eager_async_goes_to_the_outbox(app: Celery, qstash_mock: r
         force_eager(False)
     assert qstash_mock.calls.call_count == 0
     assert len(outbox) == 2
+
+
+async def test_async_answer_that_is_not_qstashs_is_named(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    qstash_mock["publish"].mock(return_value=httpx.Response(200, text="<html>hi</html>"))
+    with pytest.raises(PublishError, match="does not look like QStash"):
+        await send_welcome.adelay(1)
+    assert qstash_mock["publish"].call_count == 1
+
+
+async def test_async_lost_answer_leaves_the_outcome_unknown(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    qstash_mock["publish"].mock(side_effect=httpx.ReadTimeout("lost"))
+    with pytest.raises(PublishError) as info:
+        await send_welcome.aapply_async((1,), task_id="t-lost", retry_policy={"max_retries": 1, "interval_start": 0})
+    assert info.value.outcome_unknown and info.value.task_id == "t-lost"
+    assert qstash_mock["publish"].call_count == 2

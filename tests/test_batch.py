@@ -496,3 +496,38 @@ def test_eager_nothing_to_send_is_ignored_in_a_batch(app: Celery, qstash_mock: r
     result = send_maybe.delay_many([(0,), (1,)])
     assert [e.subject for e in outbox] == ["#0"]
     assert [r.state for r in result.results] == ["SUCCESS", "IGNORED"]
+
+
+def test_lost_answers_leave_the_outcome_unknown(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    qstash_mock["batch"].mock(side_effect=httpx.ReadTimeout("lost"))
+    with pytest.raises(PublishError) as info:
+        send_welcome.delay_many([(1,), (2,)], retry_policy={"max_retries": 1, "interval_start": 0})
+    assert info.value.outcome_unknown
+    assert "same task ids is safe" in str(info.value)
+    assert qstash_mock["batch"].call_count == 2
+
+
+def test_a_retry_answered_as_duplicates_is_a_success(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    answers = iter([httpx.ReadTimeout("lost"), None])
+
+    def second(request: httpx.Request) -> httpx.Response:
+        failure = next(answers)
+        if failure is not None:
+            raise failure
+        items = json.loads(request.content)
+        return httpx.Response(200, json=[{"messageId": f"m{i}", "deduplicated": True} for i, _ in enumerate(items)])
+
+    qstash_mock["batch"].mock(side_effect=second)
+    result = send_welcome.delay_many([(1,), (2,)], retry_policy={"interval_start": 0})
+    assert [r.message_id for r in result.results] == ["m0", "m1"]
+
+
+def test_an_answer_that_is_not_qstashs_is_named_and_not_retried(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    qstash_mock["batch"].mock(return_value=httpx.Response(200, text="<html>hello</html>"))
+    with pytest.raises(PublishError, match="does not look like QStash") as info:
+        send_welcome.delay_many([(1,)])
+    assert not info.value.outcome_unknown
+    assert qstash_mock["batch"].call_count == 1
+    qstash_mock["batch"].mock(return_value=httpx.Response(200, json={"messageId": "x"}))
+    with pytest.raises(PublishError, match="does not look like QStash"):
+        send_welcome.delay_many([(1,), (2,)])

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, cast
 
 import httpx
 from qstash import AsyncQStash
@@ -20,19 +20,21 @@ from qstash.errors import QStashError
 
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import PublishError, scrub
+from ..errors import PublishError
 from ..options import PublishRequest
 from .base import PublishResult
 from .batch import (
     Attempts,
     BatchOutcome,
+    Failure,
+    NotQStash,
     batch_body,
     chunked,
     classify,
     parse_batch,
     whole_request_error,
 )
-from .qstash import READ_TIMEOUT, _deadline
+from .qstash import READ_TIMEOUT, QStashTransport, _deadline, shown_url
 
 __all__ = ["AsyncQStashTransport", "async_client_for"]
 
@@ -77,7 +79,11 @@ async def _sleep(clock: Clock, seconds: float) -> None:
 
 
 class AsyncQStashTransport:
-    """``publish`` (one message) and ``publish_many`` (``/v2/batch``) for asyncio code."""
+    """``publish`` (one message) and ``publish_many`` (``/v2/batch``) for asyncio code.
+
+    The deadline covers each call as in the sync transports: every request is cut to
+    what is left of it (``asyncio.wait_for``, so a trickling server cannot hold it).
+    """
 
     def __init__(
         self,
@@ -86,11 +92,20 @@ class AsyncQStashTransport:
         timeout: float = 2.0,
         clock: Clock | None = None,
         secrets: tuple[str | None, ...] = (),
+        url: str = "",
     ) -> None:
         self.client = client
         self.timeout = timeout
         self.clock = clock or SystemClock()
         self._secrets = secrets
+        self.url = shown_url(url or str(getattr(client.http, "_base_url", "")))
+        # The sync transport words the errors; one wording for both.
+        self._words = QStashTransport(
+            cast(Any, None), timeout=timeout, clock=self.clock, secrets=secrets, url=self.url
+        )
+
+    async def _within(self, deadline: float, work: Awaitable[Any]) -> Any:
+        return await asyncio.wait_for(work, timeout=max(0.05, deadline - self.clock.now()))
 
     async def publish(
         self,
@@ -101,28 +116,29 @@ class AsyncQStashTransport:
     ) -> PublishResult:
         attempts = Attempts(self.clock, self.timeout, retry, retry_policy)
         token = _deadline.set((attempts.deadline, self.clock))
+        maybe_stored = False
         try:
             while True:
                 try:
-                    return await self._publish_once(request)
-                except (httpx.HTTPError, QStashError) as exc:
-                    known = classify(exc)
-                    if known is None:
+                    sent: PublishResult = await self._within(
+                        attempts.deadline, self._publish_once(request)
+                    )
+                    return sent
+                except (httpx.HTTPError, QStashError, NotQStash, asyncio.TimeoutError) as exc:
+                    failure = classify(exc)
+                    if failure is None:
                         raise
-                    status, text, retryable = known
-                wait = attempts.failed(retryable)
+                maybe_stored = maybe_stored or failure.maybe_stored
+                wait = attempts.failed(failure.retryable)
                 if wait is None:
                     break
                 await _sleep(self.clock, wait)
         finally:
             _deadline.reset(token)
-        text = scrub(text, (*self._secrets, request.authorization))[:500]
-        where = f"HTTP {status}" if status is not None else "network error"
-        raise PublishError(
-            f"QStash did not accept task {request.task_id} ({where} after {attempts.made} "
-            f"attempt(s)): {text}",
-            status=status,
-            error=text,
+        if failure.not_qstash:
+            raise self._words._not_qstash(request, failure.status, failure.text)
+        raise self._words._error(
+            request, failure.status, failure.text, attempts.made, outcome_unknown=maybe_stored
         )
 
     async def _publish_once(self, request: PublishRequest) -> PublishResult:
@@ -140,16 +156,24 @@ class AsyncQStashTransport:
         }
         if request.redact_headers:
             common["redact"] = {"header": list(request.redact_headers)}
-        if request.queue:
-            res: Any = await self.client.message.enqueue_json(queue=request.queue, **common)
-        else:
-            res = await self.client.message.publish_json(
-                delay=request.delay,
-                not_before=request.not_before,
-                flow_control=request.flow_control.as_sdk() if request.flow_control else None,  # type: ignore[arg-type]
-                **common,
-            )
-        return PublishResult(message_id=res.message_id, deduplicated=bool(res.deduplicated))
+        try:
+            if request.queue:
+                res: Any = await self.client.message.enqueue_json(queue=request.queue, **common)
+            else:
+                res = await self.client.message.publish_json(
+                    delay=request.delay,
+                    not_before=request.not_before,
+                    flow_control=request.flow_control.as_sdk() if request.flow_control else None,  # type: ignore[arg-type]
+                    **common,
+                )
+            message_id = res.message_id
+        # The SDK parses any 2xx as JSON and reads ``messageId``: an answer that is not
+        # QStash's fails there.
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise NotQStash(None, 'a success status but not QStash\'s {"messageId": ...}') from None
+        if not isinstance(message_id, str) or not message_id:
+            raise NotQStash(None, "a success status but no messageId")
+        return PublishResult(message_id=message_id, deduplicated=bool(res.deduplicated))
 
     async def publish_many(
         self,
@@ -175,28 +199,34 @@ class AsyncQStashTransport:
         body = batch_body(chunk)
         attempts = Attempts(self.clock, self.timeout, retry, retry_policy)
         token = _deadline.set((attempts.deadline, self.clock))
+        maybe_stored = False
         try:
             while True:
                 try:
-                    answer = await self.client.http.request(
+                    answer = await self._within(attempts.deadline, self.client.http.request(
                         path="/v2/batch",
                         body=body,
                         headers={"Content-Type": "application/json"},
                         method="POST",
-                    )
+                    ))
                     return parse_batch(chunk, answer, self._secrets), None
-                except (httpx.HTTPError, QStashError) as exc:
-                    known = classify(exc)
-                    if known is None:
+                except (httpx.HTTPError, QStashError, NotQStash, asyncio.TimeoutError,
+                        ValueError) as exc:
+                    failure = classify(exc) if not isinstance(exc, ValueError) else Failure(
+                        None, "a success status but not JSON", False, not_qstash=True
+                    )
+                    if failure is None:
                         raise
-                    status, text, retryable = known
-                wait = attempts.failed(retryable)
+                maybe_stored = maybe_stored or failure.maybe_stored
+                wait = attempts.failed(failure.retryable)
                 if wait is None:
                     break
                 await _sleep(self.clock, wait)
         finally:
             _deadline.reset(token)
-        error = whole_request_error(chunk, status, text, attempts.made, self._secrets)
+        error = whole_request_error(
+            chunk, failure, attempts.made, self._secrets, self.url, maybe_stored
+        )
         return [error] * len(chunk), error
 
 
@@ -207,4 +237,5 @@ def get_async_transport(settings: Settings, *, clock: Clock | None = None) -> As
         timeout=settings.publish_timeout,
         clock=clock,
         secrets=settings.secrets,
+        url=settings.qstash_url,
     )

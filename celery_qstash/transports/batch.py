@@ -16,8 +16,10 @@ retry after a lost answer cannot publish anything twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,16 +31,30 @@ from ..clock import Clock, SystemClock
 from ..errors import PublishError, scrub
 from ..options import PublishRequest
 from .base import PublishResult
-from .qstash import DEFAULT_RETRY_POLICY, _deadline, _upstream_error
+from .qstash import (
+    _NOT_SENT,
+    DEFAULT_RETRY_POLICY,
+    _deadline,
+    _describe,
+    _is_qstash_error,
+    _snippet,
+    _upstream_error,
+    is_loopback,
+    shown_url,
+)
 
 __all__ = [
     "MAX_BATCH",
     "Attempts",
     "BatchOutcome",
+    "Failure",
+    "NotQStash",
     "QStashBatchTransport",
     "batch_body",
     "chunked",
+    "classify",
     "parse_batch",
+    "whole_request_error",
 ]
 
 #: Messages per ``/v2/batch`` request (QStash's documented maximum).
@@ -95,7 +111,17 @@ def _refused(request: PublishRequest, text: str, secrets: tuple[str | None, ...]
         f"QStash did not accept task {request.task_id} (refused inside a batch): {text}",
         status=None,
         error=text,
+        task_id=request.task_id,
     )
+
+
+class NotQStash(Exception):
+    """The answer to a batch is not QStash's shape (a list with one item per message)."""
+
+    def __init__(self, status: int | None, snippet: str) -> None:
+        self.status = status
+        self.snippet = snippet
+        super().__init__(status, snippet)
 
 
 def parse_batch(
@@ -103,10 +129,8 @@ def parse_batch(
 ) -> list[BatchOutcome]:
     """QStash's answer, one slot per request, in order."""
     if not isinstance(answer, list) or len(answer) != len(requests):
-        raise QStashError(
-            f"Request failed with status: 502, body: batch answer has "
-            f"{len(answer) if isinstance(answer, list) else 'no'} items for {len(requests)}"
-        )
+        got = f"{len(answer)} items" if isinstance(answer, list) else type(answer).__name__
+        raise NotQStash(None, f"a success status but {got} for {len(requests)} messages")
     out: list[BatchOutcome] = []
     for request, item in zip(requests, answer, strict=True):
         if isinstance(item, dict) and isinstance(item.get("messageId"), str):
@@ -155,34 +179,75 @@ class Attempts:
         return self.attempt + 1
 
 
-def classify(exc: BaseException) -> tuple[int | None, str, bool] | None:
-    """(status, text, retryable) for an error a publish request can end with, else None."""
+@dataclass
+class Failure:
+    """What one failed request says, as the single-publish transport reads it."""
+
+    status: int | None
+    text: str
+    retryable: bool
+    #: The request may have reached QStash (its answer was lost, or a 5xx).
+    maybe_stored: bool = False
+    #: The server at qstash_url does not answer like QStash.
+    not_qstash: bool = False
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """The :class:`Failure` a publish request ended with, or ``None`` if it is not one."""
+    if isinstance(exc, NotQStash):
+        return Failure(exc.status, exc.snippet, False, not_qstash=True)
     if isinstance(exc, httpx.LocalProtocolError):  # our request is malformed: no retry
-        return None, type(exc).__name__, False
+        return Failure(None, type(exc).__name__, False)
     if isinstance(exc, httpx.TransportError):
-        return None, type(exc).__name__, True
+        return Failure(None, _describe(exc), True, maybe_stored=not isinstance(exc, _NOT_SENT))
+    if isinstance(exc, asyncio.TimeoutError):  # the async deadline passed mid-request
+        text = "the publish deadline (qstash_publish_timeout) passed before QStash answered"
+        return Failure(None, text, True, maybe_stored=True)
     if isinstance(exc, QStashError):
         status, text = _upstream_error(exc)
-        return status, text, status is not None and status >= 500
+        retryable = status is not None and status >= 500
+        if status is not None and status < 500 and not _is_qstash_error(exc):
+            return Failure(status, _snippet(exc), False, not_qstash=True)
+        # A 5xx may come from a proxy after QStash stored the messages.
+        return Failure(status, text, retryable, maybe_stored=retryable)
     return None
 
 
 def whole_request_error(
     requests: Sequence[PublishRequest],
-    status: int | None,
-    text: str,
+    failure: Failure,
     attempts: int,
     secrets: tuple[str | None, ...],
+    url: str,
+    maybe_stored: bool,
 ) -> PublishError:
-    text = scrub(text, (*secrets, *(r.authorization for r in requests)))[:500]
-    where = f"HTTP {status}" if status is not None else "network error"
+    """The error every message of a request that failed as a whole gets."""
+    text = scrub(failure.text, (*secrets, *(r.authorization for r in requests)))[:500]
     first, last = requests[0].task_id, requests[-1].task_id
-    return PublishError(
-        f"QStash did not accept the batch of {len(requests)} task(s) {first}..{last} "
-        f"({where} after {attempts} attempt(s)): {text}",
-        status=status,
-        error=text,
-    )
+    which = f"the batch of {len(requests)} task(s) {first}..{last}"
+    status = failure.status
+    if failure.not_qstash:
+        shown = repr(text[:120]) if text else "an empty body"
+        answer = text if status is None else f"HTTP {status} with {shown}"
+        message = (
+            f"QStash did not accept {which}: the server at {url} does not look like QStash "
+            f"(it answered {answer}); check qstash_url / QSTASH_URL"
+        )
+        maybe_stored = False
+    else:
+        where = f"HTTP {status}" if status is not None else f"network error talking to {url}"
+        detail = f"{where} after {attempts} attempt(s): {text}"
+        if maybe_stored:
+            message = (
+                f"QStash may or may not have stored {which} ({detail}). Publishing them "
+                "again with the same task ids is safe: QStash deduplicates on them and "
+                "AutoSend on their Idempotency-Key, so nothing is sent twice"
+            )
+        else:
+            message = f"QStash did not accept {which} ({detail})"
+            if status is None and is_loopback(url):
+                message += f". Nothing answers at {url}: is `celery-qstash dev` running?"
+    return PublishError(message, status=status, error=text, outcome_unknown=maybe_stored)
 
 
 class QStashBatchTransport:
@@ -200,6 +265,7 @@ class QStashBatchTransport:
         self.timeout = timeout
         self.clock = clock or SystemClock()
         self._secrets = secrets
+        self.url = shown_url(str(getattr(client.http, "_base_url", "")))
 
     def publish_many(
         self,
@@ -226,6 +292,7 @@ class QStashBatchTransport:
         body = batch_body(chunk)
         attempts = Attempts(self.clock, self.timeout, retry, retry_policy)
         token = _deadline.set((attempts.deadline, self.clock))
+        maybe_stored = False
         try:
             while True:
                 try:
@@ -235,19 +302,25 @@ class QStashBatchTransport:
                         headers={"Content-Type": "application/json"},
                         method="POST",
                     )
+                    # A retry after a lost answer finds each stored message a duplicate:
+                    # QStash answers it like a success, so the outcome is known again.
                     return parse_batch(chunk, answer, self._secrets), None
-                except (httpx.HTTPError, QStashError) as exc:
-                    known = classify(exc)
-                    if known is None:
+                except (httpx.HTTPError, QStashError, NotQStash, ValueError) as exc:
+                    failure = classify(exc) if not isinstance(exc, ValueError) else Failure(
+                        None, "a success status but not JSON", False, not_qstash=True
+                    )
+                    if failure is None:
                         raise
-                    status, text, retryable = known
-                wait = attempts.failed(retryable)
+                maybe_stored = maybe_stored or failure.maybe_stored
+                wait = attempts.failed(failure.retryable)
                 if wait is None:
                     break
                 self.clock.sleep(wait)
         finally:
             _deadline.reset(token)
-        # Raised by the caller outside any except block: the SDK's exception (whose text
-        # may hold what QStash echoed back) is not kept as __context__.
-        error = whole_request_error(chunk, status, text, attempts.made, self._secrets)
+        # Built outside any except block: the SDK's exception (whose text may hold what
+        # QStash echoed back) is not kept as __context__.
+        error = whole_request_error(
+            chunk, failure, attempts.made, self._secrets, self.url, maybe_stored
+        )
         return [error] * len(chunk), error
