@@ -1,0 +1,228 @@
+"""The emulator's state in SQLite, one module per resource. No HTTP here.
+
+- ``schema``: the tables and their migrations; ``db``: the shared connection,
+  its lock and transactions, the clock;
+- ``messages`` (publish, read, cancel), ``attempts`` (due, claim, outcome),
+  ``events`` (the log), ``dlq``, ``queues``, ``topics`` (URL groups), ``flow``
+  (flow control), ``schedules``, ``keys`` (signing keys).
+
+Each resource is one small class over the shared :class:`~.db.Database`; the
+ones that act on another resource are handed it when :class:`Store` wires them
+together (imports only flow down: messages -> queues/flow/topics/events, never
+back). :class:`Store` is the one object the API and the delivery loop hold: its
+attributes are the resources, and its methods are the stable entry points.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery_qstash.clock import Clock
+
+from ..publish import PublishOptions, ScheduleOptions
+from .attempts import Attempts
+from .db import DB_FILENAME, JSON, Database
+from .dlq import DeadLetters
+from .events import EventFilter, Events
+from .flow import FlowControl
+from .keys import SigningKeys
+from .messages import DEDUP_WINDOW_MS, Messages, Published
+from .queues import Queues
+from .results import AttemptResult, CallbackFactory, CallbackSpec
+from .schedules import Schedules
+from .topics import UrlGroups, is_url
+
+__all__ = [
+    "DB_FILENAME",
+    "DEDUP_WINDOW_MS",
+    "JSON",
+    "AttemptResult",
+    "CallbackSpec",
+    "EventFilter",
+    "Published",
+    "Store",
+    "is_url",
+]
+
+
+class Store:
+    """All emulator state. ``path=None`` keeps it in memory."""
+
+    def __init__(self, path: str | Path | None = None, clock: Clock | None = None) -> None:
+        self.db = Database(path, clock)
+        self.clock = self.db.clock
+        self.path = self.db.path
+        self.events = Events(self.db)
+        self.keys = SigningKeys(self.db)
+        self.queues = Queues(self.db, self.events)
+        self.groups = UrlGroups(self.db)
+        self.flow = FlowControl(self.db)
+        self.messages = Messages(self.db, self.events, self.queues, self.flow, self.groups)
+        self.dlq = DeadLetters(self.db, self.messages)
+        self.schedules = Schedules(self.db, self.messages, self.queues, self.groups)
+        self.attempts = Attempts(self.db, self.events, self.queues, self.flow, self.messages,
+                                 self.dlq, self.schedules)
+        self.attempts.recover()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    @property
+    def on_change(self) -> Callable[[], None] | None:
+        return self.db.on_change
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None] | None) -> None:
+        self.db.on_change = callback
+
+    @property
+    def _db(self) -> sqlite3.Connection:  # tests trace the SQL a call runs
+        return self.db.conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self.db.tx() as cur:
+            yield cur
+
+    def now_ms(self) -> int:
+        return self.db.now_ms()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def reset(self) -> None:
+        self.db.reset()
+
+    def explain_due_query(self) -> str:
+        return self.attempts.explain_due_query()
+
+    # -- entry points, by resource ---------------------------------------------
+
+    def signing_keys(self, user: str, default: tuple[str, str] | None = None) -> tuple[str, str]:
+        return self.keys.get(user, default)
+
+    def rotate_signing_keys(self, user: str) -> tuple[str, str]:
+        return self.keys.rotate(user)
+
+    def list_events(self, user: str, flt: EventFilter, cursor: str | None,
+                    count: int) -> tuple[list[JSON], str | None]:
+        return self.events.page(user, flt, cursor, count)
+
+    def publish(self, user: str, destination: str, options: PublishOptions, *,
+                queue: str | None = None, schedule_id: str | None = None,
+                caller_ip: str | None = None, kind: str = "message",
+                now_ms: int | None = None) -> list[Published]:
+        return self.messages.publish(user, destination, options, queue=queue,
+                                     schedule_id=schedule_id, caller_ip=caller_ip, kind=kind,
+                                     now_ms=now_ms)
+
+    def _publish(self, cur: sqlite3.Cursor, user: str, destination: str,
+                 options: PublishOptions, *, queue: str | None, schedule_id: str | None,
+                 caller_ip: str | None, kind: str, now_ms: int) -> list[Published]:
+        """Publish inside the caller's transaction (benchmarks seed many in one)."""
+        return self.messages.publish_in(cur, user, destination, options, queue=queue,
+                                        schedule_id=schedule_id, caller_ip=caller_ip,
+                                        kind=kind, now_ms=now_ms)
+
+    def get_message(self, user: str, message_id: str) -> JSON:
+        return self.messages.get(user, message_id)
+
+    def pending_count(self) -> int:
+        return self.messages.pending_count()
+
+    def cancel(self, user: str, message_ids: Sequence[str] | None = None,
+               flt: EventFilter | None = None, count: int | None = None,
+               host: str | None = None, path: str | None = None) -> int:
+        return self.messages.cancel(user, message_ids, flt, count, host, path)
+
+    def next_due_ms(self) -> int | None:
+        return self.attempts.next_due_ms()
+
+    def claim_due(self, now_ms: int, limit: int = 256) -> list[JSON]:
+        return self.attempts.claim_due(now_ms, limit)
+
+    def finish_attempt(self, message: JSON, result: AttemptResult, now_ms: int,
+                       callbacks: CallbackFactory | None = None) -> str:
+        return self.attempts.finish_attempt(message, result, now_ms, callbacks)
+
+    def list_dlq(self, user: str, flt: EventFilter, cursor: str | None,
+                 count: int) -> tuple[list[JSON], str | None]:
+        return self.dlq.page(user, flt, cursor, count)
+
+    def get_dlq(self, user: str, dlq_id: str) -> JSON:
+        return self.dlq.get(user, dlq_id)
+
+    def delete_dlq(self, user: str, flt: EventFilter, count: int | None = None) -> int:
+        return self.dlq.delete(user, flt, count)
+
+    def retry_dlq(self, user: str, flt: EventFilter,
+                  override: Callable[[PublishOptions], PublishOptions] | None = None,
+                  count: int | None = None) -> list[str]:
+        return self.dlq.retry(user, flt, override, count)
+
+    def upsert_queue(self, user: str, name: str, parallelism: int, paused: bool) -> None:
+        self.queues.upsert(user, name, parallelism, paused)
+
+    def get_queue(self, user: str, name: str) -> JSON:
+        return self.queues.get(user, name)
+
+    def list_queues(self, user: str) -> list[JSON]:
+        return self.queues.all(user)
+
+    def delete_queue(self, user: str, name: str) -> None:
+        self.queues.delete(user, name)
+
+    def set_queue_paused(self, user: str, name: str, paused: bool) -> None:
+        self.queues.set_paused(user, name, paused)
+
+    def upsert_endpoints(self, user: str, name: str, endpoints: list[JSON]) -> None:
+        self.groups.upsert_endpoints(user, name, endpoints)
+
+    def remove_endpoints(self, user: str, name: str, endpoints: list[JSON]) -> None:
+        self.groups.remove_endpoints(user, name, endpoints)
+
+    def get_topic(self, user: str, name: str) -> JSON:
+        return self.groups.get(user, name)
+
+    def list_topics(self, user: str) -> list[JSON]:
+        return self.groups.all(user)
+
+    def delete_topic(self, user: str, name: str) -> None:
+        self.groups.delete(user, name)
+
+    def get_flow(self, user: str, key: str) -> JSON:
+        return self.flow.get(user, key)
+
+    def list_flows(self, user: str, search: str | None = None) -> list[JSON]:
+        return self.flow.all(user, search)
+
+    def update_flow(self, user: str, key: str, action: str, *, parallelism: int | None = None,
+                    rate: int | None = None, period_s: int | None = None,
+                    unpin_parallelism: bool = False, unpin_rate: bool = False) -> None:
+        self.flow.update(user, key, action, parallelism=parallelism, rate=rate,
+                         period_s=period_s, unpin_parallelism=unpin_parallelism,
+                         unpin_rate=unpin_rate)
+
+    def global_parallelism(self, user: str) -> JSON:
+        return self.flow.global_parallelism(user)
+
+    def upsert_schedule(self, user: str, destination: str, schedule: ScheduleOptions,
+                        caller_ip: str | None = None) -> str:
+        return self.schedules.upsert(user, destination, schedule, caller_ip)
+
+    def get_schedule(self, user: str, schedule_id: str) -> JSON:
+        return self.schedules.get(user, schedule_id)
+
+    def list_schedules(self, user: str) -> list[JSON]:
+        return self.schedules.all(user)
+
+    def delete_schedule(self, user: str, schedule_id: str) -> None:
+        self.schedules.delete(user, schedule_id)
+
+    def set_schedule_paused(self, user: str, schedule_id: str, paused: bool) -> None:
+        self.schedules.set_paused(user, schedule_id, paused)
+
+    def fire_due_schedules(self, now_ms: int, limit: int = 256) -> int:
+        return self.schedules.fire_due(now_ms, limit)
