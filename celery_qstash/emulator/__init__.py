@@ -30,8 +30,8 @@ from celery_qstash import devserver
 from celery_qstash._serving import ThreadedServer, run
 from celery_qstash.clock import Clock, SystemClock
 
-from .api import build_app
 from .delivery import DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
+from .routes import build_app
 from .store import Store
 
 __all__ = [

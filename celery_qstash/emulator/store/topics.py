@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 from ..errors import BadRequest, NotFound
-from ..publish import check_header_value, check_url
+from ..validate import check_header_value, check_url
 from .db import JSON, Database
 from .queues import NAME
 

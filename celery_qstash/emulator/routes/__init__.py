@@ -1,0 +1,113 @@
+"""The emulator's HTTP routes, one module per resource (QStash REST API v2, as the
+official SDKs call it), plus the ``/_emulator`` control plane.
+
+Handlers are thin: authenticate, parse (``api.py``), call the store or the loop,
+return JSON (``wire.py`` shapes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as StarletteRoute
+
+from celery_qstash.clock import FakeClock
+
+from ..api import Api, Handler, Route, _error
+from ..errors import ApiError, BadRequest
+from . import dlq, flow, keys, logs, messages, publish, queues, schedules, topics
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from .. import Emulator
+
+__all__ = ["build_app"]
+
+#: Order matters where paths overlap (``/v2/dlq/retry`` before ``/v2/dlq/{id}``).
+QSTASH_ROUTES: list[Route] = [
+    *publish.ROUTES, *messages.ROUTES, *logs.ROUTES, *dlq.ROUTES, *queues.ROUTES,
+    *topics.ROUTES, *keys.ROUTES, *flow.ROUTES, *schedules.ROUTES,
+]
+
+
+# -- control plane (no auth: local test harness only) ---------------------------
+
+async def reset(api: Api, request: Request) -> Response:
+    api.emulator.reset()
+    return JSONResponse({"reset": True})
+
+
+async def health(api: Api, request: Request) -> Response:
+    return JSONResponse({"status": "ok", "pending": api.store.pending_count()})
+
+
+async def tick(api: Api, request: Request) -> Response:
+    # A tick makes HTTP calls (possibly back to this server): keep the event loop free.
+    attempts = await anyio.to_thread.run_sync(api.emulator.tick)
+    return JSONResponse({"attempts": attempts})
+
+
+async def advance(api: Api, request: Request) -> Response:
+    clock = api.emulator.clock
+    if not isinstance(clock, FakeClock):
+        raise BadRequest("the emulator runs on the system clock; nothing to advance")
+    try:
+        seconds = float(request.query_params.get("seconds", "0"))
+    except ValueError:
+        raise BadRequest("seconds must be a number") from None
+    now = clock.advance(seconds)
+    api.emulator.loop.wake()
+    return JSONResponse({"now": now})
+
+def _authed(api: Api, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            user = api.user(request)
+            return await handler(api, request, user)
+        except ApiError as exc:
+            return _error(exc.status, exc.message)
+
+    return endpoint
+
+
+def _plain(api: Api, handler: Callable[[Api, Request], Awaitable[Response]]
+           ) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(api, request)
+        except ApiError as exc:
+            return _error(exc.status, exc.message)
+
+    return endpoint
+
+
+def build_app(emulator: Emulator,
+              lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None
+              ) -> Starlette:
+    """The Starlette app: QStash v2 routes (order matters where paths overlap)."""
+    api = Api(emulator)
+    routes = [StarletteRoute(path, _authed(api, handler), methods=methods)
+              for path, methods, handler in QSTASH_ROUTES]
+    routes += [
+        StarletteRoute("/_emulator/reset", _plain(api, reset), methods=["POST"]),
+        StarletteRoute("/_emulator/health", _plain(api, health), methods=["GET"]),
+        StarletteRoute("/_emulator/tick", _plain(api, tick), methods=["POST"]),
+        StarletteRoute("/_emulator/clock/advance", _plain(api, advance), methods=["POST"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, str(exc.detail))
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error})
+    app.state.emulator = emulator
+    return app
+

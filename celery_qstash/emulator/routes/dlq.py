@@ -1,0 +1,98 @@
+"""The dead-letter queue: ``/v2/dlq`` list, read, delete, retry."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..api import (
+    JSON,
+    Api,
+    Route,
+    _count,
+    _filter,
+    _headers,
+    _ids,
+    _int_param,
+    _json_body,
+    _segment,
+)
+from ..errors import NotFound
+from ..publish import (
+    parse_publish_headers,
+)
+from ..store import EventFilter
+from ..wire import dlq_json
+
+__all__ = ["ROUTES"]
+
+
+async def list_dlq(api: Api, request: Request, user: str) -> Response:
+    entries, cursor = api.store.list_dlq(
+        user, _filter(request), request.query_params.get("cursor"), _count(request)
+    )
+    out: JSON = {"messages": [dlq_json(e) for e in entries]}
+    if cursor:
+        out["cursor"] = cursor
+    return JSONResponse(out)
+
+
+async def get_dlq(api: Api, request: Request, user: str) -> Response:
+    return JSONResponse(dlq_json(api.store.get_dlq(user, _segment(request, 3))))
+
+
+async def delete_dlq(api: Api, request: Request, user: str) -> Response:
+    dlq_id = _segment(request, 3)
+    if not api.store.delete_dlq(user, EventFilter(dlq_ids=[dlq_id])):
+        raise NotFound("dlq message not found")
+    return JSONResponse({"deleted": 1})
+
+
+async def delete_dlq_many(api: Api, request: Request, user: str) -> Response:
+    body = await _json_body(request)
+    flt = _filter(request)
+    dlq_ids = _ids(body, "dlqIds")
+    if dlq_ids is not None:
+        flt = EventFilter(dlq_ids=dlq_ids)
+        if not flt.dlq_ids:
+            return JSONResponse({"deleted": 0})
+    count = _int_param(request.query_params.get("count"), "count")
+    return JSONResponse({"deleted": api.store.delete_dlq(user, flt, count)})
+
+
+async def retry_dlq(api: Api, request: Request, user: str) -> Response:
+    dlq_id = _segment(request, 4)
+    api.store.get_dlq(user, dlq_id)
+    headers = _headers(request)
+    ids = api.store.retry_dlq(user, EventFilter(dlq_ids=[dlq_id]),
+                               lambda base: parse_publish_headers(
+                                   headers, b"", base, max_timeout_ms=api.max_timeout_ms))
+    return JSONResponse({"messageId": ids[0] if ids else None}, status_code=201)
+
+
+async def retry_dlq_many(api: Api, request: Request, user: str) -> Response:
+    body = await _json_body(request)
+    flt = _filter(request)
+    dlq_ids = _ids(body, "dlqIds")
+    if dlq_ids is not None:
+        flt = EventFilter(dlq_ids=dlq_ids)
+        if not flt.dlq_ids:
+            return JSONResponse({"cursor": "", "responses": []}, status_code=201)
+    headers = _headers(request)
+    count = _int_param(request.query_params.get("count"), "count")
+    ids = api.store.retry_dlq(user, flt,
+                               lambda base: parse_publish_headers(
+                                   headers, b"", base, max_timeout_ms=api.max_timeout_ms),
+                               count)
+    return JSONResponse({"cursor": "", "responses": [{"messageId": i} for i in ids]},
+                        status_code=201)
+
+
+ROUTES: list[Route] = [
+    ("/v2/dlq", ["GET"], list_dlq),
+    ("/v2/dlq", ["DELETE"], delete_dlq_many),
+    ("/v2/dlq/retry", ["POST"], retry_dlq_many),
+    ("/v2/dlq/retry/{id}", ["POST"], retry_dlq),
+    ("/v2/dlq/{id}", ["GET"], get_dlq),
+    ("/v2/dlq/{id}", ["DELETE"], delete_dlq),
+]

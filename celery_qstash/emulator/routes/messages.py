@@ -1,0 +1,52 @@
+"""Messages: read one, cancel one or many (``/v2/messages``)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..api import (
+    Api,
+    Route,
+    _filter,
+    _ids,
+    _int_param,
+    _json_body,
+    _multi,
+    _segment,
+)
+from ..errors import NotFound
+from ..wire import message_json
+
+__all__ = ["ROUTES"]
+
+
+async def get_message(api: Api, request: Request, user: str) -> Response:
+    return JSONResponse(message_json(api.store.get_message(user, _segment(request, 3))))
+
+
+async def cancel_message(api: Api, request: Request, user: str) -> Response:
+    message_id = _segment(request, 3)
+    if not api.store.cancel(user, [message_id]):
+        raise NotFound("message not found")
+    return JSONResponse({"cancelled": 1})
+
+
+async def cancel_messages(api: Api, request: Request, user: str) -> Response:
+    body = await _json_body(request)
+    ids = _ids(body, "messageIds")
+    if ids is None and _multi(request, "messageIds"):
+        ids = _multi(request, "messageIds")
+    flt = _filter(request)
+    q = request.query_params
+    count = _int_param(q.get("count"), "count")
+    cancelled = api.store.cancel(user, ids, flt, count=count, host=q.get("host") or None,
+                                  path=q.get("path") or None)
+    return JSONResponse({"cancelled": cancelled})
+
+
+ROUTES: list[Route] = [
+    ("/v2/messages", ["DELETE"], cancel_messages),
+    ("/v2/messages/{id}", ["GET"], get_message),
+    ("/v2/messages/{id}", ["DELETE"], cancel_message),
+]

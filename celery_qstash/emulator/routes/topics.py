@@ -1,0 +1,59 @@
+"""URL groups (topics): ``/v2/topics`` endpoints, list, read, delete."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..api import (
+    JSON,
+    Api,
+    Route,
+    _json_body,
+    _segment,
+)
+from ..errors import BadRequest
+
+__all__ = ["ROUTES"]
+
+
+async def _endpoints(request: Request) -> list[JSON]:
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("endpoints"), list):
+        raise BadRequest("endpoints are required")
+    endpoints = [e for e in body["endpoints"] if isinstance(e, dict)]
+    if not endpoints:
+        raise BadRequest("endpoints are required")
+    return endpoints
+
+
+async def upsert_endpoints(api: Api, request: Request, user: str) -> Response:
+    api.store.upsert_endpoints(user, _segment(request, 3), await _endpoints(request))
+    return Response(status_code=200)
+
+
+async def remove_endpoints(api: Api, request: Request, user: str) -> Response:
+    api.store.remove_endpoints(user, _segment(request, 3), await _endpoints(request))
+    return Response(status_code=200)
+
+
+async def list_topics(api: Api, request: Request, user: str) -> Response:
+    return JSONResponse(api.store.list_topics(user))
+
+
+async def get_topic(api: Api, request: Request, user: str) -> Response:
+    return JSONResponse(api.store.get_topic(user, _segment(request, 3)))
+
+
+async def delete_topic(api: Api, request: Request, user: str) -> Response:
+    api.store.delete_topic(user, _segment(request, 3))
+    return Response(status_code=200)
+
+
+ROUTES: list[Route] = [
+    ("/v2/topics", ["GET"], list_topics),
+    ("/v2/topics/{name}/endpoints", ["POST"], upsert_endpoints),
+    ("/v2/topics/{name}/endpoints", ["DELETE"], remove_endpoints),
+    ("/v2/topics/{name}", ["GET"], get_topic),
+    ("/v2/topics/{name}", ["DELETE"], delete_topic),
+]
