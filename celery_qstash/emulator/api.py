@@ -126,22 +126,42 @@ def _multi(request: Request, name: str) -> list[str]:
     return values
 
 
-def _filter(request: Request) -> EventFilter:
+#: The filter fields each list endpoint takes (OAS ``qstash/openapi.yaml``; the JS SDK also
+#: sends ``host``, ``path``, ``callerIp`` and ``flowControlKey`` on the logs). Anything else
+#: is a 400 naming it, as QStash answers: a typo must never widen a delete to "everything".
+_COMMON = frozenset({"messageId", "url", "topicName", "scheduleId", "queueName", "fromDate",
+                     "toDate", "label", "callerIp", "callerIP", "flowControlKey", "count"})
+LOG_FIELDS = _COMMON | {"cursor", "messageIds", "state", "host", "path", "responseStatus",
+                        "order", "trimBody"}
+DLQ_FIELDS = _COMMON | {"cursor", "responseStatus", "dlqIds", "messageIds"}
+CANCEL_FIELDS = (_COMMON - {"messageId"}) | {"messageIds", "host", "path", "async"}
+_ALWAYS = frozenset({"qstash_token"})
+
+
+def _filter(request: Request, allowed: frozenset[str] = LOG_FIELDS) -> EventFilter:
+    """The query's filters; several values per field, repeated or comma-separated."""
+    unknown = sorted({k for k in request.query_params if k not in allowed | _ALWAYS})
+    if unknown:
+        raise BadRequest(f"unknown filter field {unknown[0]!r}; expected one of "
+                         f"{', '.join(sorted(allowed))}")
     q = request.query_params
-    ids = _multi(request, "messageIds") + _multi(request, "messageId")
+    statuses = [_int_param(s, "responseStatus", high=999) for s in _multi(request,
+                                                                       "responseStatus")]
     return EventFilter(
-        message_ids=ids,
+        message_ids=_multi(request, "messageIds") + _multi(request, "messageId"),
         states=[s.upper() for s in _multi(request, "state")],
-        url=q.get("url") or None,
-        topic=q.get("topicName") or None,
-        queue=q.get("queueName") or None,
-        schedule_id=q.get("scheduleId") or None,
+        urls=_multi(request, "url"),
+        hosts=_multi(request, "host"),
+        paths=_multi(request, "path"),
+        topics=_multi(request, "topicName"),
+        queues=_multi(request, "queueName"),
+        schedule_ids=_multi(request, "scheduleId"),
         from_ms=_int_param(q.get("fromDate"), "fromDate"),
         to_ms=_int_param(q.get("toDate"), "toDate"),
         labels=_multi(request, "label"),
-        fc_key=q.get("flowControlKey") or None,
-        response_status=_int_param(q.get("responseStatus"), "responseStatus", high=999),
-        caller_ip=q.get("callerIp") or None,
+        fc_keys=_multi(request, "flowControlKey"),
+        response_statuses=[s for s in statuses if s is not None],
+        caller_ips=_multi(request, "callerIp") + _multi(request, "callerIP"),
         dlq_ids=_multi(request, "dlqIds") + _multi(request, "dlqId"),
     )
 

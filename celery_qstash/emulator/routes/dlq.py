@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..api import (
+    DLQ_FIELDS,
     JSON,
     Api,
     Route,
@@ -13,7 +16,6 @@ from ..api import (
     _filter,
     _headers,
     _ids,
-    _int_param,
     _json_body,
     _segment,
 )
@@ -22,6 +24,7 @@ from ..publish import (
     parse_publish_headers,
 )
 from ..store import EventFilter
+from ..store.dlq import BULK_MAX
 from ..wire import dlq_json
 
 __all__ = ["ROUTES"]
@@ -29,7 +32,7 @@ __all__ = ["ROUTES"]
 
 async def list_dlq(api: Api, request: Request, user: str) -> Response:
     entries, cursor = api.store.list_dlq(
-        user, _filter(request), request.query_params.get("cursor"), _count(request)
+        user, _filter(request, DLQ_FIELDS), request.query_params.get("cursor"), _count(request)
     )
     out: JSON = {"messages": [dlq_json(e) for e in entries]}
     if cursor:
@@ -43,49 +46,56 @@ async def get_dlq(api: Api, request: Request, user: str) -> Response:
 
 async def delete_dlq(api: Api, request: Request, user: str) -> Response:
     dlq_id = _segment(request, 3)
-    if not api.store.delete_dlq(user, EventFilter(dlq_ids=[dlq_id])):
+    if not api.store.delete_dlq(user, EventFilter(dlq_ids=[dlq_id]))[0]:
         raise NotFound("dlq message not found")
     return JSONResponse({"deleted": 1})
 
 
-async def delete_dlq_many(api: Api, request: Request, user: str) -> Response:
-    body = await _json_body(request)
-    flt = _filter(request)
+def _bulk(request: Request, body: Any) -> tuple[EventFilter, int, str | None]:
+    """The filter (``dlqIds`` in the JSON body win, as qstash-py sends them), page size
+    (OAS: default and maximum 100) and cursor of a bulk delete or retry."""
+    flt = _filter(request, DLQ_FIELDS)
     dlq_ids = _ids(body, "dlqIds")
     if dlq_ids is not None:
         flt = EventFilter(dlq_ids=dlq_ids)
-        if not flt.dlq_ids:
-            return JSONResponse({"deleted": 0})
-    count = _int_param(request.query_params.get("count"), "count")
-    return JSONResponse({"deleted": api.store.delete_dlq(user, flt, count)})
+    return flt, _count(request, BULK_MAX, BULK_MAX), request.query_params.get("cursor")
+
+
+async def delete_dlq_many(api: Api, request: Request, user: str) -> Response:
+    body = await _json_body(request)
+    flt, count, cursor = _bulk(request, body)
+    if _ids(body, "dlqIds") == []:
+        return JSONResponse({"deleted": 0})
+    deleted, next_cursor = api.store.delete_dlq(user, flt, count, cursor)
+    out: JSON = {"deleted": deleted}
+    if next_cursor:
+        out["cursor"] = next_cursor
+    return JSONResponse(out)
 
 
 async def retry_dlq(api: Api, request: Request, user: str) -> Response:
     dlq_id = _segment(request, 4)
     api.store.get_dlq(user, dlq_id)
     headers = _headers(request)
-    ids = api.store.retry_dlq(user, EventFilter(dlq_ids=[dlq_id]),
-                               lambda base: parse_publish_headers(
-                                   headers, b"", base, max_timeout_ms=api.max_timeout_ms))
+    ids, _ = api.store.retry_dlq(user, EventFilter(dlq_ids=[dlq_id]),
+                                  lambda base: parse_publish_headers(
+                                      headers, b"", base, max_timeout_ms=api.max_timeout_ms))
     return JSONResponse({"messageId": ids[0] if ids else None}, status_code=201)
 
 
 async def retry_dlq_many(api: Api, request: Request, user: str) -> Response:
     body = await _json_body(request)
-    flt = _filter(request)
-    dlq_ids = _ids(body, "dlqIds")
-    if dlq_ids is not None:
-        flt = EventFilter(dlq_ids=dlq_ids)
-        if not flt.dlq_ids:
-            return JSONResponse({"cursor": "", "responses": []}, status_code=201)
+    flt, count, cursor = _bulk(request, body)
+    if _ids(body, "dlqIds") == []:
+        return JSONResponse({"responses": []}, status_code=201)
     headers = _headers(request)
-    count = _int_param(request.query_params.get("count"), "count")
-    ids = api.store.retry_dlq(user, flt,
-                               lambda base: parse_publish_headers(
-                                   headers, b"", base, max_timeout_ms=api.max_timeout_ms),
-                               count)
-    return JSONResponse({"cursor": "", "responses": [{"messageId": i} for i in ids]},
-                        status_code=201)
+    ids, next_cursor = api.store.retry_dlq(
+        user, flt, lambda base: parse_publish_headers(
+            headers, b"", base, max_timeout_ms=api.max_timeout_ms), count, cursor)
+    out: JSON = {"responses": [{"messageId": i} for i in ids]}
+    if next_cursor:
+        out["cursor"] = next_cursor
+    return JSONResponse(out, status_code=201)
 
 
 ROUTES: list[Route] = [

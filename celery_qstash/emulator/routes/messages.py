@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..api import (
+    CANCEL_FIELDS,
     Api,
     Route,
     _filter,
     _ids,
-    _int_param,
     _json_body,
     _multi,
     _segment,
@@ -37,12 +37,9 @@ async def cancel_messages(api: Api, request: Request, user: str) -> Response:
     ids = _ids(body, "messageIds")
     if ids is None and _multi(request, "messageIds"):
         ids = _multi(request, "messageIds")
-    flt = _filter(request)
-    q = request.query_params
-    count = _int_param(q.get("count"), "count")
-    cancelled = api.store.cancel(user, ids, flt, count=count, host=q.get("host") or None,
-                                  path=q.get("path") or None)
-    return JSONResponse({"cancelled": cancelled})
+    # OAS: the deprecated ``count`` is ignored; every message that matches is cancelled.
+    flt = _filter(request, CANCEL_FIELDS)
+    return JSONResponse({"cancelled": api.store.cancel(user, ids, flt)})
 
 
 ROUTES: list[Route] = [

@@ -25,7 +25,7 @@ from celery_qstash.clock import Clock
 from ..publish import PublishOptions, ScheduleOptions
 from .attempts import Attempts
 from .db import DB_FILENAME, JSON, Database
-from .dlq import DeadLetters
+from .dlq import BULK_MAX, DeadLetters
 from .events import EventFilter, Events
 from .flow import FlowControl
 from .keys import SigningKeys
@@ -133,9 +133,8 @@ class Store:
         return self.messages.pending_count()
 
     def cancel(self, user: str, message_ids: Sequence[str] | None = None,
-               flt: EventFilter | None = None, count: int | None = None,
-               host: str | None = None, path: str | None = None) -> int:
-        return self.messages.cancel(user, message_ids, flt, count, host, path)
+               flt: EventFilter | None = None) -> int:
+        return self.messages.cancel(user, message_ids, flt)
 
     def next_due_ms(self) -> int | None:
         return self.attempts.next_due_ms()
@@ -154,13 +153,14 @@ class Store:
     def get_dlq(self, user: str, dlq_id: str) -> JSON:
         return self.dlq.get(user, dlq_id)
 
-    def delete_dlq(self, user: str, flt: EventFilter, count: int | None = None) -> int:
-        return self.dlq.delete(user, flt, count)
+    def delete_dlq(self, user: str, flt: EventFilter, count: int = BULK_MAX,
+                   cursor: str | None = None) -> tuple[int, str | None]:
+        return self.dlq.delete(user, flt, count, cursor)
 
     def retry_dlq(self, user: str, flt: EventFilter,
                   override: Callable[[PublishOptions], PublishOptions] | None = None,
-                  count: int | None = None) -> list[str]:
-        return self.dlq.retry(user, flt, override, count)
+                  count: int = BULK_MAX, cursor: str | None = None) -> tuple[list[str], str | None]:
+        return self.dlq.retry(user, flt, override, count, cursor)
 
     def upsert_queue(self, user: str, name: str, parallelism: int, paused: bool) -> None:
         self.queues.upsert(user, name, parallelism, paused)

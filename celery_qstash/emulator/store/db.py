@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery_qstash.clock import Clock, SystemClock
 
 from ..errors import BadRequest, NotFound
 from .schema import SCHEMA, TABLES, migrate
 
-__all__ = ["DB_FILENAME", "JSON", "Database", "new_id"]
+__all__ = ["DB_FILENAME", "JSON", "Database", "decode_cursor", "encode_cursor", "new_id"]
 
 JSON = dict[str, Any]
 DB_FILENAME = "emulator.sqlite3"
@@ -38,11 +39,19 @@ def new_id(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
 
 
-def _encode_cursor(time_ms: int, seq: int) -> str:
+def _url_host(url: str | None) -> str | None:
+    return urlsplit(url).hostname if url else None
+
+
+def _url_path(url: str | None) -> str | None:
+    return urlsplit(url).path if url else None
+
+
+def encode_cursor(time_ms: int, seq: int) -> str:
     return f"{time_ms}-{seq}"
 
 
-def _decode_cursor(cursor: str | None) -> tuple[int, int] | None:
+def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
     if not cursor:
         return None
     match = re.fullmatch(r"([0-9]{1,18})-([0-9]{1,18})", cursor.strip())
@@ -66,6 +75,9 @@ class Database:
         self.path = target
         self.conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
+        # The host and path filters of the logs and the DLQ match on parts of ``url``.
+        self.conn.create_function("url_host", 1, _url_host, deterministic=True)
+        self.conn.create_function("url_path", 1, _url_path, deterministic=True)
         if target != ":memory:":
             self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -94,7 +106,7 @@ class Database:
         cursor: str | None, count: int,
     ) -> tuple[list[JSON], str | None]:
         """One page of ``table``'s ``data``, newest first, with QStash's opaque cursor."""
-        position = _decode_cursor(cursor)
+        position = decode_cursor(cursor)
         if position is not None:
             where = [*where, f"({time_col} < ? OR ({time_col} = ? AND seq < ?))"]
             params = [*params, position[0], position[0], position[1]]
@@ -107,7 +119,7 @@ class Database:
         next_cursor = None
         if len(rows) > count:
             last = rows[count - 1]
-            next_cursor = _encode_cursor(last[time_col], last["seq"])
+            next_cursor = encode_cursor(last[time_col], last["seq"])
         return entries, next_cursor
 
     @contextmanager

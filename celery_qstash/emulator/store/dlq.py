@@ -9,13 +9,17 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import NotFound
 from ..publish import PublishOptions
-from .db import JSON, Database
-from .events import EventFilter
+from .db import JSON, Database, decode_cursor, encode_cursor
+from .events import EventFilter, filter_sql
 from .messages import Messages
 from .results import AttemptResult
 
-__all__ = ["DeadLetters"]
+__all__ = ["BULK_MAX", "DeadLetters"]
+
+#: QStash's page size for bulk DLQ delete and retry (OAS: count default and maximum 100).
+BULK_MAX = 100
 
 
 class DeadLetters:
@@ -63,26 +67,35 @@ class DeadLetters:
         if flt.dlq_ids:
             where.append(f"dlq_id IN ({','.join('?' * len(flt.dlq_ids))})")
             params += flt.dlq_ids
-        if flt.message_ids:
-            where.append(f"message_id IN ({','.join('?' * len(flt.message_ids))})")
-            params += flt.message_ids
-        for column, value in (("url", flt.url), ("topic", flt.topic), ("queue", flt.queue),
-                              ("schedule_id", flt.schedule_id), ("fc_key", flt.fc_key),
-                              ("caller_ip", flt.caller_ip),
-                              ("response_status", flt.response_status)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if flt.from_ms is not None:
-            where.append("created_ms >= ?")
-            params.append(flt.from_ms)
-        if flt.to_ms is not None:
-            where.append("created_ms <= ?")
-            params.append(flt.to_ms)
+        clauses, args = filter_sql(flt, "created_ms")
+        where += clauses
+        params += args
         if flt.labels:
             where.append("(" + " OR ".join("labels LIKE ?" for _ in flt.labels) + ")")
             params += [f"%,{label},%" for label in flt.labels]
         return where, params
+
+    def _batch(self, cur: sqlite3.Cursor, user: str, flt: EventFilter, cursor: str | None,
+               count: int) -> tuple[list[sqlite3.Row], str | None]:
+        """The next ``count`` matching entries, oldest first, and a cursor if more remain.
+
+        QStash's bulk delete and retry work a page at a time (count: default and maximum
+        100) and return a ``cursor`` while more match; the cursor is the last entry done.
+        """
+        where, params = self._where(user, flt)
+        after = decode_cursor(cursor)
+        if after is not None:
+            where.append("seq > ?")
+            params.append(after[1])
+        rows = cur.execute(
+            f"SELECT seq, created_ms, data FROM dlq WHERE {' AND '.join(where)} "
+            "ORDER BY seq LIMIT ?", (*params, count + 1),
+        ).fetchall()
+        next_cursor = None
+        if len(rows) > count:
+            rows = rows[:count]
+            next_cursor = encode_cursor(rows[-1]["created_ms"], rows[-1]["seq"])
+        return rows, next_cursor
 
     def page(self, user: str, flt: EventFilter, cursor: str | None,
                  count: int) -> tuple[list[JSON], str | None]:
@@ -97,28 +110,28 @@ class DeadLetters:
         data: JSON = json.loads(row["data"])
         return data
 
-    def delete(self, user: str, flt: EventFilter, count: int | None = None) -> int:
-        where, params = self._where(user, flt)
-        sql = f"SELECT seq FROM dlq WHERE {' AND '.join(where)} ORDER BY seq"
-        if count is not None:
-            sql += f" LIMIT {int(count)}"
+    def delete(self, user: str, flt: EventFilter, count: int = BULK_MAX,
+               cursor: str | None = None) -> tuple[int, str | None]:
         with self.db.tx() as cur:
-            seqs = [row["seq"] for row in cur.execute(sql, params).fetchall()]
-            cur.executemany("DELETE FROM dlq WHERE seq = ?", [(s,) for s in seqs])
-        return len(seqs)
+            rows, next_cursor = self._batch(cur, user, flt, cursor, count)
+            cur.executemany("DELETE FROM dlq WHERE seq = ?", [(r["seq"],) for r in rows])
+        return len(rows), next_cursor
 
     def retry(self, user: str, flt: EventFilter,
-                  override: Callable[[PublishOptions], PublishOptions] | None = None,
-                  count: int | None = None) -> list[str]:
-        """Republish DLQ entries (same body and headers; ``override`` applies Upstash-* headers)."""
-        where, params = self._where(user, flt)
-        sql = f"SELECT seq, data FROM dlq WHERE {' AND '.join(where)} ORDER BY seq"
-        if count is not None:
-            sql += f" LIMIT {int(count)}"
+              override: Callable[[PublishOptions], PublishOptions] | None = None,
+              count: int = BULK_MAX, cursor: str | None = None) -> tuple[list[str], str | None]:
+        """Republish DLQ entries (same body and headers; ``override`` applies Upstash-* headers).
+
+        Asked for by id, every id must exist, else nothing is retried (OAS: 404 "Some
+        messages were not found in the DLQ").
+        """
         now = self.db.now_ms()
         ids: list[str] = []
         with self.db.tx() as cur:
-            for row in cur.execute(sql, params).fetchall():
+            rows, next_cursor = self._batch(cur, user, flt, cursor, count)
+            if flt.dlq_ids and len(rows) < len(set(flt.dlq_ids)) and next_cursor is None:
+                raise NotFound("Some messages were not found in the DLQ")
+            for row in rows:
                 entry = json.loads(row["data"])
                 original = entry["message"]
                 options = PublishOptions.from_dict(original["opts"])
@@ -138,4 +151,4 @@ class DeadLetters:
                     ids.append(item.message_id)
                 cur.execute("DELETE FROM dlq WHERE seq = ?", (row["seq"],))
         self.db.changed()
-        return ids
+        return ids, next_cursor

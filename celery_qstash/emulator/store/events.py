@@ -11,24 +11,58 @@ from typing import Any
 from ..wire import log_entry
 from .db import JSON, Database
 
-__all__ = ["EventFilter", "Events"]
+__all__ = ["EventFilter", "Events", "filter_sql"]
 
 
 @dataclass
 class EventFilter:
+    """QStash's list filters: OR within a field (several values), AND across fields."""
+
     message_ids: list[str] = field(default_factory=list)
     states: list[str] = field(default_factory=list)
-    url: str | None = None
-    topic: str | None = None
-    queue: str | None = None
-    schedule_id: str | None = None
+    urls: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    schedule_ids: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    fc_keys: list[str] = field(default_factory=list)
+    response_statuses: list[int] = field(default_factory=list)
+    caller_ips: list[str] = field(default_factory=list)
+    dlq_ids: list[str] = field(default_factory=list)
     from_ms: int | None = None
     to_ms: int | None = None
-    labels: list[str] = field(default_factory=list)
-    fc_key: str | None = None
-    response_status: int | None = None
-    caller_ip: str | None = None
-    dlq_ids: list[str] = field(default_factory=list)
+
+
+def _in(column: str, values: list[Any]) -> tuple[str, list[Any]]:
+    return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+
+def filter_sql(flt: EventFilter, time_col: str,
+               status_col: str = "response_status") -> tuple[list[str], list[Any]]:
+    """WHERE clauses for the columns the ``events`` and ``dlq`` tables share.
+
+    ``url_host``/``url_path`` are SQL functions registered by :class:`Database`.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    for column, values in (("message_id", flt.message_ids), ("url", flt.urls),
+                           ("url_host(url)", flt.hosts), ("url_path(url)", flt.paths),
+                           ("topic", flt.topics), ("queue", flt.queues),
+                           ("schedule_id", flt.schedule_ids), ("fc_key", flt.fc_keys),
+                           ("caller_ip", flt.caller_ips), (status_col, flt.response_statuses)):
+        if values:
+            clause, args = _in(column, values)
+            where.append(clause)
+            params += args
+    if flt.from_ms is not None:
+        where.append(f"{time_col} >= ?")
+        params.append(flt.from_ms)
+    if flt.to_ms is not None:
+        where.append(f"{time_col} <= ?")
+        params.append(flt.to_ms)
+    return where, params
 
 
 class Events:
@@ -41,10 +75,10 @@ class Events:
         fc = message["opts"].get("flow_control") or {}
         cur.execute(
             "INSERT INTO events (user, time_ms, message_id, state, url, topic, queue, "
-            "schedule_id, fc_key, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "schedule_id, fc_key, caller_ip, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message["user"], now_ms, message["id"], state, message["url"], message.get("topic"),
              message.get("queue"), message.get("schedule_id"), fc.get("key"),
-             json.dumps(entry)),
+             message.get("caller_ip"), json.dumps(entry)),
         )
         seq = cur.lastrowid
         for label in message["opts"].get("labels") or []:
@@ -57,26 +91,16 @@ class Events:
         """Log entries, newest first, with an opaque cursor (None at the end)."""
         where = ["user = ?"]
         params: list[Any] = [user]
-        if flt.message_ids:
-            where.append(f"message_id IN ({','.join('?' * len(flt.message_ids))})")
-            params += flt.message_ids
         states = set(flt.states)
         if "IN_PROGRESS" in states:
             states = (states - {"IN_PROGRESS"}) | {"ACTIVE", "RETRY", "ERROR"}
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params += sorted(states)
-        for column, value in (("url", flt.url), ("topic", flt.topic), ("queue", flt.queue),
-                              ("schedule_id", flt.schedule_id), ("fc_key", flt.fc_key)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if flt.from_ms is not None:
-            where.append("time_ms >= ?")
-            params.append(flt.from_ms)
-        if flt.to_ms is not None:
-            where.append("time_ms <= ?")
-            params.append(flt.to_ms)
+        clauses, args = filter_sql(flt, "time_ms",
+                                   "CAST(json_extract(data, '$.responseStatus') AS INTEGER)")
+        where += clauses
+        params += args
         if flt.labels:
             where.append(
                 "seq IN (SELECT seq FROM event_labels WHERE user = ? AND label IN "

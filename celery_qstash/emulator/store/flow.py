@@ -154,8 +154,11 @@ class FlowControl:
     def _json(self, cur: sqlite3.Cursor, flow: sqlite3.Row, now_ms: int) -> JSON:
         parallelism, rate, period_s = effective_limits(flow)
         user, key = flow["user"], flow["key"]
+        # OAS FlowControlKey.waitListSize: "messages waiting due to flow control
+        # configuration": parked on the key, not a delayed message waiting for its time.
         inflight, waiting = cur.execute(
-            "SELECT COALESCE(SUM(inflight), 0), COALESCE(SUM(1 - inflight), 0) FROM messages "
+            "SELECT COALESCE(SUM(inflight), 0), "
+            "COALESCE(SUM(parked IN ('flow', 'flowpause', 'rate')), 0) FROM messages "
             "WHERE user = ? AND fc_key = ?", (user, key),
         ).fetchone()
         in_period = now_ms < flow["period_start_ms"] + period_s * 1000
@@ -167,7 +170,8 @@ class FlowControl:
             "rateMax": rate or 0,
             "rateCount": flow["rate_count"] if in_period else 0,
             "ratePeriod": period_s,
-            "ratePeriodStart": flow["period_start_ms"] if in_period else 0,
+            # OAS: "Unix timestamp (seconds) when the current rate period started".
+            "ratePeriodStart": flow["period_start_ms"] // 1000 if in_period else 0,
             "isPaused": bool(flow["paused"]),
             "isPinnedParallelism": flow["pin_parallelism"] is not None,
             "isPinnedRate": flow["pin_rate"] is not None,
@@ -202,6 +206,10 @@ class FlowControl:
                 cur.execute("UPDATE flow SET paused = ? WHERE user = ? AND key = ?",
                             (int(action == "pause"), *where))
             elif action == "pin":
+                # OAS: "Pinning a configuration resets the current state (rate count and
+                # period) of the flow-control key."
+                cur.execute("UPDATE flow SET rate_count = 0, period_start_ms = 0 "
+                            "WHERE user = ? AND key = ?", where)
                 if parallelism is not None:
                     cur.execute("UPDATE flow SET pin_parallelism = ? WHERE user = ? AND key = ?",
                                 (parallelism, *where))

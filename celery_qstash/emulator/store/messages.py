@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..publish import PublishOptions, content_dedup_id
 from .db import JSON, Database, new_id
@@ -133,8 +134,7 @@ class Messages:
             return int(self.db.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
     def cancel(self, user: str, message_ids: Sequence[str] | None = None,
-               flt: EventFilter | None = None, count: int | None = None,
-               host: str | None = None, path: str | None = None) -> int:
+               flt: EventFilter | None = None) -> int:
         """Record CANCEL_REQUESTED now; the next tick logs CANCELED and removes them.
 
         ``message_ids`` None and an empty filter cancel everything of ``user``.
@@ -152,10 +152,8 @@ class Messages:
             rows = cur.execute(sql + " ORDER BY seq", params).fetchall()
             for row in rows:
                 message = json.loads(row["data"])
-                if flt is not None and not _matches(message, flt, host, path):
+                if flt is not None and not _matches(message, flt):
                     continue
-                if count is not None and cancelled >= count:
-                    break
                 self.events.log(cur, message, "CANCEL_REQUESTED", now)
                 if row["inflight"]:
                     cur.execute("UPDATE messages SET cancel = 1 WHERE seq = ?", (row["seq"],))
@@ -190,33 +188,24 @@ class Messages:
         cur.execute("UPDATE messages SET data = ? WHERE id = ?", (json.dumps(data), message_id))
 
 
-def _matches(message: JSON, flt: EventFilter, host: str | None, path: str | None) -> bool:
+def _matches(message: JSON, flt: EventFilter) -> bool:
     """Bulk-cancel filters: OR within a filter, AND across filters."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(message["url"])
     opts = message["opts"]
-    checks: list[bool] = []
-    if flt.url is not None:
-        checks.append(message["url"] == flt.url)
-    if host is not None:
-        checks.append(parts.hostname == host or parts.netloc == host)
-    if path is not None:
-        checks.append(parts.path == path)
-    if flt.topic is not None:
-        checks.append(message.get("topic") == flt.topic)
-    if flt.queue is not None:
-        checks.append(message.get("queue") == flt.queue)
-    if flt.schedule_id is not None:
-        checks.append(message.get("schedule_id") == flt.schedule_id)
-    if flt.caller_ip is not None:
-        checks.append(message.get("caller_ip") == flt.caller_ip)
-    if flt.fc_key is not None:
-        checks.append((opts.get("flow_control") or {}).get("key") == flt.fc_key)
-    if flt.labels:
-        checks.append(bool(set(flt.labels) & set(opts.get("labels") or [])))
-    if flt.from_ms is not None:
-        checks.append(message["created_ms"] >= flt.from_ms)
-    if flt.to_ms is not None:
-        checks.append(message["created_ms"] <= flt.to_ms)
-    return all(checks)
+    fields: list[tuple[list[Any], Any]] = [
+        (flt.urls, message["url"]),
+        (flt.hosts, parts.hostname),
+        (flt.paths, parts.path),
+        (flt.topics, message.get("topic")),
+        (flt.queues, message.get("queue")),
+        (flt.schedule_ids, message.get("schedule_id")),
+        (flt.caller_ips, message.get("caller_ip")),
+        (flt.fc_keys, (opts.get("flow_control") or {}).get("key")),
+    ]
+    if any(values and value not in values for values, value in fields):
+        return False
+    if flt.labels and not set(flt.labels) & set(opts.get("labels") or []):
+        return False
+    if flt.from_ms is not None and message["created_ms"] < flt.from_ms:
+        return False
+    return flt.to_ms is None or message["created_ms"] <= flt.to_ms

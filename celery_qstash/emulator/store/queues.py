@@ -105,11 +105,8 @@ class Queues:
         """Drop the queue; its waiting messages are cancelled (logged CANCELED)."""
         now = self.db.now_ms()
         with self.db.tx() as cur:
-            deleted = cur.execute(
-                "DELETE FROM queues WHERE user = ? AND name = ?", (user, name)
-            ).rowcount
-            if not deleted:
-                raise NotFound("queue not found")
+            # An unknown name is a 200, as the OAS lists for delete, pause and resume.
+            cur.execute("DELETE FROM queues WHERE user = ? AND name = ?", (user, name))
             for row in cur.execute(
                 "SELECT seq, data FROM messages WHERE user = ? AND queue = ? AND inflight = 0",
                 (user, name),
@@ -120,11 +117,9 @@ class Queues:
 
     def set_paused(self, user: str, name: str, paused: bool) -> None:
         with self.db.tx() as cur:
-            updated = cur.execute(
+            cur.execute(
                 "UPDATE queues SET paused = ?, updated_ms = ? WHERE user = ? AND name = ?",
                 (int(paused), self.db.now_ms(), user, name),
-            ).rowcount
-            if not updated:
-                raise NotFound("queue not found")
+            )
             self.refill(cur, user, name)
         self.db.changed()

@@ -122,7 +122,7 @@ class Schedules:
             row = cur.execute("SELECT data FROM schedules WHERE user = ? AND id = ?",
                               (user, schedule_id)).fetchone()
             if row is None:
-                raise NotFound("schedule not found")
+                return  # OAS: pause and resume answer 200, with no 404, for any id
             cron = json.loads(row["data"])["cron"]
             try:
                 next_ms = None if paused else int(next_after(cron, self.db.now_ms() / 1000) * 1000)

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS events (
     queue TEXT,
     schedule_id TEXT,
     fc_key TEXT,
+    caller_ip TEXT,
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(user, time_ms, seq);
@@ -141,3 +142,5 @@ def migrate(db: sqlite3.Connection) -> None:
     if "wake_ms" not in _columns(db, "flow"):  # before flow-control rate wake-ups
         db.execute("ALTER TABLE flow ADD COLUMN wake_ms INTEGER")
     db.execute("CREATE INDEX IF NOT EXISTS flow_wake ON flow(wake_ms)")
+    if "caller_ip" not in _columns(db, "events"):  # before the logs' callerIp filter
+        db.execute("ALTER TABLE events ADD COLUMN caller_ip TEXT")
