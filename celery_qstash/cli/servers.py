@@ -90,6 +90,21 @@ def _wait_for_stop() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+_verified = click.option(
+    "--verified-domain", "verified_domains", multiple=True,
+    help="sandbox: accept only this sender domain in `from` (repeatable; default: any)",
+)
+_retry_after = click.option(
+    "--retry-after/--no-retry-after", default=False, show_default=True,
+    help="sandbox: send a Retry-After header on 429 (AutoSend documents only the body's "
+    "retryAfter, so production retries on QStash's own backoff)",
+)
+_per_minute = click.option(
+    "--rate-per-minute", type=click.IntRange(min=0), default=0, show_default=True,
+    help="sandbox: a second, per-minute limit per key (0: off; AutoSend documents 2/s)",
+)
+
+
 @click.command()
 @_host
 @click.option("--port", default=EMULATOR_PORT, show_default=True, help="QStash emulator port")
@@ -100,6 +115,9 @@ def _wait_for_stop() -> None:
 @click.option("--no-dashboard", is_flag=True, help="do not start the dashboard")
 @_data_dir(".qstash-dev")
 @_route
+@_verified
+@_retry_after
+@_per_minute
 def dev(
     host: str,
     port: int,
@@ -108,6 +126,9 @@ def dev(
     no_dashboard: bool,
     data_dir: Path,
     route_specs: tuple[str, ...],
+    verified_domains: tuple[str, ...],
+    retry_after: bool,
+    rate_per_minute: int,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -132,7 +153,10 @@ def dev(
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
     try:
-        box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox").start()
+        box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
+                            verified_domains=verified_domains or None,
+                            retry_after_header=retry_after,
+                            rate_per_minute=rate_per_minute or None).start()
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes).start()
@@ -205,11 +229,17 @@ def emulator(
     multiple=True,
     help="accept only these AutoSend keys (repeatable; default: any key)",
 )
-def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...]) -> None:
+@_verified
+@_retry_after
+@_per_minute
+def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
+            verified_domains: tuple[str, ...], retry_after: bool, rate_per_minute: int) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
     from ..sandbox import serve
 
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None)
+    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
+          verified_domains=verified_domains or None, retry_after_header=retry_after,
+          rate_per_minute=rate_per_minute or None)

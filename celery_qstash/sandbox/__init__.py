@@ -58,8 +58,12 @@ class Sandbox:
     """A sandbox's state (``store``) and its ASGI ``app``; ``close()`` releases the database.
 
     ``rate_per_second`` / ``rate_per_minute``: sliding-window limits per API key
-    (``0`` or ``None`` turns one off). ``retry_after_header=False`` sends the wait
-    only as the JSON ``retryAfter`` field, as AutoSend's docs show it.
+    (``0`` or ``None`` turns one off; AutoSend documents 2 per second, the minute window
+    is off by default). The wait goes in the JSON ``retryAfter`` field, as AutoSend's
+    docs show it; ``retry_after_header=True`` also sends ``Retry-After``, which QStash
+    honours (production follows QStash's default backoff instead).
+    ``verified_domains``: when given, a ``from`` on any other domain is refused with
+    AutoSend's 403 "Domain not verified".
     ``allowed_hosts``: the ``Host`` names accepted (``None``: any); requests from
     another origin are refused either way (see :class:`SameSiteGuard`).
     """
@@ -70,10 +74,11 @@ class Sandbox:
         clock: Clock | None = None,
         api_keys: Iterable[str] | None = None,
         rate_per_second: int | None = 2,
-        rate_per_minute: int | None = 50,
-        retry_after_header: bool = True,
+        rate_per_minute: int | None = None,
+        retry_after_header: bool = False,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         allowed_hosts: Sequence[str] | None = None,
+        verified_domains: Iterable[str] | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.store = SandboxStore(
@@ -82,7 +87,7 @@ class Sandbox:
             rate_limits=((rate_per_second or 0, 1.0), (rate_per_minute or 0, 60.0)),
             idempotency_ttl=idempotency_ttl,
         )
-        self.settings = Settings.build(api_keys, retry_after_header)
+        self.settings = Settings.build(api_keys, retry_after_header, verified_domains)
         self.api = SandboxAPI(self.store, self.settings)
         self.app = Starlette(
             routes=self.api.routes,
@@ -109,9 +114,10 @@ def create_app(
     clock: Clock | None = None,
     api_keys: Iterable[str] | None = None,
     rate_per_second: int | None = 2,
-    rate_per_minute: int | None = 50,
-    retry_after_header: bool = True,
+    rate_per_minute: int | None = None,
+    retry_after_header: bool = False,
     allowed_hosts: Sequence[str] | None = None,
+    verified_domains: Iterable[str] | None = None,
 ) -> Starlette:
     """The sandbox as an ASGI app; its :class:`Sandbox` is ``app.state.sandbox``."""
     return Sandbox(
@@ -122,6 +128,7 @@ def create_app(
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
         allowed_hosts=allowed_hosts,
+        verified_domains=verified_domains,
     ).app
 
 
@@ -143,8 +150,9 @@ class SandboxServer:
         clock: Clock | None = None,
         api_keys: Iterable[str] | None = None,
         rate_per_second: int | None = 2,
-        rate_per_minute: int | None = 50,
-        retry_after_header: bool = True,
+        rate_per_minute: int | None = None,
+        retry_after_header: bool = False,
+        verified_domains: Iterable[str] | None = None,
     ) -> None:
         self._owns_sandbox = sandbox is None
         hosts = local_hosts(host)
@@ -158,6 +166,7 @@ class SandboxServer:
                 rate_per_minute=rate_per_minute,
                 retry_after_header=retry_after_header,
                 allowed_hosts=hosts,
+                verified_domains=verified_domains,
             )
             app = sandbox.app
         else:
@@ -192,8 +201,9 @@ def serve(
     data_dir: str | os.PathLike[str] | None = None,
     api_keys: Iterable[str] | None = None,
     rate_per_second: int | None = 2,
-    rate_per_minute: int | None = 50,
-    retry_after_header: bool = True,
+    rate_per_minute: int | None = None,
+    retry_after_header: bool = False,
+    verified_domains: Iterable[str] | None = None,
 ) -> None:
     """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory)."""
     sandbox = Sandbox(
@@ -203,6 +213,7 @@ def serve(
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
         allowed_hosts=local_hosts(host),
+        verified_domains=verified_domains,
     )
     where = sandbox.store.path or "memory"
     logger.info("AutoSend sandbox on http://%s:%s (inbox in %s)", host, port, where)
