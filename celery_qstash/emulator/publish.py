@@ -48,7 +48,9 @@ __all__ = [
 ]
 
 DEFAULT_RETRIES = 3
-MAX_RETRIES = 100
+#: The highest plan's retry maximum (QStash pricing, "Max Retry Count": Free 3,
+#: pay-as-you-go 5, Pro/Enterprise 20): more is refused, as QStash refuses it.
+MAX_RETRIES = 20
 MAX_PERIOD_SECONDS = 7 * 86_400
 #: Longest ``Upstash-Delay`` (QStash pay-as-you-go maximum: 1 year).
 MAX_DELAY_MS = 365 * 86_400_000
@@ -156,7 +158,7 @@ class ScheduleOptions:
 def _timeout_ms(text: str, header: str, plan_maximum: int) -> int:
     """``Upstash-Timeout`` "can only shorten the plan maximum": a longer one is capped,
     not refused (a Celery ``time_limit`` of an hour should not fail the publish)."""
-    return min(parse_duration_ms(text, header, MAX_DELAY_MS), plan_maximum)
+    return min(parse_duration_ms(text, header, MAX_DELAY_MS, strict=True), plan_maximum)
 
 
 def _check_url(url: str, header: str) -> str:
@@ -237,7 +239,11 @@ def _callback_options(
         elif setting == "retry-delay":
             options.retry_delay = check_retry_delay(value, header)
         elif setting == "delay":
-            options.delay_ms = parse_duration_ms(value, header, MAX_DELAY_MS)
+            # QStash dropped callback delays (March 2025); the OAS lists only Method,
+            # Timeout, Retries and Retry-Delay for callbacks. Refused, never ignored.
+            raise BadRequest(f"{header} is not supported: QStash no longer delays callbacks; "
+                             "remove the header (the callback is published when the "
+                             "message finishes)")
     return options
 
 
@@ -302,7 +308,7 @@ def parse_publish_headers(
                                          max_timeout_ms)
     if "upstash-delay" in single:
         options.delay_ms = parse_duration_ms(single["upstash-delay"], "Upstash-Delay",
-                                             MAX_DELAY_MS)
+                                             MAX_DELAY_MS, strict=True)
     if "upstash-not-before" in single:
         seconds = parse_int(single["upstash-not-before"], "Upstash-Not-Before", 0, 2**40)
         options.not_before_ms = seconds * 1000

@@ -29,16 +29,21 @@ _DURATION_PART = re.compile(r"([0-9]+)(ms|d|h|m|s)")
 _MAX_DIGITS = 30  # far beyond any bound below; keeps int() cheap on hostile input
 
 
-def parse_duration_ms(text: str, header: str, maximum: int | None = None) -> int:
+def parse_duration_ms(text: str, header: str, maximum: int | None = None, *,
+                      strict: bool = False) -> int:
     """``50s``, ``10h``, ``1d10h30m`` (or a bare number of seconds) as milliseconds.
 
+    ``strict``: only QStash's ``<value><unit>`` syntax with the units its OAS lists for
+    ``Upstash-Delay`` and ``Upstash-Timeout`` (s, m, h, d): no bare number, no ``ms``.
     ``maximum`` (ms) bounds the result: larger values are a 400, never stored.
     """
     value = text.strip()
-    if re.fullmatch(r"[0-9]+", value):
+    if re.fullmatch(r"[0-9]+", value) and not strict:
         parts = [(value, "s")]
     else:
         parts = _DURATION_PART.findall(value)
+        if strict and any(unit == "ms" for _, unit in parts):
+            parts = []
         if not value or "".join(n + u for n, u in parts) != value:
             raise BadRequest(
                 f"invalid {header} header: {text!r}, expected a duration like 1d10h30m"

@@ -284,7 +284,8 @@ def test_queue_is_fifo_waits_for_retries_and_honours_pause(fake: Client, target:
     fake.http.post("/v2/queues/jobs/resume")
     assert fake.tick() == 1
     assert [r.path for r in target.requests] == ["/q1", "/q1", "/q2", "/q3"]
-    assert all(r.headers["upstash-queue-name"] == "jobs" for r in target.requests)
+    # QStash documents no Upstash-Queue-Name delivery header (qstash-api.md §3.2).
+    assert all("upstash-queue-name" not in r.headers for r in target.requests)
 
 
 def test_queue_parallelism(fake: Client, target: Target) -> None:

@@ -184,3 +184,122 @@ def test_flow_control_reports_period_one_second_and_seconds_for_period_start(
     assert fake.http.post("/v2/flowControl/rate/pin", params={"rate": "5"}).status_code == 200
     info = fake.http.get("/v2/flowControl/rate").json()
     assert info["rateCount"] == 0 and info["ratePeriodStart"] == 0
+
+
+# -- 8. callback delays are refused ------------------------------------------------------
+
+
+def test_callback_delays_are_refused_at_publish(fake: Client, target: Target) -> None:
+    # OAS Upstash-Callback-* / Upstash-Failure-Callback-* list only Method, Timeout, Retries
+    # and Retry-Delay: QStash dropped callback delays in March 2025 (changelog).
+    for header in ("Upstash-Callback-Delay", "Upstash-Failure-Callback-Delay"):
+        response = fake.http.post(
+            f"/v2/publish/{target.url}/x", content=b"x",
+            headers={"Upstash-Callback": f"{target.url}/cb",
+                     "Upstash-Failure-Callback": f"{target.url}/fcb", header: "10s"})
+        assert response.status_code == 400
+        assert header in response.json()["error"]
+    assert fake.events() == []
+
+
+# -- 11. a schedule without a body -------------------------------------------------------
+
+
+def test_a_schedule_overwritten_without_a_body_lists_no_body(fake: Client,
+                                                             target: Target) -> None:
+    # OAS Schedule.body is optional; QStash omits it for a schedule without one.
+    url = f"/v2/schedules/{target.url}/s"
+    fake.http.post(url, content=b"first", headers={"Upstash-Cron": "* * * * *",
+                                                  "Upstash-Schedule-Id": "same"})
+    assert fake.http.get("/v2/schedules/same").json()["body"] == "first"
+    fake.http.post(url, headers={"Upstash-Cron": "* * * * *", "Upstash-Schedule-Id": "same"})
+    [listed] = fake.http.get("/v2/schedules").json()
+    assert "body" not in listed and "bodyBase64" not in listed
+
+
+# -- 12. the smaller differences ---------------------------------------------------------
+
+
+def test_bulk_retry_of_an_unknown_dlq_id_is_404(fake: Client, target: Target) -> None:
+    # OAS POST /v2/dlq/retry: '404: Some messages were not found in the DLQ'.
+    dead(fake, target, "/r")
+    [known] = [m["dlqId"] for m in fake.http.get("/v2/dlq").json()["messages"]]
+    response = fake.http.post("/v2/dlq/retry", json={"dlqIds": [known, "1-0"]})
+    assert response.status_code == 404
+    assert "not found" in response.json()["error"]
+    assert len(dlq_ids(fake)) == 1  # nothing was retried
+
+
+def test_a_unix_ms_cursor_pages_the_events(fake: Client, target: Target) -> None:
+    # qstash-js src/client/logs.test.ts pages with the cursor QStash returns: a unix-ms time.
+    fake.publish(f"{target.url}/a", b"x")
+    fake.advance(1)
+    newer = fake.publish(f"{target.url}/b", b"x").json()["messageId"]
+    cursor = str(int(START * 1000) + 1000)
+    response = fake.http.get("/v2/events", params={"cursor": cursor})
+    assert response.status_code == 200
+    assert newer not in {e["messageId"] for e in response.json()["events"]}
+    assert len(response.json()["events"]) == 1
+
+
+def test_deliveries_carry_the_documented_headers_only(fake: Client, target: Target) -> None:
+    # qstash-api.md §3.2 (QStash docs "receiving"): Upstash-Topic-Name, Upstash-Schedule-Id,
+    # no Upstash-Endpoint-Name or Upstash-Queue-Name.
+    fake.http.post("/v2/topics/g/endpoints",
+                   json={"endpoints": [{"name": "one", "url": f"{target.url}/g"}]})
+    fake.publish("g", b"x")
+    fake.http.post(f"/v2/enqueue/q/{target.url}/q", content=b"x")
+    fake.tick()
+    [group, queued] = sorted(target.requests, key=lambda r: r.path)
+    assert group.headers["upstash-topic-name"] == "g"
+    assert "upstash-endpoint-name" not in group.headers
+    assert "upstash-queue-name" not in queued.headers
+
+
+def test_a_batch_item_with_a_queue_ignores_its_delay_as_enqueue_does(fake: Client,
+                                                                     target: Target) -> None:
+    # The OAS lists no Upstash-Delay for /v2/enqueue; a batch item with a queue is the
+    # same publish, so it is delivered in queue order at once either way.
+    fake.http.post(f"/v2/enqueue/q/{target.url}/e", content=b"x",
+                   headers={"Upstash-Delay": "1h"})
+    fake.http.post("/v2/batch", json=[{"destination": f"{target.url}/b", "queue": "q",
+                                       "headers": {"Upstash-Delay": "1h"}}])
+    fake.tick()
+    fake.tick()
+    assert sorted(r.path for r in target.requests) == ["/b", "/e"]
+
+
+def test_delay_and_timeout_take_only_value_unit_syntax(fake: Client, target: Target) -> None:
+    # OAS Upstash-Delay / Upstash-Timeout: "The format of this header is <value><unit>",
+    # units s, m, h (and d for the delay).
+    for header, value in (("Upstash-Delay", "10"), ("Upstash-Delay", "500ms"),
+                          ("Upstash-Timeout", "30")):
+        response = fake.http.post(f"/v2/publish/{target.url}/d", content=b"x",
+                                  headers={header: value})
+        assert response.status_code == 400, (header, value)
+        assert header in response.json()["error"]
+    ok = fake.http.post(f"/v2/publish/{target.url}/d", content=b"x",
+                        headers={"Upstash-Delay": "1d10h30m", "Upstash-Timeout": "30s"})
+    assert ok.status_code == 200
+
+
+def test_retries_above_the_highest_plan_maximum_are_refused(fake: Client,
+                                                            target: Target) -> None:
+    # QStash pricing "Max Retry Count": Free 3, pay-as-you-go 5, Pro/Enterprise 20.
+    assert fake.publish(f"{target.url}/r", b"x", Upstash_Retries="20").status_code == 200
+    response = fake.publish(f"{target.url}/r", b"x", Upstash_Retries="21")
+    assert response.status_code == 400 and "Upstash-Retries" in response.json()["error"]
+
+
+def test_patch_topic_sets_headers_every_delivery_to_the_group_carries(
+        fake: Client, target: Target) -> None:
+    # QStash docs howto/webhook: PATCH /v2/topics/{name} with {"headers": {...}}.
+    fake.http.post("/v2/topics/hooks/endpoints", json={"endpoints": [{"url": f"{target.url}/h"}]})
+    response = fake.http.patch("/v2/topics/hooks", json={"headers": {"X-Source": "group"}})
+    assert response.status_code == 200
+    fake.http.post("/v2/publish/hooks", content=b"x",
+                   headers={"Upstash-Forward-X-Own": "message"})
+    fake.tick()
+    [got] = target.requests
+    assert (got.headers["x-source"], got.headers["x-own"]) == ("group", "message")
+    assert fake.http.patch("/v2/topics/none", json={"headers": {}}).status_code == 404

@@ -20,11 +20,20 @@ from ..api import (
 )
 from ..errors import ApiError, BadRequest
 from ..publish import (
+    PublishOptions,
     merge_query,
     parse_publish_headers,
 )
 
 __all__ = ["ROUTES"]
+
+
+def _no_delay_on_queues(options: PublishOptions, queue: str | None) -> None:
+    """A queued message is delivered in queue order: QStash ignores its delay (the OAS
+    lists no Upstash-Delay for enqueue), whether it came through /v2/enqueue or a batch
+    item with a ``queue``."""
+    if queue is not None:
+        options.delay_ms, options.not_before_ms = 0, None
 
 
 async def publish(api: Api, request: Request, user: str) -> Response:
@@ -43,9 +52,7 @@ async def _publish(api: Api, request: Request, user: str, destination: str,
     headers = merge_query(_headers(request), query_options)
     options = parse_publish_headers(headers, await request.body(),
                                     max_timeout_ms=api.max_timeout_ms)
-    if queue is not None and (options.delay_ms or options.not_before_ms is not None):
-        # QStash ignores delays on queues (not documented for enqueue); so do we.
-        options.delay_ms, options.not_before_ms = 0, None
+    _no_delay_on_queues(options, queue)
     published = api.store.publish(
         user, destination, options, queue=queue, caller_ip=_client_ip(request)
     )
@@ -84,6 +91,7 @@ def _batch_item(api: Api, request: Request, user: str, item: Any) -> Any:
     queue = item.get("queue") or None
     if queue is not None and not isinstance(queue, str):
         raise BadRequest("queue must be a string")
+    _no_delay_on_queues(options, queue)
     published = api.store.publish(user, item["destination"], options, queue=queue,
                                    caller_ip=_client_ip(request))
     return _published_json(published, item["destination"])

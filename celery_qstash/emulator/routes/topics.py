@@ -50,10 +50,21 @@ async def delete_topic(api: Api, request: Request, user: str) -> Response:
     return Response(status_code=200)
 
 
+async def patch_topic(api: Api, request: Request, user: str) -> Response:
+    body = await _json_body(request)
+    headers = body.get("headers") if isinstance(body, dict) else None
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise BadRequest("headers must be an object of header names to strings")
+    api.store.groups.set_headers(user, _segment(request, 3), headers)
+    return Response(status_code=200)
+
+
 ROUTES: list[Route] = [
     ("/v2/topics", ["GET"], list_topics),
     ("/v2/topics/{name}/endpoints", ["POST"], upsert_endpoints),
     ("/v2/topics/{name}/endpoints", ["DELETE"], remove_endpoints),
     ("/v2/topics/{name}", ["GET"], get_topic),
     ("/v2/topics/{name}", ["DELETE"], delete_topic),
+    ("/v2/topics/{name}", ["PATCH"], patch_topic),
 ]

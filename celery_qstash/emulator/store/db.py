@@ -54,6 +54,9 @@ def encode_cursor(time_ms: int, seq: int) -> str:
 def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
     if not cursor:
         return None
+    if re.fullmatch(r"[0-9]{1,18}", cursor.strip()):
+        # A bare unix-ms time (QStash's own cursors are one): continue before it.
+        return int(cursor.strip()), 0
     match = re.fullmatch(r"([0-9]{1,18})-([0-9]{1,18})", cursor.strip())
     if not match:
         raise BadRequest("invalid cursor")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..publish import PublishOptions, content_dedup_id
+from ..publish import PublishOptions, canonical, content_dedup_id
 from .db import JSON, Database, new_id
 from .events import EventFilter, Events
 from .flow import FlowControl
@@ -89,11 +89,15 @@ class Messages:
             not_before = options.not_before_ms
             if not_before is None:
                 not_before = now_ms + options.delay_ms
+            opts = options.to_dict()
+            if topic is not None:  # the group's default headers, under the message's own
+                for name, value in self.groups.default_headers(cur, user, topic).items():
+                    opts["headers"].setdefault(canonical(name), [value])
             message: JSON = {
                 "id": message_id, "user": user, "url": url, "topic": topic,
                 "endpoint": endpoint, "queue": queue, "schedule_id": schedule_id,
                 "caller_ip": caller_ip, "created_ms": now_ms, "not_before_ms": not_before,
-                "retried": 0, "kind": kind, "opts": options.to_dict(),
+                "retried": 0, "kind": kind, "opts": opts,
             }
             self._insert(cur, message, ready_ms=not_before, now_ms=now_ms)
             if dedup_key is not None:

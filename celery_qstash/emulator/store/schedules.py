@@ -68,10 +68,11 @@ class Schedules:
             "lastScheduleStates": data.get("last_states") or {},
         }
         body = shown_body(options.body, options.redact)
-        try:
-            out["body"] = body.decode("utf-8")
-        except UnicodeDecodeError:
-            out["bodyBase64"] = base64.b64encode(body).decode("ascii")
+        if body:  # QStash omits ``body`` for a schedule without one (not ``""``)
+            try:
+                out["body"] = body.decode("utf-8")
+            except UnicodeDecodeError:
+                out["bodyBase64"] = base64.b64encode(body).decode("ascii")
         if options.delay_ms:
             out["delay"] = options.delay_ms // 1000
         if options.timeout_ms is not None:

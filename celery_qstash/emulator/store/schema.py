@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS topics (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
     endpoints TEXT NOT NULL,
+    headers TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (user, name)
 );
 CREATE TABLE IF NOT EXISTS flow (
@@ -142,5 +143,7 @@ def migrate(db: sqlite3.Connection) -> None:
     if "wake_ms" not in _columns(db, "flow"):  # before flow-control rate wake-ups
         db.execute("ALTER TABLE flow ADD COLUMN wake_ms INTEGER")
     db.execute("CREATE INDEX IF NOT EXISTS flow_wake ON flow(wake_ms)")
+    if "headers" not in _columns(db, "topics"):  # before PATCH /v2/topics/{name}
+        db.execute("ALTER TABLE topics ADD COLUMN headers TEXT NOT NULL DEFAULT '{}'")
     if "caller_ip" not in _columns(db, "events"):  # before the logs' callerIp filter
         db.execute("ALTER TABLE events ADD COLUMN caller_ip TEXT")

@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 from ..errors import BadRequest, NotFound
-from ..validate import check_header_value, check_url
+from ..validate import check_header_name, check_header_value, check_url
 from .db import JSON, Database
 from .queues import NAME
 
@@ -66,13 +66,33 @@ class UrlGroups:
                     item["name"] = endpoint["name"]
                 current.append(item)
             if row is None:
-                cur.execute("INSERT INTO topics VALUES (?, ?, ?, ?, ?)",
-                            (user, name, now, now, json.dumps(current)))
+                cur.execute("INSERT INTO topics (user, name, created_ms, updated_ms, endpoints) "
+                            "VALUES (?, ?, ?, ?, ?)", (user, name, now, now, json.dumps(current)))
             else:
                 cur.execute(
                     "UPDATE topics SET endpoints = ?, updated_ms = ? WHERE user = ? AND name = ?",
                     (json.dumps(current), now, user, name),
                 )
+
+    def default_headers(self, cur: sqlite3.Cursor, user: str, name: str) -> dict[str, str]:
+        """The headers ``PATCH /v2/topics/{name}`` set, sent with every delivery to it."""
+        row = cur.execute("SELECT headers FROM topics WHERE user = ? AND name = ?",
+                          (user, name)).fetchone()
+        headers: dict[str, str] = json.loads(row["headers"]) if row else {}
+        return headers
+
+    def set_headers(self, user: str, name: str, headers: dict[str, str]) -> None:
+        """QStash docs (howto/webhook): ``PATCH /v2/topics/{name}`` with ``{"headers": ...}``
+        stores default headers for the group's deliveries."""
+        for key, value in headers.items():
+            check_header_name(key, key)
+            check_header_value(value, key)
+        with self.db.tx() as cur:
+            if not cur.execute(
+                "UPDATE topics SET headers = ?, updated_ms = ? WHERE user = ? AND name = ?",
+                (json.dumps(headers), self.db.now_ms(), user, name),
+            ).rowcount:
+                raise NotFound("url group not found")
 
     def remove_endpoints(self, user: str, name: str, endpoints: list[JSON]) -> None:
         with self.db.tx() as cur:
