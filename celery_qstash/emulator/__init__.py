@@ -32,7 +32,7 @@ from celery_qstash.clock import Clock, SystemClock
 
 from .delivery import DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
 from .routes import build_app
-from .store import Store
+from .store import DLQ_RETENTION_S, Store
 
 __all__ = [
     "ROUTES_ENV",
@@ -95,9 +95,10 @@ class Emulator:
         http_client_factory: Callable[[], httpx.Client] | None = None,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
         start_delivery: bool = False,
+        dlq_retention_s: float = DLQ_RETENTION_S,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
-        self.store = Store(data_dir, self.clock)
+        self.store = Store(data_dir, self.clock, dlq_retention_s=dlq_retention_s)
         self._users = _user_table(tokens)
         self._default_keys = {user: keys for user, keys in self._users.values()}
         self.loop = DeliveryLoop(

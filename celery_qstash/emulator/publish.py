@@ -337,7 +337,19 @@ def parse_publish_headers(
         "Upstash-Failure-Callback", single.get("upstash-failure-callback"), headers,
         options.failure_callback, max_timeout_ms,
     )
+    _redact_authorization(options)
     return options
+
+
+def _redact_authorization(options: PublishOptions) -> None:
+    """A forwarded ``Authorization`` (the AutoSend key) is a secret even unasked: shown
+    redacted in logs, the DLQ and listings, stored apart (``store/secrets.py``), and
+    still delivered as sent."""
+    maps = [options.headers] + [cb.headers for cb in (options.callback,
+                                                      options.failure_callback) if cb]
+    if any(name.lower() == "authorization" for m in maps for name in m) \
+            and not options.redact.hides_header("authorization"):
+        options.redact.headers = [*options.redact.headers, "authorization"]
 
 
 def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = None, *,

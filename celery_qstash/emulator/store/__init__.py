@@ -25,7 +25,7 @@ from celery_qstash.clock import Clock
 from ..publish import PublishOptions, ScheduleOptions
 from .attempts import Attempts
 from .db import DB_FILENAME, JSON, Database
-from .dlq import BULK_MAX, DeadLetters
+from .dlq import BULK_MAX, DLQ_RETENTION_S, DeadLetters
 from .events import EventFilter, Events
 from .flow import FlowControl
 from .keys import SigningKeys
@@ -33,11 +33,13 @@ from .messages import DEDUP_WINDOW_MS, Messages, Published
 from .queues import Queues
 from .results import AttemptResult, CallbackFactory, CallbackSpec
 from .schedules import Schedules
+from .secrets import Secrets
 from .topics import UrlGroups, is_url
 
 __all__ = [
     "DB_FILENAME",
     "DEDUP_WINDOW_MS",
+    "DLQ_RETENTION_S",
     "JSON",
     "AttemptResult",
     "CallbackSpec",
@@ -51,7 +53,8 @@ __all__ = [
 class Store:
     """All emulator state. ``path=None`` keeps it in memory."""
 
-    def __init__(self, path: str | Path | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, clock: Clock | None = None, *,
+                 dlq_retention_s: float = DLQ_RETENTION_S) -> None:
         self.db = Database(path, clock)
         self.clock = self.db.clock
         self.path = self.db.path
@@ -60,8 +63,10 @@ class Store:
         self.queues = Queues(self.db, self.events)
         self.groups = UrlGroups(self.db)
         self.flow = FlowControl(self.db)
-        self.messages = Messages(self.db, self.events, self.queues, self.flow, self.groups)
-        self.dlq = DeadLetters(self.db, self.messages)
+        self.secrets = Secrets(self.db)
+        self.messages = Messages(self.db, self.events, self.queues, self.flow, self.groups,
+                                 self.secrets)
+        self.dlq = DeadLetters(self.db, self.messages, retention_ms=int(dlq_retention_s * 1000))
         self.schedules = Schedules(self.db, self.messages, self.queues, self.groups)
         self.attempts = Attempts(self.db, self.events, self.queues, self.flow, self.messages,
                                  self.dlq, self.schedules)

@@ -75,6 +75,7 @@ class Attempts:
         claimed: list[JSON] = []
         with self.db.tx() as cur:
             self.flow.wake_rate_limited(cur, now_ms)
+            self.dlq.expire(cur, now_ms)
             rows = cur.execute(
                 "SELECT seq, data, cancel, queue, fc_key, user FROM messages "
                 "WHERE due_ms <= ? ORDER BY due_ms, seq LIMIT ?",
@@ -102,7 +103,7 @@ class Attempts:
                 if gate is not None and not gate.admit(now_ms):
                     self.flow.park(cur, user, gate, now_ms)
                     continue
-                message = json.loads(row["data"])
+                message = self.messages.secrets.unseal(cur, json.loads(row["data"]))
                 cur.execute("UPDATE messages SET inflight = 1, due_ms = NULL WHERE seq = ?", (seq,))
                 self.events.log(cur, message, "ACTIVE", now_ms)
                 claimed.append(message)
@@ -146,15 +147,16 @@ class Attempts:
                                             result.error)
                     extra["dlqId"] = dlq_id
                     self.events.log(cur, message, state, now_ms, extra)
-                    self.messages.remove(cur, seq, message)
+                    self.messages.remove(cur, seq, message, keep_secrets=True)
                 else:
                     state = "RETRY"
                     wake = now_ms + max(0, int(result.retry_delay_ms))
                     message["retried"] += 1
                     self.events.log(cur, message, state, now_ms, {"nextDeliveryTime": wake})
+                    stored = json.dumps(self.messages.secrets.seal(cur, message))
                     cur.execute(
                         "UPDATE messages SET inflight = 0, due_ms = ?, ready_ms = ?, data = ? "
-                        "WHERE seq = ?", (wake, wake, json.dumps(message), seq),
+                        "WHERE seq = ?", (wake, wake, stored, seq),
                     )
                     # The slot is free while the retry waits: let the next message in.
                     fc = message["opts"].get("flow_control")

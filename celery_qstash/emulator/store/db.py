@@ -14,6 +14,7 @@ short and never span network I/O.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -37,6 +38,18 @@ DB_FILENAME = "emulator.sqlite3"
 
 def new_id(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+
+
+def _owner_only(db_file: Path) -> None:
+    """Create the database file (and tighten an older one) readable by its owner only.
+
+    It holds message bodies and logs; SQLite gives the ``-wal`` and ``-shm`` files it
+    creates the mode of the database file, so those are 0600 as well.
+    """
+    os.close(os.open(db_file, os.O_CREAT | os.O_RDWR, 0o600))
+    for name in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
+        if name.exists():
+            name.chmod(0o600)
 
 
 def _url_host(url: str | None) -> str | None:
@@ -75,6 +88,7 @@ class Database:
             directory = Path(path)
             directory.mkdir(parents=True, exist_ok=True)
             target = str(directory / DB_FILENAME)
+            _owner_only(Path(target))
         self.path = target
         self.conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
         self.conn.row_factory = sqlite3.Row

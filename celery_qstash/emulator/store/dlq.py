@@ -16,16 +16,35 @@ from .events import EventFilter, filter_sql
 from .messages import Messages
 from .results import AttemptResult
 
-__all__ = ["BULK_MAX", "DeadLetters"]
+__all__ = ["BULK_MAX", "DLQ_RETENTION_S", "DeadLetters"]
+
+#: How long a dead letter is kept: QStash's pay-as-you-go "DLQ retention: 7 days"
+#: (upstash.com/pricing/qstash; Free keeps 3 days, the fixed plans 30 days to 3 months).
+DLQ_RETENTION_S = 7 * 86_400
 
 #: QStash's page size for bulk DLQ delete and retry (OAS: count default and maximum 100).
 BULK_MAX = 100
 
 
 class DeadLetters:
-    def __init__(self, db: Database, messages: Messages) -> None:
+    def __init__(self, db: Database, messages: Messages,
+                 retention_ms: int = DLQ_RETENTION_S * 1000) -> None:
         self.db = db
         self.messages = messages
+        self.retention_ms = retention_ms
+
+    def expire(self, cur: sqlite3.Cursor, now_ms: int) -> int:
+        """Drop the entries older than the retention (their secrets with them)."""
+        rows = cur.execute("SELECT seq, data FROM dlq WHERE created_ms <= ?",
+                           (now_ms - self.retention_ms,)).fetchall()
+        for row in rows:
+            cur.execute("DELETE FROM dlq WHERE seq = ?", (row["seq"],))
+            self._drop_secrets(cur, row)
+        return len(rows)
+
+    def _expired(self) -> None:
+        with self.db.tx() as cur:
+            self.expire(cur, self.db.now_ms())
 
     def _next_id(self, cur: sqlite3.Cursor, now_ms: int) -> str:
         row = cur.execute("SELECT value FROM meta WHERE key = 'dlq'").fetchone()
@@ -43,7 +62,7 @@ class DeadLetters:
         dlq_id = self._next_id(cur, now_ms)
         entry = {
             "dlq_id": dlq_id,
-            "message": message,
+            "message": self.messages.secrets.seal(cur, message),
             "response_status": result.status,
             "response_headers": result.headers,
             "response_body": base64.b64encode(result.body).decode("ascii"),
@@ -82,6 +101,7 @@ class DeadLetters:
         QStash's bulk delete and retry work a page at a time (count: default and maximum
         100) and return a ``cursor`` while more match; the cursor is the last entry done.
         """
+        self.expire(cur, self.db.now_ms())
         where, params = self._where(user, flt)
         after = decode_cursor(cursor)
         if after is not None:
@@ -97,12 +117,18 @@ class DeadLetters:
             next_cursor = encode_cursor(rows[-1]["created_ms"], rows[-1]["seq"])
         return rows, next_cursor
 
+    def _drop_secrets(self, cur: sqlite3.Cursor, row: sqlite3.Row) -> None:
+        message_id = json.loads(row["data"])["message"]["id"]
+        self.messages.secrets.drop(cur, f"msg:{message_id}")
+
     def page(self, user: str, flt: EventFilter, cursor: str | None,
                  count: int) -> tuple[list[JSON], str | None]:
+        self._expired()
         where, params = self._where(user, flt)
         return self.db.page("dlq", "created_ms", where, params, cursor, count)
 
     def get(self, user: str, dlq_id: str) -> JSON:
+        self._expired()
         row = self.db.one(
             "SELECT data FROM dlq WHERE user = ? AND dlq_id = ?", (user, dlq_id),
             "dlq message not found",
@@ -115,6 +141,8 @@ class DeadLetters:
         with self.db.tx() as cur:
             rows, next_cursor = self._batch(cur, user, flt, cursor, count)
             cur.executemany("DELETE FROM dlq WHERE seq = ?", [(r["seq"],) for r in rows])
+            for row in rows:
+                self._drop_secrets(cur, row)
         return len(rows), next_cursor
 
     def retry(self, user: str, flt: EventFilter,
@@ -133,7 +161,7 @@ class DeadLetters:
                 raise NotFound("Some messages were not found in the DLQ")
             for row in rows:
                 entry = json.loads(row["data"])
-                original = entry["message"]
+                original = self.messages.secrets.unseal(cur, entry["message"])
                 options = PublishOptions.from_dict(original["opts"])
                 options.delay_ms, options.not_before_ms = 0, None
                 options.dedup_id, options.content_dedup = None, False
@@ -150,5 +178,6 @@ class DeadLetters:
                                         endpoint=original.get("endpoint"))
                     ids.append(item.message_id)
                 cur.execute("DELETE FROM dlq WHERE seq = ?", (row["seq"],))
+                self._drop_secrets(cur, row)
         self.db.changed()
         return ids, next_cursor

@@ -20,6 +20,7 @@ from .db import JSON, Database, new_id
 from .events import EventFilter, Events
 from .flow import FlowControl
 from .queues import Queues
+from .secrets import Secrets
 from .topics import UrlGroups
 
 __all__ = ["DEDUP_WINDOW_MS", "Messages", "Published"]
@@ -36,8 +37,9 @@ class Published:
 
 class Messages:
     def __init__(self, db: Database, events: Events, queues: Queues, flow: FlowControl,
-                 groups: UrlGroups) -> None:
+                 groups: UrlGroups, secrets: Secrets) -> None:
         self.db = db
+        self.secrets = secrets
         self.events = events
         self.queues = queues
         self.flow = flow
@@ -117,7 +119,8 @@ class Messages:
             "INSERT INTO messages (id, user, due_ms, ready_ms, parked, queue, fc_key, "
             "created_ms, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message["id"], message["user"], None if parked else ready_ms, ready_ms, parked,
-             queue, fc.key if fc else None, message["created_ms"], json.dumps(message)),
+             queue, fc.key if fc else None, message["created_ms"],
+             json.dumps(self.secrets.seal(cur, message))),
         )
         if fc is not None:
             self.flow.touch(cur, message["user"], fc.key, fc.parallelism, fc.rate, fc.period_s)
@@ -175,8 +178,12 @@ class Messages:
         self.events.log(cur, message, "CANCELED", now_ms)
         self.remove(cur, seq, message)
 
-    def remove(self, cur: sqlite3.Cursor, seq: int, message: JSON) -> None:
+    def remove(self, cur: sqlite3.Cursor, seq: int, message: JSON,
+               keep_secrets: bool = False) -> None:
+        """Delete a finished message (its secrets too, unless its DLQ entry needs them)."""
         cur.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+        if not keep_secrets:
+            self.secrets.drop(cur, f"msg:{message['id']}")
         if message.get("queue"):
             self.queues.refill(cur, message["user"], message["queue"])
         fc = message["opts"].get("flow_control")

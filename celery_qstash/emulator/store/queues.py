@@ -114,6 +114,7 @@ class Queues:
                 message = json.loads(row["data"])
                 self.events.log(cur, message, "CANCELED", now)
                 cur.execute("DELETE FROM messages WHERE seq = ?", (row["seq"],))
+                cur.execute("DELETE FROM secrets WHERE key = ?", (f"msg:{message['id']}",))
 
     def set_paused(self, user: str, name: str, paused: bool) -> None:
         with self.db.tx() as cur:

@@ -42,7 +42,9 @@ class Schedules:
             data = {
                 "id": schedule_id, "destination": destination, "cron": schedule.cron,
                 "queue": schedule.queue, "caller_ip": caller_ip,
-                "opts": schedule.publish.to_dict(), "last_ms": None, "last_states": {},
+                "opts": self.messages.secrets.seal_opts(
+                    cur, f"scd:{user}:{schedule_id}", schedule.publish.to_dict()),
+                "last_ms": None, "last_states": {},
                 "error": None,
             }
             try:
@@ -117,6 +119,7 @@ class Schedules:
     def delete(self, user: str, schedule_id: str) -> None:
         with self.db.tx() as cur:
             cur.execute("DELETE FROM schedules WHERE user = ? AND id = ?", (user, schedule_id))
+            self.messages.secrets.drop(cur, f"scd:{user}:{schedule_id}")
 
     def set_paused(self, user: str, schedule_id: str, paused: bool) -> None:
         with self.db.tx() as cur:
@@ -161,7 +164,8 @@ class Schedules:
         data["last_ms"] = row["next_ms"]
         cur.execute("SAVEPOINT fire")
         try:
-            options = PublishOptions.from_dict(data["opts"])
+            options = PublishOptions.from_dict(self.messages.secrets.unseal_opts(
+                cur, f"scd:{row['user']}:{row['id']}", data["opts"]))
             published = self.messages.publish_in(
                 cur, row["user"], data["destination"], options, queue=data.get("queue"),
                 schedule_id=data["id"], caller_ip=data.get("caller_ip"),

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS dlq (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dlq_user ON dlq(user, created_ms, seq);
+CREATE INDEX IF NOT EXISTS dlq_created ON dlq(created_ms);
 CREATE TABLE IF NOT EXISTS queues (
     user TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -128,10 +129,11 @@ CREATE TABLE IF NOT EXISTS dedup (
 );
 CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup(expires_ms);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
 TABLES = ("messages", "events", "event_labels", "dlq", "queues", "topics", "flow",
-          "schedules", "signing_keys", "dedup", "meta")
+          "schedules", "signing_keys", "dedup", "meta", "secrets")
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
