@@ -19,7 +19,7 @@ from celery import Task, shared_task
 from celery import states as celery_states
 from celery._state import _task_stack
 from celery.exceptions import TaskRevokedError
-from celery.result import EagerResult
+from celery.result import EagerResult, denied_join_result
 from celery.signals import after_task_publish, before_task_publish
 from kombu.serialization import dumps, loads
 from kombu.utils.uuid import uuid
@@ -30,6 +30,7 @@ from .errors import UnsupportedOption
 from .options import PublishPlan, TaskAttrs, plan_publish
 from .result import QStashAsyncResult
 from .transports import EagerTransport, get_transport
+from .transports.eager import eager_forced
 
 __all__ = ["QStashTask", "autosend_task"]
 
@@ -128,11 +129,23 @@ class QStashTask(Task):  # type: ignore[misc]
             shadow=shadow or self.shadow_name(args, kwargs, merged),
         )
         if plan.is_expired(now):
-            return self._expired(task_id, eager=bool(app.conf.task_always_eager))
+            return self._expired(task_id, eager=bool(app.conf.task_always_eager) or eager_forced())
 
-        if app.conf.task_always_eager:
+        if app.conf.task_always_eager or eager_forced():
             token = _eager.set(_Eager(task_id, plan, settings))
             try:
+                if not app.conf.task_always_eager:
+                    # Forced by the pytest plugin: what Celery's eager branch does, without
+                    # changing the app's conf (another thread may be using the app). An
+                    # error propagates, as it would from a production call.
+                    args, kwargs = _roundtrip(
+                        args, kwargs, merged.get("serializer") or self.serializer
+                    )
+                    with denied_join_result():
+                        return self.apply(
+                            args, kwargs, task_id=task_id, link=link, link_error=link_error,
+                            shadow=shadow, throw=True, **options,
+                        )
                 # Celery's own eager path: JSON round trip of the args, task_eager_propagates,
                 # task_store_eager_result, an EagerResult. __call__ below does the sending.
                 return super().apply_async(

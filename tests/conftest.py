@@ -31,6 +31,9 @@ AUTOSEND_API_KEY = "autosend-key-S3CRET-8d3e6b0a51"
 
 _ENV_PREFIXES = ("QSTASH_", "AUTOSEND_")
 
+# tests/test_pytest_plugin.py runs our pytest plugin in fresh projects.
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def qstash_token() -> str:

@@ -34,7 +34,14 @@ from ..status import (
     safe_url,
 )
 
-__all__ = ["register"]
+__all__ = [
+    "dashboard_cmd",
+    "dlq_group",
+    "inspect_cmd",
+    "register",
+    "revoke_cmd",
+    "status_cmd",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,7 +55,11 @@ def _app_option(fn: F) -> F:
 
 def _load_conf(app_path: str | None) -> Any:
     if not app_path:
-        return None
+        # Under `celery -A proj qstash ...`, Celery has loaded the app already and keeps it
+        # on the root context (its CLIContext); `celery-qstash` has no such object.
+        ctx = click.get_current_context(silent=True)
+        celery_app = getattr(ctx.find_root().obj, "app", None) if ctx is not None else None
+        return celery_app.conf if celery_app is not None else None
     module_name, _, attr = app_path.partition(":")
     if "." not in sys.path and "" not in sys.path:
         sys.path.insert(0, "")  # like `celery -A`: the current directory is importable

@@ -17,7 +17,15 @@ from ..email import AnyEmail, coerce_email
 from ..options import PublishRequest
 from .base import PublishResult
 
-__all__ = ["EagerTransport", "Outbox", "SentEmail", "autosend_success", "outbox"]
+__all__ = [
+    "EagerTransport",
+    "Outbox",
+    "SentEmail",
+    "autosend_success",
+    "eager_forced",
+    "force_eager",
+    "outbox",
+]
 
 
 def autosend_success(body: dict[str, Any], *, now: datetime | None = None) -> dict[str, Any]:
@@ -120,6 +128,26 @@ class Outbox:
 
 #: The process-wide outbox eager mode appends to.
 outbox = Outbox()
+
+
+_forced = 0
+_forced_lock = threading.Lock()
+
+
+def force_eager(on: bool) -> None:
+    """Turn eager mode on for every app (``on=True``) or undo one such call (``on=False``).
+
+    The pytest plugin's ``autosend_outbox`` uses this, so a test needs no
+    ``task_always_eager`` on an app it may not even hold. Process-wide (not a
+    context variable) because a web framework's threadpool sends from other threads.
+    """
+    global _forced
+    with _forced_lock:
+        _forced = _forced + 1 if on else max(0, _forced - 1)
+
+
+def eager_forced() -> bool:
+    return _forced > 0
 
 
 class EagerTransport:

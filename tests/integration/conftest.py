@@ -1,4 +1,5 @@
-"""Real emulator + sandbox on loopback for the whole-path tests (started once per session)."""
+"""Real emulator + sandbox on loopback for the whole-path tests: the pytest plugin's
+``qstash_dev`` (one pair per session, reset before each test)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
+from celery_qstash.pytest_plugin import DevInbox
 from celery_qstash.testing import DevServers
 
 
-@pytest.fixture(scope="session")
-def dev_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServers]:
-    with DevServers(str(tmp_path_factory.mktemp("dev"))) as servers:
-        yield servers
+@pytest.fixture
+def dev_servers(qstash_dev: DevInbox) -> DevServers:
+    return qstash_dev.servers
 
 
 @pytest.fixture
-def live_app(dev_servers: DevServers) -> Iterator[Celery]:
-    dev_servers.reset()
+def live_app(qstash_dev: DevInbox) -> Iterator[Celery]:
     app = Celery("live", set_as_current=True)
-    dev_servers.configure(app)
+    qstash_dev.configure(app)
     yield app
+    app.close()
