@@ -105,6 +105,13 @@ _per_minute = click.option(
 )
 
 
+_plan = click.option(
+    "--plan", type=click.Choice(["free", "payg", "pro"]), default=None,
+    help="emulator: enforce this QStash plan's quotas (daily messages, per-second burst, "
+    "queue/schedule/group caps); default: none",
+)
+
+
 @click.command()
 @_host
 @click.option("--port", default=EMULATOR_PORT, show_default=True, help="QStash emulator port")
@@ -118,6 +125,7 @@ _per_minute = click.option(
 @_verified
 @_retry_after
 @_per_minute
+@_plan
 def dev(
     host: str,
     port: int,
@@ -129,6 +137,7 @@ def dev(
     verified_domains: tuple[str, ...],
     retry_after: bool,
     rate_per_minute: int,
+    plan: str | None,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -159,7 +168,8 @@ def dev(
                             rate_per_minute=rate_per_minute or None).start()
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
-        qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes).start()
+        qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
+                                plan=plan).start()
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
@@ -207,8 +217,10 @@ def _dashboard_app(qstash_url: str, host: str) -> Any:
 @_data_dir(".qstash-dev/emulator")
 @_route
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
+@_plan
 def emulator(
-    host: str, port: int, data_dir: Path, route_specs: tuple[str, ...], tokens: tuple[str, ...]
+    host: str, port: int, data_dir: Path, route_specs: tuple[str, ...], tokens: tuple[str, ...],
+    plan: str | None,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
@@ -216,7 +228,8 @@ def emulator(
 
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs), extra_tokens=tokens)
+    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs), extra_tokens=tokens,
+          plan=plan)
 
 
 @click.command()

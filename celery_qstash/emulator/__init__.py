@@ -31,6 +31,7 @@ from celery_qstash._serving import ThreadedServer, run
 from celery_qstash.clock import Clock, SystemClock
 
 from .delivery import DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
+from .plans import PLANS, Plan, Quotas
 from .routes import build_app
 from .store import DLQ_RETENTION_S, Store
 
@@ -96,8 +97,11 @@ class Emulator:
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
         start_delivery: bool = False,
         dlq_retention_s: float = DLQ_RETENTION_S,
+        plan: str | Plan | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
+        #: QStash's plan quotas, when asked for (``--plan``); None: no quota at all.
+        self.quotas = Quotas(PLANS[plan] if isinstance(plan, str) else plan) if plan else None
         self.store = Store(data_dir, self.clock, dlq_retention_s=dlq_retention_s)
         self._users = _user_table(tokens)
         self._default_keys = {user: keys for user, keys in self._users.values()}
@@ -181,11 +185,12 @@ class EmulatorServer:
         port: int = 0,
         start_delivery: bool = True,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
+        plan: str | Plan | None = None,
     ) -> None:
         self.emulator = Emulator(data_dir, clock=clock, routes=routes, tokens=tokens,
                                  http_client_factory=http_client_factory,
                                  max_timeout_ms=max_timeout_ms,
-                                 start_delivery=start_delivery)
+                                 start_delivery=start_delivery, plan=plan)
         self._server = ThreadedServer(self.emulator.app, host, port)
         self.token = devserver.DEV_TOKEN
 
@@ -222,13 +227,14 @@ def serve(
     data_dir: str | Path | None = None,
     routes: Mapping[str, str] | None = None,
     extra_tokens: Iterable[str] = (),
+    plan: str | None = None,
 ) -> None:
     """Run the emulator until Ctrl-C. Every acknowledged publish is already committed,
     so stopping (or being killed) loses nothing; unfinished attempts are retried on restart.
     """
     effective_routes = dict(routes) if routes is not None else routes_from_env()
     emulator = Emulator(data_dir, routes=effective_routes, tokens=list(extra_tokens),
-                        start_delivery=True)
+                        start_delivery=True, plan=plan)
     where = "in memory" if data_dir is None else f"in {data_dir}"
     print(f"QStash emulator is running at http://{host}:{port} (state {where})", flush=True)
     for prefix, target in effective_routes.items():

@@ -21,6 +21,7 @@ from celery_qstash.clock import FakeClock
 
 from ..api import Api, Handler, Route, _error
 from ..errors import ApiError, BadRequest
+from ..plans import QuotaExceeded
 from . import dlq, flow, keys, logs, messages, publish, queues, schedules, topics
 
 if TYPE_CHECKING:
@@ -66,11 +67,24 @@ async def advance(api: Api, request: Request) -> Response:
     api.emulator.loop.wake()
     return JSONResponse({"now": now})
 
-def _authed(api: Api, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+#: QStash's docs (api/api-ratelimiting): no per-second limit on publishing endpoints.
+_PUBLISHING = ("/v2/publish", "/v2/enqueue", "/v2/batch")
+
+
+def _authed(api: Api, handler: Handler,
+            path: str) -> Callable[[Request], Awaitable[Response]]:
+    burst_limited = not path.startswith(_PUBLISHING)
+
     async def endpoint(request: Request) -> Response:
         try:
             user = api.user(request)
+            quotas = api.emulator.quotas
+            if quotas is not None and burst_limited:
+                quotas.check_burst(user, api.emulator.clock.now())
             return await handler(api, request, user)
+        except QuotaExceeded as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status,
+                                headers=exc.headers)
         except ApiError as exc:
             return _error(exc.status, exc.message)
 
@@ -93,7 +107,7 @@ def build_app(emulator: Emulator,
               ) -> Starlette:
     """The Starlette app: QStash v2 routes (order matters where paths overlap)."""
     api = Api(emulator)
-    routes = [StarletteRoute(path, _authed(api, handler), methods=methods)
+    routes = [StarletteRoute(path, _authed(api, handler, path), methods=methods)
               for path, methods, handler in QSTASH_ROUTES]
     routes += [
         StarletteRoute("/_emulator/reset", _plain(api, reset), methods=["POST"]),

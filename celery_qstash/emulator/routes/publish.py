@@ -28,6 +28,15 @@ from ..publish import (
 __all__ = ["ROUTES"]
 
 
+def _within_daily_quota(api: Api, user: str) -> None:
+    quotas = api.emulator.quotas
+    if quotas is None:
+        return
+    now = api.emulator.clock.now()
+    midnight_ms = int(now) // 86_400 * 86_400 * 1000
+    quotas.check_publish(api.store.events.created_since(user, midnight_ms), 1, now)
+
+
 def _no_delay_on_queues(options: PublishOptions, queue: str | None) -> None:
     """A queued message is delivered in queue order: QStash ignores its delay (the OAS
     lists no Upstash-Delay for enqueue), whether it came through /v2/enqueue or a batch
@@ -53,6 +62,7 @@ async def _publish(api: Api, request: Request, user: str, destination: str,
     options = parse_publish_headers(headers, await request.body(),
                                     max_timeout_ms=api.max_timeout_ms)
     _no_delay_on_queues(options, queue)
+    _within_daily_quota(api, user)
     published = api.store.publish(
         user, destination, options, queue=queue, caller_ip=_client_ip(request)
     )
@@ -92,6 +102,7 @@ def _batch_item(api: Api, request: Request, user: str, item: Any) -> Any:
     if queue is not None and not isinstance(queue, str):
         raise BadRequest("queue must be a string")
     _no_delay_on_queues(options, queue)
+    _within_daily_quota(api, user)
     published = api.store.publish(user, item["destination"], options, queue=queue,
                                    caller_ip=_client_ip(request))
     return _published_json(published, item["destination"])

@@ -30,6 +30,11 @@ async def upsert_queue(api: Api, request: Request, user: str) -> Response:
         raise BadRequest("parallelism must be an integer")
     if not 1 <= parallelism <= MAX_PARALLELISM:
         raise BadRequest(f"parallelism must be between 1 and {MAX_PARALLELISM}")
+    quotas = api.emulator.quotas
+    if quotas is not None:
+        names = {q["name"] for q in api.store.list_queues(user)}
+        if body["queueName"] not in names:
+            quotas.check_cap("queues", len(names), quotas.plan.max_queues)
     api.store.upsert_queue(user, body["queueName"], parallelism, bool(body.get("paused")))
     return Response(status_code=200)
 

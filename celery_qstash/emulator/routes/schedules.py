@@ -27,6 +27,11 @@ async def create_schedule(api: Api, request: Request, user: str) -> Response:
     schedule = parse_schedule_headers(headers, await request.body(),
                                       api.emulator.clock.now(),
                                       max_timeout_ms=api.max_timeout_ms)
+    quotas = api.emulator.quotas
+    if quotas is not None:
+        ids = {s["scheduleId"] for s in api.store.list_schedules(user)}
+        if schedule.schedule_id not in ids:
+            quotas.check_cap("schedules", len(ids), quotas.plan.max_schedules)
     schedule_id = api.store.upsert_schedule(user, destination, schedule,
                                              caller_ip=_client_ip(request))
     return JSONResponse({"scheduleId": schedule_id})

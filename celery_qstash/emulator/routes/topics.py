@@ -28,7 +28,13 @@ async def _endpoints(request: Request) -> list[JSON]:
 
 
 async def upsert_endpoints(api: Api, request: Request, user: str) -> Response:
-    api.store.upsert_endpoints(user, _segment(request, 3), await _endpoints(request))
+    name = _segment(request, 3)
+    quotas = api.emulator.quotas
+    if quotas is not None:
+        names = {g["name"] for g in api.store.list_topics(user)}
+        if name not in names:
+            quotas.check_cap("URL groups", len(names), quotas.plan.max_url_groups)
+    api.store.upsert_endpoints(user, name, await _endpoints(request))
     return Response(status_code=200)
 
 

@@ -86,6 +86,14 @@ class Events:
                 "INSERT OR IGNORE INTO event_labels VALUES (?, ?, ?)", (message["user"], label, seq)
             )
 
+    def created_since(self, user: str, since_ms: int) -> int:
+        """Messages created (callbacks included: QStash bills them alike) since ``since_ms``."""
+        with self.db.lock:
+            row = self.db.conn.execute(
+                "SELECT COUNT(*) FROM events WHERE user = ? AND time_ms >= ? "
+                "AND state = 'CREATED'", (user, since_ms)).fetchone()
+        return int(row[0])
+
     def page(self, user: str, flt: EventFilter, cursor: str | None,
              count: int) -> tuple[list[JSON], str | None]:
         """Log entries, newest first, with an opaque cursor (None at the end)."""
