@@ -46,7 +46,7 @@ async def reset(api: Api, request: Request) -> Response:
 
 
 async def health(api: Api, request: Request) -> Response:
-    return JSONResponse({"status": "ok", "pending": api.store.pending_count()})
+    return JSONResponse({"status": "ok", "pending": api.store.messages.pending_count()})
 
 
 async def tick(api: Api, request: Request) -> Response:

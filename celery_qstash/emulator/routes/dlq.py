@@ -31,7 +31,7 @@ __all__ = ["ROUTES"]
 
 
 async def list_dlq(api: Api, request: Request, user: str) -> Response:
-    entries, cursor = api.store.list_dlq(
+    entries, cursor = api.store.dlq.page(
         user, _filter(request, DLQ_FIELDS), request.query_params.get("cursor"), _count(request)
     )
     out: JSON = {"messages": [dlq_json(e) for e in entries]}
@@ -41,12 +41,12 @@ async def list_dlq(api: Api, request: Request, user: str) -> Response:
 
 
 async def get_dlq(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(dlq_json(api.store.get_dlq(user, _segment(request, 3))))
+    return JSONResponse(dlq_json(api.store.dlq.get(user, _segment(request, 3))))
 
 
 async def delete_dlq(api: Api, request: Request, user: str) -> Response:
     dlq_id = _segment(request, 3)
-    if not api.store.delete_dlq(user, EventFilter(dlq_ids=[dlq_id]))[0]:
+    if not api.store.dlq.delete(user, EventFilter(dlq_ids=[dlq_id]))[0]:
         raise NotFound("dlq message not found")
     return JSONResponse({"deleted": 1})
 
@@ -66,7 +66,7 @@ async def delete_dlq_many(api: Api, request: Request, user: str) -> Response:
     flt, count, cursor = _bulk(request, body)
     if _ids(body, "dlqIds") == []:
         return JSONResponse({"deleted": 0})
-    deleted, next_cursor = api.store.delete_dlq(user, flt, count, cursor)
+    deleted, next_cursor = api.store.dlq.delete(user, flt, count, cursor)
     out: JSON = {"deleted": deleted}
     if next_cursor:
         out["cursor"] = next_cursor
@@ -75,9 +75,9 @@ async def delete_dlq_many(api: Api, request: Request, user: str) -> Response:
 
 async def retry_dlq(api: Api, request: Request, user: str) -> Response:
     dlq_id = _segment(request, 4)
-    api.store.get_dlq(user, dlq_id)
+    api.store.dlq.get(user, dlq_id)
     headers = _headers(request)
-    ids, _ = api.store.retry_dlq(user, EventFilter(dlq_ids=[dlq_id]),
+    ids, _ = api.store.dlq.retry(user, EventFilter(dlq_ids=[dlq_id]),
                                   lambda base: parse_publish_headers(
                                       headers, b"", base, max_timeout_ms=api.max_timeout_ms))
     return JSONResponse({"messageId": ids[0] if ids else None}, status_code=201)
@@ -89,7 +89,7 @@ async def retry_dlq_many(api: Api, request: Request, user: str) -> Response:
     if _ids(body, "dlqIds") == []:
         return JSONResponse({"responses": []}, status_code=201)
     headers = _headers(request)
-    ids, next_cursor = api.store.retry_dlq(
+    ids, next_cursor = api.store.dlq.retry(
         user, flt, lambda base: parse_publish_headers(
             headers, b"", base, max_timeout_ms=api.max_timeout_ms), count, cursor)
     out: JSON = {"responses": [{"messageId": i} for i in ids]}

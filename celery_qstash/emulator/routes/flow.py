@@ -23,11 +23,11 @@ __all__ = ["ROUTES"]
 
 
 async def list_flows(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.list_flows(user, request.query_params.get("search")))
+    return JSONResponse(api.store.flow.all(user, request.query_params.get("search")))
 
 
 async def get_flow(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.get_flow(user, _segment(request, 3)))
+    return JSONResponse(api.store.flow.get(user, _segment(request, 3)))
 
 
 async def flow_action(api: Api, request: Request, user: str) -> Response:
@@ -41,7 +41,7 @@ async def flow_action(api: Api, request: Request, user: str) -> Response:
         if period_ms < 1000:
             raise BadRequest("invalid period: 1s to 1 week")
         period_s = period_ms // 1000
-    api.store.update_flow(
+    api.store.flow.update(
         user, key, action,
         parallelism=_int_param(q.get("parallelism"), "parallelism", low=1,
                                high=MAX_PARALLELISM) if pin else None,
@@ -54,7 +54,7 @@ async def flow_action(api: Api, request: Request, user: str) -> Response:
 
 
 async def global_parallelism(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.global_parallelism(user))
+    return JSONResponse(api.store.flow.global_parallelism(user))
 
 
 ROUTES: list[Route] = [

@@ -20,7 +20,7 @@ async def get_keys(api: Api, request: Request, user: str) -> Response:
 
 async def rotate_keys(api: Api, request: Request, user: str) -> Response:
     api.emulator.signing_keys(user)
-    current, nxt = api.store.rotate_signing_keys(user)
+    current, nxt = api.store.keys.rotate(user)
     return JSONResponse({"current": current, "next": nxt})
 
 

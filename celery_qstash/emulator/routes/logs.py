@@ -25,7 +25,7 @@ async def logs(api: Api, request: Request, user: str) -> Response:
 
 
 def _logs(api: Api, request: Request, user: str, key: str) -> Response:
-    entries, cursor = api.store.list_events(
+    entries, cursor = api.store.events.page(
         user, _filter(request), request.query_params.get("cursor"), _count(request)
     )
     out: JSON = {key: entries}

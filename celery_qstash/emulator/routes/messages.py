@@ -22,12 +22,12 @@ __all__ = ["ROUTES"]
 
 
 async def get_message(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(message_json(api.store.get_message(user, _segment(request, 3))))
+    return JSONResponse(message_json(api.store.messages.get(user, _segment(request, 3))))
 
 
 async def cancel_message(api: Api, request: Request, user: str) -> Response:
     message_id = _segment(request, 3)
-    if not api.store.cancel(user, [message_id]):
+    if not api.store.messages.cancel(user, [message_id]):
         raise NotFound("message not found")
     return JSONResponse({"cancelled": 1})
 
@@ -39,7 +39,7 @@ async def cancel_messages(api: Api, request: Request, user: str) -> Response:
         ids = _multi(request, "messageIds")
     # OAS: the deprecated ``count`` is ignored; every message that matches is cancelled.
     flt = _filter(request, CANCEL_FIELDS)
-    return JSONResponse({"cancelled": api.store.cancel(user, ids, flt)})
+    return JSONResponse({"cancelled": api.store.messages.cancel(user, ids, flt)})
 
 
 ROUTES: list[Route] = [

@@ -63,7 +63,7 @@ async def _publish(api: Api, request: Request, user: str, destination: str,
                                     max_timeout_ms=api.max_timeout_ms)
     _no_delay_on_queues(options, queue)
     _within_daily_quota(api, user)
-    published = api.store.publish(
+    published = api.store.messages.publish(
         user, destination, options, queue=queue, caller_ip=_client_ip(request)
     )
     status = 202 if published and all(p.deduplicated for p in published) else 200
@@ -103,7 +103,7 @@ def _batch_item(api: Api, request: Request, user: str, item: Any) -> Any:
         raise BadRequest("queue must be a string")
     _no_delay_on_queues(options, queue)
     _within_daily_quota(api, user)
-    published = api.store.publish(user, item["destination"], options, queue=queue,
+    published = api.store.messages.publish(user, item["destination"], options, queue=queue,
                                    caller_ip=_client_ip(request))
     return _published_json(published, item["destination"])
 

@@ -32,33 +32,33 @@ async def upsert_queue(api: Api, request: Request, user: str) -> Response:
         raise BadRequest(f"parallelism must be between 1 and {MAX_PARALLELISM}")
     quotas = api.emulator.quotas
     if quotas is not None:
-        names = {q["name"] for q in api.store.list_queues(user)}
+        names = {q["name"] for q in api.store.queues.all(user)}
         if body["queueName"] not in names:
             quotas.check_cap("queues", len(names), quotas.plan.max_queues)
-    api.store.upsert_queue(user, body["queueName"], parallelism, bool(body.get("paused")))
+    api.store.queues.upsert(user, body["queueName"], parallelism, bool(body.get("paused")))
     return Response(status_code=200)
 
 
 async def list_queues(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.list_queues(user))
+    return JSONResponse(api.store.queues.all(user))
 
 
 async def get_queue(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.get_queue(user, _segment(request, 3)))
+    return JSONResponse(api.store.queues.get(user, _segment(request, 3)))
 
 
 async def delete_queue(api: Api, request: Request, user: str) -> Response:
-    api.store.delete_queue(user, _segment(request, 3))
+    api.store.queues.delete(user, _segment(request, 3))
     return Response(status_code=200)
 
 
 async def pause_queue(api: Api, request: Request, user: str) -> Response:
-    api.store.set_queue_paused(user, _segment(request, 3), True)
+    api.store.queues.set_paused(user, _segment(request, 3), True)
     return Response(status_code=200)
 
 
 async def resume_queue(api: Api, request: Request, user: str) -> Response:
-    api.store.set_queue_paused(user, _segment(request, 3), False)
+    api.store.queues.set_paused(user, _segment(request, 3), False)
     return Response(status_code=200)
 
 

@@ -29,34 +29,34 @@ async def create_schedule(api: Api, request: Request, user: str) -> Response:
                                       max_timeout_ms=api.max_timeout_ms)
     quotas = api.emulator.quotas
     if quotas is not None:
-        ids = {s["scheduleId"] for s in api.store.list_schedules(user)}
+        ids = {s["scheduleId"] for s in api.store.schedules.all(user)}
         if schedule.schedule_id not in ids:
             quotas.check_cap("schedules", len(ids), quotas.plan.max_schedules)
-    schedule_id = api.store.upsert_schedule(user, destination, schedule,
+    schedule_id = api.store.schedules.upsert(user, destination, schedule,
                                              caller_ip=_client_ip(request))
     return JSONResponse({"scheduleId": schedule_id})
 
 
 async def list_schedules(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.list_schedules(user))
+    return JSONResponse(api.store.schedules.all(user))
 
 
 async def get_schedule(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.get_schedule(user, _segment(request, 3)))
+    return JSONResponse(api.store.schedules.get(user, _segment(request, 3)))
 
 
 async def delete_schedule(api: Api, request: Request, user: str) -> Response:
-    api.store.delete_schedule(user, _segment(request, 3))
+    api.store.schedules.delete(user, _segment(request, 3))
     return Response(status_code=200)
 
 
 async def pause_schedule(api: Api, request: Request, user: str) -> Response:
-    api.store.set_schedule_paused(user, _segment(request, 3), True)
+    api.store.schedules.set_paused(user, _segment(request, 3), True)
     return Response(status_code=200)
 
 
 async def resume_schedule(api: Api, request: Request, user: str) -> Response:
-    api.store.set_schedule_paused(user, _segment(request, 3), False)
+    api.store.schedules.set_paused(user, _segment(request, 3), False)
     return Response(status_code=200)
 
 

@@ -31,28 +31,28 @@ async def upsert_endpoints(api: Api, request: Request, user: str) -> Response:
     name = _segment(request, 3)
     quotas = api.emulator.quotas
     if quotas is not None:
-        names = {g["name"] for g in api.store.list_topics(user)}
+        names = {g["name"] for g in api.store.groups.all(user)}
         if name not in names:
             quotas.check_cap("URL groups", len(names), quotas.plan.max_url_groups)
-    api.store.upsert_endpoints(user, name, await _endpoints(request))
+    api.store.groups.upsert_endpoints(user, name, await _endpoints(request))
     return Response(status_code=200)
 
 
 async def remove_endpoints(api: Api, request: Request, user: str) -> Response:
-    api.store.remove_endpoints(user, _segment(request, 3), await _endpoints(request))
+    api.store.groups.remove_endpoints(user, _segment(request, 3), await _endpoints(request))
     return Response(status_code=200)
 
 
 async def list_topics(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.list_topics(user))
+    return JSONResponse(api.store.groups.all(user))
 
 
 async def get_topic(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(api.store.get_topic(user, _segment(request, 3)))
+    return JSONResponse(api.store.groups.get(user, _segment(request, 3)))
 
 
 async def delete_topic(api: Api, request: Request, user: str) -> Response:
-    api.store.delete_topic(user, _segment(request, 3))
+    api.store.groups.delete(user, _segment(request, 3))
     return Response(status_code=200)
 
 

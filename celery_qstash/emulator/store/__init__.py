@@ -9,8 +9,9 @@
 Each resource is one small class over the shared :class:`~.db.Database`; the
 ones that act on another resource are handed it when :class:`Store` wires them
 together (imports only flow down: messages -> queues/flow/topics/events, never
-back). :class:`Store` is the one object the API and the delivery loop hold: its
-attributes are the resources, and its methods are the stable entry points.
+back). :class:`Store` is the one object the API and the delivery loop hold: the routes
+call its resources (``store.dlq.page(...)``); its few methods are the entry points the
+delivery loop and the tests use (publish, claim, finish, list).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 from celery_qstash.clock import Clock
 
-from ..publish import PublishOptions, ScheduleOptions
+from ..publish import PublishOptions
 from .attempts import Attempts
 from .db import DB_FILENAME, JSON, Database
-from .dlq import BULK_MAX, DLQ_RETENTION_S, DeadLetters
+from .dlq import DLQ_RETENTION_S, DeadLetters
 from .events import EventFilter, Events
 from .flow import FlowControl
 from .keys import SigningKeys
@@ -108,9 +109,6 @@ class Store:
     def signing_keys(self, user: str, default: tuple[str, str] | None = None) -> tuple[str, str]:
         return self.keys.get(user, default)
 
-    def rotate_signing_keys(self, user: str) -> tuple[str, str]:
-        return self.keys.rotate(user)
-
     def list_events(self, user: str, flt: EventFilter, cursor: str | None,
                     count: int) -> tuple[list[JSON], str | None]:
         return self.events.page(user, flt, cursor, count)
@@ -155,79 +153,11 @@ class Store:
                  count: int) -> tuple[list[JSON], str | None]:
         return self.dlq.page(user, flt, cursor, count)
 
-    def get_dlq(self, user: str, dlq_id: str) -> JSON:
-        return self.dlq.get(user, dlq_id)
-
-    def delete_dlq(self, user: str, flt: EventFilter, count: int = BULK_MAX,
-                   cursor: str | None = None) -> tuple[int, str | None]:
-        return self.dlq.delete(user, flt, count, cursor)
-
-    def retry_dlq(self, user: str, flt: EventFilter,
-                  override: Callable[[PublishOptions], PublishOptions] | None = None,
-                  count: int = BULK_MAX, cursor: str | None = None) -> tuple[list[str], str | None]:
-        return self.dlq.retry(user, flt, override, count, cursor)
-
     def upsert_queue(self, user: str, name: str, parallelism: int, paused: bool) -> None:
         self.queues.upsert(user, name, parallelism, paused)
 
-    def get_queue(self, user: str, name: str) -> JSON:
-        return self.queues.get(user, name)
-
     def list_queues(self, user: str) -> list[JSON]:
         return self.queues.all(user)
-
-    def delete_queue(self, user: str, name: str) -> None:
-        self.queues.delete(user, name)
-
-    def set_queue_paused(self, user: str, name: str, paused: bool) -> None:
-        self.queues.set_paused(user, name, paused)
-
-    def upsert_endpoints(self, user: str, name: str, endpoints: list[JSON]) -> None:
-        self.groups.upsert_endpoints(user, name, endpoints)
-
-    def remove_endpoints(self, user: str, name: str, endpoints: list[JSON]) -> None:
-        self.groups.remove_endpoints(user, name, endpoints)
-
-    def get_topic(self, user: str, name: str) -> JSON:
-        return self.groups.get(user, name)
-
-    def list_topics(self, user: str) -> list[JSON]:
-        return self.groups.all(user)
-
-    def delete_topic(self, user: str, name: str) -> None:
-        self.groups.delete(user, name)
-
-    def get_flow(self, user: str, key: str) -> JSON:
-        return self.flow.get(user, key)
-
-    def list_flows(self, user: str, search: str | None = None) -> list[JSON]:
-        return self.flow.all(user, search)
-
-    def update_flow(self, user: str, key: str, action: str, *, parallelism: int | None = None,
-                    rate: int | None = None, period_s: int | None = None,
-                    unpin_parallelism: bool = False, unpin_rate: bool = False) -> None:
-        self.flow.update(user, key, action, parallelism=parallelism, rate=rate,
-                         period_s=period_s, unpin_parallelism=unpin_parallelism,
-                         unpin_rate=unpin_rate)
-
-    def global_parallelism(self, user: str) -> JSON:
-        return self.flow.global_parallelism(user)
-
-    def upsert_schedule(self, user: str, destination: str, schedule: ScheduleOptions,
-                        caller_ip: str | None = None) -> str:
-        return self.schedules.upsert(user, destination, schedule, caller_ip)
-
-    def get_schedule(self, user: str, schedule_id: str) -> JSON:
-        return self.schedules.get(user, schedule_id)
-
-    def list_schedules(self, user: str) -> list[JSON]:
-        return self.schedules.all(user)
-
-    def delete_schedule(self, user: str, schedule_id: str) -> None:
-        self.schedules.delete(user, schedule_id)
-
-    def set_schedule_paused(self, user: str, schedule_id: str, paused: bool) -> None:
-        self.schedules.set_paused(user, schedule_id, paused)
 
     def fire_due_schedules(self, now_ms: int, limit: int = 256) -> int:
         return self.schedules.fire_due(now_ms, limit)
