@@ -164,3 +164,14 @@ def test_reset_forgets_the_secrets_too(fake: Client, target: Target) -> None:
     assert store.db.conn.execute("SELECT COUNT(*) FROM secrets").fetchone()[0] == 1
     fake.emulator.reset()
     assert store.db.conn.execute("SELECT COUNT(*) FROM secrets").fetchone()[0] == 0
+
+
+def test_deleting_a_queue_forgets_its_waiting_messages_secrets(fake: Client,
+                                                               target: Target) -> None:
+    fake.http.post("/v2/queues", json={"queueName": "q", "paused": True})
+    fake.http.post(f"/v2/enqueue/q/{target.url}/x", content=b"x",
+                   headers={"Upstash-Forward-Authorization": SECRET})
+    count = "SELECT COUNT(*) FROM secrets"
+    assert fake.emulator.store.db.conn.execute(count).fetchone()[0] == 1
+    assert fake.http.delete("/v2/queues/q").status_code == 200
+    assert fake.emulator.store.db.conn.execute(count).fetchone()[0] == 0

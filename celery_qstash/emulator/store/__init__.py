@@ -61,10 +61,10 @@ class Store:
         self.path = self.db.path
         self.events = Events(self.db)
         self.keys = SigningKeys(self.db)
-        self.queues = Queues(self.db, self.events)
+        self.secrets = Secrets(self.db)
+        self.queues = Queues(self.db, self.events, self.secrets)
         self.groups = UrlGroups(self.db)
         self.flow = FlowControl(self.db)
-        self.secrets = Secrets(self.db)
         self.messages = Messages(self.db, self.events, self.queues, self.flow, self.groups,
                                  self.secrets)
         self.dlq = DeadLetters(self.db, self.messages, retention_ms=int(dlq_retention_s * 1000))

@@ -14,6 +14,7 @@ from ..errors import BadRequest, NotFound
 from ..publish import MAX_PARALLELISM
 from .db import JSON, Database
 from .events import Events
+from .secrets import Secrets
 
 __all__ = ["NAME", "Queues"]
 
@@ -21,9 +22,10 @@ NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
 class Queues:
-    def __init__(self, db: Database, events: Events) -> None:
+    def __init__(self, db: Database, events: Events, secrets: Secrets) -> None:
         self.db = db
         self.events = events
+        self.secrets = secrets
 
     def ensure(self, cur: sqlite3.Cursor, user: str, name: str, now_ms: int) -> None:
         if not NAME.match(name):
@@ -114,7 +116,7 @@ class Queues:
                 message = json.loads(row["data"])
                 self.events.log(cur, message, "CANCELED", now)
                 cur.execute("DELETE FROM messages WHERE seq = ?", (row["seq"],))
-                cur.execute("DELETE FROM secrets WHERE key = ?", (f"msg:{message['id']}",))
+                self.secrets.drop(cur, f"msg:{message['id']}")
 
     def set_paused(self, user: str, name: str, paused: bool) -> None:
         with self.db.tx() as cur:
