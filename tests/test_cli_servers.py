@@ -43,7 +43,7 @@ class Dev:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery_qstash", "dev", "--port", str(self.ports[0]),
              "--sandbox-port", str(self.ports[1]), "--dashboard-port", str(self.ports[2]),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), "--max-body", "64KiB"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -105,11 +105,30 @@ def test_ctrl_c_loses_nothing_and_a_restart_delivers(dev: Dev) -> None:
     tasks = httpx.get(f"{dev.dashboard}/api/tasks").json()
     assert tasks[result.id]["state"] == "SUCCESS"
 
+    # The emulator is guarded like the others, with the --max-body it was given.
+    auth = {"Authorization": f"Bearer {DEV_TOKEN}"}
+    big = httpx.post(f"{dev.emulator}/v2/publish/https://example.com/x", headers=auth,
+                     content=b"x" * (64 * 1024 + 1))
+    assert big.status_code == 413
+    assert httpx.post(f"{dev.emulator}/_emulator/reset").status_code == 401
+    assert httpx.post(f"{dev.emulator}/_emulator/reset", headers={
+        **auth, "Origin": "http://localhost:3000"}).status_code == 403
+    assert httpx.get(f"{dev.emulator}/v2/events", headers={
+        **auth, "Host": "rebound.example"}).status_code == 421
+    assert len(dev.emails()) == 1
+
 
 def test_a_bad_route_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["emulator", "--route", "nonsense"])
     assert result.exit_code == 2
     assert "PREFIX=URL" in result.output
+
+
+@pytest.mark.parametrize("command", ["dev", "emulator", "sandbox"])
+def test_a_bad_max_body_is_a_usage_error(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--max-body", "lots"])
+    assert result.exit_code == 2
+    assert "invalid size 'lots'" in result.output
 
 
 def test_dev_refuses_a_public_dashboard_without_auth(tmp_path: Path) -> None:

@@ -51,8 +51,8 @@ def test_status_table(cli: click.Group, fake: FakeQStash) -> None:
 
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["TASK", "ID", "NAME", "STATE", "RECIPIENT", "CREATED", "(UTC)",
-                                "NEXT", "DELIVERY", "RETRIES", "LAST", "STATUS"]
+    assert lines[0].split() == ["ID", "NAME", "STATE", "RECIPIENT", "CREATED", "(UTC)",
+                                "DUE", "(UTC)", "RETRIES", "STATUS"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"task-1", "task-2", "task-4"}
     assert rows["task-1"][1:4] == ["app.send_welcome", "SUCCESS", "ada@example.com"]
@@ -102,7 +102,7 @@ def test_qstash_errors_are_one_line_without_the_token(cli: click.Group, fake: Fa
 
     code, out = run(cli, "status")
 
-    assert code == 1
+    assert code == 69  # EX_UNAVAILABLE, as Celery's CLI exits when its broker refuses
     assert "QStash request failed" in out and TOKEN not in out
     assert "Traceback" not in out
 
@@ -114,8 +114,25 @@ def test_inspect_shows_the_timeline(cli: click.Group, fake: FakeQStash) -> None:
     assert "FAILURE (FAILED)" in out
     assert "Error:         Internal server error" in out
     assert "Authorization: [redacted]" in out
-    states = [line.split()[2] for line in out.splitlines() if line.startswith("20")]
+    table = _columns(out, "TIME (UTC)")
+    states = [row["QSTASH"] for row in table]
     assert states == ["CREATED", "ACTIVE", "ERROR", "RETRY", "ACTIVE", "ERROR", "FAILED"]
+
+
+def _columns(out: str, first: str) -> list[dict[str, str]]:
+    """The rows of the table whose header starts with ``first``, cut at the header's columns."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
+    header = lines[start]
+    names = header.split("  ")
+    names = [n.strip() for n in names if n.strip()]
+    cuts = [header.index(n) for n in names] + [None]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.strip():
+            break
+        rows.append({n: line[cuts[i]:cuts[i + 1]].strip() for i, n in enumerate(names)})
+    return rows
 
 
 def test_inspect_json_and_unknown(cli: click.Group, fake: FakeQStash) -> None:
@@ -279,3 +296,151 @@ def test_dlq_retry_cannot_leave_the_dlq_path(cli: click.Group, fake: FakeQStash)
 
     assert code == 1
     assert fake.retry_route.calls.last.request.url.raw_path == b"/v2/dlq/retry/..%2Fkeys"
+
+
+# -- issue 13: tables that fit, colour, --watch, listings, JSON, attempts, bulk DLQ ----
+
+LONG_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@pytest.fixture
+def wide_data(fake: FakeQStash) -> FakeQStash:
+    name = "myproject.notifications.tasks.send_the_quarterly_newsletter_to_subscribers"
+    body = {"to": {"email": "a.very.long.recipient.address@subdomain.example.com"},
+            "subject": "Quarterly newsletter", "text": "hi"}
+    fake.events = [event("CREATED", i, task_id=f"{LONG_ID[:-2]}{i:02d}", message_id=f"m{i}",
+                         name=name, body=body) for i in range(3)]
+    return fake
+
+
+def test_status_fits_100_columns_unless_wide(cli: click.Group, wide_data: FakeQStash) -> None:
+    code, out = run(cli, "status")
+    _, wide = run(cli, "status", "--wide")
+
+    assert code == 0
+    assert max(map(len, out.splitlines())) <= 100
+    assert "0f8fad5b…" in out and LONG_ID[:-2] not in out
+    assert "…" in _columns(out, "ID")[0]["NAME"]  # the long name is cut, not wrapped
+    assert max(map(len, wide.splitlines())) > 100
+    assert f"{LONG_ID[:-2]}00" in wide and "send_the_quarterly_newsletter_to_subscribers" in wide
+
+
+def run_coloured(cli: click.Group, *args: str, **env: str) -> str:
+    # color=True: click strips nothing itself, so what we print is what a terminal gets.
+    return CliRunner().invoke(cli, list(args), color=True, env=env).output
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(
+    cli: click.Group, fake: FakeQStash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+
+    piped = run_coloured(cli, "status")
+    forced = run_coloured(cli, "status", FORCE_COLOR="1")
+    refused = run_coloured(cli, "status", FORCE_COLOR="1", NO_COLOR="1")
+
+    assert "\x1b[" not in piped  # CliRunner's stdout is not a TTY
+    assert "\x1b[32mSUCCESS" in forced and "\x1b[31m\x1b[1mFAILURE" in forced
+    assert "\x1b[" not in refused and "SUCCESS" in refused
+
+
+def test_status_watch_refreshes(cli: click.Group, fake: FakeQStash) -> None:
+    code, out = run(cli, "status", "--watch", "--interval", "0", "--iterations", "3")
+
+    assert code == 0
+    assert out.count("celery-qstash status: 3 tasks at ") == 3
+    assert fake.events_route.call_count == 3
+
+
+def test_status_json_has_iso_times_and_json_results(cli: click.Group, fake: FakeQStash) -> None:
+    _, out = run(cli, "status", "--json")
+    rows = {r["task_id"]: r for r in json.loads(out)}
+
+    assert rows["task-1"]["created"] == "2024-05-06T12:53:20+00:00"
+    assert rows["task-1"]["result"] == {"emailId": "em_123", "status": "queued"}
+    assert rows["task-4"]["result"] is None and rows["task-4"]["next_delivery"].endswith("+00:00")
+
+    _, out = run(cli, "inspect", "task-1", "--json")
+    info = json.loads(out)
+    assert info["received"] == "2024-05-06T12:53:20+00:00"
+    assert info["succeeded"] == "2024-05-06T12:53:21.500000+00:00"
+    assert info["result"] == {"emailId": "em_123", "status": "queued"}
+    assert [(e["state"], e["attempt"], e["duration_s"]) for e in info["events"]][1:3] == [
+        ("ACTIVE", 1, None), ("ERROR", 1, 0.2)]
+    assert info["events"][2]["message"] == "Internal server error"
+
+
+def test_inspect_shows_attempts_deltas_autosends_words_and_the_response(
+    cli: click.Group, fake: FakeQStash
+) -> None:
+    code, out = run(cli, "inspect", "task-1")
+
+    assert code == 0
+    rows = _columns(out, "TIME (UTC)")
+    assert [r["TRY"] for r in rows] == ["-", "1", "1", "1", "2", "2"]
+    assert [r["+DELTA"] for r in rows][:3] == ["-", "+0.10 s", "+0.20 s"]
+    assert rows[2]["TOOK"] == "0.20 s" and rows[2]["AUTOSEND SAID"] == "Internal server error"
+    assert rows[5]["AUTOSEND SAID"] == "sent: em_123" and rows[5]["STATUS"] == "200"
+    assert "Attempts:      2" in out
+    assert "Response to attempt 2 (200):" in out and '"emailId": "em_123"' in out
+
+
+def test_queues_listing(cli: click.Group, fake: FakeQStash) -> None:
+    fake.queues = [{"name": "emails", "parallelism": 2, "lag": 7, "paused": True}]
+
+    code, out = run(cli, "queues")
+    _, as_json = run(cli, "queues", "--json")
+
+    assert code == 0
+    assert _columns(out, "QUEUE") == [{"QUEUE": "emails", "WAITING": "7", "PARALLELISM": "2",
+                                       "STATE": "PAUSED"}]
+    assert json.loads(as_json) == [{"name": "emails", "messages": 7, "parallelism": 2,
+                                    "paused": True}]
+
+
+def test_schedules_listing(cli: click.Group, fake: FakeQStash) -> None:
+    fake.schedules = [{
+        "scheduleId": "scd_1234567890abcdef", "cron": "*/5 * * * *", "createdAt": 1715000000000,
+        "destination": "https://hooks.example/x?token=tk_1", "method": "POST", "retries": 3,
+        "isPaused": False, "lastScheduleTime": 1715000000000, "nextScheduleTime": 1715000300000,
+    }]
+
+    code, out = run(cli, "schedules")
+    _, as_json = run(cli, "schedules", "--json")
+
+    assert code == 0
+    (row,) = _columns(out, "ID")
+    assert (row["ID"], row["CRON"], row["STATE"]) == ("scd_1234…", "*/5 * * * *", "ACTIVE")
+    assert row["NEXT RUN (UTC)"] == "2024-05-06 12:58:20" and "tk_1" not in out
+    (item,) = json.loads(as_json)
+    assert item["next_run"] == "2024-05-06T12:58:20+00:00" and item["schedule_id"].endswith("ef")
+
+
+def test_dlq_retry_all_and_delete_all_with_a_progress_bar(
+    cli: click.Group, fake: FakeQStash
+) -> None:
+    fake.dlq = [dlq_message(f"task-{i}", f"{i}-0") for i in range(6)]
+    fake.dlq[0]["body"] = '{"subject": "Special offer"}'
+
+    code, out = run(cli, "dlq", "retry-all", "--search", "special")
+    assert code == 0 and "Retrying 1 dead letters" in out and "Retried 1 dead letters" in out
+    assert len(fake.dlq) == 5
+
+    aborted = CliRunner().invoke(cli, ["dlq", "delete-all"], input="n\n")
+    assert aborted.exit_code == 1 and len(fake.dlq) == 5  # asked, refused, nothing deleted
+
+    code, out = run(cli, "dlq", "delete-all", "--yes")
+    assert code == 0 and "Deleting 5 dead letters" in out and "Deleted 5 dead letters" in out
+    assert fake.dlq == []
+    assert "empty" in run(cli, "dlq", "retry-all")[1]
+
+
+def test_exit_codes_follow_celerys(cli: click.Group, fake: FakeQStash) -> None:
+    import httpx
+
+    assert run(cli, "inspect", "nope")[0] == 1  # EX_FAILURE: nothing by that id
+    assert run(cli, "status", "--limit", "0")[0] == 2  # usage, as click (and Celery) exit
+    fake.queues_route.side_effect = httpx.ConnectError("refused")
+    code, out = run(cli, "queues")
+    assert code == 69 and "Unable to run `queues`" in out  # EX_UNAVAILABLE

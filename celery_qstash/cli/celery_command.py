@@ -11,15 +11,24 @@ from __future__ import annotations
 import click
 
 from .servers import dev
-from .status import dashboard_cmd, dlq_group, inspect_cmd, revoke_cmd, status_cmd
+from .status import (
+    dashboard_cmd,
+    dlq_group,
+    inspect_cmd,
+    queues_cmd,
+    revoke_cmd,
+    schedules_cmd,
+    status_cmd,
+)
 
 __all__ = ["qstash"]
 
 
 @click.group("qstash", context_settings={"help_option_names": ["-h", "--help"]})
 def qstash() -> None:
-    """Email tasks on QStash: status, inspect, revoke, dlq, dashboard, dev."""
+    """Email tasks on QStash: status, inspect, revoke, queues, schedules, dlq, dashboard, dev."""
 
 
-for _command in (status_cmd, inspect_cmd, revoke_cmd, dlq_group, dashboard_cmd, dev):
+for _command in (status_cmd, inspect_cmd, revoke_cmd, queues_cmd, schedules_cmd, dlq_group,
+                 dashboard_cmd, dev):
     qstash.add_command(_command)

@@ -38,6 +38,28 @@ _route = click.option(
 )
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from .._serving import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _max_body(what: str, default: str) -> Callable[[F], F]:
+    return click.option(
+        "--max-body",
+        default=None,
+        callback=_size,
+        metavar="SIZE",
+        help=f"largest request body {what} accepts, in bytes or with KB/MB/KiB/MiB "
+        f"(default {default}); larger ones get 413",
+    )
+
+
 def _data_dir(default: str) -> Callable[[F], F]:
     return click.option(
         "--data-dir",
@@ -126,6 +148,7 @@ _plan = click.option(
 @_retry_after
 @_per_minute
 @_plan
+@_max_body("the emulator", "1MiB, QStash's message size limit")
 def dev(
     host: str,
     port: int,
@@ -138,6 +161,7 @@ def dev(
     retry_after: bool,
     rate_per_minute: int,
     plan: str | None,
+    max_body: int | None,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -146,7 +170,7 @@ def dev(
     """
     _need_local()
     from .._serving import ThreadedServer
-    from ..emulator import EmulatorServer
+    from ..emulator import DEFAULT_MAX_BODY, EmulatorServer
     from ..sandbox import SandboxServer
 
     if not no_dashboard:
@@ -169,13 +193,15 @@ def dev(
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
-                                plan=plan).start()
+                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan).start()
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
-            board = ThreadedServer(_dashboard_app(qstash.url, host), host, dashboard_port).start()
+            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url), host,
+                                   dashboard_port).start()
             servers.append(board)
             board_url = board.url
+            box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
         keys = (qstash.current_signing_key, qstash.next_signing_key)
         click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
         for prefix, target in routes.items():
@@ -199,7 +225,7 @@ def dev(
         click.echo("stopped")
 
 
-def _dashboard_app(qstash_url: str, host: str) -> Any:
+def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:
     from qstash import QStash
 
     from ..dashboard import create_app, local_hosts
@@ -208,6 +234,7 @@ def _dashboard_app(qstash_url: str, host: str) -> Any:
     return create_app(
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
         allowed_hosts=local_hosts(host),
+        inbox_url=inbox_url,
     )
 
 
@@ -217,19 +244,25 @@ def _dashboard_app(qstash_url: str, host: str) -> Any:
 @_data_dir(".qstash-dev/emulator")
 @_route
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
+@_max_body("the emulator", "1MiB, QStash's message size limit")
 @_plan
 def emulator(
-    host: str, port: int, data_dir: Path, route_specs: tuple[str, ...], tokens: tuple[str, ...],
+    host: str,
+    port: int,
+    data_dir: Path,
+    route_specs: tuple[str, ...],
+    tokens: tuple[str, ...],
+    max_body: int | None,
     plan: str | None,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
-    from ..emulator import serve
+    from ..emulator import DEFAULT_MAX_BODY, serve
 
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs), extra_tokens=tokens,
-          plan=plan)
+    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs),
+          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
 
 
 @click.command()
@@ -242,17 +275,20 @@ def emulator(
     multiple=True,
     help="accept only these AutoSend keys (repeatable; default: any key)",
 )
+@_max_body("the sandbox", "10MB")
 @_verified
 @_retry_after
 @_per_minute
 def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
-            verified_domains: tuple[str, ...], retry_after: bool, rate_per_minute: int) -> None:
+            max_body: int | None, verified_domains: tuple[str, ...], retry_after: bool,
+            rate_per_minute: int) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
-    from ..sandbox import serve
+    from ..sandbox import DEFAULT_MAX_BODY, serve
 
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
+          max_body=max_body or DEFAULT_MAX_BODY,
           verified_domains=verified_domains or None, retry_after_header=retry_after,
           rate_per_minute=rate_per_minute or None)

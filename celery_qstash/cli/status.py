@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -18,6 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ..attempts import Step, human_duration, steps
 from ..config import Settings, load_settings
 from ..devserver import DASHBOARD_PORT
 from ..errors import CeleryQStashError, scrub, scrub_data
@@ -27,7 +31,6 @@ from ..status import (
     StatusClient,
     TaskFilter,
     TaskRecord,
-    celery_state,
     flower_task,
     parse_since,
     redact_headers,
@@ -38,8 +41,10 @@ __all__ = [
     "dashboard_cmd",
     "dlq_group",
     "inspect_cmd",
+    "queues_cmd",
     "register",
     "revoke_cmd",
+    "schedules_cmd",
     "status_cmd",
 ]
 
@@ -81,19 +86,33 @@ def _client(settings: Settings) -> StatusClient:
     return StatusClient(client_for(settings))
 
 
+#: Celery's exit codes (``celery.platforms``): 1 for a failure, 69 (EX_UNAVAILABLE) when the
+#: service cannot be reached or refuses, as ``celery inspect`` does without a broker; click's
+#: own 2 for bad usage.
+EX_FAILURE = 1
+EX_UNAVAILABLE = 69
+
+
+class Unavailable(click.ClickException):
+    """QStash could not be reached or refused the request: exit status 69, as Celery's."""
+
+    exit_code = EX_UNAVAILABLE
+
+
 @contextmanager
-def _errors(settings: Settings | None = None) -> Iterator[None]:
+def _errors(settings: Settings | None = None, command: str = "") -> Iterator[None]:
     """Our errors and QStash's as one-line messages (never a secret), not tracebacks."""
     try:
         yield
     except (CeleryQStashError, NotFound) as exc:
         raise click.ClickException(str(exc)) from None
-    except click.ClickException:
+    except (click.ClickException, click.Abort):
         raise
     except Exception as exc:  # the SDK's QStashError, httpx's network errors
         secrets = settings.secrets if settings is not None else ()
-        raise click.ClickException(
-            f"QStash request failed: {scrub(str(exc), secrets)}"
+        what = f"Unable to run `{command}`: " if command else ""
+        raise Unavailable(
+            f"{what}QStash request failed: {scrub(str(exc), secrets)}"
         ) from None
 
 
@@ -103,19 +122,88 @@ def _echo_json(data: Any, settings: Settings) -> None:
     click.echo(json.dumps(scrub_data(data, settings.secrets), indent=2, default=str))
 
 
+# -- output: colour, widths, times ---------------------------------------------------
+
+#: Tables fit this many columns unless ``--wide`` (or a wider terminal) says otherwise.
+WIDTH = 100
+_STATE_COLOURS = {"SUCCESS": "green", "FAILURE": "red", "RETRY": "yellow", "REVOKED": "magenta",
+                  "STARTED": "cyan", "PENDING": "blue", "PAUSED": "yellow", "ACTIVE": "green"}
+
+
+def _colour() -> bool:
+    """Colour on a terminal only: never with ``NO_COLOR`` (no-color.org), forced with
+    ``FORCE_COLOR``, otherwise only when stdout is a TTY."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return sys.stdout.isatty()
+
+
+def _out(text: str) -> None:
+    click.echo(text, color=_colour())
+
+
+def _paint(text: str, state: str) -> str:
+    colour = _STATE_COLOURS.get(state.strip())
+    return click.style(text, fg=colour, bold=state.strip() == "FAILURE" or None) if colour else text
+
+
+def _budget(wide: bool) -> int | None:
+    """The width a table must fit in: ``None`` (anything) with ``--wide``."""
+    if wide:
+        return None
+    if sys.stdout.isatty():
+        return max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+    return WIDTH
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int | None = None,
+           shrink: Sequence[int] = (), paint: Sequence[int] = ()) -> str:
+    """A plain-text table that fits ``width`` columns: the ``shrink`` columns give up
+    characters (widest first, cut with "…"); the ``paint`` columns are coloured by state."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    if width is not None:
+        floor = {i: max(len(headers[i]), 6) for i in shrink}
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            candidates = [i for i in shrink if widths[i] > floor[i]]
+            if not candidates:
+                break
+            widths[max(candidates, key=lambda i: widths[i])] -= 1
+    lines = []
+    for n, row in enumerate(cells):
+        parts = []
+        for i, (cell, w) in enumerate(zip(row, widths, strict=True)):
+            text = _cut(cell, w).ljust(w)
+            parts.append(_paint(text, cell) if n and i in paint else text)
+        lines.append("  ".join(parts).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def _short(identifier: str, wide: bool) -> str:
+    """A UUID's first 8 characters (like ``git log --oneline``); whole with ``--wide``."""
+    return identifier if wide or len(identifier) <= 9 else identifier[:8] + "…"
+
+
+def _iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (``2024-05-06T12:53:20.120000+00:00``)."""
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+_TIME_FIELDS = ("received", "sent", "started", "succeeded", "failed", "retried", "revoked",
+                "timestamp", "eta", "next_delivery")
 
 
 def _row(r: TaskRecord) -> dict[str, Any]:
@@ -125,12 +213,32 @@ def _row(r: TaskRecord) -> dict[str, Any]:
         "state": r.state,
         "qstash_state": r.qstash_state,
         "recipient": r.recipient,
-        "created": r.created,
-        "next_delivery": r.next_delivery,
+        "subject": r.subject,
+        "created": _iso(r.created),
+        "next_delivery": _iso(r.next_delivery),
         "retries": r.retries,
         "response_status": r.response_status,
+        "result": r.result if r.ready else None,
         "message_id": r.message_id,
     }
+
+
+def _when_short(ts: float | None, wide: bool) -> str:
+    """``MM-DD HH:MM:SS`` (the year only with ``--wide``): times in tables."""
+    return _when(ts) if wide or ts is None else _when(ts)[5:]
+
+
+def _status_table(records: Sequence[TaskRecord], wide: bool) -> str:
+    def when(ts: float | None) -> str:
+        return _when_short(ts, wide)
+
+    return _table(
+        ["ID", "NAME", "STATE", "RECIPIENT", "CREATED (UTC)", "DUE (UTC)", "RETRIES", "STATUS"],
+        [[_short(r.task_id, wide), r.name, r.state, r.recipient, when(r.created),
+          when(r.next_delivery) if r.next_delivery else None, r.retries, r.response_status]
+         for r in records],
+        width=_budget(wide), shrink=(1, 3), paint=(2,),
+    )
 
 
 @click.command("status")
@@ -141,76 +249,129 @@ def _row(r: TaskRecord) -> dict[str, Any]:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
               help="at most this many rows")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--wide", is_flag=True, help="whole ids and columns, whatever the width")
+@click.option("--watch", is_flag=True, help="refresh until Ctrl-C, like `celery events`")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="seconds between refreshes with --watch")
+@click.option("--iterations", type=click.IntRange(min=1), hidden=True,
+              help="stop --watch after this many refreshes (for scripts and tests)")
 @_app_option
 def status_cmd(state: str | None, name: str | None, since: str | None, search: str | None,
-               limit: int, as_json: bool, app_path: str | None) -> None:
+               limit: int, as_json: bool, wide: bool, watch: bool, interval: float,
+               iterations: int | None, app_path: str | None) -> None:
     """Recent tasks, newest first: id, name, state, recipient, times, retries, response."""
     try:
         since_ts = parse_since(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     settings = _settings(app_path)
-    with _errors(settings):
-        records = _client(settings).tasks(
-            TaskFilter(state=state, name=name, since=since_ts, search=search)
-        )[:limit]
-    if as_json:
-        _echo_json([_row(r) for r in records], settings)
+    flt = TaskFilter(state=state, name=name, since=since_ts, search=search)
+
+    def fetch() -> list[TaskRecord]:
+        with _errors(settings, "status"):
+            return _client(settings).tasks(flt)[:limit]
+
+    if not watch:
+        records = fetch()
+        if as_json:
+            _echo_json([_row(r) for r in records], settings)
+        elif not records:
+            click.echo("No task found.")
+        else:
+            _out(_status_table(records, wide))
         return
-    if not records:
-        click.echo("No task found.")
-        return
-    click.echo(_table(
-        ["TASK ID", "NAME", "STATE", "RECIPIENT", "CREATED (UTC)", "NEXT DELIVERY", "RETRIES",
-         "LAST STATUS"],
-        [[r.task_id, r.name, r.state, r.recipient, _when(r.created),
-          _when(r.next_delivery) if r.next_delivery else None, r.retries, r.response_status]
-         for r in records],
-    ))
+    shown = 0
+    try:
+        while iterations is None or shown < iterations:
+            records = fetch()
+            stamp = datetime.now(timezone.utc).strftime("%H:%M:%S UTC")
+            if sys.stdout.isatty():
+                click.clear()
+            heading = f"celery-qstash status: {len(records)} tasks at {stamp}"
+            _out(click.style(heading, bold=True) + f" (every {interval:g}s, Ctrl-C to stop)")
+            _out(_status_table(records, wide) if records else "No task found.")
+            shown += 1
+            if iterations is None or shown < iterations:
+                time.sleep(interval)
+                if not sys.stdout.isatty():
+                    click.echo("")
+    except KeyboardInterrupt:  # Ctrl-C is how --watch ends: not an error
+        click.echo("")
+
+
+def _said(step: Step) -> str | None:
+    if step.failed:
+        return step.message
+    if step.state == "DELIVERED" and isinstance(step.response, dict):
+        data = step.response.get("data")
+        if isinstance(data, dict) and data.get("emailId"):
+            return f"sent: {data['emailId']}"
+    return None
 
 
 @click.command("inspect")
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (Flower's task fields + events)")
+@click.option("--wide", is_flag=True, help="whole columns, whatever the width")
 @_app_option
-def inspect_cmd(task_id: str, as_json: bool, app_path: str | None) -> None:
-    """One task: its summary and QStash event timeline."""
+def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -> None:
+    """One task: its summary, each delivery attempt, and AutoSend's answers."""
     settings = _settings(app_path)
-    with _errors(settings):
+    with _errors(settings, "inspect"):
         record = _client(settings).task(task_id)
     if record is None:
         raise click.ClickException(f"no QStash event is labelled with task id {task_id}")
-    timeline = [
-        [_when(int(ev["time"]) / 1000 if ev.get("time") else None), ev.get("state"),
-         celery_state(ev.get("state")), ev.get("messageId"), ev.get("responseStatus"),
-         scrub(str(ev["error"]), settings.secrets) if ev.get("error") else None]
-        for ev in record.events
-    ]
+    timeline = steps(record)
+    secrets = settings.secrets
     if as_json:
         info = flower_task(record)
-        info["events"] = [dict(zip(["time", "state", "celery_state", "message_id",
-                                    "response_status", "error"], row, strict=True))
-                          for row in timeline]
+        for key in _TIME_FIELDS:
+            info[key] = _iso(info.get(key))
+        info["result"] = record.result if record.ready else None
+        info["events"] = [
+            {"time": _iso(st.time), "state": st.state, "celery_state": st.celery_state,
+             "attempt": st.attempt, "delta_s": st.delta, "duration_s": st.duration,
+             "message_id": st.message_id, "response_status": st.response_status,
+             "message": st.message, "response": st.response,
+             "error": scrub(st.error, secrets) if st.error else None,
+             "next_delivery": _iso(st.next_delivery)}
+            for st in timeline
+        ]
         _echo_json(info, settings)
         return
     header = next((ev.get("header") for ev in record.events if ev.get("header")), None)
+    attempts = max((st.attempt or 0 for st in timeline), default=0)
     summary = [
         ("Task", record.task_id), ("Name", record.name),
-        ("State", f"{record.state} ({record.qstash_state})"),
+        ("State", _paint(f"{record.state} ({record.qstash_state})", record.state)),
         ("Message", record.message_id), ("Destination", safe_url(record.url)),
         ("Recipient", record.recipient), ("Subject", record.subject),
-        ("Created", _when(record.created)), ("Retries", record.retries),
-        ("Next delivery", _when(record.next_delivery) if record.next_delivery else None),
+        ("Created", _when(record.created) + " UTC" if record.created else None),
+        ("Attempts", attempts), ("Retries", record.retries),
+        ("Next delivery", _when(record.next_delivery) + " UTC" if record.next_delivery else None),
         ("Last status", record.response_status),
     ]
     if record.state in ("FAILURE", "RETRY"):
-        summary.append(("Error", scrub(record.error_message or "", settings.secrets)))
+        summary.append(("Error", scrub(record.error_message or "", secrets)))
     for key, value in summary:
-        click.echo(f"{key + ':':<15}{'-' if value is None else value}")
+        _out(f"{key + ':':<15}{'-' if value is None else value}")
     for name, value in sorted(redact_headers(header).items()):
         click.echo(f"  {name}: {value}")
     click.echo("")
-    click.echo(_table(["TIME (UTC)", "QSTASH", "CELERY", "MESSAGE", "STATUS", "ERROR"], timeline))
+    _out(_table(
+        ["TIME (UTC)", "+DELTA", "TRY", "QSTASH", "CELERY", "TOOK", "STATUS", "AUTOSEND SAID"],
+        [[_when(st.time), "+" + human_duration(st.delta) if st.delta is not None else None,
+          st.attempt, st.state, st.celery_state,
+          human_duration(st.duration) if st.duration is not None else None,
+          st.response_status, scrub(_said(st) or "", secrets) or None]
+         for st in timeline],
+        width=_budget(wide), shrink=(7,), paint=(4,),
+    ))
+    delivered = next((st for st in reversed(timeline) if st.state == "DELIVERED"), None)
+    if delivered is not None and delivered.response is not None:
+        click.echo("")
+        _out(f"Response to attempt {delivered.attempt} ({delivered.response_status}):")
+        click.echo(scrub(json.dumps(delivered.response, indent=2, sort_keys=True), secrets))
 
 
 @click.command("revoke")
@@ -219,7 +380,7 @@ def inspect_cmd(task_id: str, as_json: bool, app_path: str | None) -> None:
 def revoke_cmd(task_id: str, app_path: str | None) -> None:
     """Cancel a task's QStash message (it will not be delivered)."""
     settings = _settings(app_path)
-    with _errors(settings):
+    with _errors(settings, "revoke"):
         client = _client(settings)
         record = client.task(task_id)
         if record is None:
@@ -230,6 +391,59 @@ def revoke_cmd(task_id: str, app_path: str | None) -> None:
     click.echo(f"Revoked '{task_id}' (QStash message {record.message_id})")
 
 
+@click.command("queues")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_app_option
+def queues_cmd(as_json: bool, app_path: str | None) -> None:
+    """QStash queues: messages waiting, parallelism, paused or active."""
+    settings = _settings(app_path)
+    with _errors(settings, "queues"):
+        queues = _client(settings).queues()
+    if as_json:
+        _echo_json([{"name": q.name, "messages": q.messages, "parallelism": q.parallelism,
+                     "paused": q.paused} for q in queues], settings)
+        return
+    if not queues:
+        click.echo("No QStash queue (tasks without a queue option are published directly).")
+        return
+    _out(_table(["QUEUE", "WAITING", "PARALLELISM", "STATE"],
+                [[q.name, q.messages, q.parallelism, "PAUSED" if q.paused else "ACTIVE"]
+                 for q in queues], width=_budget(False), shrink=(0,), paint=(3,)))
+
+
+def _ms(value: Any) -> float | None:
+    return int(value) / 1000 if isinstance(value, int) and value else None
+
+
+@click.command("schedules")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--wide", is_flag=True, help="whole ids and destinations")
+@_app_option
+def schedules_cmd(as_json: bool, wide: bool, app_path: str | None) -> None:
+    """QStash schedules: cron, destination, paused or active, last and next run."""
+    settings = _settings(app_path)
+    with _errors(settings, "schedules"):
+        schedules = _client(settings).client.schedule.list()
+    if as_json:
+        _echo_json([{"schedule_id": s.schedule_id, "cron": s.cron,
+                     "destination": safe_url(s.destination), "paused": s.paused,
+                     "queue": s.queue, "retries": s.retries, "label": s.label,
+                     "created": _iso(_ms(s.created_at)),
+                     "last_run": _iso(_ms(s.last_schedule_time)),
+                     "next_run": _iso(_ms(s.next_schedule_time))} for s in schedules], settings)
+        return
+    if not schedules:
+        click.echo("No QStash schedule.")
+        return
+    _out(_table(
+        ["ID", "CRON", "DESTINATION", "STATE", "LAST RUN (UTC)", "NEXT RUN (UTC)"],
+        [[_short(s.schedule_id, wide), s.cron, safe_url(s.destination),
+          "PAUSED" if s.paused else "ACTIVE", _when(_ms(s.last_schedule_time)),
+          _when(_ms(s.next_schedule_time))] for s in schedules],
+        width=_budget(wide), shrink=(2, 1), paint=(3,),
+    ))
+
+
 @click.group("dlq")
 def dlq_group() -> None:
     """The dead letter queue: tasks whose retries ran out."""
@@ -237,18 +451,19 @@ def dlq_group() -> None:
 
 def _dlq_row(d: DlqEntry) -> dict[str, Any]:
     return {"dlq_id": d.dlq_id, "task_id": d.task_id, "name": d.name, "recipient": d.recipient,
-            "failed": d.failed, "response_status": d.response_status, "error": d.error_message,
-            "message_id": d.message_id}
+            "failed": _iso(d.failed), "response_status": d.response_status,
+            "error": d.error_message, "message_id": d.message_id}
 
 
 @dlq_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @click.option("--count", default=100, show_default=True, help="page size (QStash's maximum: 100)")
+@click.option("--wide", is_flag=True, help="whole ids and errors, whatever the width")
 @_app_option
-def dlq_list(as_json: bool, count: int, app_path: str | None) -> None:
+def dlq_list(as_json: bool, count: int, wide: bool, app_path: str | None) -> None:
     """List dead letters."""
     settings = _settings(app_path)
-    with _errors(settings):
+    with _errors(settings, "dlq list"):
         entries, _cursor = _client(settings).dlq(count=count)
     if as_json:
         _echo_json([_dlq_row(d) for d in entries], settings)
@@ -256,10 +471,11 @@ def dlq_list(as_json: bool, count: int, app_path: str | None) -> None:
     if not entries:
         click.echo("The dead letter queue is empty.")
         return
-    click.echo(_table(
+    _out(_table(
         ["DLQ ID", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"],
-        [[d.dlq_id, d.task_id, d.name, d.recipient, _when(d.failed), d.response_status,
-          scrub(d.error_message or "", settings.secrets)[:60]] for d in entries],
+        [[d.dlq_id, _short(d.task_id, wide), d.name, d.recipient, _when_short(d.failed, wide),
+          d.response_status, scrub(d.error_message or "", settings.secrets)] for d in entries],
+        width=_budget(wide), shrink=(6, 2, 3),
     ))
 
 
@@ -269,7 +485,7 @@ def dlq_list(as_json: bool, count: int, app_path: str | None) -> None:
 def dlq_retry(dlq_id: str, app_path: str | None) -> None:
     """Publish a dead letter again (same body and headers)."""
     settings = _settings(app_path)
-    with _errors(settings):
+    with _errors(settings, "dlq retry"):
         message_id = _client(settings).dlq_retry(dlq_id)
     click.echo(f"Retried {dlq_id} as QStash message {message_id}")
 
@@ -280,9 +496,76 @@ def dlq_retry(dlq_id: str, app_path: str | None) -> None:
 def dlq_delete(dlq_id: str, app_path: str | None) -> None:
     """Remove a dead letter for good."""
     settings = _settings(app_path)
-    with _errors(settings):
+    with _errors(settings, "dlq delete"):
         _client(settings).dlq_delete(dlq_id)
     click.echo(f"Deleted {dlq_id}")
+
+
+#: How many DLQ pages (of 100) ``retry-all``/``delete-all`` read at most.
+MAX_DLQ_PAGES = 100
+
+
+def _every_dead_letter(client: StatusClient, search: str | None) -> list[DlqEntry]:
+    found: list[DlqEntry] = []
+    cursor: str | None = None
+    for _ in range(MAX_DLQ_PAGES):
+        entries, cursor = client.dlq(count=100, cursor=cursor)
+        found += entries
+        if not cursor:
+            break
+    if not search:
+        return found
+    words = search.lower().split()
+    return [d for d in found if all(w in " ".join(str(x) for x in (
+        d.dlq_id, d.task_id, d.name, d.recipient, d.subject, d.response_status,
+        d.error_message) if x).lower() for w in words)]
+
+
+def _dlq_bulk(action: str, search: str | None, yes: bool, app_path: str | None) -> None:
+    settings = _settings(app_path)
+    with _errors(settings, f"dlq {action}-all"):
+        client = _client(settings)
+        entries = _every_dead_letter(client, search)
+        if not entries:
+            click.echo("No dead letter matches." if search else "The dead letter queue is empty.")
+            return
+        if action == "delete" and not yes:
+            click.confirm(f"Delete {len(entries)} dead letters for good?", abort=True, err=True)
+        done = missing = 0
+        verb = "Retrying" if action == "retry" else "Deleting"
+        with click.progressbar(entries, label=f"{verb} {len(entries)} dead letters",
+                               file=sys.stderr, show_pos=True) as bar:
+            for entry in bar:
+                try:
+                    if action == "retry":
+                        client.dlq_retry(entry.dlq_id)
+                    else:
+                        client.dlq_delete(entry.dlq_id)
+                    done += 1
+                except NotFound:  # retried or deleted meanwhile
+                    missing += 1
+    past = "Retried" if action == "retry" else "Deleted"
+    click.echo(f"{past} {done} dead letters" + (f" ({missing} were already gone)"
+                                                 if missing else ""))
+
+
+@dlq_group.command("retry-all")
+@click.option("--search", help="only the dead letters whose id, task, name, recipient, "
+              "subject, status or error contain every word")
+@_app_option
+def dlq_retry_all(search: str | None, app_path: str | None) -> None:
+    """Publish every dead letter again (or those matching --search), with a progress bar."""
+    _dlq_bulk("retry", search, True, app_path)
+
+
+@dlq_group.command("delete-all")
+@click.option("--search", help="only the dead letters whose id, task, name, recipient, "
+              "subject, status or error contain every word")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@_app_option
+def dlq_delete_all(search: str | None, yes: bool, app_path: str | None) -> None:
+    """Remove every dead letter (or those matching --search), with a progress bar."""
+    _dlq_bulk("delete", search, yes, app_path)
 
 
 def _auth(value: str | None) -> tuple[str, str] | None:
@@ -302,9 +585,11 @@ def _auth(value: str | None) -> tuple[str, str] | None:
               help="require HTTP basic auth (or set CELERY_QSTASH_DASHBOARD_AUTH)")
 @click.option("--allow-public", is_flag=True,
               help="allow a non-loopback --host without --auth (anyone could revoke tasks)")
+@click.option("--inbox-url", envvar="CELERY_QSTASH_INBOX_URL", metavar="URL",
+              help="the AutoSend sandbox, to link each task to its captured email")
 @_app_option
 def dashboard_cmd(host: str, port: int, auth_value: str | None, allow_public: bool,
-                  app_path: str | None) -> None:
+                  inbox_url: str | None, app_path: str | None) -> None:
     """Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)."""
     try:
         from ..dashboard import serve
@@ -314,10 +599,11 @@ def dashboard_cmd(host: str, port: int, auth_value: str | None, allow_public: bo
         ) from None
     conf = _load_conf(app_path)
     with _errors():
-        serve(host, port, _auth(auth_value), allow_public, conf=conf)
+        serve(host, port, _auth(auth_value), allow_public, conf=conf, inbox_url=inbox_url)
 
 
 def register(group: click.Group) -> None:
     """Add the status commands to the ``celery-qstash`` group."""
-    for command in (status_cmd, inspect_cmd, revoke_cmd, dlq_group, dashboard_cmd):
+    for command in (status_cmd, inspect_cmd, revoke_cmd, queues_cmd, schedules_cmd, dlq_group,
+                    dashboard_cmd):
         group.add_command(command)

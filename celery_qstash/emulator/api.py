@@ -7,7 +7,6 @@ qstash-py 3.4.0, which is the wire-compatibility oracle (see qstash-api.md).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,8 @@ from urllib.parse import parse_qsl, unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from celery_qstash._serving import JSONBodyError, parse_json
 
 from .errors import BadRequest, Unauthorized
 from .store import EventFilter, Published
@@ -90,9 +91,9 @@ async def _json_body(request: Request) -> Any:
     if not body.strip():
         return None
     try:
-        return json.loads(body)
-    except ValueError:
-        raise BadRequest("invalid JSON body") from None
+        return parse_json(body)
+    except JSONBodyError as exc:
+        raise BadRequest(f"invalid JSON body: {exc}") from None
 
 
 def _int_param(value: str | None, name: str, default: int | None = None, *,
@@ -197,15 +198,17 @@ class Api:
     def max_timeout_ms(self) -> int:
         return self.emulator.loop.max_timeout_ms
 
-    def user(self, request: Request) -> str:
+    def user(self, request: Request, *, header_only: bool = False) -> str:
         token = ""
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
-        token = token or request.query_params.get("qstash_token", "")
+        if not header_only:
+            token = token or request.query_params.get("qstash_token", "")
         user = self.emulator.authenticate(token)
         if user is None:
-            raise Unauthorized("unauthorized: invalid or missing token")
+            where = "an Authorization: Bearer header" if header_only else "a token"
+            raise Unauthorized(f"unauthorized: {where} with a valid QStash token is required")
         return user
 
 

@@ -29,7 +29,9 @@ A web page must not drive the sandbox from a browser: :class:`SameSiteGuard`
 refuses a ``Host`` outside ``allowed_hosts`` (421; :func:`serve` and
 :class:`SandboxServer` set the loopback names when bound to loopback) and a
 state-changing request from another origin (403). SDKs, curl and the QStash
-emulator's deliveries send no ``Origin`` and are unaffected.
+emulator's deliveries send no ``Origin`` and are unaffected. A body over
+``max_body`` (:data:`DEFAULT_MAX_BODY`) is a 413 in AutoSend's error shape,
+refused before it is read whole.
 """
 
 from __future__ import annotations
@@ -41,17 +43,27 @@ from collections.abc import Iterable, Sequence
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from .._serving import SameSiteGuard, ThreadedServer, local_hosts, run
+from .._serving import BodyLimit, SameSiteGuard, ThreadedServer, local_hosts, run
 from ..clock import Clock, SystemClock
 from ..devserver import SANDBOX_PORT
-from .api import SandboxAPI, Settings, http_error
+from .api import SandboxAPI, Settings, error_body, http_error
 from .store import IDEMPOTENCY_TTL, SandboxStore
 
-__all__ = ["Sandbox", "SandboxServer", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_BODY", "Sandbox", "SandboxServer", "create_app", "serve"]
 
 logger = logging.getLogger("celery_qstash.sandbox")
+
+#: AutoSend documents no request size limit; 10 MB is what SES, Postmark and Azure
+#: take per email, attachments included (``max_body``, ``--max-body``).
+DEFAULT_MAX_BODY = 10 * 1000 * 1000
+
+
+def _too_large(limit: int) -> Response:
+    message = f"Request body is larger than the {limit}-byte limit"
+    return JSONResponse(error_body(413, message), 413)
 
 
 class Sandbox:
@@ -66,6 +78,7 @@ class Sandbox:
     AutoSend's 403 "Domain not verified".
     ``allowed_hosts``: the ``Host`` names accepted (``None``: any); requests from
     another origin are refused either way (see :class:`SameSiteGuard`).
+    ``max_body``: the largest request body in bytes (413 above it).
     """
 
     def __init__(
@@ -78,6 +91,7 @@ class Sandbox:
         retry_after_header: bool = False,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         allowed_hosts: Sequence[str] | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
         verified_domains: Iterable[str] | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
@@ -92,7 +106,10 @@ class Sandbox:
         self.app = Starlette(
             routes=self.api.routes,
             exception_handlers={HTTPException: http_error},
-            middleware=[Middleware(SameSiteGuard, allowed_hosts=allowed_hosts)],
+            middleware=[
+                Middleware(SameSiteGuard, allowed_hosts=allowed_hosts),
+                Middleware(BodyLimit, limit=max_body, too_large=_too_large),
+            ],
         )
         self.app.state.sandbox = self
 
@@ -117,6 +134,7 @@ def create_app(
     rate_per_minute: int | None = None,
     retry_after_header: bool = False,
     allowed_hosts: Sequence[str] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
     verified_domains: Iterable[str] | None = None,
 ) -> Starlette:
     """The sandbox as an ASGI app; its :class:`Sandbox` is ``app.state.sandbox``."""
@@ -128,6 +146,7 @@ def create_app(
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
         allowed_hosts=allowed_hosts,
+        max_body=max_body,
         verified_domains=verified_domains,
     ).app
 
@@ -152,6 +171,7 @@ class SandboxServer:
         rate_per_second: int | None = 2,
         rate_per_minute: int | None = None,
         retry_after_header: bool = False,
+        max_body: int = DEFAULT_MAX_BODY,
         verified_domains: Iterable[str] | None = None,
     ) -> None:
         self._owns_sandbox = sandbox is None
@@ -166,6 +186,7 @@ class SandboxServer:
                 rate_per_minute=rate_per_minute,
                 retry_after_header=retry_after_header,
                 allowed_hosts=hosts,
+                max_body=max_body,
                 verified_domains=verified_domains,
             )
             app = sandbox.app
@@ -203,6 +224,7 @@ def serve(
     rate_per_second: int | None = 2,
     rate_per_minute: int | None = None,
     retry_after_header: bool = False,
+    max_body: int = DEFAULT_MAX_BODY,
     verified_domains: Iterable[str] | None = None,
 ) -> None:
     """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory)."""
@@ -213,6 +235,7 @@ def serve(
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
         allowed_hosts=local_hosts(host),
+        max_body=max_body,
         verified_domains=verified_domains,
     )
     where = sandbox.store.path or "memory"

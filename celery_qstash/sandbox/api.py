@@ -4,8 +4,11 @@ Routes::
 
     POST   /v1/mails/send            AutoSend: one email (validated with ``Email``)
     POST   /v1/mails/bulk            AutoSend: one email per recipient (``BulkEmail``)
-    GET    /  and  /inbox            inbox page, newest first
-    GET    /inbox/{id}               one captured email
+    GET    /  and  /inbox            inbox page, newest first: ?q= search, ?key=, ?page=, ?refresh=
+    GET    /inbox/{id}               one captured email: ?tab=html|text|source|headers|request
+    POST   /inbox/{id}/delete        the page's Delete button (form token)
+    POST   /inbox/clear              the page's Clear all button (form token + confirm)
+    GET    /rejected                 refused mail requests, newest first, with the reason
     GET    /api/v1/messages          ?limit=&offset=&to=&subject=&batchId= -> {"total", "messages"}
     GET    /api/v1/messages/{id}     one message (404 if unknown)
     DELETE /api/v1/messages[/{id}]   delete all (or one)
@@ -43,6 +46,10 @@ Assumptions where AutoSend documents nothing (see the reference notes):
   the quota a client needs for its retry.
 - JSON nested more than ``MAX_JSON_DEPTH`` (64) levels is a 400 on ``body``: no
   email needs it, and deeper input would only exercise recursion limits.
+- AutoSend documents no size limit (attachments travel base64 inside the JSON, so
+  the request size bounds them too). The sandbox refuses a request body over
+  ``max_body``, 10 MB by default (what SES, Postmark and Azure allow per email),
+  with **413** ``PAYLOAD_TOO_LARGE`` in AutoSend's error shape, before reading it whole.
 - ``POST /api/v1/chaos`` takes ``application/json`` only, so a page elsewhere
   cannot script failures with a form or a "simple" ``fetch``.
 """
@@ -62,19 +69,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
 from ..email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_errors
 from ..errors import EmailValidationError
 from . import pages
 from .render import merge_data, render
 from .store import ChaosRule, Message, RateDecision, SandboxStore
 
-__all__ = ["SandboxAPI", "Settings", "fingerprint", "key_digest"]
+__all__ = ["MAX_JSON_DEPTH", "SandboxAPI", "Settings", "fingerprint", "key_digest"]
 
 logger = logging.getLogger("celery_qstash.sandbox")
 
@@ -82,7 +91,6 @@ MAX_IDEMPOTENCY_KEY = 256  # Resend's limit; AutoSend documents none
 MAX_PAGE = 1000
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
 MAX_CHAOS_DELAY_MS = 300_000
-MAX_JSON_DEPTH = 64
 
 _CODES = {
     400: ("Validation failed", "VALIDATION_FAILED"),
@@ -91,6 +99,7 @@ _CODES = {
     403: ("Forbidden", "FORBIDDEN"),
     404: ("Not found", "NOT_FOUND"),
     409: ("Idempotency key reused with a different body", "IDEMPOTENCY_CONFLICT"),
+    413: ("Request body too large", "PAYLOAD_TOO_LARGE"),
     429: ("Rate limit exceeded", "RATE_LIMIT_EXCEEDED"),
     500: ("Internal server error", "SERVER_ERROR"),
     503: ("Service unavailable", "SERVICE_UNAVAILABLE"),
@@ -164,41 +173,12 @@ def _address(address: Address) -> dict[str, Any]:
     return {"email": address.email, "name": address.name}
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Is ``value`` nested more than ``limit`` arrays/objects deep? (No recursion of its own.)"""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 def _parse_json(raw: bytes) -> tuple[Any, list[dict[str, str]]]:
     """``(value, [])`` for acceptable JSON, else ``(None, errors on "body")``."""
-    too_deep = [
-        {"field": "body", "message": f"Malformed JSON: nested more than {MAX_JSON_DEPTH} levels"}
-    ]
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return parse_json(raw, max_depth=MAX_JSON_DEPTH), []
+    except JSONBodyError as exc:
         return None, [{"field": "body", "message": f"Malformed JSON: {exc}"}]
-    except RecursionError:  # the decoder's own limit, far deeper than MAX_JSON_DEPTH
-        return None, too_deep
-    if _too_deep(value):
-        return None, too_deep
-    return value, []
 
 
 #: AutoSend's optional per-email switches (its send and bulk references: "Enable or disable
@@ -248,6 +228,11 @@ class SandboxAPI:
         # A chaos delay must really delay (a client's timeout has to fire), so it is
         # the event loop's sleep, not the Clock's; tests swap in a recorder.
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        #: The dashboard, to link an email to its task (``celery-qstash dev`` sets it).
+        self.dashboard_url: str | None = None
+        # The inbox's forms carry this; a page on another site cannot read it, so it
+        # cannot make a browser delete emails (SameSiteGuard refuses such POSTs too).
+        self.page_token = secrets.token_urlsafe(24)
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -256,7 +241,10 @@ class SandboxAPI:
             Route(BULK_PATH, self.bulk, methods=["POST"]),
             Route("/", self.inbox_page, methods=["GET"]),
             Route("/inbox", self.inbox_page, methods=["GET"]),
+            Route("/inbox/clear", self.clear_page, methods=["POST"]),
             Route("/inbox/{id}", self.message_page, methods=["GET"]),
+            Route("/inbox/{id}/delete", self.delete_page, methods=["POST"]),
+            Route("/rejected", self.rejected_page, methods=["GET"]),
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
             Route("/api/v1/messages", self.delete_messages, methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
@@ -272,10 +260,20 @@ class SandboxAPI:
     # -- AutoSend endpoints --------------------------------------------------
 
     async def send(self, request: Request) -> Response:
-        return await self._mail(request, bulk=False)
+        return await self._remember_refusal(request, await self._mail(request, bulk=False))
 
     async def bulk(self, request: Request) -> Response:
-        return await self._mail(request, bulk=True)
+        return await self._remember_refusal(request, await self._mail(request, bulk=True))
+
+    async def _remember_refusal(self, request: Request, response: Response) -> Response:
+        """A refused mail request goes to the Rejected view, with the reason it was given."""
+        if response.status_code < 400:
+            return response
+        self.store.record_rejection(
+            refusal(response, await request.body(), request.url.path,
+                    request.headers.get("idempotency-key"))
+        )
+        return response
 
     def _reject(
         self, status: int, body: Any, headers: dict[str, str] | None = None
@@ -506,6 +504,7 @@ class SandboxAPI:
 
     def _chaos_response(self, rule: ChaosRule, headers: dict[str, str]) -> JSONResponse:
         status = rule.status or 500
+        headers["X-Sandbox-Chaos"] = "true"  # says the failure was injected, not real
         if rule.retry_after is not None and self.settings.retry_after_header:
             headers["Retry-After"] = str(rule.retry_after)
         body = rule.body
@@ -584,20 +583,128 @@ class SandboxAPI:
     # -- pages ---------------------------------------------------------------
 
     async def inbox_page(self, request: Request) -> Response:
-        total, messages = self.store.messages(limit=pages.INBOX_LIMIT)
-        return _page(pages.inbox(total, messages))
+        query = request.query_params
+        try:
+            page = _int_param(query.get("page"), "page", default=1, low=1, high=10**9)
+            refresh = _int_param(query.get("refresh"), "refresh", default=pages.REFRESH,
+                                 low=0, high=3600)
+        except EmailValidationError as exc:
+            return _page(pages.bad_request(exc.errors), 400)
+        search, key = (query.get("q") or "").strip(), (query.get("key") or "").strip()
+        total, messages = self.store.messages(
+            limit=pages.PER_PAGE, offset=(page - 1) * pages.PER_PAGE,
+            search=search or None, idempotency_key=key or None,
+        )
+        rejected, _ = self.store.rejections(limit=1)
+        view = pages.InboxView(total=total, messages=messages, page=page, search=search,
+                               key=key, refresh=refresh, token=self.page_token,
+                               rejected=rejected, done=query.get("done") or "")
+        return _page(pages.inbox(view))
 
     async def message_page(self, request: Request) -> Response:
         msg = self.store.get(request.path_params["id"])
         if msg is None:
             return _page(pages.not_found(request.path_params["id"]), 404)
-        return _page(pages.message(msg))
+        tab = request.query_params.get("tab") or (
+            "html" if msg.get("renderedHtml") is not None else "text")
+        width = request.query_params.get("width") or "desktop"
+        if tab not in pages.TABS or width not in pages.WIDTHS:
+            errors = [{"field": "tab", "message": f"one of {', '.join(pages.TABS)}"}]
+            return _page(pages.bad_request(errors), 400)
+        newer, older = self.store.neighbours(msg["id"])
+        return _page(pages.message(msg, tab=tab, width=width, newer=newer, older=older,
+                                   token=self.page_token, dashboard_url=self.dashboard_url))
+
+    async def rejected_page(self, request: Request) -> Response:
+        try:
+            page = _int_param(request.query_params.get("page"), "page", default=1, low=1,
+                              high=10**9)
+        except EmailValidationError as exc:
+            return _page(pages.bad_request(exc.errors), 400)
+        total, rows = self.store.rejections(limit=pages.PER_PAGE,
+                                            offset=(page - 1) * pages.PER_PAGE)
+        return _page(pages.rejected(total, rows, page=page, dashboard_url=self.dashboard_url))
+
+    async def _form_ok(self, request: Request) -> dict[str, str] | None:
+        """The posted form if it carries this sandbox's page token, else ``None``."""
+        body = await request.body()
+        if len(body) > 4096:
+            return None
+        try:
+            form = dict(parse_qsl(body.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        token = form.get("token", "")
+        return form if hmac.compare_digest(token.encode(), self.page_token.encode()) else None
+
+    async def delete_page(self, request: Request) -> Response:
+        if await self._form_ok(request) is None:
+            return _page(pages.forbidden(), 403)
+        message_id = request.path_params["id"]
+        deleted = self.store.delete(message_id)
+        done = "Deleted 1 email." if deleted else "That email was already gone."
+        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
+
+    async def clear_page(self, request: Request) -> Response:
+        form = await self._form_ok(request)
+        if form is None:
+            return _page(pages.forbidden(), 403)
+        if form.get("confirm") != "yes":
+            return RedirectResponse("/inbox", status_code=303)
+        deleted = self.store.delete()
+        done = f"Deleted {deleted} email{'s' if deleted != 1 else ''}."
+        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
 
 
 def _page(content: str, status: int = 200) -> HTMLResponse:
-    # Captured HTML is shown only inside <iframe sandbox>; no script runs on our pages at all.
-    csp = "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'"
+    # Captured HTML is shown only inside <iframe sandbox>; no script runs on our pages at
+    # all, and the only forms post back here (delete, clear all).
+    csp = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+           "frame-ancestors 'none'")
     return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
+
+
+_KINDS = {400: "validation", 401: "auth", 409: "idempotency", 429: "rate limit"}
+
+
+def refusal(response: Response, raw: bytes, path: str, idempotency_key: str | None
+            ) -> dict[str, Any]:
+    """What the Rejected view shows of one refused request: when, what, why, to whom."""
+    try:
+        answer = json.loads(bytes(response.body))
+    except (ValueError, TypeError):
+        answer = None
+    reason = ""
+    if isinstance(answer, dict):
+        reason = str(answer.get("message") or "")
+        details = answer.get("errors")
+        if isinstance(details, list):
+            parts = [f"{d.get('field')}: {d.get('message')}" for d in details
+                     if isinstance(d, dict)]
+            reason = f"{reason} ({'; '.join(parts)})" if parts else reason
+    if response.headers.get("x-sandbox-chaos"):
+        kind = "chaos"
+    else:
+        kind = _KINDS.get(response.status_code, "error")
+    payload, errors = _parse_json(raw) if raw and len(raw) <= 1_000_000 else (None, ["skip"])
+    to = subject = None
+    if not errors and isinstance(payload, dict):
+        target = payload.get("to")
+        if isinstance(target, dict) and isinstance(target.get("email"), str):
+            to = target["email"]
+        elif isinstance(payload.get("recipients"), list):
+            to = f"{len(payload['recipients'])} recipients"
+        subject = payload.get("subject") if isinstance(payload.get("subject"), str) else None
+    return {
+        "status": response.status_code,
+        "kind": kind,
+        "reason": reason[:500],
+        "endpoint": path,
+        "to": to,
+        "subject": subject,
+        "idempotencyKey": (idempotency_key or "").strip()[:256] or None,
+        "retryAfter": answer.get("retryAfter") if isinstance(answer, dict) else None,
+    }
 
 
 _INTEGER = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")
@@ -668,5 +775,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """404/405 and friends: AutoSend's JSON under the API prefixes, plain text elsewhere."""
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith(("/v1/", "/api/", "/_sandbox/")):
-        return JSONResponse(error_body(exc.status_code), exc.status_code, headers=exc.headers)
+        message = exc.detail if isinstance(exc, BodyTooLarge) else None
+        body = error_body(exc.status_code, message)
+        return JSONResponse(body, exc.status_code, headers=exc.headers)
     return Response(exc.detail, exc.status_code, headers=exc.headers, media_type="text/plain")

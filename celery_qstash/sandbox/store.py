@@ -33,6 +33,7 @@ from ..clock import Clock
 __all__ = [
     "DB_FILENAME",
     "IDEMPOTENCY_TTL",
+    "REJECTIONS_KEPT",
     "ChaosQueue",
     "ChaosRule",
     "IdempotencyRecord",
@@ -46,6 +47,7 @@ Message = dict[str, Any]
 
 DB_FILENAME = "sandbox.sqlite3"
 IDEMPOTENCY_TTL = 24 * 60 * 60.0  # AutoSend: "retry ... within 24 hours"
+REJECTIONS_KEPT = 1000  # refused requests remembered for the Rejected view
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS emails (
@@ -66,6 +68,11 @@ CREATE TABLE IF NOT EXISTS idempotency (
     response     TEXT NOT NULL,
     created_at   REAL NOT NULL,
     PRIMARY KEY (key_fp, key)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    data       TEXT NOT NULL   -- {status, kind, reason, endpoint, to, subject, idempotencyKey}
 );
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
@@ -214,6 +221,14 @@ class ChaosQueue:
             self._rules.clear()
 
 
+#: What the inbox's search box looks through: addresses, names, subject, text, HTML.
+_SEARCHED = " || char(10) || ".join(
+    ["recipients", "subjects"]
+    + [f"coalesce(json_extract(data, '$.{path}'), '')"
+       for path in ("from.email", "from.name", "to.name", "renderedText", "renderedHtml")]
+)
+
+
 def _like(value: str) -> str:
     # The user's text is matched literally: % and _ are not wildcards here.
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -316,11 +331,15 @@ class SandboxStore:
         to: str | None = None,
         subject: str | None = None,
         batch_id: str | None = None,
+        search: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[int, list[Message]]:
         """``(total matching, one page newest first)``.
 
         ``to`` containing ``@`` matches a to/cc/bcc address exactly (case-insensitive);
-        otherwise it, like ``subject``, is a case-insensitive substring.
+        otherwise it, like ``subject``, is a case-insensitive substring. ``search`` is
+        the inbox's search box: every word must appear somewhere in the email (to,
+        from, subject, text, HTML). ``idempotency_key`` matches exactly (a task id).
         """
         where: list[str] = []
         args: list[Any] = []
@@ -334,6 +353,12 @@ class SandboxStore:
         if batch_id:
             where.append("batch_id = ?")
             args.append(batch_id)
+        for word in (search or "").split()[:20]:
+            where.append(f"({_SEARCHED}) LIKE ? ESCAPE '\\'")
+            args.append(f"%{_like(word)}%")
+        if idempotency_key:
+            where.append("json_extract(data, '$.idempotencyKey') = ?")
+            args.append(idempotency_key)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM emails{clause}", args).fetchone()[0]
@@ -342,6 +367,41 @@ class SandboxStore:
                 [*args, limit, offset],
             ).fetchall()
         return int(total), [_load(row[0]) for row in rows]
+
+    def neighbours(self, message_id: str) -> tuple[str | None, str | None]:
+        """``(newer id, older id)`` around one message, in arrival order."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM emails WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                return None, None
+            newer = self._db.execute(
+                "SELECT id FROM emails WHERE seq > ? ORDER BY seq ASC LIMIT 1", (row[0],)
+            ).fetchone()
+            older = self._db.execute(
+                "SELECT id FROM emails WHERE seq < ? ORDER BY seq DESC LIMIT 1", (row[0],)
+            ).fetchone()
+        return (newer[0] if newer else None), (older[0] if older else None)
+
+    # -- refused requests ------------------------------------------------------
+
+    def record_rejection(self, rejection: dict[str, Any]) -> None:
+        """Remember a refused mail request (the inbox's Rejected view); the newest
+        :data:`REJECTIONS_KEPT` are kept."""
+        now = self.clock.now()
+        with self._tx() as db:
+            db.execute("INSERT INTO rejections (created_at, data) VALUES (?, ?)",
+                       (now, json.dumps({**rejection, "at": now}, ensure_ascii=False)))
+            db.execute("DELETE FROM rejections WHERE seq <= (SELECT MAX(seq) FROM rejections) - ?",
+                       (REJECTIONS_KEPT,))
+
+    def rejections(self, *, limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """``(total kept, one page newest first)``."""
+        with self._lock:
+            total = self._db.execute("SELECT COUNT(*) FROM rejections").fetchone()[0]
+            rows = self._db.execute(
+                "SELECT data FROM rejections ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+        return int(total), [json.loads(row[0]) for row in rows]
 
     def delete(self, message_id: str | None = None) -> int:
         """Delete one message, or all of them when ``message_id`` is ``None``."""
@@ -399,11 +459,13 @@ class SandboxStore:
     # -- lifecycle -----------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget everything: emails, idempotency records, counters, windows, chaos."""
+        """Forget everything: emails, idempotency records, counters, refused requests,
+        windows, chaos."""
         with self._tx() as db:
             db.execute("DELETE FROM emails")
             db.execute("DELETE FROM idempotency")
             db.execute("DELETE FROM counters")
+            db.execute("DELETE FROM rejections")
         self.limiter.reset()
         self.chaos.clear()
 

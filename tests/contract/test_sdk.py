@@ -126,7 +126,7 @@ def test_enqueue_and_queue_api(client: QStash, sdk: Client, target: Target) -> N
     assert tick(sdk.server) == 0
     client.queue.resume("emails")
     assert tick(sdk.server) == 2
-    # parallelism=2: both are in flight at once, so either may arrive first.
+    # parallelism=2: both are delivered at once, so their arrival order is not defined.
     assert sorted(r.body for r in target.at("/q")) == [b"1", b'{"n": 2}']
     client.queue.upsert("emails", parallelism=1, paused=True)
     assert client.queue.get("emails").paused

@@ -96,6 +96,8 @@ def stack() -> Iterator[Stack]:
 
         status = StatusClient(client_for(load_settings(app.conf)))
         settings = load_settings(app.conf)
-        with ThreadedServer(create_app(status, secrets=settings.secrets)) as server:
+        board = create_app(status, secrets=settings.secrets, inbox_url=sandbox.url)
+        with ThreadedServer(board) as server:
+            sandbox.sandbox.api.dashboard_url = server.url  # the inbox links back to tasks
             yield Stack(emulator, sandbox, app, send_welcome, server.url, status)
         app.close()

@@ -150,6 +150,20 @@ class FakeQStash:
             side_effect=self._delete)
         self.queues_route = router.get(url__regex=rf"^{prefix}/v2/queues$").mock(
             side_effect=lambda request: httpx.Response(200, json=self.queues))
+        self.schedules: list[dict[str, Any]] = []
+        self.schedules_route = router.get(url__regex=rf"^{prefix}/v2/schedules$").mock(
+            side_effect=lambda request: httpx.Response(200, json=self.schedules))
+        self.pause_route = router.post(
+            url__regex=rf"^{prefix}/v2/queues/[^/?]+/(pause|resume)$").mock(
+            side_effect=self._pause)
+
+    def _pause(self, request: httpx.Request) -> httpx.Response:
+        *_, name, verb = request.url.path.split("/")
+        for queue in self.queues:
+            if queue["name"] == name:
+                queue["paused"] = verb == "pause"
+                return httpx.Response(200)
+        return httpx.Response(404, json={"error": "queue not found"})
 
     def _events(self, request: httpx.Request) -> httpx.Response:
         params = request.url.params

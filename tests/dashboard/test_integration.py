@@ -108,13 +108,18 @@ def test_a_failing_destination_retries_fails_lands_in_the_dlq_and_is_retried(
     (entry,) = [m for m in dlq if m["task-id"] == result.id]
     assert entry["response_status"] == 500
     page = httpx.get(f"{stack.dashboard_url}/dlq").text
-    assert f'action="/dlq/{entry["dlq_id"]}/retry"' in page
+    assert f'action="/dlq/{entry["dlq_id"]}/retry?' in page
     info = httpx.get(f"{stack.dashboard_url}/api/task/info/{result.id}").json()
     assert info["state"] == "FAILURE" and info["retries"] == 1
 
-    # Retry from the DLQ page: the sandbox works again, so this time it is delivered.
-    retried = httpx.post(f"{stack.dashboard_url}/dlq/{entry['dlq_id']}/retry", follow_redirects=True)
+    # The failed task's page links its dead letter and retries it from there: the
+    # sandbox works again, so this time it is delivered.
+    task_page = httpx.get(f"{stack.dashboard_url}/tasks/{result.id}").text
+    retry_action = f'/dlq/{entry["dlq_id"]}/retry?next=%2Ftasks%2F{result.id}'
+    assert f'action="{retry_action}"' in task_page and f'#dlq-{entry["dlq_id"]}' in task_page
+    retried = httpx.post(f"{stack.dashboard_url}{retry_action}", follow_redirects=True)
     assert retried.status_code == 200 and "Retried" in retried.text
+    assert f"/tasks/{result.id}?done=Retried+" in str(retried.url)  # back on the task
     wait_for(lambda: record_in(stack, result.id, "DELIVERED"))
     assert stack.app.AsyncResult(result.id).get(timeout=10)["emailId"]
     remaining = httpx.get(f"{stack.dashboard_url}/api/dlq").json()["messages"]

@@ -107,7 +107,12 @@ def test_revoke_button_on_a_pending_task(client: TestClient, fake: FakeQStash) -
     fake.events = pending_events()
 
     assert 'id="revoke"' in client.get("/tasks/task-4").text
-    response = client.post("/tasks/task-4/revoke", follow_redirects=False)
+    unconfirmed = client.post("/tasks/task-4/revoke", follow_redirects=False)
+
+    # Without confirm=yes nothing is cancelled: a page asks first, and its form confirms.
+    assert unconfirmed.status_code == 200 and fake.cancelled == []
+    assert 'action="/tasks/task-4/revoke?confirm=yes"' in unconfirmed.text
+    response = client.post("/tasks/task-4/revoke?confirm=yes", follow_redirects=False)
 
     assert response.status_code == 303
     assert response.headers["location"] == "/tasks/task-4?revoked=1"
@@ -123,12 +128,15 @@ def test_dlq_page_retry_and_delete(client: TestClient, fake: FakeQStash) -> None
     fake.dlq = [dlq_message("task-2", "1-0"), dlq_message("task-9", "2-0")]
 
     page = client.get("/dlq").text
-    assert 'action="/dlq/1-0/retry"' in page and 'action="/dlq/2-0/delete"' in page
+    assert 'action="/dlq/1-0/retry?next=%2Fdlq%3F"' in page
+    assert 'action="/dlq/2-0/delete?next=%2Fdlq%3F&amp;confirm=yes"' in page
     assert "Internal server error" in page
 
     retried = client.post("/dlq/1-0/retry", follow_redirects=False)
-    deleted = client.post("/dlq/2-0/delete")
-    missing = client.post("/dlq/2-0/delete")
+    asked = client.post("/dlq/2-0/delete")
+    assert "Delete this dead letter?" in asked.text and len(fake.dlq) == 1
+    deleted = client.post("/dlq/2-0/delete?confirm=yes")
+    missing = client.post("/dlq/2-0/delete?confirm=yes")
 
     assert retried.status_code == 303 and "msg_retried" in client.get(
         retried.headers["location"]).text
@@ -143,4 +151,5 @@ def test_queues_page(client: TestClient, fake: FakeQStash) -> None:
 
     page = client.get("/queues").text
 
-    assert "<td>emails</td><td>7</td><td>2</td><td>paused</td>" in page
+    assert '<td><a href="/queues/emails">emails</a></td><td>7</td><td>2</td>' in page
+    assert ">PAUSED</span>" in page and 'action="/queues/emails/resume"' in page

@@ -124,16 +124,22 @@ def test_inbox_pages_escape_everything_they_print(client: TestClient) -> None:
 
     listing = client.get("/").text
     detail = client.get(f"/inbox/{msg_id}").text
-    for page in (listing, detail, client.get("/inbox").text):
+    tabs = [client.get(f"/inbox/{msg_id}", params={"tab": tab}).text
+            for tab in ("text", "source", "headers", "request")]
+    client.post("/v1/mails/send", json={**body, "to": {"email": XSS}},
+                headers={**AUTH, "Idempotency-Key": XSS + "2"})  # refused: the Rejected view
+    rejected = client.get("/rejected").text
+    assert "to.email" in rejected
+    for page in (listing, detail, client.get("/inbox").text, *tabs, rejected):
         assert "<script>" not in page
         assert "<img" not in page
         assert html.escape(XSS) in page
 
     # The HTML body sits, escaped once, in the srcdoc of a sandboxed iframe: the attribute
     # cannot be closed early, and unescaping it gives back the rendered body.
-    match = re.search(r'<iframe sandbox title="HTML body" srcdoc="([^"]*)"></iframe>', detail)
+    match = re.search(r'<iframe sandbox title="HTML body"[^>]*srcdoc="([^"]*)"></iframe>', detail)
     assert match is not None
     assert html.unescape(match.group(1)) == body["html"]
-    assert f"<pre>text {html.escape(XSS)}</pre>" in detail
+    assert f"<pre>text {html.escape(XSS)}</pre>" in tabs[0]
     assert detail.count("<iframe") == 1
     assert "script-src 'none'" in client.get("/").headers["content-security-policy"]

@@ -3,6 +3,15 @@ official SDKs call it), plus the ``/_emulator`` control plane.
 
 Handlers are thin: authenticate, parse (``api.py``), call the store or the loop,
 return JSON (``wire.py`` shapes it).
+
+The app is guarded like the other local servers (:mod:`celery_qstash._serving`):
+a ``Host`` outside the allow-list is a 421, a state-changing request from another
+origin a 403, a body over the limit a 413 before it is read whole, and every
+JSON body goes through the one parser that turns any failure into a 400.
+The v2 API takes the token as ``Authorization: Bearer`` or as QStash's documented
+``?qstash_token=`` (https://upstash.com/docs/qstash/api/authentication); the
+control plane's writes (reset, clock) take it only in the header, which a page
+on another origin cannot set without a CORS preflight this server never grants.
 """
 
 from __future__ import annotations
@@ -13,10 +22,13 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
+from starlette.types import Scope
 
+from celery_qstash._serving import BodyLimit, SameSiteGuard
 from celery_qstash.clock import FakeClock
 
 from ..api import Api, Handler, Route, _error
@@ -38,9 +50,17 @@ QSTASH_ROUTES: list[Route] = [
 ]
 
 
-# -- control plane (no auth: local test harness only) ---------------------------
+#: A batch request may carry this many messages' worth of bytes (each message is
+#: still held to the message limit). QStash documents no batch limit of its own.
+BATCH_BODY_FACTOR = 10
+#: ``/_emulator/clock/advance`` moves a fake clock at most this far at once (ten years).
+MAX_ADVANCE_SECONDS = 10 * 365 * 86400
+
+
+# -- control plane (reads and ticks open; reset and clock need the token) --------
 
 async def reset(api: Api, request: Request) -> Response:
+    api.user(request, header_only=True)
     api.emulator.reset()
     return JSONResponse({"reset": True})
 
@@ -56,6 +76,7 @@ async def tick(api: Api, request: Request) -> Response:
 
 
 async def advance(api: Api, request: Request) -> Response:
+    api.user(request, header_only=True)
     clock = api.emulator.clock
     if not isinstance(clock, FakeClock):
         raise BadRequest("the emulator runs on the system clock; nothing to advance")
@@ -63,6 +84,8 @@ async def advance(api: Api, request: Request) -> Response:
         seconds = float(request.query_params.get("seconds", "0"))
     except ValueError:
         raise BadRequest("seconds must be a number") from None
+    if not 0 <= seconds <= MAX_ADVANCE_SECONDS:  # also refuses nan and inf
+        raise BadRequest(f"seconds must be between 0 and {MAX_ADVANCE_SECONDS}")
     now = clock.advance(seconds)
     api.emulator.loop.wake()
     return JSONResponse({"now": now})
@@ -120,8 +143,22 @@ def build_app(emulator: Emulator,
         assert isinstance(exc, HTTPException)
         return _error(exc.status_code, str(exc.detail))
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error})
+    def body_limit(scope: Scope) -> int:
+        if scope.get("path") == "/v2/batch":
+            return emulator.max_body * BATCH_BODY_FACTOR
+        return emulator.max_body
+
+    def too_large(limit: int) -> Response:
+        return _error(413, f"request body is larger than the {limit}-byte limit")
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+        middleware=[
+            # Outermost first: a foreign Host or origin is refused before the body is read.
+            Middleware(SameSiteGuard, allowed_hosts=emulator.allowed_hosts),
+            Middleware(BodyLimit, limit=body_limit, too_large=too_large),
+        ],
+    )
     app.state.emulator = emulator
     return app
 

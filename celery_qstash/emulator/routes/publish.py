@@ -97,6 +97,9 @@ def _batch_item(api: Api, request: Request, user: str, item: Any) -> Any:
     headers = [(str(k), str(v)) for k, v in raw_headers.items()]
     body = item.get("body")
     data = body.encode() if isinstance(body, str) else b""
+    if len(data) > api.emulator.max_body:
+        raise BadRequest(f"message body is {len(data)} bytes, over the "
+                         f"{api.emulator.max_body}-byte message size limit")
     options = parse_publish_headers(headers, data, max_timeout_ms=api.max_timeout_ms)
     queue = item.get("queue") or None
     if queue is not None and not isinstance(queue, str):

@@ -1,0 +1,152 @@
+"""The inbox pages at Mailpit's level: search, paging, tabs, newer/older, delete, clear,
+the Rejected view and the link to the dashboard (no script anywhere)."""
+
+from __future__ import annotations
+
+import re
+
+from celery_qstash.clock import FakeClock
+from celery_qstash.sandbox import Sandbox
+
+from .helpers import AUTH, TestClient, email
+
+
+def _send(client: TestClient, n: int, **overrides: object) -> None:
+    for i in range(n):
+        body = email(subject=f"Message {i}", **overrides)
+        assert client.post("/v1/mails/send", json=body, headers=AUTH).status_code == 200
+
+
+def _token(page: str) -> str:
+    match = re.search(r'name="token" value="([^"]+)"', page)
+    assert match is not None
+    return match.group(1)
+
+
+def test_search_matches_to_from_subject_and_text(client: TestClient) -> None:
+    client.post("/v1/mails/send", json=email(subject="Invoice", text="Total: 42 EUR"),
+                headers=AUTH)
+    client.post("/v1/mails/send", json=email(to={"email": "zed@example.com"}, subject="Hi"),
+                headers=AUTH)
+
+    def subjects(q: str) -> list[str]:
+        page = client.get("/inbox", params={"q": q}).text
+        return re.findall(r'<td class="subject"><a href="[^"]+">([^<]+)</a>', page)
+
+    assert subjects("invoice") == ["Invoice"]
+    assert subjects("42 eur") == ["Invoice"]  # every word, anywhere in the text
+    assert subjects("zed@") == ["Hi"]
+    assert subjects("company.com") == ["Hi", "Invoice"]  # the sender
+    assert "No email matches." in client.get("/inbox", params={"q": "nothing"}).text
+
+
+def test_paging_reaches_past_the_first_200(client: TestClient) -> None:
+    _send(client, 230)
+
+    first = client.get("/inbox").text
+    last = client.get("/inbox", params={"page": "5"}).text
+
+    assert "1&ndash;50 of 230" in first and 'id="older-page"' in first
+    assert "201&ndash;230 of 230" in last and 'id="older-page"' not in last
+    assert ">Message 0<" in last and ">Message 0<" not in first
+    assert client.get("/inbox", params={"page": "0"}).status_code == 400
+
+
+def test_live_refresh_is_a_meta_refresh_that_can_be_turned_off(client: TestClient) -> None:
+    on = client.get("/inbox").text
+    off = client.get("/inbox", params={"refresh": "0"}).text
+
+    assert '<meta http-equiv="refresh" content="5">' in on and "● Live" in on
+    assert "http-equiv" not in off and 'href="/inbox?refresh=5"' in off
+
+
+def test_tabs_newer_older_and_widths(client: TestClient) -> None:
+    _send(client, 3, text="Plain", html="<p>Rich</p>")
+    ids = [m["id"] for m in client.get("/api/v1/messages").json()["messages"]]  # newest first
+
+    middle = client.get(f"/inbox/{ids[1]}").text
+    assert f'id="newer" rel="prev" href="/inbox/{ids[0]}?tab=html"' in middle
+    assert f'id="older" rel="next" href="/inbox/{ids[2]}?tab=html"' in middle
+    assert 'id="newer"' not in client.get(f"/inbox/{ids[0]}").text
+
+    mobile = client.get(f"/inbox/{ids[1]}", params={"tab": "html", "width": "mobile"}).text
+    assert 'style="width:375px"' in mobile and "<iframe sandbox" in mobile
+    source = client.get(f"/inbox/{ids[1]}", params={"tab": "source"}).text
+    assert "Content-Type: multipart/alternative" in source and "Subject: Message 1" in source
+    assert "Message-ID: &lt;" in source
+    assert client.get(f"/inbox/{ids[1]}", params={"tab": "nope"}).status_code == 400
+
+
+def test_delete_one_needs_the_page_token(client: TestClient) -> None:
+    _send(client, 2)
+    msg_id = client.get("/api/v1/messages").json()["messages"][0]["id"]
+    page = client.get(f"/inbox/{msg_id}").text
+
+    forged = client.post(f"/inbox/{msg_id}/delete", data={"token": "guess"})
+    assert forged.status_code == 403
+    assert client.get("/api/v1/messages").json()["total"] == 2
+
+    done = client.post(f"/inbox/{msg_id}/delete", data={"token": _token(page)},
+                       follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"].startswith("/inbox?done=")
+    assert client.get("/api/v1/messages").json()["total"] == 1
+
+
+def test_clear_all_needs_the_token_and_the_confirmation(client: TestClient) -> None:
+    _send(client, 3)
+    token = _token(client.get("/inbox").text)
+
+    assert client.post("/inbox/clear", data={"confirm": "yes"}).status_code == 403
+    client.post("/inbox/clear", data={"token": token})  # not confirmed: nothing happens
+    assert client.get("/api/v1/messages").json()["total"] == 3
+
+    cleared = client.post("/inbox/clear", data={"token": token, "confirm": "yes"})
+    assert "Deleted 3 emails." in cleared.text
+    assert client.get("/api/v1/messages").json()["total"] == 0
+
+
+def test_the_rejected_view_lists_every_refusal_with_its_reason() -> None:
+    clock = FakeClock()
+    with Sandbox(clock=clock, rate_per_second=1, rate_per_minute=None) as sandbox, \
+            TestClient(sandbox.app) as client:
+        client.post("/v1/mails/send", json=email(subject=None), headers=AUTH)  # 400
+        client.post("/v1/mails/send", json=email())  # 401
+        clock.advance(1)  # the 400 used this second's only slot
+        client.post("/v1/mails/send", json=email(), headers=AUTH)  # 200
+        client.post("/v1/mails/send", json=email(), headers=AUTH)  # 429, same instant
+        client.post("/api/v1/chaos", json={"fail_next": 1, "status": 503})
+        chaos = client.post("/v1/mails/send", json=email(subject="Doomed"),
+                            headers={**AUTH, "Idempotency-Key": "task-42"})
+        sandbox.api.dashboard_url = "http://127.0.0.1:5555"
+
+        page = client.get("/rejected").text
+
+    assert chaos.headers["x-sandbox-chaos"] == "true"
+    rows = re.findall(r"<tr>(.*?)</tr>", page)[1:]  # after the header row
+    assert len(rows) == 4
+    assert "503 chaos" in rows[0] and "Doomed" in rows[0]
+    assert 'href="http://127.0.0.1:5555/tasks/task-42"' in rows[0]
+    assert "429 rate limit" in rows[1] and "Rate limit exceeded" in rows[1]
+    assert "401 auth" in rows[2] and "Unauthorized" in rows[2]
+    assert "400 validation" in rows[3] and "subject" in rows[3]
+
+
+def test_an_email_links_to_its_task_on_the_dashboard(sandbox: Sandbox,
+                                                     client: TestClient) -> None:
+    client.post("/v1/mails/send", json=email(), headers={**AUTH, "Idempotency-Key": "t-1"})
+    msg_id = client.get("/api/v1/messages").json()["messages"][0]["id"]
+    assert 'id="task-link"' not in client.get(f"/inbox/{msg_id}").text  # no dashboard known
+
+    sandbox.api.dashboard_url = "http://127.0.0.1:5555/"
+    page = client.get(f"/inbox/{msg_id}").text
+
+    assert 'id="task-link" href="http://127.0.0.1:5555/tasks/t-1"' in page
+    keyed = client.get("/inbox", params={"key": "t-1"}).text
+    assert f'href="/inbox/{msg_id}"' in keyed
+    assert "No email matches." in client.get("/inbox", params={"key": "t-2"}).text
+
+
+def test_pages_run_no_script_and_forms_post_only_here(client: TestClient) -> None:
+    csp = client.get("/inbox").headers["content-security-policy"]
+
+    assert "script-src 'none'" in csp and "form-action 'self'" in csp
