@@ -12,6 +12,7 @@ from .errors import (
     DeliveryFailed,
     EmailValidationError,
     PublishError,
+    RetryNotSupported,
     UnsupportedOption,
 )
 from .result import QStashAsyncResult, QStashBackend
@@ -34,6 +35,7 @@ __all__ = [
     "QStashBackend",
     "QStashTask",
     "Recipient",
+    "RetryNotSupported",
     "UnsupportedOption",
     "__version__",
     "autosend_task",

@@ -6,6 +6,7 @@
     ├── ConfigurationError     a setting is missing or invalid (names the setting)
     ├── EmailValidationError   the email a task returned is not valid for AutoSend (also ValueError)
     ├── UnsupportedOption      a Celery option that QStash cannot honour (says what to do instead)
+    │   └── RetryNotSupported  the task body called self.retry() / raised Retry or Reject
     ├── PublishError           QStash refused or could not be reached (HTTP status + QStash's text)
     └── DeliveryFailed         QStash delivered, AutoSend said no (a task's FAILURE/RETRY result)
 
@@ -25,6 +26,7 @@ __all__ = [
     "DeliveryFailed",
     "EmailValidationError",
     "PublishError",
+    "RetryNotSupported",
     "UnsupportedOption",
     "scrub",
     "scrub_data",
@@ -79,6 +81,26 @@ class UnsupportedOption(CeleryQStashError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.option, self._message), self.__dict__)
+
+
+RETRY_MESSAGE = (
+    "the task body runs at call time, in the caller's process, before anything is "
+    "published, so there is nothing to retry yet; QStash retries failed deliveries by "
+    "itself. Set max_retries, retry_backoff or retry_kwargs={'countdown': ...} on the task "
+    "for the delivery retry schedule. To skip sending, return None or raise Ignore(); to "
+    "give up, raise an exception (it reaches the caller and nothing is published)"
+)
+
+
+class RetryNotSupported(UnsupportedOption):
+    """The task body asked Celery to retry it (``self.retry()``, ``Retry``, ``Reject``).
+
+    Nothing was published. The option is the call that was made (``self.retry()``,
+    ``Retry`` or ``Reject``).
+    """
+
+    def __init__(self, option: str = "self.retry()", message: str = RETRY_MESSAGE) -> None:
+        super().__init__(option, message)
 
 
 class PublishError(CeleryQStashError):

@@ -15,10 +15,13 @@ Nothing here does I/O or reads the clock; ``now`` is a parameter.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +29,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 from urllib.parse import quote
+
+import celery
+import kombu
 
 from .config import Settings
 from .email import AnyEmail
@@ -40,6 +46,7 @@ __all__ = [
     "PublishRequest",
     "Rule",
     "TaskAttrs",
+    "canvas_error",
     "parse_rate",
     "plan_publish",
 ]
@@ -283,15 +290,20 @@ def _nothing(d: _Draft, value: Any) -> None:
     """Mapped elsewhere (task id, retries of the publish call, ignore_result, shadow)."""
 
 
+def canvas_error(option: str) -> UnsupportedOption:
+    """The error for a chain or chord: the same from ``apply_async`` and from eager canvas."""
+    return UnsupportedOption(
+        option,
+        f"{option}s need a worker to continue them and QStash delivers straight to "
+        "AutoSend. Send each email with its own .delay() (a group works), or use "
+        "link='https://...' to be called back when the email is accepted",
+    )
+
+
 def _chain(option: str) -> Callable[[_Draft, Any], None]:
     def reject(d: _Draft, value: Any) -> None:
         if value:
-            raise UnsupportedOption(
-                option,
-                f"{option}s need a worker to continue them and QStash delivers straight to "
-                "AutoSend. Send each email with its own .delay() (a group works), or use "
-                "link='https://...' to be called back when the email is accepted",
-            )
+            raise canvas_error(option)
 
     return reject
 
@@ -366,15 +378,52 @@ def encode_header_text(text: str) -> str:
     return quote(text, safe=_HEADER_SAFE)
 
 
+def unknown_option_message(name: str) -> str:
+    """Why ``name`` is refused: a likely typo first (difflib over the table), then the header hint."""
+    close = difflib.get_close_matches(name, [*APPLY_ASYNC_OPTIONS, "task_id"], n=1, cutoff=0.75)
+    hint = f"did you mean `{close[0]}`? Otherwise " if close else ""
+    return (
+        f"not a Celery option celery-qstash knows; {hint}remove it, or pass it in "
+        "headers={...} to forward it to AutoSend"
+    )
+
+
 _warned: set[str] = set()
+
+# Frames in these packages are between the user's call and the warning (Celery's
+# delay/signature/canvas, kombu, our own task and options): the warning points past them.
+_INTERNAL_DIRS = tuple(
+    os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+    for module in (celery, kombu, sys.modules[__package__])
+    if module.__file__
+)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside Celery, kombu and celery-qstash,
+    counted as :func:`warnings.warn` counts from :func:`warn_once`'s caller."""
+    frame = sys._getframe(2)  # warn_once's caller
+    level = 2
+    while frame is not None:
+        if not os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL_DIRS):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return 2
 
 
 def warn_once(option: str, message: str) -> None:
-    """One warning per option per process (reset by :func:`reset_warnings` in tests)."""
+    """One warning per option per process (reset by :func:`reset_warnings` in tests).
+
+    The warning points at the caller's own line (its ``.delay()``, ``.apply_async()``,
+    signature or group call), not into Celery or celery-qstash.
+    """
     if option in _warned:
         return
     _warned.add(option)
-    warnings.warn(f"celery-qstash: {option}: {message}", CeleryQStashWarning, stacklevel=4)
+    warnings.warn(
+        f"celery-qstash: {option}: {message}", CeleryQStashWarning, stacklevel=_caller_stacklevel()
+    )
 
 
 def reset_warnings() -> None:
@@ -541,11 +590,7 @@ def plan_publish(
         if rule is None:
             if name in stamped:
                 continue
-            raise UnsupportedOption(
-                name,
-                "not a Celery option celery-qstash knows; remove it, or pass it in "
-                "headers={...} to forward it to AutoSend",
-            )
+            raise UnsupportedOption(name, unknown_option_message(name))
         if rule.outcome is Outcome.IGNORED:
             if name in _CANVAS_SUPPLIED and given.get("group_id"):
                 continue  # a group passes these itself; the user did not ask for anything

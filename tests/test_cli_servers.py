@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -138,3 +139,42 @@ def test_dev_refuses_a_public_dashboard_without_auth(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--no-dashboard" in result.output
+
+
+@pytest.mark.parametrize(
+    ("busy_index", "flag", "what"),
+    [(0, "--port", "QStash emulator"), (1, "--sandbox-port", "AutoSend sandbox"),
+     (2, "--dashboard-port", "dashboard")],
+)
+def test_dev_with_a_port_in_use_says_which_and_how_to_change_it(
+    tmp_path: Path, busy_index: int, flag: str, what: str
+) -> None:
+    # Before issue 7 this was uvicorn's "address already in use" traceback.
+    ports = [free_port() for _ in range(3)]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports[busy_index]))
+        busy.listen()
+        result = CliRunner().invoke(
+            main, ["dev", "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
+                   "--dashboard-port", str(ports[2]), "--data-dir", str(tmp_path / "d")],
+        )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: port {ports[busy_index]} ({what}) on 127.0.0.1 is in use: "
+        f"pick another with {flag} PORT"
+    ]
+    assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("command", ["emulator", "sandbox"])
+def test_single_servers_with_a_port_in_use_say_so(tmp_path: Path, command: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            main, [command, "--port", str(port), "--data-dir", str(tmp_path)]
+        )
+    assert result.exit_code == 1
+    assert f"port {port}" in result.output and "--port PORT" in result.output
+    assert "Traceback" not in result.output

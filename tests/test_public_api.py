@@ -24,6 +24,7 @@ EXPECTED_ALL = [
     "QStashBackend",
     "QStashTask",
     "Recipient",
+    "RetryNotSupported",
     "UnsupportedOption",
     "__version__",
     "autosend_task",
@@ -56,6 +57,8 @@ def test_error_tree() -> None:
         assert issubclass(cls, root)
         assert getattr(errors, name) is cls
     assert issubclass(celery_qstash.EmailValidationError, ValueError)
+    assert issubclass(celery_qstash.RetryNotSupported, celery_qstash.UnsupportedOption)
+    assert errors.RetryNotSupported is celery_qstash.RetryNotSupported
     assert issubclass(celery_qstash.CeleryQStashWarning, UserWarning)
 
 

@@ -6,8 +6,10 @@ They need the ``local`` extra; the imports are inside the commands so that
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +93,26 @@ def _need_local() -> None:
         raise click.ClickException(
             'the local servers need the "local" extra: pip install "celery-qstash[local]"'
         ) from None
+
+
+def _check_port(host: str, port: int, flag: str, what: str) -> None:
+    """One line naming the port and the flag to change it, instead of uvicorn's traceback.
+
+    Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT is not called busy.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
+            raise click.ClickException(
+                f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
+            ) from None
 
 
 def _logging() -> None:
@@ -182,6 +204,11 @@ def dev(
             check_bind(host, None, False)
         except ConfigurationError as exc:
             raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
+    extra_routes = _routes(route_specs)  # a usage error comes before a busy port
+    _check_port(host, port, "--port", "QStash emulator")
+    _check_port(host, sandbox_port, "--sandbox-port", "AutoSend sandbox")
+    if not no_dashboard:
+        _check_port(host, dashboard_port, "--dashboard-port", "dashboard")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
@@ -191,7 +218,7 @@ def dev(
                             retry_after_header=retry_after,
                             rate_per_minute=rate_per_minute or None).start()
         servers.append(box)
-        routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
+        routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
                                 max_body=max_body or DEFAULT_MAX_BODY, plan=plan).start()
         servers.append(qstash)
@@ -259,9 +286,11 @@ def emulator(
     _need_local()
     from ..emulator import DEFAULT_MAX_BODY, serve
 
+    routes = _routes(route_specs)  # a usage error comes before a busy port
+    _check_port(host, port, "--port", "QStash emulator")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs),
+    serve(host=host, port=port, data_dir=data_dir, routes=routes,
           extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
 
 
@@ -286,6 +315,7 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
     _need_local()
     from ..sandbox import DEFAULT_MAX_BODY, serve
 
+    _check_port(host, port, "--port", "AutoSend sandbox")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,

@@ -185,7 +185,9 @@ class FakeQStash:
         return httpx.Response(200, json={"cancelled": 1})
 
     def _dlq(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"messages": self.dlq})
+        label = request.url.params.get("label")
+        found = [m for m in self.dlq if label is None or label in m.get("labels", [])]
+        return httpx.Response(200, json={"messages": found})
 
     def _find_dlq(self, request: httpx.Request) -> dict[str, Any] | None:
         dlq_id = request.url.path.rsplit("/", 1)[-1]
