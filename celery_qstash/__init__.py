@@ -16,6 +16,7 @@ from .errors import (
     UnsupportedOption,
 )
 from .result import QStashAsyncResult, QStashBackend
+from .signals import email_delivered, email_failed
 from .task import QStashTask, autosend_task
 
 __version__ = "0.1.0"
@@ -39,4 +40,6 @@ __all__ = [
     "UnsupportedOption",
     "__version__",
     "autosend_task",
+    "email_delivered",
+    "email_failed",
 ]

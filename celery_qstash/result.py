@@ -83,7 +83,7 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         if task_id in self._eager:
             return self._eager[task_id]
-        return meta_from_record(task_id, self._status().task(task_id))
+        return meta_from_record(task_id, self._status().task(task_id, callbacks=False))
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
                       request: Any = None, **kwargs: Any) -> Any:
@@ -108,7 +108,7 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
         Returns whether a message was cancelled."""
         status = self._status()
         if message_id is None:
-            record = status.task(task_id)
+            record = status.task(task_id, callbacks=False)
             if record is None:
                 log.debug("revoke %s: QStash knows no such task", task_id)
                 return False

@@ -34,6 +34,7 @@ from .email import coerce_email
 from .errors import RetryNotSupported, UnsupportedOption
 from .options import PublishPlan, TaskAttrs, canvas_error, plan_publish
 from .result import QStashAsyncResult
+from .signals import email_delivered
 from .transports import EagerTransport, get_transport
 from .transports.eager import eager_forced
 
@@ -311,7 +312,19 @@ class QStashTask(Task):  # type: ignore[misc]
             raise Ignore("nothing to send: the task returned None")
         email = coerce_email(rendered, default_from=settings.default_from)
         sent = EagerTransport().publish(plan.request(email, settings, eager=True))
+        if settings.callback_url and plan.callback == settings.callback_url:
+            # In production the receiver would report this delivery: do it after Celery's
+            # own on_success/task_success, as the receiver does (see after_return).
+            _eager_delivery.set((request.id, sent.response))
         return sent.response
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        # Celery's tracer calls this after on_success and task_success (eager mode only
+        # has a tracer here). An override should call super() to keep email_delivered.
+        _report_eager_delivery(self, status, task_id)
+        super().after_return(status, retval, task_id, args, kwargs, einfo)
 
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
         """Run the body with a request context, as a worker would (self.request.id works).
@@ -413,6 +426,29 @@ def _last_step(local: Mapping[str, Any]) -> bool:
     chain_sig, step = local.get("self"), local.get("task")  # older: `for task in self.tasks`
     tasks: Any = getattr(chain_sig, "tasks", None)
     return bool(tasks) and step is tasks[-1]
+
+
+#: (task id, AutoSend's response) of the eager call whose email_delivered is still due.
+_eager_delivery: ContextVar[tuple[str, Any] | None] = ContextVar(
+    "celery_qstash_eager_delivery", default=None
+)
+
+
+def _report_eager_delivery(task: Task, status: str, task_id: str) -> None:
+    """Eager mode is production without the network: with ``qstash_callback_url`` set,
+    ``email_delivered`` follows ``on_success`` and ``task_success`` there too."""
+    pending = _eager_delivery.get()
+    if pending is None or pending[0] != task_id:
+        return
+    _eager_delivery.set(None)
+    if status != celery_states.SUCCESS:
+        return
+    response = pending[1]
+    data = response if isinstance(response, Mapping) else {}
+    email_delivered.send(
+        sender=task, task_id=task_id, email_id=data.get("emailId"),
+        batch_id=data.get("batchId"), response=response, message_id=None,
+    )
 
 
 def _routed_queue(app: Any, task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:

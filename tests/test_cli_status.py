@@ -476,3 +476,23 @@ def test_exit_codes_follow_celerys(cli: click.Group, fake: FakeQStash) -> None:
     fake.queues_route.side_effect = httpx.ConnectError("refused")
     code, out = run(cli, "queues")
     assert code == 69 and "Unable to run `queues`" in out  # EX_UNAVAILABLE
+
+
+def test_dlq_list_and_inspect_tell_a_callback_from_the_email(cli: click.Group, fake: FakeQStash) -> None:
+    from test_status_callbacks import _dlq_callback, callback_events, with_callback
+
+    fake.dlq = [dlq_message("task-2", "1-0"), _dlq_callback(labelled=False)]
+    code, out = run(cli, "dlq", "list", "--wide")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    assert "WHAT" in out
+    assert "email" in lines["1-0"] and "task-2" in lines["1-0"]
+    callback_line = next(v for k, v in lines.items() if k != "1-0")
+    assert "link callback" in callback_line and "task-9" in callback_line
+
+    fake.events = with_callback(delivered_events()) + callback_events()
+    code, out = run(cli, "inspect", "task-1")
+    assert code == 0
+    assert "SUCCESS (DELIVERED)" in out
+    tail = out.split("Callbacks (they do not change the task's state):", 1)[1]
+    assert "callback" in tail and "FAILURE" in tail

@@ -26,7 +26,11 @@ from ..devserver import (
     SANDBOX_PORT,
 )
 
-__all__ = ["dev", "emulator", "sandbox"]
+__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "dev", "emulator", "receiver_server", "sandbox"]
+
+#: Where ``dev --app`` hosts the app's callback receiver.
+RECEIVER_PORT = 8090
+RECEIVER_PATH = "/qstash/callback"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -170,6 +174,13 @@ _plan = click.option(
 @_retry_after
 @_per_minute
 @_plan
+@click.option(
+    "--app", "-A", "app_path", metavar="MODULE:APP", default=None,
+    help="also host this Celery app's callback receiver (on_success, task_success, "
+    "email_delivered... run here); export the QSTASH_CALLBACK_URL it prints in the app",
+)
+@click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
+              help="port of the callback receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 def dev(
     host: str,
@@ -183,6 +194,8 @@ def dev(
     retry_after: bool,
     rate_per_minute: int,
     plan: str | None,
+    app_path: str | None,
+    receiver_port: int,
     max_body: int | None,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
@@ -191,6 +204,11 @@ def dev(
     here is byte for byte what it publishes in production.
     """
     _need_local()
+    celery_app = None
+    if app_path:
+        from .beat import _load_app
+
+        celery_app = _load_app(app_path, param_hint="--app")
     from .._serving import ThreadedServer
     from ..emulator import DEFAULT_MAX_BODY, EmulatorServer
     from ..sandbox import SandboxServer
@@ -230,12 +248,19 @@ def dev(
             board_url = board.url
             box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
         keys = (qstash.current_signing_key, qstash.next_signing_key)
+        callback_url = None
+        if celery_app is not None:
+            hosted = receiver_server(celery_app, host, receiver_port, keys).start()
+            servers.append(hosted)
+            callback_url = hosted.url + RECEIVER_PATH
         click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
         for prefix, target in routes.items():
             click.echo(f"  route {prefix} -> {target}")
         click.echo(f"AutoSend sandbox  {box.url}   (inbox: {box.url}/)")
         if board_url:
             click.echo(f"Dashboard         {board_url}/")
+        if callback_url:
+            click.echo(f"Callback receiver {callback_url}   (app {app_path})")
         click.echo(
             "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
             f"export QSTASH_URL={qstash.url}\n"
@@ -243,13 +268,33 @@ def dev(
             f"export QSTASH_CURRENT_SIGNING_KEY={keys[0]}\n"
             f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
             f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
-            "\nCtrl-C stops; nothing acknowledged is lost.",
+            + (f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
     finally:
         for server in reversed(servers):
             server.stop()
         click.echo("stopped")
+
+
+def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
+    """``celery_app``'s callback receiver at ``RECEIVER_PATH``, guarded like every dev server.
+
+    It verifies against the URL it is served at and the emulator's signing keys, so the
+    app's own settings need nothing but ``QSTASH_CALLBACK_URL``.
+    """
+    from starlette.applications import Starlette
+
+    from .._serving import SameSiteGuard, ThreadedServer, free_port, local_hosts
+    from ..receiver import fastapi_route
+
+    port = port or free_port(host)
+    url = f"http://{host}:{port}{RECEIVER_PATH}"
+    web = Starlette()
+    fastapi_route(web, RECEIVER_PATH, celery_app, url=url,
+                  current_signing_key=keys[0], next_signing_key=keys[1])
+    return ThreadedServer(SameSiteGuard(web, allowed_hosts=local_hosts(host)), host, port)
 
 
 def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:

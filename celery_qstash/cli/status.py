@@ -372,6 +372,17 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
         click.echo("")
         _out(f"Response to attempt {delivered.attempt} ({delivered.response_status}):")
         click.echo(scrub(json.dumps(delivered.response, indent=2, sort_keys=True), secrets))
+    if record.callbacks:
+        # Apart from the state above: a callback's outcome does not change the task's.
+        click.echo("")
+        _out("Callbacks (they do not change the task's state):")
+        _out(_table(
+            ["KIND", "URL", "STATE", "QSTASH", "STATUS", "MESSAGE", "ERROR"],
+            [[c.kind, safe_url(c.url), c.state, c.qstash_state, c.response_status,
+              _short(c.message_id, wide), scrub(c.error or "", secrets) or None]
+             for c in record.callbacks],
+            width=_budget(wide), shrink=(6, 1), paint=(2,),
+        ))
 
 
 @click.command("revoke")
@@ -458,9 +469,10 @@ def dlq_group() -> None:
 
 
 def _dlq_row(d: DlqEntry) -> dict[str, Any]:
-    return {"dlq_id": d.dlq_id, "task_id": d.task_id, "name": d.name, "recipient": d.recipient,
-            "failed": _iso(d.failed), "response_status": d.response_status,
-            "error": d.error_message, "message_id": d.message_id}
+    return {"dlq_id": d.dlq_id, "kind": d.kind, "task_id": d.task_id, "name": d.name,
+            "recipient": d.recipient, "failed": _iso(d.failed),
+            "response_status": d.response_status, "error": d.error_message,
+            "message_id": d.message_id, "url": safe_url(d.url)}
 
 
 @dlq_group.command("list")
@@ -479,12 +491,18 @@ def dlq_list(as_json: bool, count: int, wide: bool, app_path: str | None) -> Non
     if not entries:
         click.echo("The dead letter queue is empty.")
         return
-    _out(_table(
-        ["DLQ ID", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"],
-        [[d.dlq_id, _short(d.task_id, wide), d.name, d.recipient, _when_short(d.failed, wide),
-          d.response_status, scrub(d.error_message or "", settings.secrets)] for d in entries],
-        width=_budget(wide), shrink=(6, 2, 3),
-    ))
+    rows = [[d.dlq_id, _short(d.task_id, wide), d.name, d.recipient,
+             _when_short(d.failed, wide), d.response_status,
+             scrub(d.error_message or "", settings.secrets)] for d in entries]
+    heads = ["DLQ ID", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"]
+    shrink: tuple[int, ...] = (6, 2, 3)
+    if any(d.is_callback for d in entries):
+        # A failed callback is not a failed email: a WHAT column says which is which.
+        heads.insert(1, "WHAT")
+        for row, d in zip(rows, entries, strict=True):
+            row.insert(1, d.what)
+        shrink = (7, 3, 4)
+    _out(_table(heads, rows, width=_budget(wide), shrink=shrink))
 
 
 def _dlq_ids(client: StatusClient, ident: str) -> list[str]:

@@ -412,6 +412,7 @@ def dlq_list(request: Request) -> JSONResponse:
     messages = [
         {
             "dlq_id": d.dlq_id,
+            "kind": d.kind,  # "email", or a "callback"/"failure_callback" that failed
             "task-id": d.task_id,
             "message_id": d.message_id,
             "name": d.name,

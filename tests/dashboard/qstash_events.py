@@ -169,6 +169,8 @@ class FakeQStash:
         params = request.url.params
         label = params.get("label")
         found = [e for e in self.events if label is None or label in e.get("labels", [])]
+        if params.get("url"):
+            found = [e for e in found if e.get("url") == params["url"]]
         if params.get("fromDate"):
             found = [e for e in found if e["time"] >= int(params["fromDate"])]
         # Newest first, and within one ms the later event first, as QStash lists them
