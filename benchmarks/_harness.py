@@ -109,7 +109,8 @@ def standin() -> Iterator[str]:
 
 @contextlib.contextmanager
 def emulator_process(*, deliver: bool = False, routes: dict[str, str] | None = None,
-                     data_dir: str | None = None, pending: int = 0) -> Iterator[tuple[str, str]]:
+                     data_dir: str | None = None, pending: int = 0,
+                     **options: Any) -> Iterator[tuple[str, str]]:
     """The emulator in a child process (its own core, as ``celery-qstash emulator`` runs it),
     SQLite-durable in a temporary directory; delivery off unless asked; ``pending``
     messages delayed by a day already stored. Yields (url, token)."""
@@ -120,7 +121,8 @@ def emulator_process(*, deliver: bool = False, routes: dict[str, str] | None = N
     code = (
         "import sys; sys.path.insert(0, %r); import _harness; "
         "from celery_qstash.emulator import Emulator; from celery_qstash._serving import run; "
-        f"e = Emulator({data!r}, routes={routes or {}!r}, start_delivery={deliver!r}); "
+        f"e = Emulator({data!r}, routes={routes or {}!r}, start_delivery={deliver!r}, "
+        f"**{options!r}); "
         f"_harness.fill_pending(e, {pending}); "
         f"run(e.app, {HOST!r}, {port})"
     ) % os.path.dirname(os.path.abspath(__file__))

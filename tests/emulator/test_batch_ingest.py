@@ -67,3 +67,12 @@ def test_dedup_ids_expire_even_between_sweeps(fake: Client, target: Target) -> N
     fake.emulator.clock.advance(10 * 60 + 0.5)  # past QStash's 10-minute window
     later = fake.publish(f"{target.url}/d", "1", **{"Upstash-Deduplication-Id": "same"})
     assert later.json()["messageId"] != first.json()["messageId"]
+
+
+def test_delivery_concurrency_is_a_setting() -> None:
+    from celery_qstash.emulator import Emulator, EmulatorServer
+    from celery_qstash.emulator.delivery import DEFAULT_CONCURRENCY
+
+    assert Emulator(delivery_concurrency=3).loop.workers == 3
+    assert Emulator().loop.workers == DEFAULT_CONCURRENCY
+    assert EmulatorServer(start_delivery=False, delivery_concurrency=5).emulator.loop.workers == 5
