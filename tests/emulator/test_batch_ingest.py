@@ -73,6 +73,9 @@ def test_delivery_concurrency_is_a_setting() -> None:
     from celery_qstash.emulator import Emulator, EmulatorServer
     from celery_qstash.emulator.delivery import DEFAULT_CONCURRENCY
 
-    assert Emulator(delivery_concurrency=3).loop.workers == 3
-    assert Emulator().loop.workers == DEFAULT_CONCURRENCY
-    assert EmulatorServer(start_delivery=False, delivery_concurrency=5).emulator.loop.workers == 5
+    for emulator, workers in ((Emulator(delivery_concurrency=3), 3), (Emulator(), DEFAULT_CONCURRENCY),
+                              (EmulatorServer(start_delivery=False, delivery_concurrency=5).emulator, 5)):
+        try:
+            assert emulator.loop.workers == workers
+        finally:
+            emulator.close()
