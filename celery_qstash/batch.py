@@ -301,10 +301,14 @@ def prepare_many(
         settings.require_api_key()
     now = time.time()
     slots: list[Slot] = []
+    # Without task_routes the options do not depend on the arguments: merge them once.
+    shared = None if app.conf.task_routes else task._merged_options((), None, None, options)
     for args in calls:
         task._check_call(args, None)
         task_id = uuid()
-        merged = task._merged_options(args, None, None, options)
+        merged = dict(shared) if shared is not None else task._merged_options(
+            args, None, None, options
+        )
         plan = task._plan(task_id, merged, settings, now, args, None)
         if plan.is_expired(now):
             slots.append((task_id, task._expired(task_id, eager=eager)))

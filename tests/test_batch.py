@@ -531,3 +531,13 @@ def test_an_answer_that_is_not_qstashs_is_named_and_not_retried(app: Celery, qst
     qstash_mock["batch"].mock(return_value=httpx.Response(200, json={"messageId": "x"}))
     with pytest.raises(PublishError, match="does not look like QStash"):
         send_welcome.delay_many([(1,), (2,)])
+
+
+def test_task_routes_route_each_item_by_its_arguments(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    def by_user(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
+        return {"queue": f"mail-{args[0] % 2}"} if name == "batch.welcome" else None
+
+    app.conf.task_routes = (by_user,)
+    send_welcome.delay_many([(1,), (2,), (3,)])
+    [items] = batch_items(qstash_mock)
+    assert [i["queue"] for i in items] == ["mail-1", "mail-0", "mail-1"]
