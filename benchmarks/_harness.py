@@ -198,5 +198,5 @@ def paired(
     for _ in range(rounds):
         a.append(ours())
         b.append(anchor())
-    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    ratios = [x / y if y else 0.0 for x, y in zip(a, b, strict=True)]
     return statistics.median(a), statistics.median(b), statistics.median(ratios)

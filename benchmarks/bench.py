@@ -221,18 +221,26 @@ def emulator_delivery(count: int) -> tuple[float, float, float]:
 
 def emulator_flat(
     pending_small: int, pending_large: int, n: int, due: int
-) -> tuple[float, float, float, float]:
-    """Ingest (single publishes/s) and delivery (/s) with few vs many pending delayed messages."""
-    out: list[float] = []
-    for pending in (pending_small, pending_large):
-        with standin() as sink, emulator_process(deliver=True, routes={"https://sink.bench": sink},
-                                                 pending=pending) as (url, token):
-            publish = sdk_publisher(url, token)
-            rate(publish, 50)
-            out.append(rate(publish, n))
-            out.append(due_together(url, token, sink, due)[0])
-    small_ingest, small_delivery, large_ingest, large_delivery = out
-    return small_ingest, large_ingest, small_delivery, large_delivery
+) -> tuple[float, float, float, float, float, float]:
+    """Ingest (single publishes/s) and delivery (/s) with few vs many pending delayed
+    messages: both emulators run side by side and are measured alternately."""
+    with standin() as sink_small, standin() as sink_large, emulator_process(
+        deliver=True, routes={"https://sink.bench": sink_small}, pending=pending_small
+    ) as (url_small, token), emulator_process(
+        deliver=True, routes={"https://sink.bench": sink_large}, pending=pending_large
+    ) as (url_large, _):
+        small, large = sdk_publisher(url_small, token), sdk_publisher(url_large, token)
+        rate(small, 50)
+        rate(large, 50)
+        ingest_large, ingest_small, ratio_in = paired(
+            lambda: rate(large, n), lambda: rate(small, n)
+        )
+        out_large, out_small, ratio_out = paired(
+            lambda: due_together(url_large, token, sink_large, due)[0],
+            lambda: due_together(url_small, token, sink_small, due)[0],
+            rounds=3,
+        )
+    return ingest_small, ingest_large, ratio_in, out_small, out_large, ratio_out
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -277,11 +285,10 @@ def main() -> None:
         speed, p50, p99 = emulator_delivery(max(300, int(1000 * scale)))
         add("delivery", ours=speed)
         add("lateness", ours=p99, anchor=p50)
-        small_in, large_in, small_out, large_out = emulator_flat(
+        small_in, large_in, ratio_in, small_out, large_out, ratio_out = emulator_flat(
             1_000, 100_000 if not args.quick else 20_000, n, max(300, int(500 * scale)))
-        add("flat_ingest", ours=large_in, anchor=small_in, ratio=large_in / small_in)
-        add("flat_delivery", ours=large_out, anchor=small_out,
-            ratio=large_out / small_out if small_out else 0.0)
+        add("flat_ingest", ours=large_in, anchor=small_in, ratio=ratio_in)
+        add("flat_delivery", ours=large_out, anchor=small_out, ratio=ratio_out)
 
     def line(label: str, key: str, unit: str, anchor_label: str, target: str,
              met: Callable[[list[float]], bool], ratio_fmt: str = "{:.2f}") -> str:
