@@ -540,3 +540,34 @@ def test_a_broken_setting_is_a_503_not_a_500(cb_app: Celery, recorder: Recorder,
     assert response.status == 503
     assert "qstash_callback_url" in caplog.text
     assert recorder.events == []
+
+
+def test_a_replayed_signature_under_another_message_id_fires_nothing(
+    cb_app: Celery, recorder: Recorder
+) -> None:
+    # Upstash-Message-Id is not covered by the signature: a captured callback replayed
+    # within its 5-minute validity with a fresh message id must still be a duplicate.
+    receiver = CallbackReceiver(cb_app)
+    original = signed(callback_body(), message_id="msg_cb_a")
+    replay = ReceivedRequest(
+        "POST", URL,
+        {"upstash-signature": original.header("Upstash-Signature") or "",
+         "Upstash-Message-Id": "msg_cb_forged"},
+        original.body,
+    )
+    assert receiver.handle(original).payload["outcome"] == "delivered"
+    again = receiver.handle(replay)
+    assert again.status == 200 and again.payload["outcome"] == "duplicate"
+    assert recorder.names().count("email_delivered") == 1
+    assert recorder.names().count("on_success") == 1
+
+
+def test_a_redelivery_signed_anew_is_still_deduplicated_on_its_message_id(
+    cb_app: Celery, recorder: Recorder
+) -> None:
+    # QStash signs each delivery attempt afresh (new jti): the message id still matches.
+    receiver = CallbackReceiver(cb_app)
+    receiver.handle(signed(callback_body(), message_id="msg_cb_b"))
+    again = receiver.handle(signed(callback_body(), message_id="msg_cb_b"))
+    assert again.payload["outcome"] == "duplicate"
+    assert recorder.names().count("email_delivered") == 1
