@@ -115,10 +115,7 @@ class QStashTask(Task):  # type: ignore[misc]
             if check is not None:
                 check(*(args or ()), **(kwargs or {}))
 
-        merged = dict(self._get_exec_options(), **options)
-        merged.setdefault("ignore_result", self.ignore_result)
-        if not merged.get("queue") and app.conf.task_routes:
-            merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
+        merged = self._call_options(app, args, kwargs, options)
         if producer is not None:
             merged["producer"] = producer
         task_id = task_id or uuid()
@@ -250,18 +247,23 @@ class QStashTask(Task):  # type: ignore[misc]
             task_id = task_id or uuid()
             settings = load_settings(app.conf)
             now = time.time()
+            merged = self._call_options(
+                app, args, kwargs, {k: v for k, v in options.items() if k != "shadow"}
+            )
             plan = plan_publish(
                 task=task_attrs(self),
                 task_id=task_id,
-                options={k: v for k, v in options.items() if k != "shadow"},
+                options=merged,
                 settings=settings,
                 now=now,
                 link=link,
                 link_error=link_error,
-                shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
+                shadow=options.get("shadow") or self.shadow_name(args, kwargs, merged),
             )
             if plan.is_expired(now):
                 return self._expired(task_id, eager=True)
+            # Production serialises the args on the way to the body; so does this.
+            args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
             token = _eager.set(_Eager(task_id, plan, settings))
         try:
             # link/link_error are QStash callback URLs (validated above), not signatures
@@ -325,6 +327,17 @@ class QStashTask(Task):  # type: ignore[misc]
         # has a tracer here). An override should call super() to keep email_delivered.
         _report_eager_delivery(self, status, task_id)
         super().after_return(status, retval, task_id, args, kwargs, einfo)
+
+    def _call_options(
+        self, app: Any, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A call's options as production plans them: the task's own execution options
+        (queue, serializer...), ``ignore_result``, and the queue ``task_routes`` gives it."""
+        merged = dict(self._get_exec_options(), **options)
+        merged.setdefault("ignore_result", self.ignore_result)
+        if not merged.get("queue") and app.conf.task_routes:
+            merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
+        return merged
 
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
         """Run the body with a request context, as a worker would (self.request.id works).
