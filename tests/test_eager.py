@@ -356,3 +356,9 @@ def test_eager_apply_refuses_arguments_production_cannot_serialize(app: Celery) 
     production, eager_mode = _call_both(app, lambda _: send_welcome.apply(args=(object(),)))
     assert production != "accepted"
     assert eager_mode == production
+
+
+def test_eager_apply_checks_the_call_as_production_does(app: Celery) -> None:
+    production, eager_mode = _call_both(app, lambda _: send_welcome.apply(args="42"))
+    assert production == "TypeError: task args must be a list or tuple"
+    assert eager_mode == production
