@@ -639,12 +639,15 @@ def flask_route(
     def view() -> Any:
         from flask import Response, request
 
-        if request.content_length is not None and request.content_length > receiver.max_body:
-            response = ReceiverResponse(413, {"error": f"body over {receiver.max_body} bytes"})
+        limit = receiver.max_body
+        too_large = ReceiverResponse(413, {"error": f"body over {limit} bytes"})
+        if request.content_length is not None and request.content_length > limit:
+            response = too_large
         else:
-            response = receiver.handle(ReceivedRequest(
-                request.method, request.url, dict(request.headers),
-                request.get_data(cache=False),
+            # Never more than the limit in memory, even chunked (no Content-Length).
+            body = request.stream.read(limit + 1)
+            response = too_large if len(body) > limit else receiver.handle(ReceivedRequest(
+                request.method, request.url, dict(request.headers), body,
             ))
         return Response(response.content, status=response.status,
                         content_type="application/json")
