@@ -126,12 +126,12 @@ class QStashTask(Task):  # type: ignore[misc]
         **options: Any,
     ) -> Any:
         app = self._get_app()
-        self._check_call(args, kwargs)
-        merged = self._merged_options(args, kwargs, producer, options)
         task_id = task_id or uuid()
-        settings = load_settings(app.conf)
-        now = time.time()
-        plan = self._plan(task_id, merged, settings, now, args, kwargs, link, link_error, shadow)
+        plan, settings, now, merged = self._plan_call(
+            app, args, kwargs, task_id,
+            options if producer is None else {**options, "producer": producer},
+            link=link, link_error=link_error, shadow=shadow,
+        )
         if plan.is_expired(now):
             return self._expired(task_id, eager=bool(app.conf.task_always_eager) or eager_forced())
 
@@ -375,20 +375,15 @@ class QStashTask(Task):  # type: ignore[misc]
             # task.apply() itself or Celery's eager canvas (group, chord body): nothing
             # went through our apply_async, so validate here what it would have.
             task_id = task_id or uuid()
-            settings = load_settings(app.conf)
-            now = time.time()
-            plan = plan_publish(
-                task=task_attrs(self),
-                task_id=task_id,
-                options={k: v for k, v in options.items() if k != "shadow"},
-                settings=settings,
-                now=now,
-                link=link,
-                link_error=link_error,
-                shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
+            plan, settings, now, merged = self._plan_call(
+                app, args, kwargs, task_id,
+                {k: v for k, v in options.items() if k != "shadow"},
+                link=link, link_error=link_error, shadow=options.get("shadow"),
             )
             if plan.is_expired(now):
                 return self._expired(task_id, eager=True)
+            # Production serialises the args on the way to the body; so does this.
+            args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
             token = _eager.set(_Eager(task_id, plan, settings))
         try:
             # link/link_error are QStash callback URLs (validated above), not signatures
@@ -460,6 +455,31 @@ class QStashTask(Task):  # type: ignore[misc]
         # has a tracer here). An override should call super() to keep email_delivered.
         _report_eager_delivery(self, status, task_id)
         super().after_return(status, retval, task_id, args, kwargs, einfo)
+
+    def _plan_call(
+        self,
+        app: Any,
+        args: Any,
+        kwargs: Any,
+        task_id: str,
+        options: dict[str, Any],
+        *,
+        link: Any,
+        link_error: Any,
+        shadow: str | None,
+    ) -> tuple[PublishPlan, Settings, float, dict[str, Any]]:
+        """Check a call and plan its publish, as production does: shared by ``apply_async``
+        and eager ``apply()``/canvas, so eager mode refuses exactly what production does.
+
+        The options are the task's own execution options (queue, serializer...) with the
+        call's over them, ``ignore_result``, and the queue ``task_routes`` gives the call.
+        """
+        self._check_call(args, kwargs)
+        merged = self._merged_options(args, kwargs, None, options)
+        settings = load_settings(app.conf)
+        now = time.time()
+        plan = self._plan(task_id, merged, settings, now, args, kwargs, link, link_error, shadow)
+        return plan, settings, now, merged
 
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
         """Run the body with a request context, as a worker would (self.request.id works).
