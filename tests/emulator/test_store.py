@@ -92,3 +92,23 @@ def test_dlq_ids_are_unique_within_a_millisecond() -> None:
         store.finish_attempt(message, AttemptResult(500), now_ms)
     entries, _ = store.list_dlq("u", EventFilter(), None, 10)
     assert sorted(e["dlq_id"] for e in entries) == [f"{now_ms}-0", f"{now_ms}-1", f"{now_ms}-2"]
+
+
+def test_signing_keys_are_read_once_then_served_from_memory() -> None:
+    store = Store(None, FakeClock(START))
+    keys = store.signing_keys("u")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    assert store.signing_keys("u") == keys
+    assert statements == []  # every request and every delivery asks: no query each time
+
+
+def test_rotated_and_reset_keys_are_not_served_stale() -> None:
+    store = Store(None, FakeClock(START))
+    current, nxt = store.signing_keys("u")
+    rotated = store.keys.rotate("u")
+    assert rotated[0] == nxt and store.signing_keys("u") == rotated
+    store.reset()
+    fresh = store.signing_keys("u")
+    assert fresh != rotated and current not in fresh
+    assert store.signing_keys("u", ("a", "b")) == fresh  # stored keys win over a default
