@@ -6,7 +6,8 @@ send every claimed message (in parallel on a small pool), and record each
 outcome (DELIVERED, RETRY with its delay, FAILED + DLQ, callbacks) before
 returning. Tests drive it with a ``FakeClock``; ``start_background()`` runs the
 same steps on a thread that sleeps until the next due time or until the store
-reports a change, never polling.
+reports a change, never polling, and hands what it claims to ``workers`` long-lived
+attempt threads.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -94,6 +96,9 @@ class DeliveryLoop:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Claimed messages for the attempt threads; None tells one thread to end.
+        self._work: queue.SimpleQueue[tuple[JSON, int] | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._busy_changed = threading.Condition(self._busy_lock)
@@ -288,6 +293,18 @@ class DeliveryLoop:
         if self._thread is not None:
             return
         self._stop.clear()
+        # ``workers`` long-lived attempt threads (daemons: one stuck on a slow destination
+        # never holds up interpreter exit), fed through a queue: starting a thread per
+        # attempt was a tenth of the delivery loop's CPU. Each start gets its own queue,
+        # so threads abandoned by an earlier stop() never take new work.
+        self._work = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._attempts, args=(self._work,),
+                             name="qstash-attempt", daemon=True)
+            for _ in range(self.workers)
+        ]
+        for worker in self._workers:
+            worker.start()
         self._thread = threading.Thread(target=self._run, name="qstash-delivery", daemon=True)
         self._thread.start()
 
@@ -301,6 +318,9 @@ class DeliveryLoop:
             return  # not running (or already stopped: the grace was given then)
         self._thread.join(timeout)
         self._thread = None
+        for _ in self._workers:
+            self._work.put(None)
+        self._workers = []
         with self._busy_changed:
             self._busy_changed.wait_for(lambda: self._busy == 0, grace)
 
@@ -341,16 +361,15 @@ class DeliveryLoop:
         for message in self.store.claim_due(now_ms, free):
             with self._busy_lock:
                 self._busy += 1
-            # One daemon thread per attempt (at most ``workers`` at a time): an attempt
-            # stuck on a slow destination never holds up interpreter exit.
-            thread = threading.Thread(target=self._attempt_in_background,
-                                      args=(message, now_ms), name="qstash-attempt",
-                                      daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:
-                self._done()
-                raise
+            self._work.put((message, now_ms))
+
+    def _attempts(self, work: queue.SimpleQueue[tuple[JSON, int] | None]) -> None:
+        """One attempt thread: attempts from ``work`` until told to end."""
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            self._attempt_in_background(*item)
 
     def _attempt_in_background(self, message: JSON, now_ms: int) -> None:
         try:
