@@ -287,7 +287,10 @@ class DeliveryLoop:
 
     def wake(self) -> None:
         """Something changed (publish, resume, clock advance): re-check what is due."""
-        self._wake.set()
+        # Called after every commit: setting an Event takes its lock and notifies even
+        # when it is set already, which showed up in a busy loop's profile.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def start_background(self) -> None:
         if self._thread is not None:
@@ -385,7 +388,7 @@ class DeliveryLoop:
         with self._busy_changed:
             self._busy -= 1
             self._busy_changed.notify_all()
-        self._wake.set()
+        self.wake()
 
 
 def _host(url: str) -> str:
