@@ -13,6 +13,7 @@ import pytest
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.emulator import EmulatorServer
+from celery_qstash.emulator.store import DLQ_RETENTION_S
 from celery_qstash.emulator.store.attempts import UNREADABLE
 from celery_qstash.emulator.store.db import DB_FILENAME
 
@@ -77,3 +78,21 @@ def test_one_damaged_message_does_not_stop_the_others(
         assert _rows(server) == {}
     finally:
         server.stop()
+
+
+def test_an_unreadable_dlq_entry_expires_without_stopping_delivery(
+        fake: Client, target: Target) -> None:
+    # The retention runs inside every claim: reading the entry's JSON there made one
+    # damaged DLQ row stop every delivery once it came due for expiry.
+    target.reply("/dead", Reply(500))
+    fake.publish(f"{target.url}/dead", "d", Upstash_Retries="0")
+    fake.tick()
+    db = fake.emulator.store.db
+    with db.tx() as cur:
+        cur.execute("UPDATE dlq SET data = 'not json'")
+    fake.advance(DLQ_RETENTION_S + 1)
+    fake.publish(f"{target.url}/live", "l")
+    assert fake.tick() == 1
+    assert [r.body for r in target.at("/live")] == [b"l"]
+    with db.lock:
+        assert db.conn.execute("SELECT COUNT(*) FROM dlq").fetchone()[0] == 0
