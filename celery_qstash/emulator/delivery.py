@@ -232,10 +232,12 @@ class DeliveryLoop:
     def callbacks(self, message: JSON, result: AttemptResult, state: str,
                   dlq_id: str | None) -> list[CallbackSpec]:
         """QStash's callback (after each attempt) and failure callback (once, on FAILED)."""
-        options = PublishOptions.from_dict(message["opts"])
         specs: list[CallbackSpec] = []
-        if state == "CANCELED":
-            return specs
+        opts = message["opts"]
+        failing = state == "FAILED" and opts.get("failure_callback") is not None
+        if state == "CANCELED" or (opts.get("callback") is None and not failing):
+            return specs  # the usual message has none: build no payload for it
+        options = PublishOptions.from_dict(opts)
         payload: JSON = {
             "status": result.status if result.status is not None else 0,
             "header": result.headers,
