@@ -138,3 +138,11 @@ def test_publish_options_to_dict_is_asdict() -> None:
     assert type(options).from_dict(data) == options
     data["headers"]["X-Key"].append("changed")  # fresh containers: the options stay as they were
     assert options.headers["X-Key"] == ["v"]
+
+
+def test_a_delivery_step_with_no_schedule_due_opens_no_write_transaction() -> None:
+    store = Store(None, FakeClock(START))
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    assert store.fire_due_schedules(int(START * 1000)) == 0
+    assert statements and not any(s.startswith("BEGIN") for s in statements)
