@@ -12,9 +12,11 @@ from .errors import (
     DeliveryFailed,
     EmailValidationError,
     PublishError,
+    RetryNotSupported,
     UnsupportedOption,
 )
 from .result import QStashAsyncResult, QStashBackend
+from .signals import email_delivered, email_failed
 from .task import QStashTask, autosend_task
 
 __version__ = "0.1.0"
@@ -34,7 +36,10 @@ __all__ = [
     "QStashBackend",
     "QStashTask",
     "Recipient",
+    "RetryNotSupported",
     "UnsupportedOption",
     "__version__",
     "autosend_task",
+    "email_delivered",
+    "email_failed",
 ]

@@ -6,27 +6,39 @@ Server-side only: importing this needs the ``local`` extra (uvicorn).
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.datastructures import Headers
-from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "LOOPBACK_HOSTS",
+    "MAX_JSON_DEPTH",
+    "BodyLimit",
+    "BodyTooLarge",
+    "JSONBodyError",
     "SameSiteGuard",
     "ThreadedServer",
     "free_port",
     "is_loopback",
     "local_hosts",
+    "parse_json",
+    "parse_size",
     "run",
 ]
+
+#: No request our servers take needs deeper JSON; deeper input would only probe recursion limits.
+MAX_JSON_DEPTH = 64
 
 #: Host names a browser uses for this machine.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -84,6 +96,127 @@ class SameSiteGuard:
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class BodyTooLarge(HTTPException):
+    """A request body went past its limit while it was being read: answered 413.
+
+    An ``HTTPException``, so each app's own handler answers it in that server's
+    error shape; the body was never held whole in memory.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the {limit}-byte limit")
+        self.limit = limit
+
+
+def _too_large_text(limit: int) -> Response:
+    return PlainTextResponse(BodyTooLarge(limit).detail, status_code=413)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is a 413, never read whole.
+
+    A ``Content-Length`` over the limit is refused before a byte of the body is
+    read (``too_large`` builds that answer, in the server's own error shape).
+    Otherwise, and for chunked bodies, the bytes are counted as they arrive and
+    the read that crosses the limit raises :class:`BodyTooLarge`. ``limit`` may
+    depend on the request (a callable taking the ASGI scope).
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int | Callable[[Scope], int],
+                 too_large: Callable[[int], Response] = _too_large_text) -> None:
+        self.app = app
+        self.limit = limit
+        self.too_large = too_large
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit(scope) if callable(self.limit) else self.limit
+        declared = Headers(scope=scope).get("content-length", "")
+        # The HTTP server has already refused a malformed Content-Length.
+        if declared.isdigit() and int(declared) > limit:
+            await self.too_large(limit)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class JSONBodyError(ValueError):
+    """A request body is not acceptable JSON (malformed, NaN, too deep...): answer 400."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: no JSON answer could carry it back
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Is ``value`` nested more than ``limit`` arrays/objects deep? (No recursion of its own.)"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A request body as JSON, or :class:`JSONBodyError`: every server's one JSON parser.
+
+    Whatever goes wrong (bad syntax or encoding, ``NaN``/``Infinity``/``1e400``, nesting past
+    ``max_depth``, the decoder's own ``RecursionError``) is a ``JSONBodyError``
+    with a message fit for a 400, so no body can make a handler fail with a 500.
+    """
+    too_deep = f"nested more than {max_depth} levels"
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise JSONBodyError(too_deep) from None
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        raise JSONBodyError(str(exc)) from None
+    if _deeper_than(value, max_depth):
+        raise JSONBodyError(too_deep)
+    return value
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "KIB": 1024, "MIB": 1024**2}
+
+
+def parse_size(text: str) -> int:
+    """``"1048576"``, ``"1MiB"``, ``"10MB"``, ``"512KB"`` -> bytes (a positive integer)."""
+    number = text.strip().upper()
+    unit = number.lstrip("0123456789")
+    digits = number[: len(number) - len(unit)]
+    if not digits or unit.strip() not in _SIZE_UNITS or int(digits) <= 0:
+        raise ValueError(f"invalid size {text!r}: a positive number of bytes, or with "
+                         "KB, MB, KiB or MiB")
+    return int(digits) * _SIZE_UNITS[unit.strip()]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

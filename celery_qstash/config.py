@@ -14,6 +14,10 @@ that changes a value between two calls is seen by the next call.
 | ``autosend_rate_limit``    | ``AUTOSEND_RATE_LIMIT``   | ``2/s`` (``off`` disables)      |
 | ``qstash_publish_timeout`` | ``QSTASH_PUBLISH_TIMEOUT``| ``2.0`` seconds, all retries in |
 | ``qstash_redact_authorization`` | —                    | on                              |
+| ``qstash_callback_url``    | ``QSTASH_CALLBACK_URL``   | none (the receiver's URL)       |
+| ``qstash_current_signing_key`` | ``…CURRENT_SIGNING_KEY`` | receiver; dev keys in dev mode |
+| ``qstash_next_signing_key``    | ``…NEXT_SIGNING_KEY``    | receiver; dev keys in dev mode |
+| ``qstash_max_message_bytes`` | ``QSTASH_MAX_MESSAGE_BYTES`` | ``1048576`` (QStash's 1 MB) |
 
 ``QSTASH_DEV=true`` points everything at ``celery-qstash dev`` on this machine,
 like the official JS SDK's switch: the emulator's URL and public dev token, and
@@ -27,12 +31,21 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .devserver import AUTOSEND_URL, DEV_AUTOSEND_API_KEY, DEV_TOKEN, EMULATOR_PORT
+from .devserver import (
+    AUTOSEND_URL,
+    DEV_AUTOSEND_API_KEY,
+    DEV_CURRENT_SIGNING_KEY,
+    DEV_NEXT_SIGNING_KEY,
+    DEV_TOKEN,
+    EMULATOR_PORT,
+)
 from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_QSTASH_URL", "Settings", "load_settings"]
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
+#: QStash's message size limit on the free plan (1 MB; pay-as-you-go allows 10 MB).
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEV_QSTASH_URL = f"http://127.0.0.1:{EMULATOR_PORT}"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -52,6 +65,11 @@ class Settings:
     rate_limit: str | None = "2/s"
     publish_timeout: float = 2.0
     redact_authorization: bool = True
+    #: Where QStash reports each outcome (``celery_qstash.receiver``), unless a call says otherwise.
+    callback_url: str | None = None
+    current_signing_key: str | None = field(default=None, repr=False)
+    next_signing_key: str | None = field(default=None, repr=False)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def require_token(self) -> str:
         if not self.qstash_token:
@@ -78,7 +96,10 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
-        return (self.qstash_token, self.autosend_api_key)
+        # The signing keys too: whoever holds one can forge QStash's signature.
+        candidates = (self.qstash_token, self.autosend_api_key,
+                      self.current_signing_key, self.next_signing_key)
+        return tuple(s for s in candidates if s)
 
 
 def _lookup(conf: Any, key: str, env: str) -> Any:
@@ -139,8 +160,30 @@ def load_settings(conf: Any = None) -> Settings:
     if timeout <= 0:
         raise ConfigurationError("qstash_publish_timeout", "must be positive")
 
+    size_value = _lookup(conf, "qstash_max_message_bytes", "QSTASH_MAX_MESSAGE_BYTES")
+    try:
+        max_bytes = int(size_value) if size_value is not None else DEFAULT_MAX_MESSAGE_BYTES
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            "qstash_max_message_bytes", f"expected a number of bytes, got {size_value!r}"
+        ) from None
+    if max_bytes <= 0 or isinstance(size_value, bool):
+        raise ConfigurationError("qstash_max_message_bytes", "must be a positive number of bytes")
+
     redact_value = conf.get("qstash_redact_authorization") if conf is not None else None
     redact = True if redact_value is None else _flag(redact_value, "qstash_redact_authorization")
+
+    callback = _lookup(conf, "qstash_callback_url", "QSTASH_CALLBACK_URL") or None
+    if callback is not None and not str(callback).startswith(("http://", "https://")):
+        raise ConfigurationError(
+            "qstash_callback_url", f"must be an http(s) URL (the receiver's), got {callback!r}"
+        )
+    current = _lookup(conf, "qstash_current_signing_key", "QSTASH_CURRENT_SIGNING_KEY") or (
+        DEV_CURRENT_SIGNING_KEY if dev else None
+    )
+    nxt = _lookup(conf, "qstash_next_signing_key", "QSTASH_NEXT_SIGNING_KEY") or (
+        DEV_NEXT_SIGNING_KEY if dev else None
+    )
     return Settings(
         qstash_token=token,
         qstash_url=str(url).rstrip("/"),
@@ -151,4 +194,8 @@ def load_settings(conf: Any = None) -> Settings:
         rate_limit=rate,
         publish_timeout=timeout,
         redact_authorization=redact,
+        callback_url=str(callback) if callback is not None else None,
+        current_signing_key=current,
+        next_signing_key=nxt,
+        max_message_bytes=max_bytes,
     )

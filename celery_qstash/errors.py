@@ -5,8 +5,11 @@
     CeleryQStashError
     ├── ConfigurationError     a setting is missing or invalid (names the setting)
     ├── EmailValidationError   the email a task returned is not valid for AutoSend (also ValueError)
+    │   └── MessageTooLarge    the email is over QStash's message size limit (.size, .limit)
     ├── UnsupportedOption      a Celery option that QStash cannot honour (says what to do instead)
-    ├── PublishError           QStash refused or could not be reached (HTTP status + QStash's text)
+    │   └── RetryNotSupported  the task body called self.retry() / raised Retry or Reject
+    ├── PublishError           QStash refused, could not be reached, or may have stored it
+    │                          (HTTP status + QStash's text; .task_id, .outcome_unknown)
     └── DeliveryFailed         QStash delivered, AutoSend said no (a task's FAILURE/RETRY result)
 
 Messages never contain a secret: everything that formats an upstream text goes
@@ -24,7 +27,9 @@ __all__ = [
     "ConfigurationError",
     "DeliveryFailed",
     "EmailValidationError",
+    "MessageTooLarge",
     "PublishError",
+    "RetryNotSupported",
     "UnsupportedOption",
     "scrub",
     "scrub_data",
@@ -69,6 +74,29 @@ class EmailValidationError(CeleryQStashError, ValueError):
         return self.errors[0]["field"] if self.errors else "email"
 
 
+class MessageTooLarge(EmailValidationError):
+    """The email, as the JSON body QStash would store, is over QStash's message size
+    limit (``qstash_max_message_bytes``); nothing was published.
+
+    ``size`` and ``limit`` are in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__([{
+            "field": "email",
+            "message": (
+                f"the email is {size:,} bytes as JSON, over QStash's message size limit of "
+                f"{limit:,} bytes: make it smaller (large attachments: link to them instead), "
+                "or raise qstash_max_message_bytes if your QStash plan allows larger messages"
+            ),
+        }])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.size, self.limit), self.__dict__)
+
+
 class UnsupportedOption(CeleryQStashError):
     """A Celery option has no QStash equivalent and cannot be dropped silently."""
 
@@ -81,16 +109,49 @@ class UnsupportedOption(CeleryQStashError):
         return (type(self), (self.option, self._message), self.__dict__)
 
 
-class PublishError(CeleryQStashError):
-    """QStash did not accept the message.
+RETRY_MESSAGE = (
+    "the task body runs at call time, in the caller's process, before anything is "
+    "published, so there is nothing to retry yet; QStash retries failed deliveries by "
+    "itself. Set max_retries, retry_backoff or retry_kwargs={'countdown': ...} on the task "
+    "for the delivery retry schedule. To skip sending, return None or raise Ignore(); to "
+    "give up, raise an exception (it reaches the caller and nothing is published)"
+)
 
-    ``status`` is QStash's HTTP status (``None`` for a network error) and
-    ``error`` is QStash's own error text, with any secret removed.
+
+class RetryNotSupported(UnsupportedOption):
+    """The task body asked Celery to retry it (``self.retry()``, ``Retry``, ``Reject``).
+
+    Nothing was published. The option is the call that was made (``self.retry()``,
+    ``Retry`` or ``Reject``).
     """
 
-    def __init__(self, message: str, *, status: int | None = None, error: str | None = None):
+    def __init__(self, option: str = "self.retry()", message: str = RETRY_MESSAGE) -> None:
+        super().__init__(option, message)
+
+
+class PublishError(CeleryQStashError):
+    """QStash did not accept the message, or it cannot be known whether it did.
+
+    ``status`` is QStash's HTTP status (``None`` for a network error) and
+    ``error`` is QStash's own error text, with any secret removed. ``task_id`` is
+    the task's id. ``outcome_unknown`` is true when an attempt may have been stored
+    but its answer was lost: calling again with the same ``task_id`` is then safe,
+    QStash deduplicates it and AutoSend's Idempotency-Key stops a second email.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        task_id: str | None = None,
+        outcome_unknown: bool = False,
+    ):
         self.status = status
         self.error = error
+        self.task_id = task_id
+        self.outcome_unknown = outcome_unknown
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -15,10 +15,13 @@ Nothing here does I/O or reads the clock; ``now`` is a parameter.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,22 +30,31 @@ from enum import Enum
 from typing import Any
 from urllib.parse import quote
 
+import celery
+import kombu
+
 from .config import Settings
 from .email import AnyEmail
-from .errors import CeleryQStashWarning, UnsupportedOption
+from .errors import CeleryQStashWarning, MessageTooLarge, UnsupportedOption
 
 __all__ = [
     "APPLY_ASYNC_OPTIONS",
     "TASK_ATTRIBUTES",
+    "TASK_NAME_HEADER",
     "FlowControl",
     "Outcome",
     "PublishPlan",
     "PublishRequest",
     "Rule",
     "TaskAttrs",
+    "canvas_error",
     "parse_rate",
     "plan_publish",
 ]
+
+
+#: Forwarded with every message that has a callback: the registered task name.
+TASK_NAME_HEADER = "X-Celery-Task-Name"
 
 
 class Outcome(str, Enum):
@@ -236,7 +248,15 @@ def _headers(d: _Draft, value: Any) -> None:
                 f"{name} is set by celery-qstash itself; configure autosend_api_key or "
                 "pass task_id instead",
             )
-        text = item if isinstance(item, str) else json.dumps(item, separators=(",", ":"))
+        try:
+            text = item if isinstance(item, str) else json.dumps(
+                item, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            raise UnsupportedOption(
+                "headers",
+                f"the value of {name} ({type(item).__name__}) cannot be sent as a header: "
+                "give a string or a JSON-serialisable value",
+            ) from None
         if "\r" in text or "\n" in text:
             raise UnsupportedOption("headers", f"the value of {name} contains CR or LF")
         d.headers[name] = text
@@ -283,15 +303,61 @@ def _nothing(d: _Draft, value: Any) -> None:
     """Mapped elsewhere (task id, retries of the publish call, ignore_result, shadow)."""
 
 
+_POLICY_KEYS = ("max_retries", "interval_start", "interval_step", "interval_max", "retry_errors")
+
+
+def _retry_policy(d: _Draft, value: Any) -> None:
+    """Celery's ``retry_policy`` keys, checked here so that a bad one fails before the body
+    runs (the transport reads them at publish time)."""
+    if not isinstance(value, Mapping):
+        raise UnsupportedOption(
+            "retry_policy", f"expected a dict with {', '.join(_POLICY_KEYS)}, got {value!r}"
+        )
+    unknown = sorted(str(k) for k in value if k not in _POLICY_KEYS)
+    if unknown:
+        raise UnsupportedOption(
+            "retry_policy", f"unknown key(s) {unknown}: Celery's are {', '.join(_POLICY_KEYS)}"
+        )
+    retries = value.get("max_retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
+    ):
+        raise UnsupportedOption(
+            "retry_policy",
+            f"max_retries: expected a whole number >= 0 or None, got {retries!r}",
+        )
+    for key in ("interval_start", "interval_step", "interval_max"):
+        number = value.get(key)
+        if number is None:
+            continue
+        if (isinstance(number, bool) or not isinstance(number, (int, float))
+                or not math.isfinite(number) or number < 0):
+            raise UnsupportedOption(
+                "retry_policy", f"{key}: expected seconds >= 0, got {number!r}"
+            )
+
+
+def _shadow(d: _Draft, value: Any) -> None:
+    if not isinstance(value, str):
+        raise UnsupportedOption(
+            "shadow", f"expected the display name as a string, got {type(value).__name__}"
+        )
+
+
+def canvas_error(option: str) -> UnsupportedOption:
+    """The error for a chain or chord: the same from ``apply_async`` and from eager canvas."""
+    return UnsupportedOption(
+        option,
+        f"{option}s need a worker to continue them and QStash delivers straight to "
+        "AutoSend. Send each email with its own .delay() (a group works), or use "
+        "link='https://...' to be called back when the email is accepted",
+    )
+
+
 def _chain(option: str) -> Callable[[_Draft, Any], None]:
     def reject(d: _Draft, value: Any) -> None:
         if value:
-            raise UnsupportedOption(
-                option,
-                f"{option}s need a worker to continue them and QStash delivers straight to "
-                "AutoSend. Send each email with its own .delay() (a group works), or use "
-                "link='https://...' to be called back when the email is accepted",
-            )
+            raise canvas_error(option)
 
     return reject
 
@@ -305,14 +371,14 @@ APPLY_ASYNC_OPTIONS: dict[str, Rule] = {
     "queue": Rule(Outcome.MAPPED, "/v2/enqueue/<queue>/...", "with countdown/eta: /v2/publish with flow-control key queue.<name>, parallelism 1", _queue),
     "task_id": Rule(Outcome.MAPPED, "Upstash-Deduplication-Id, Upstash-Label, forwarded Idempotency-Key", "generated when absent", _nothing),
     "headers": Rule(Outcome.MAPPED, "Upstash-Forward-<Name>", "non-string values are JSON-encoded", _headers),
-    "link": Rule(Outcome.MAPPED, "Upstash-Callback", "an http(s) URL; a Celery signature is rejected", _link),
-    "link_error": Rule(Outcome.MAPPED, "Upstash-Failure-Callback", "an http(s) URL; a Celery signature is rejected", _link_error),
+    "link": Rule(Outcome.MAPPED, "Upstash-Callback", "an http(s) URL, default qstash_callback_url (False: none); a Celery signature is rejected", _link),
+    "link_error": Rule(Outcome.MAPPED, "Upstash-Failure-Callback", "an http(s) URL, default qstash_callback_url (False: none); a Celery signature is rejected", _link_error),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up", _time_limit),
     "retry": Rule(Outcome.MAPPED, "retries of the publish call", "network errors and 5xx from QStash, within qstash_publish_timeout", _nothing),
-    "retry_policy": Rule(Outcome.MAPPED, "retries of the publish call", "max_retries, interval_start, interval_step, interval_max", _nothing),
+    "retry_policy": Rule(Outcome.MAPPED, "retries of the publish call", "max_retries, interval_start, interval_step, interval_max", _retry_policy),
     "ignore_result": Rule(Outcome.MAPPED, "result.ignored", "get() returns None at once, as in Celery", _nothing),
     "serializer": Rule(Outcome.MAPPED, "Content-Type: application/json", "anything but 'json' is rejected", _serializer),
-    "shadow": Rule(Outcome.MAPPED, "X-Celery-Task (display name)", "shown by status, CLI and dashboard", _nothing),
+    "shadow": Rule(Outcome.MAPPED, "X-Celery-Task (display name)", "shown by status, CLI and dashboard", _shadow),
     "chain": Rule(Outcome.REJECTED, "-", "no worker to continue a chain; send each step yourself", _chain("chain")),
     "chord": Rule(Outcome.REJECTED, "-", "no worker to run the chord body", _chain("chord")),
     "priority": Rule(Outcome.IGNORED, "-", "QStash has no priorities; use separate queues"),
@@ -366,15 +432,52 @@ def encode_header_text(text: str) -> str:
     return quote(text, safe=_HEADER_SAFE)
 
 
+def unknown_option_message(name: str) -> str:
+    """Why ``name`` is refused: a likely typo first (difflib over the table), then the header hint."""
+    close = difflib.get_close_matches(name, [*APPLY_ASYNC_OPTIONS, "task_id"], n=1, cutoff=0.75)
+    hint = f"did you mean `{close[0]}`? Otherwise " if close else ""
+    return (
+        f"not a Celery option celery-qstash knows; {hint}remove it, or pass it in "
+        "headers={...} to forward it to AutoSend"
+    )
+
+
 _warned: set[str] = set()
+
+# Frames in these packages are between the user's call and the warning (Celery's
+# delay/signature/canvas, kombu, our own task and options): the warning points past them.
+_INTERNAL_DIRS = tuple(
+    os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+    for module in (celery, kombu, sys.modules[__package__])
+    if module.__file__
+)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside Celery, kombu and celery-qstash,
+    counted as :func:`warnings.warn` counts from :func:`warn_once`'s caller."""
+    frame = sys._getframe(2)  # warn_once's caller
+    level = 2
+    while frame is not None:
+        if not os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL_DIRS):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return 2
 
 
 def warn_once(option: str, message: str) -> None:
-    """One warning per option per process (reset by :func:`reset_warnings` in tests)."""
+    """One warning per option per process (reset by :func:`reset_warnings` in tests).
+
+    The warning points at the caller's own line (its ``.delay()``, ``.apply_async()``,
+    signature or group call), not into Celery or celery-qstash.
+    """
     if option in _warned:
         return
     _warned.add(option)
-    warnings.warn(f"celery-qstash: {option}: {message}", CeleryQStashWarning, stacklevel=4)
+    warnings.warn(
+        f"celery-qstash: {option}: {message}", CeleryQStashWarning, stacklevel=_caller_stacklevel()
+    )
 
 
 def reset_warnings() -> None:
@@ -483,16 +586,26 @@ class PublishPlan:
             "Idempotency-Key": self.task_id,
             "X-Celery-Task": encode_header_text(self.display_name),
         }
+        if self.callback or self.failure_callback:
+            # QStash's callback body carries the source message's headers: this is how
+            # celery_qstash.receiver finds the task (the display name may be a shadow).
+            headers[TASK_NAME_HEADER] = encode_header_text(self.task.name)
         flow = self.flow_control
         if flow is None and settings.rate_limit and not self.queue:
             rate, period = parse_rate(settings.rate_limit)
             fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
             flow = FlowControl(key=f"autosend.{fingerprint}", rate=rate, period=period)
+        body = email.to_autosend()
+        # What QStash stores is the body as the SDK sends it (``json.dumps``); refuse it
+        # here, in eager mode too, rather than have QStash answer 413 (or nothing).
+        size = len(json.dumps(body).encode())
+        if size > settings.max_message_bytes:
+            raise MessageTooLarge(size, settings.max_message_bytes)
         return PublishRequest(
             task_id=self.task_id,
             task_name=self.display_name,
             url=settings.autosend_base_url + email.path,
-            body=email.to_autosend(),
+            body=body,
             authorization=f"Bearer {key}",
             headers=headers,
             queue=self.queue,
@@ -532,7 +645,12 @@ def plan_publish(
             "Idempotency-Key, so use 1-256 printable ASCII characters without spaces or commas",
         )
     d = _Draft(settings=settings, now=now)
-    stamped = set(options.get("stamped_headers") or ())
+    if shadow is not None:
+        _shadow(d, shadow)
+    # Set by Celery's stamping (a list of names); anything else stamps nothing.
+    raw_stamped = options.get("stamped_headers")
+    stamped = ({s for s in raw_stamped if isinstance(s, str)}
+               if isinstance(raw_stamped, (list, tuple, set, frozenset)) else set())
     given = {k: v for k, v in options.items() if v is not None}
     # countdown must be seen before eta to win over it.
     for name in sorted(given, key=lambda k: (k != "countdown", k)):
@@ -541,19 +659,23 @@ def plan_publish(
         if rule is None:
             if name in stamped:
                 continue
-            raise UnsupportedOption(
-                name,
-                "not a Celery option celery-qstash knows; remove it, or pass it in "
-                "headers={...} to forward it to AutoSend",
-            )
+            raise UnsupportedOption(name, unknown_option_message(name))
         if rule.outcome is Outcome.IGNORED:
             if name in _CANVAS_SUPPLIED and given.get("group_id"):
                 continue  # a group passes these itself; the user did not ask for anything
             warn_once(name, f"ignored: {rule.note}")
         elif rule.apply is not None:
             rule.apply(d, value)
-    _link(d, link)
-    _link_error(d, link_error)
+    # qstash_callback_url is the default for both; a call's own link/link_error wins,
+    # and link=False / link_error=False turn it off for that call.
+    if link is None:
+        d.callback = settings.callback_url
+    else:
+        _link(d, link)
+    if link_error is None:
+        d.failure_callback = settings.callback_url
+    else:
+        _link_error(d, link_error)
     policy = given.get("retry_policy")
     if isinstance(policy, Mapping) and policy.get("retry_errors"):
         warn_once(

@@ -22,6 +22,7 @@ from celery.result import AsyncResult
 
 from .config import load_settings
 from .errors import DeliveryFailed
+from .options import canvas_error
 from .status import NotFound, StatusClient, TaskRecord
 from .transports.qstash import client_for
 
@@ -82,7 +83,7 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         if task_id in self._eager:
             return self._eager[task_id]
-        return meta_from_record(task_id, self._status().task(task_id))
+        return meta_from_record(task_id, self._status().task(task_id, callbacks=False))
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
                       request: Any = None, **kwargs: Any) -> Any:
@@ -91,6 +92,12 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
                                 "traceback": traceback, "children": [],
                                 "date_done": datetime.now(timezone.utc).isoformat()}
         return result
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        """Refused before Celery sends its ``chord_unlock`` task to a broker: QStash's logs
+        cannot join a chord, and a QStash task in the header is refused anyway (the same
+        error as eager mode's)."""
+        raise canvas_error("chord")
 
     def _forget(self, task_id: str) -> None:
         self._eager.pop(task_id, None)
@@ -101,7 +108,7 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
         Returns whether a message was cancelled."""
         status = self._status()
         if message_id is None:
-            record = status.task(task_id)
+            record = status.task(task_id, callbacks=False)
             if record is None:
                 log.debug("revoke %s: QStash knows no such task", task_id)
                 return False
@@ -153,12 +160,21 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
             self.backend = _backend_for(self.app)
         self.message_id = message_id
 
-    def mark_revoked_locally(self, exc: BaseException) -> None:
-        """A task that was never published (expired) reads REVOKED without asking QStash."""
+    def mark_locally(self, state: str, result: Any) -> None:
+        """A task that was never published reads ``state`` without asking QStash:
+        REVOKED (expired before its delivery time) or IGNORED (nothing to send)."""
         self._cache: dict[str, Any] | None = {
-            "task_id": self.id, "status": states.REVOKED, "result": exc,
+            "task_id": self.id, "status": state, "result": result,
             "traceback": None, "children": [], "date_done": None,
         }
+
+    def ready(self) -> bool:
+        # IGNORED is final for a task that was never published (Celery's READY_STATES
+        # leave it out because a worker may still be running the task).
+        cache = getattr(self, "_cache", None)
+        if cache and cache["status"] == states.IGNORED:
+            return True
+        return bool(super().ready())
 
     def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
                wait: bool = False, timeout: float | None = None) -> None:

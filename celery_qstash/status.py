@@ -7,6 +7,17 @@ emulator answer the same questions.
 
 A task is found by the ``Upstash-Label`` set to its task id at publish time; its
 display name travels as the forwarded ``X-Celery-Task`` header.
+
+**A task's state is its own message's.** A ``link``/``link_error`` callback is a
+message of its own (QStash's callbacks page: "Callbacks publish a new message").
+Whether QStash labels it like its source is documented nowhere (the docs, the
+OpenAPI file and both SDKs' types and tests say nothing; there is no
+``Upstash-Callback-Label`` header), so this module does not depend on it: a
+callback is recognised by its body (QStash's callback body, with
+``sourceMessageId``) or by its URL (the ``callback``/``failureCallback`` its source
+declares), never changes the task's state, and is reported apart
+(:attr:`TaskRecord.callbacks`). When the callbacks are not labelled, they are
+found by URL and ``sourceMessageId``.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ __all__ = [
     "REDACTED",
     "SORT_KEYS",
     "STATE_MAP",
+    "CallbackRecord",
     "DlqEntry",
     "NotFound",
     "QueueInfo",
@@ -116,8 +128,37 @@ def _header(headers: Any, name: str) -> str | None:
 
 
 @dataclass
+class CallbackRecord:
+    """A ``link`` (``kind="callback"``) or ``link_error`` (``"failure_callback"``)
+    message QStash published after one of the task's attempts."""
+
+    kind: str
+    message_id: str
+    url: str
+    qstash_state: str
+    response_status: int | None = None
+    error: str | None = None
+    updated: float | None = None
+    source_message_id: str | None = None
+
+    @property
+    def state(self) -> str:
+        return celery_state(self.qstash_state)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message_id": self.message_id, "url": safe_url(self.url),
+                "state": self.state, "qstash_state": self.qstash_state,
+                "response_status": self.response_status, "error": self.error,
+                "updated": self.updated}
+
+
+@dataclass
 class TaskRecord:
-    """One Celery task as QStash's events describe it (times are epoch seconds)."""
+    """One Celery task as QStash's events describe it (times are epoch seconds).
+
+    Everything but :attr:`callbacks` comes from the task's own message (the email):
+    a callback's outcome never changes the task's state.
+    """
 
     task_id: str
     message_id: str
@@ -136,6 +177,7 @@ class TaskRecord:
     error: str | None = None
     queue: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    callbacks: list[CallbackRecord] = field(default_factory=list)
 
     @property
     def state(self) -> str:
@@ -191,8 +233,101 @@ def _chronological(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(events, key=lambda e: (int(e.get("time", 0)), _RANK.get(e.get("state", ""), 0)))
 
 
+#: QStash's callback body names its source ``sourceMessageId``; the callbacks page's
+#: example spells it ``sourceMessasgeId``: both are read.
+_SOURCE_KEYS = ("sourceMessageId", "sourceMessasgeId")
+
+
+def _source_id(body: Any) -> str | None:
+    """The source message id in a callback body, or ``None`` for any other body."""
+    if isinstance(body, dict):
+        for key in _SOURCE_KEYS:
+            if isinstance(body.get(key), str) and body[key]:
+                return str(body[key])
+    return None
+
+
+def _callback_kind(body: Any) -> str | None:
+    """``"callback"``/``"failure_callback"`` for QStash's callback body, else ``None``."""
+    if _source_id(body) is not None:
+        return "failure_callback" if "dlqId" in body else "callback"
+    return None
+
+
+_Events = list[dict[str, Any]]
+
+
+def _split(events: _Events) -> tuple[_Events, dict[str, tuple[str, _Events]]]:
+    """The task's own events, and its callbacks' events by message id (with their kind).
+
+    A message is a callback when its body is QStash's callback body, or when its URL
+    is a ``callback``/``failureCallback`` one of the other messages declares.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for ev in events:
+        groups.setdefault(str(ev.get("messageId")), []).append(ev)
+    declared: dict[str, str] = {}
+    for ev in events:
+        for name, what in (("callback", "callback"), ("failureCallback", "failure_callback")):
+            if isinstance(ev.get(name), str) and ev[name]:
+                declared.setdefault(ev[name], what)
+    own: list[dict[str, Any]] = []
+    callbacks: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+    for message_id, group in groups.items():
+        kind: str | None = next(
+            (k for k in (_callback_kind(_b64json(ev.get("body"))) for ev in group
+                         if ev.get("body")) if k), None)
+        if kind is None:
+            url = next((str(ev["url"]) for ev in group if ev.get("url")), "")
+            # Only another message's declaration counts (a task is never its own callback).
+            own_declared = {ev.get("callback") for ev in group} | {
+                ev.get("failureCallback") for ev in group}
+            if url in declared and url not in own_declared:
+                kind = declared[url]
+        if kind is None:
+            own.extend(group)
+        else:
+            callbacks[message_id] = (kind, group)
+    return own, callbacks
+
+
+def _callback_record(message_id: str, kind: str, events: list[dict[str, Any]]) -> CallbackRecord:
+    ordered = _chronological(events)
+    last = ordered[-1]
+    body = next((_b64json(e.get("body")) for e in ordered if e.get("body")), None)
+    record = CallbackRecord(
+        kind=kind,
+        message_id=message_id,
+        url=str(last.get("url", "")),
+        qstash_state=str(last.get("state")),
+        updated=int(last["time"]) / 1000 if last.get("time") else None,
+        source_message_id=_source_id(body),
+    )
+    for event in ordered:
+        if event.get("responseStatus") is not None:
+            record.response_status = int(event["responseStatus"])
+        if event.get("error"):
+            record.error = str(event["error"])
+    return record
+
+
 def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
-    """Fold one task's raw events (any order) into a record; ``None`` if there are none."""
+    """Fold one task's raw events (any order) into a record; ``None`` if there are none.
+
+    Callback messages among them are set apart (:attr:`TaskRecord.callbacks`): the
+    record's state, response and retries are the task's own message's.
+    """
+    own, callbacks = _split(list(events))
+    record = _fold(own)
+    if record is not None:
+        record.callbacks = sorted(
+            (_callback_record(mid, kind, group) for mid, (kind, group) in callbacks.items()),
+            key=lambda c: c.updated or 0.0,
+        )
+    return record
+
+
+def _fold(events: list[dict[str, Any]]) -> TaskRecord | None:
     ordered = _chronological(list(events))
     if not ordered:
         return None
@@ -263,8 +398,11 @@ class StatusClient:
         data = self.client.http.request(path="/v2/events", method="GET", params=params)
         return list(data.get("events") or data.get("logs") or []), data.get("cursor") or None
 
-    def task(self, task_id: str) -> TaskRecord | None:
-        """One request: every event labelled with this task id (``None`` if there is none).
+    def task(self, task_id: str, *, callbacks: bool = True) -> TaskRecord | None:
+        """Every event labelled with this task id (``None`` if there is none).
+
+        One request, plus one per callback URL QStash did not label (``callbacks=False``
+        skips those: a state read needs only the task's own message).
 
         An empty id is no task (QStash would ignore an empty ``label`` filter and
         answer with everyone's events). Events are kept only if they carry the
@@ -273,7 +411,38 @@ class StatusClient:
         if not task_id:
             return None
         events, _ = self.events(label=task_id, count=1000)
-        return build_record(e for e in events if task_id in _labels(e))
+        record = build_record(e for e in events if task_id in _labels(e))
+        if record is not None and callbacks:
+            self._unlabelled_callbacks(record)
+        return record
+
+    def _unlabelled_callbacks(self, record: TaskRecord) -> None:
+        """Find the task's callback messages by URL when QStash did not label them.
+
+        One more request per declared callback URL that none of the labelled events
+        answered for; kept are the messages whose callback body names one of the
+        task's own messages as ``sourceMessageId``.
+        """
+        own_ids = {str(ev.get("messageId")) for ev in record.events}
+        seen = {c.url for c in record.callbacks}
+        declared: dict[str, str] = {}
+        for ev in record.events:
+            for name, kind in (("callback", "callback"), ("failureCallback", "failure_callback")):
+                url = ev.get(name)
+                if isinstance(url, str) and url and url not in seen:
+                    declared.setdefault(url, kind)
+        for url, kind in declared.items():
+            events, _ = self.events(url=url, count=100)
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for ev in events:
+                groups.setdefault(str(ev.get("messageId")), []).append(ev)
+            for message_id, group in groups.items():
+                body = next((_b64json(e.get("body")) for e in group if e.get("body")), None)
+                if _source_id(body) in own_ids:
+                    record.callbacks.append(
+                        _callback_record(message_id, _callback_kind(body) or kind, group)
+                    )
+        record.callbacks.sort(key=lambda c: c.updated or 0.0)
 
     def iter_events(
         self, *, pages: int = 10, count: int = 1000, **filters: Any
@@ -315,7 +484,7 @@ class StatusClient:
 
     def revoke_task(self, task_id: str) -> TaskRecord:
         """Cancel a task's newest message; :class:`NotFound` for an unknown task id."""
-        record = self.task(task_id)
+        record = self.task(task_id, callbacks=False)
         if record is None:
             raise NotFound(f"no QStash message is labelled with task id {task_id}")
         self.revoke(record.message_id)
@@ -411,7 +580,14 @@ def _not_found(what: str) -> Iterator[None]:
 
 @dataclass
 class DlqEntry:
-    """One dead letter: a task whose retries ran out (times are epoch seconds)."""
+    """One dead letter: a task whose retries ran out (times are epoch seconds).
+
+    ``kind`` is ``"email"`` for the task's own message, ``"callback"`` or
+    ``"failure_callback"`` for a ``link``/``link_error`` call that failed (the email
+    itself may well have been sent: retrying such an entry calls the URL again and
+    sends no email). For those, ``recipient``/``subject``/``name``/``task_id`` are the
+    source email's, read from the callback body.
+    """
 
     dlq_id: str
     message_id: str
@@ -426,10 +602,22 @@ class DlqEntry:
     response: Any = None
     error: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    kind: str = "email"
+    source_message_id: str | None = None
 
     @property
     def error_message(self) -> str | None:
         return _error_text(self.response) or self.error
+
+    @property
+    def is_callback(self) -> bool:
+        return self.kind != "email"
+
+    @property
+    def what(self) -> str:
+        """What failed, in words: ``email``, ``link callback`` or ``link_error callback``."""
+        return {"callback": "link callback", "failure_callback": "link_error callback"}.get(
+            self.kind, "email")
 
 
 def _error_text(body: Any) -> str | None:
@@ -455,6 +643,9 @@ def _plain_json(text: Any) -> Any:
         return text
 
 
+_IDEMPOTENCY = ("Idempotency-Key", "Upstash-Forward-Idempotency-Key")
+
+
 def dlq_entry(raw: dict[str, Any]) -> DlqEntry:
     """A DLQ message (``GET /v2/dlq``) as a :class:`DlqEntry`.
 
@@ -467,16 +658,30 @@ def dlq_entry(raw: dict[str, Any]) -> DlqEntry:
         if raw.get("responseBody")
         else _b64json(raw.get("responseBodyBase64"))
     )
-    recipient, subject = _email_summary(body)
     labels = raw.get("labels") or ([raw["label"]] if raw.get("label") else [])
     dlq_id = str(raw.get("dlqId", ""))
     failed_ms = dlq_id.split("-", 1)[0]
     headers = raw.get("header") if isinstance(raw.get("header"), dict) else {}
+    kind = _callback_kind(body) or "email"
+    task_id = str(labels[0]) if labels else None
+    name = _task_name(headers)
+    source_id = None
+    email_body = body
+    if kind != "email" and isinstance(body, dict):
+        # A callback's body carries its source (the email) and that message's headers:
+        # the task id (its Idempotency-Key) and name come from there.
+        source_id = _source_id(body)
+        source_headers = body.get("sourceHeader")
+        name = _task_name(source_headers) or name
+        task_id = task_id or next(
+            (v for v in (_header(source_headers, n) for n in _IDEMPOTENCY) if v), None)
+        email_body = _b64json(body.get("sourceBody")) if body.get("sourceBody") else None
+    recipient, subject = _email_summary(email_body)
     return DlqEntry(
         dlq_id=dlq_id,
         message_id=str(raw.get("messageId", "")),
-        task_id=str(labels[0]) if labels else str(raw.get("messageId", "")),
-        name=_task_name(headers),
+        task_id=task_id or str(raw.get("messageId", "")),
+        name=name,
         url=str(raw.get("url", "")),
         recipient=recipient,
         subject=subject,
@@ -486,6 +691,8 @@ def dlq_entry(raw: dict[str, Any]) -> DlqEntry:
         response=response,
         error=str(raw["error"]) if raw.get("error") else None,
         headers=dict(headers or {}),
+        kind=kind,
+        source_message_id=source_id,
     )
 
 
@@ -754,6 +961,8 @@ def flower_task(record: TaskRecord) -> dict[str, Any]:
         "subject": record.subject,
         "next_delivery": record.next_delivery,
         "response_status": record.response_status,
+        # link/link_error calls, apart: they never change the task's state.
+        "callbacks": [c.as_dict() for c in record.callbacks],
     }
 
 

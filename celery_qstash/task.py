@@ -9,16 +9,21 @@ publish signals, a passed ``task_id``, the args' JSON round trip, and eager mode
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import CodeType, FrameType
 from typing import Any
 
+import celery
 from celery import Task, shared_task
 from celery import states as celery_states
 from celery._state import _task_stack
-from celery.exceptions import TaskRevokedError
+from celery.canvas import Signature, _chain, _chord, group
+from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
 from celery.result import EagerResult, denied_join_result
 from celery.signals import after_task_publish, before_task_publish
 from kombu.serialization import dumps, loads
@@ -26,9 +31,10 @@ from kombu.utils.uuid import uuid
 
 from .config import Settings, load_settings
 from .email import coerce_email
-from .errors import UnsupportedOption
-from .options import PublishPlan, TaskAttrs, plan_publish
+from .errors import RetryNotSupported, UnsupportedOption
+from .options import PublishPlan, TaskAttrs, canvas_error, plan_publish
 from .result import QStashAsyncResult
+from .signals import email_delivered
 from .transports import EagerTransport, get_transport
 from .transports.eager import eager_forced
 
@@ -156,6 +162,8 @@ class QStashTask(Task):  # type: ignore[misc]
 
         args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
         rendered = self._render(task_id, args, kwargs)
+        if rendered is None:  # "nothing to send": returned None or raised Ignore
+            return self._ignored(task_id)
         email = coerce_email(rendered, default_from=settings.default_from)
         transport = get_transport(settings)
 
@@ -203,6 +211,83 @@ class QStashTask(Task):  # type: ignore[misc]
         result.ignored = plan.ignore_result
         return result
 
+    def apply(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        task_id: str | None = None,
+        retries: int | None = None,
+        throw: bool | None = None,
+        logfile: Any = None,
+        loglevel: Any = None,
+        headers: Any = None,
+        **options: Any,
+    ) -> Any:
+        """Eager mode: run in-process into the outbox, validated as ``apply_async`` is.
+
+        Outside eager mode there is no in-process way to send an email: ``apply()`` is
+        ``apply_async()``. It publishes through QStash and returns a
+        :class:`QStashAsyncResult` whose ``get()`` waits for AutoSend's answer.
+        """
+        step = _canvas_step()
+        if step is not None:
+            # What production refuses: the QStash task would be handed a continuation.
+            raise canvas_error(step)
+        app = self._get_app()
+        if headers is not None:
+            options["headers"] = headers
+        if not (app.conf.task_always_eager or eager_forced()):
+            return self.apply_async(
+                args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
+            )
+        pending = _eager.get()
+        token = None
+        if pending is None or pending.task_id != task_id:
+            # task.apply() itself or Celery's eager canvas (group, chord body): nothing
+            # went through our apply_async, so validate here what it would have.
+            task_id = task_id or uuid()
+            settings = load_settings(app.conf)
+            now = time.time()
+            plan = plan_publish(
+                task=task_attrs(self),
+                task_id=task_id,
+                options={k: v for k, v in options.items() if k != "shadow"},
+                settings=settings,
+                now=now,
+                link=link,
+                link_error=link_error,
+                shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
+            )
+            if plan.is_expired(now):
+                return self._expired(task_id, eager=True)
+            token = _eager.set(_Eager(task_id, plan, settings))
+        try:
+            # link/link_error are QStash callback URLs (validated above), not signatures
+            # Celery's tracer could call: they are not handed to it.
+            result = super().apply(
+                args, kwargs, task_id=task_id, retries=retries, throw=throw,
+                logfile=logfile, loglevel=loglevel, **options,
+            )
+        finally:
+            if token is not None:
+                _eager.reset(token)
+        if result.state == celery_states.FAILURE and isinstance(result.result, BaseException):
+            # Production runs the body and validates the email at the call site, so whatever
+            # fails there raises, whatever task_eager_propagates says: a green eager suite
+            # must mean the production call is accepted.
+            raise result.result
+        return result
+
+    def retry(self, *args: Any, exc: BaseException | None = None, **kwargs: Any) -> Any:
+        """Refused: the body runs before anything is published (see :class:`RetryNotSupported`).
+
+        ``autoretry_for`` never gets here: the body runs without Celery's autoretry
+        wrapper, so the original exception reaches the caller, as documented.
+        """
+        raise RetryNotSupported()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
         if not request.is_eager or request.called_directly:
@@ -211,8 +296,7 @@ class QStashTask(Task):  # type: ignore[misc]
         if pending is not None and request.id == pending.task_id:
             plan, settings = pending.plan, pending.settings
         else:
-            # Eager canvas (group, chord) and task.apply() call Task.apply directly,
-            # without our apply_async: plan with the task's own defaults.
+            # Not reached through our apply (a custom tracer call): the task's own defaults.
             settings = load_settings(self._get_app().conf)
             plan = plan_publish(
                 task=task_attrs(self),
@@ -222,21 +306,48 @@ class QStashTask(Task):  # type: ignore[misc]
                 now=time.time(),
             )
         # Celery's tracer already pushed this request (id, is_eager); run the body in it.
-        email = coerce_email(self.run(*args, **kwargs), default_from=settings.default_from)
+        rendered = _run_body(self, args, kwargs)
+        if rendered is None:
+            # Nothing to send: Celery's tracer turns Ignore into the IGNORED state.
+            raise Ignore("nothing to send: the task returned None")
+        email = coerce_email(rendered, default_from=settings.default_from)
         sent = EagerTransport().publish(plan.request(email, settings, eager=True))
+        if settings.callback_url and plan.callback == settings.callback_url:
+            # In production the receiver would report this delivery: do it after Celery's
+            # own on_success/task_success, as the receiver does (see after_return).
+            _eager_delivery.set((request.id, sent.response))
         return sent.response
 
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        # Celery's tracer calls this after on_success and task_success (eager mode only
+        # has a tracer here). An override should call super() to keep email_delivered.
+        _report_eager_delivery(self, status, task_id)
+        super().after_return(status, retval, task_id, args, kwargs, einfo)
+
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
-        """Run the body with a request context, as a worker would (self.request.id works)."""
+        """Run the body with a request context, as a worker would (self.request.id works).
+
+        ``None`` means nothing to send (the body returned ``None`` or raised ``Ignore``).
+        """
         _task_stack.push(self)
         self.push_request(
             id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
         )
         try:
-            return self.run(*args, **kwargs)
+            return _run_body(self, args, kwargs)
+        except Ignore:
+            return None
         finally:
             self.pop_request()
             _task_stack.pop()
+
+    def _ignored(self, task_id: str) -> QStashAsyncResult:
+        """Nothing was published: the result reads IGNORED, as Celery's eager Ignore does."""
+        result = self.AsyncResult(task_id)
+        result.mark_locally(celery_states.IGNORED, None)
+        return result
 
     def _expired(self, task_id: str, *, eager: bool) -> Any:
         exc = TaskRevokedError(
@@ -245,7 +356,7 @@ class QStashTask(Task):  # type: ignore[misc]
         if eager:
             return EagerResult(task_id, exc, celery_states.REVOKED, name=self.name)
         result = self.AsyncResult(task_id)
-        result.mark_revoked_locally(exc)
+        result.mark_locally(celery_states.REVOKED, exc)
         return result
 
     def delay_on_commit(self, *args: Any, **kwargs: Any) -> None:
@@ -255,6 +366,89 @@ class QStashTask(Task):  # type: ignore[misc]
     def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
         """``apply_async`` once the current Django transaction commits."""
         _on_commit(lambda: self.apply_async(*args, **kwargs))
+
+
+def _run_body(task: Task, args: Any, kwargs: Any) -> Any:
+    """The task body; Celery's own retry and reject exceptions become :class:`RetryNotSupported`
+    (a retry from inside the body would publish the task again from the caller's process)."""
+    # Celery's autoretry_for wraps run() and keeps the body as _orig_run; at call time a
+    # retry would re-run the body in the caller, so QStash's delivery retries replace it.
+    body = getattr(task, "_orig_run", task.run)
+    try:
+        return body(*args, **kwargs)
+    except (Retry, Reject) as exc:
+        raise RetryNotSupported(type(exc).__name__) from exc
+
+
+# Celery's in-process canvas: which apply() is running us decides chain/chord/group.
+_SIGNATURE_APPLY: CodeType = Signature.apply.__code__
+_GROUP_APPLY: CodeType = group.apply.__code__
+_CHAIN_APPLY: CodeType = _chain.apply.__code__
+_CHORD_APPLY: CodeType = _chord.apply.__code__
+_CELERY_DIR = os.path.dirname(os.path.abspath(celery.__file__)) + os.sep
+
+
+def _canvas_step() -> str | None:
+    """``"chain"`` or ``"chord"`` when Celery's canvas applies this task in-process in a
+    place where production would hand it a continuation, else ``None``.
+
+    Production rejects the ``chain=``/``chord=`` option a canvas passes to the first
+    task of a chain (any step but the last) and to a chord's header tasks; Celery's
+    eager canvas calls ``Task.apply`` without those options, so look at which canvas
+    ``apply`` is on the stack, stopping at the first frame outside Celery.
+    """
+    frame: FrameType | None = sys._getframe(2)  # apply()'s caller
+    in_group = False
+    for _ in range(32):
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code is _GROUP_APPLY:
+            in_group = True
+        elif code is _CHORD_APPLY:
+            return "chord" if in_group else None  # the header, not the body
+        elif code is _CHAIN_APPLY:
+            return None if _last_step(frame.f_locals) else "chain"
+        elif code is not _SIGNATURE_APPLY and not os.path.abspath(
+            code.co_filename
+        ).startswith(_CELERY_DIR):
+            return None
+        frame = frame.f_back
+    return None
+
+
+def _last_step(local: Mapping[str, Any]) -> bool:
+    """Is ``_chain.apply`` (its frame's locals) applying its last step? Production accepts
+    a QStash task there: the previous step's worker publishes it with an empty chain."""
+    index, last = local.get("index"), local.get("last_index")
+    if isinstance(index, int) and isinstance(last, int):  # Celery 5.7 skips empty groups
+        return index >= last
+    chain_sig, step = local.get("self"), local.get("task")  # older: `for task in self.tasks`
+    tasks: Any = getattr(chain_sig, "tasks", None)
+    return bool(tasks) and step is tasks[-1]
+
+
+#: (task id, AutoSend's response) of the eager call whose email_delivered is still due.
+_eager_delivery: ContextVar[tuple[str, Any] | None] = ContextVar(
+    "celery_qstash_eager_delivery", default=None
+)
+
+
+def _report_eager_delivery(task: Task, status: str, task_id: str) -> None:
+    """Eager mode is production without the network: with ``qstash_callback_url`` set,
+    ``email_delivered`` follows ``on_success`` and ``task_success`` there too."""
+    pending = _eager_delivery.get()
+    if pending is None or pending[0] != task_id:
+        return
+    _eager_delivery.set(None)
+    if status != celery_states.SUCCESS:
+        return
+    response = pending[1]
+    data = response if isinstance(response, Mapping) else {}
+    email_delivered.send(
+        sender=task, task_id=task_id, email_id=data.get("emailId"),
+        batch_id=data.get("batchId"), response=response, message_id=None,
+    )
 
 
 def _routed_queue(app: Any, task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:

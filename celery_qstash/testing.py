@@ -33,8 +33,14 @@ class DevServers:
             servers.wait_for_emails(1)
     """
 
-    def __init__(self, data_dir: str | None = None, **sandbox_options: Any) -> None:
+    def __init__(
+        self, data_dir: str | None = None, *, clock: FakeClock | None = None,
+        **sandbox_options: Any,
+    ) -> None:
         self.data_dir = data_dir
+        #: With a FakeClock both servers share it, nothing is delivered on its own, and
+        #: :meth:`advance` moves time and delivers what is due (drips, schedules, retries).
+        self.clock = clock
         self.sandbox_options = sandbox_options
         self.emulator: Any = None
         self.sandbox: Any = None
@@ -48,10 +54,12 @@ class DevServers:
 
         base = Path(self.data_dir) if self.data_dir else None
         self.sandbox = SandboxServer(
-            data_dir=base / "sandbox" if base else None, **self.sandbox_options
+            data_dir=base / "sandbox" if base else None, clock=self.clock,
+            **self.sandbox_options,
         ).start()
         self.emulator = EmulatorServer(
-            base / "emulator" if base else None, routes={AUTOSEND_URL: self.sandbox.url}
+            base / "emulator" if base else None, routes={AUTOSEND_URL: self.sandbox.url},
+            clock=self.clock, start_delivery=self.clock is None,
         ).start()
         return self
 
@@ -76,6 +84,30 @@ class DevServers:
         """Forget every message, log and captured email (between tests)."""
         self.emulator.emulator.reset()
         self.sandbox.sandbox.reset()
+
+    def advance(self, seconds: float = 0.0, *, max_rounds: int = 10_000) -> int:
+        """Move the fake clock by ``seconds`` and deliver everything due by then.
+
+        Goes through the emulator's HTTP control plane (``/_emulator/clock/advance``,
+        ``/_emulator/tick``), ticking until nothing is left to attempt now (callbacks and
+        the next message of a FIFO queue included). Returns the attempts made.
+        """
+        if self.clock is None:
+            raise RuntimeError("time only moves with DevServers(clock=FakeClock())")
+        url = self.emulator.url
+        httpx.post(
+            f"{url}/_emulator/clock/advance", params={"seconds": seconds},
+            headers={"Authorization": f"Bearer {self.emulator.token}"},
+        ).raise_for_status()
+        total = 0
+        for _ in range(max_rounds):
+            response = httpx.post(f"{url}/_emulator/tick", timeout=60.0)
+            response.raise_for_status()
+            attempts = int(response.json()["attempts"])
+            if attempts == 0:
+                return total
+            total += attempts
+        raise RuntimeError(f"still delivering after {max_rounds} ticks")
 
     def emails(self) -> list[dict[str, Any]]:
         """What the sandbox captured, newest first (its JSON API)."""

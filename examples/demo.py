@@ -37,6 +37,25 @@ def _port(preferred: int) -> int:
             return int(sock.getsockname()[1])
 
 
+DEFAULT_PORTS = {"emulator": 8080, "sandbox": 8025, "dashboard": 5555}
+_WHAT = {"emulator": "QStash emulator", "sandbox": "AutoSend sandbox", "dashboard": "dashboard"}
+
+
+def choose_ports(
+    preferred: dict[str, int] | None = None,
+) -> tuple[dict[str, int], list[str]]:
+    """The ports to use, and one line for each that is not the usual one (said aloud,
+    so that nobody opens :8080 and finds another program there)."""
+    ports, notes = {}, []
+    for name, usual in (preferred or DEFAULT_PORTS).items():
+        ports[name] = _port(usual)
+        if ports[name] != usual:
+            notes.append(
+                f"port {usual} is in use, so the {_WHAT[name]} listens on {ports[name]} instead"
+            )
+    return ports, notes
+
+
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,7 +80,9 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None, help="where the dev servers keep their data")
     args = parser.parse_args()
 
-    ports = {"emulator": _port(8080), "sandbox": _port(8025), "dashboard": _port(5555)}
+    ports, notes = choose_ports()
+    for note in notes:
+        print(f"Note: {note}")
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="celery-qstash-demo-")
     command = [
         sys.executable,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ class Dev:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery_qstash", "dev", "--port", str(self.ports[0]),
              "--sandbox-port", str(self.ports[1]), "--dashboard-port", str(self.ports[2]),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), "--max-body", "64KiB"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -105,11 +106,30 @@ def test_ctrl_c_loses_nothing_and_a_restart_delivers(dev: Dev) -> None:
     tasks = httpx.get(f"{dev.dashboard}/api/tasks").json()
     assert tasks[result.id]["state"] == "SUCCESS"
 
+    # The emulator is guarded like the others, with the --max-body it was given.
+    auth = {"Authorization": f"Bearer {DEV_TOKEN}"}
+    big = httpx.post(f"{dev.emulator}/v2/publish/https://example.com/x", headers=auth,
+                     content=b"x" * (64 * 1024 + 1))
+    assert big.status_code == 413
+    assert httpx.post(f"{dev.emulator}/_emulator/reset").status_code == 401
+    assert httpx.post(f"{dev.emulator}/_emulator/reset", headers={
+        **auth, "Origin": "http://localhost:3000"}).status_code == 403
+    assert httpx.get(f"{dev.emulator}/v2/events", headers={
+        **auth, "Host": "rebound.example"}).status_code == 421
+    assert len(dev.emails()) == 1
+
 
 def test_a_bad_route_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["emulator", "--route", "nonsense"])
     assert result.exit_code == 2
     assert "PREFIX=URL" in result.output
+
+
+@pytest.mark.parametrize("command", ["dev", "emulator", "sandbox"])
+def test_a_bad_max_body_is_a_usage_error(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--max-body", "lots"])
+    assert result.exit_code == 2
+    assert "invalid size 'lots'" in result.output
 
 
 def test_dev_refuses_a_public_dashboard_without_auth(tmp_path: Path) -> None:
@@ -119,3 +139,42 @@ def test_dev_refuses_a_public_dashboard_without_auth(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--no-dashboard" in result.output
+
+
+@pytest.mark.parametrize(
+    ("busy_index", "flag", "what"),
+    [(0, "--port", "QStash emulator"), (1, "--sandbox-port", "AutoSend sandbox"),
+     (2, "--dashboard-port", "dashboard")],
+)
+def test_dev_with_a_port_in_use_says_which_and_how_to_change_it(
+    tmp_path: Path, busy_index: int, flag: str, what: str
+) -> None:
+    # Before issue 7 this was uvicorn's "address already in use" traceback.
+    ports = [free_port() for _ in range(3)]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports[busy_index]))
+        busy.listen()
+        result = CliRunner().invoke(
+            main, ["dev", "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
+                   "--dashboard-port", str(ports[2]), "--data-dir", str(tmp_path / "d")],
+        )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: port {ports[busy_index]} ({what}) on 127.0.0.1 is in use: "
+        f"pick another with {flag} PORT"
+    ]
+    assert not (tmp_path / "d").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("command", ["emulator", "sandbox"])
+def test_single_servers_with_a_port_in_use_say_so(tmp_path: Path, command: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            main, [command, "--port", str(port), "--data-dir", str(tmp_path)]
+        )
+    assert result.exit_code == 1
+    assert f"port {port}" in result.output and "--port PORT" in result.output
+    assert "Traceback" not in result.output

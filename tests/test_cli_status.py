@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 import click
+import httpx
 import pytest
 from click.testing import CliRunner
 from dashboard.qstash_events import (
@@ -152,11 +153,42 @@ def test_revoke(cli: click.Group, fake: FakeQStash) -> None:
     assert "Revoked 'task-4'" in out
     assert fake.cancelled == ["msg_4"]
 
+    # As in Celery, revoking a finished task is a no-op, not an error (issue 7: exit 1 before).
     code, out = run(cli, "revoke", "task-1")
-    assert code == 1 and "already SUCCESS" in out
+    assert code == 0
+    assert "already SUCCESS: nothing to revoke" in out
     code, out = run(cli, "revoke", "nope")
     assert code == 1
     assert fake.cancelled == ["msg_4"]
+
+
+def test_revoke_of_a_task_delivered_meanwhile_exits_0(cli: click.Group, fake: FakeQStash) -> None:
+    fake.cancel_route.side_effect = lambda request: httpx.Response(
+        404, json={"error": "message not found"})
+
+    code, out = run(cli, "revoke", "task-4")
+
+    assert code == 0, out
+    assert "already finished: nothing to revoke" in out
+
+
+def test_dlq_commands_accept_a_task_id(cli: click.Group, fake: FakeQStash) -> None:
+    fake.dlq = [dlq_message("task-2", "2-0"), dlq_message("task-9", "3-0"),
+                dlq_message("task-2", "1-0")]
+
+    code, out = run(cli, "dlq", "retry", "task-2")
+    assert code == 0
+    assert "Retried 2-0 (task task-2) as QStash message msg_retried" in out
+    assert fake.retry_route.calls.last.request.url.path == "/v2/dlq/retry/2-0"
+    assert fake.dlq_route.calls.last.request.url.params["label"] == "task-2"
+
+    code, out = run(cli, "dlq", "delete", "task-9")
+    assert code == 0 and "Deleted 3-0 (task task-9)" in out
+    assert [m["dlqId"] for m in fake.dlq] == ["1-0"]
+
+    code, out = run(cli, "dlq", "delete", "1-0")  # a DLQ id still works
+    assert code == 0 and "Deleted 1-0" in out and "task" not in out
+    assert fake.dlq == []
 
 
 def test_dlq_commands(cli: click.Group, fake: FakeQStash) -> None:
@@ -444,3 +476,23 @@ def test_exit_codes_follow_celerys(cli: click.Group, fake: FakeQStash) -> None:
     fake.queues_route.side_effect = httpx.ConnectError("refused")
     code, out = run(cli, "queues")
     assert code == 69 and "Unable to run `queues`" in out  # EX_UNAVAILABLE
+
+
+def test_dlq_list_and_inspect_tell_a_callback_from_the_email(cli: click.Group, fake: FakeQStash) -> None:
+    from test_status_callbacks import _dlq_callback, callback_events, with_callback
+
+    fake.dlq = [dlq_message("task-2", "1-0"), _dlq_callback(labelled=False)]
+    code, out = run(cli, "dlq", "list", "--wide")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    assert "WHAT" in out
+    assert "email" in lines["1-0"] and "task-2" in lines["1-0"]
+    callback_line = next(v for k, v in lines.items() if k != "1-0")
+    assert "link callback" in callback_line and "task-9" in callback_line
+
+    fake.events = with_callback(delivered_events()) + callback_events()
+    code, out = run(cli, "inspect", "task-1")
+    assert code == 0
+    assert "SUCCESS (DELIVERED)" in out
+    tail = out.split("Callbacks (they do not change the task's state):", 1)[1]
+    assert "callback" in tail and "FAILURE" in tail

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -26,3 +29,30 @@ def test_demo_sends_three_emails_through_the_dev_servers(tmp_path: Path) -> None
     assert out.count("SUCCESS") >= 3  # the status table
     for who in ("jane@example.com", "omar@example.com", "li@example.com"):
         assert who in out
+
+
+def _demo_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("celery_qstash_demo", ROOT / "examples" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_demo_says_aloud_when_it_uses_other_ports() -> None:
+    demo = _demo_module()
+    with socket.socket() as busy, socket.socket() as spare:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        spare.bind(("127.0.0.1", 0))
+        free = spare.getsockname()[1]
+        spare.close()  # free again: the demo may take it
+
+        ports, notes = demo.choose_ports({"emulator": taken, "sandbox": free})
+
+    assert ports["sandbox"] == free
+    assert ports["emulator"] != taken
+    assert notes == [
+        f"port {taken} is in use, so the QStash emulator listens on {ports['emulator']} instead"
+    ]

@@ -19,6 +19,7 @@ from celery_qstash import (
     CeleryQStashWarning,
     Email,
     EmailValidationError,
+    QStashTask,
     UnsupportedOption,
     autosend_task,
 )
@@ -183,23 +184,32 @@ def test_ignored_option_warns_in_eager_mode_too(eager: Celery, no_network: respx
     assert len(outbox) == 2
 
 
-def test_bad_email_gives_failure_result(eager: Celery, no_network: respx.MockRouter) -> None:
-    result = send_welcome.delay(1, to="not-an-address")
-    assert isinstance(result, EagerResult)
-    assert result.state == states.FAILURE
-    assert isinstance(result.result, EmailValidationError)
-    assert result.result.field == "to.email"
-    assert result.result.errors[0]["field"] == "to.email"
-    with pytest.raises(EmailValidationError):
-        result.get()
-    assert len(outbox) == 0
-
-
-def test_bad_email_propagates_when_asked(eager: Celery, no_network: respx.MockRouter) -> None:
-    eager.conf.task_eager_propagates = True
+@pytest.mark.parametrize("propagates", [False, True])
+def test_bad_email_raises_at_the_call_site_as_in_production(
+    eager: Celery, no_network: respx.MockRouter, propagates: bool
+) -> None:
+    # Production validates in the caller and raises; eager mode must too, whatever
+    # task_eager_propagates says, or a green eager suite would hide a production error.
+    eager.conf.task_eager_propagates = propagates
     with pytest.raises(EmailValidationError) as info:
         send_welcome.delay(1, to="not-an-address")
     assert info.value.field == "to.email"
+    assert info.value.errors[0]["field"] == "to.email"
+    assert len(outbox) == 0
+
+
+def test_body_exception_raises_at_the_call_site_as_in_production(
+    eager: Celery, no_network: respx.MockRouter
+) -> None:
+    @eager.task(base=QStashTask, name="test_eager.missing_user", shared=False)
+    def missing_user(user_id: int) -> Email:
+        raise LookupError(f"no user {user_id}")
+
+    eager.conf.task_eager_propagates = False
+    with pytest.raises(LookupError, match="no user 7"):
+        missing_user.delay(7)
+    with pytest.raises(LookupError, match="no user 8"):
+        missing_user.apply(args=(8,))
     assert len(outbox) == 0
 
 

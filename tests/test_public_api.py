@@ -24,9 +24,12 @@ EXPECTED_ALL = [
     "QStashBackend",
     "QStashTask",
     "Recipient",
+    "RetryNotSupported",
     "UnsupportedOption",
     "__version__",
     "autosend_task",
+    "email_delivered",
+    "email_failed",
 ]
 
 SERVER_SIDE = (
@@ -56,7 +59,19 @@ def test_error_tree() -> None:
         assert issubclass(cls, root)
         assert getattr(errors, name) is cls
     assert issubclass(celery_qstash.EmailValidationError, ValueError)
+    assert issubclass(celery_qstash.RetryNotSupported, celery_qstash.UnsupportedOption)
+    assert errors.RetryNotSupported is celery_qstash.RetryNotSupported
     assert issubclass(celery_qstash.CeleryQStashWarning, UserWarning)
+
+
+def test_signals_are_celery_signals() -> None:
+    from celery.utils.dispatch import Signal
+
+    from celery_qstash import signals
+
+    assert celery_qstash.email_delivered is signals.email_delivered
+    assert isinstance(celery_qstash.email_failed, Signal)
+    assert celery_qstash.email_delivered is not celery_qstash.email_failed
 
 
 def test_version_is_a_string() -> None:

@@ -32,3 +32,9 @@ def test_readme_documents_option(name: str) -> None:
     assert re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", section), (
         f"{name} is missing from the README's options table"
     )
+
+
+def test_readme_links_the_porting_guide() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert "](docs/porting.md)" in text
+    assert (README.parent / "docs" / "porting.md").is_file()

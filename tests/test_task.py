@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from celery import Celery, Task, group
+from celery import Celery, Task, group, states
 from celery.exceptions import CDeprecationWarning
 from celery.result import GroupResult
 from celery.signals import after_task_publish, before_task_publish
@@ -431,9 +431,13 @@ def test_missing_content_raises_and_publishes_nothing(app: Celery, qstash_mock: 
     assert qstash_mock.calls.call_count == 0
 
 
-def test_task_returning_none_raises_and_publishes_nothing(app: Celery, qstash_mock: respx.MockRouter) -> None:
-    with pytest.raises(EmailValidationError, match="NoneType"):
-        send_nothing.delay(1)
+def test_task_returning_none_is_ignored_and_publishes_nothing(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    # "Nothing to send" (issue 7): Celery's IGNORED state, as in eager mode; before, an
+    # EmailValidationError reached the caller.
+    result = send_nothing.delay(1)
+    assert result.state == states.IGNORED
+    assert result.ready() and not result.successful()
+    assert result.get(timeout=1) is None
     assert qstash_mock.calls.call_count == 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from .beat import beat_group
 from .servers import dev
 from .status import (
     dashboard_cmd,
@@ -26,9 +27,10 @@ __all__ = ["qstash"]
 
 @click.group("qstash", context_settings={"help_option_names": ["-h", "--help"]})
 def qstash() -> None:
-    """Email tasks on QStash: status, inspect, revoke, queues, schedules, dlq, dashboard, dev."""
+    """Email tasks on QStash: status, inspect, revoke, queues, schedules, dlq, dashboard, dev,
+    beat sync."""
 
 
 for _command in (status_cmd, inspect_cmd, revoke_cmd, queues_cmd, schedules_cmd, dlq_group,
-                 dashboard_cmd, dev):
+                 dashboard_cmd, dev, beat_group):
     qstash.add_command(_command)

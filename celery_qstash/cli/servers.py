@@ -6,8 +6,10 @@ They need the ``local`` extra; the imports are inside the commands so that
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,11 @@ from ..devserver import (
     SANDBOX_PORT,
 )
 
-__all__ = ["dev", "emulator", "sandbox"]
+__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "dev", "emulator", "receiver_server", "sandbox"]
+
+#: Where ``dev --app`` hosts the app's callback receiver.
+RECEIVER_PORT = 8090
+RECEIVER_PATH = "/qstash/callback"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +42,28 @@ _route = click.option(
     metavar="PREFIX=URL",
     help="deliver URLs starting with PREFIX to URL instead (repeatable; also CELERY_QSTASH_ROUTES)",
 )
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from .._serving import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _max_body(what: str, default: str) -> Callable[[F], F]:
+    return click.option(
+        "--max-body",
+        default=None,
+        callback=_size,
+        metavar="SIZE",
+        help=f"largest request body {what} accepts, in bytes or with KB/MB/KiB/MiB "
+        f"(default {default}); larger ones get 413",
+    )
 
 
 def _data_dir(default: str) -> Callable[[F], F]:
@@ -71,6 +99,26 @@ def _need_local() -> None:
         ) from None
 
 
+def _check_port(host: str, port: int, flag: str, what: str) -> None:
+    """One line naming the port and the flag to change it, instead of uvicorn's traceback.
+
+    Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT is not called busy.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            in_use = exc.errno == errno.EADDRINUSE
+            why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
+            raise click.ClickException(
+                f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
+            ) from None
+
+
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     # One line per delivery comes from the emulator itself; httpx would repeat each.
@@ -100,6 +148,14 @@ def _wait_for_stop() -> None:
 @click.option("--no-dashboard", is_flag=True, help="do not start the dashboard")
 @_data_dir(".qstash-dev")
 @_route
+@click.option(
+    "--app", "-A", "app_path", metavar="MODULE:APP", default=None,
+    help="also host this Celery app's callback receiver (on_success, task_success, "
+    "email_delivered... run here); export the QSTASH_CALLBACK_URL it prints in the app",
+)
+@click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
+              help="port of the callback receiver (with --app)")
+@_max_body("the emulator", "1MiB, QStash's message size limit")
 def dev(
     host: str,
     port: int,
@@ -108,6 +164,9 @@ def dev(
     no_dashboard: bool,
     data_dir: Path,
     route_specs: tuple[str, ...],
+    app_path: str | None,
+    receiver_port: int,
+    max_body: int | None,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -115,8 +174,13 @@ def dev(
     here is byte for byte what it publishes in production.
     """
     _need_local()
+    celery_app = None
+    if app_path:
+        from .beat import _load_app
+
+        celery_app = _load_app(app_path, param_hint="--app")
     from .._serving import ThreadedServer
-    from ..emulator import EmulatorServer
+    from ..emulator import DEFAULT_MAX_BODY, EmulatorServer
     from ..sandbox import SandboxServer
 
     if not no_dashboard:
@@ -128,14 +192,20 @@ def dev(
             check_bind(host, None, False)
         except ConfigurationError as exc:
             raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
+    extra_routes = _routes(route_specs)  # a usage error comes before a busy port
+    _check_port(host, port, "--port", "QStash emulator")
+    _check_port(host, sandbox_port, "--sandbox-port", "AutoSend sandbox")
+    if not no_dashboard:
+        _check_port(host, dashboard_port, "--dashboard-port", "dashboard")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox").start()
         servers.append(box)
-        routes = {AUTOSEND_URL: box.url, **_routes(route_specs)}
-        qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes).start()
+        routes = {AUTOSEND_URL: box.url, **extra_routes}
+        qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
+                                max_body=max_body or DEFAULT_MAX_BODY).start()
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
@@ -145,12 +215,19 @@ def dev(
             board_url = board.url
             box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
         keys = (qstash.current_signing_key, qstash.next_signing_key)
+        callback_url = None
+        if celery_app is not None:
+            hosted = receiver_server(celery_app, host, receiver_port, keys).start()
+            servers.append(hosted)
+            callback_url = hosted.url + RECEIVER_PATH
         click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
         for prefix, target in routes.items():
             click.echo(f"  route {prefix} -> {target}")
         click.echo(f"AutoSend sandbox  {box.url}   (inbox: {box.url}/)")
         if board_url:
             click.echo(f"Dashboard         {board_url}/")
+        if callback_url:
+            click.echo(f"Callback receiver {callback_url}   (app {app_path})")
         click.echo(
             "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
             f"export QSTASH_URL={qstash.url}\n"
@@ -158,13 +235,33 @@ def dev(
             f"export QSTASH_CURRENT_SIGNING_KEY={keys[0]}\n"
             f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
             f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
-            "\nCtrl-C stops; nothing acknowledged is lost.",
+            + (f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
     finally:
         for server in reversed(servers):
             server.stop()
         click.echo("stopped")
+
+
+def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
+    """``celery_app``'s callback receiver at ``RECEIVER_PATH``, guarded like every dev server.
+
+    It verifies against the URL it is served at and the emulator's signing keys, so the
+    app's own settings need nothing but ``QSTASH_CALLBACK_URL``.
+    """
+    from starlette.applications import Starlette
+
+    from .._serving import SameSiteGuard, ThreadedServer, free_port, local_hosts
+    from ..receiver import fastapi_route
+
+    port = port or free_port(host)
+    url = f"http://{host}:{port}{RECEIVER_PATH}"
+    web = Starlette()
+    fastapi_route(web, RECEIVER_PATH, celery_app, url=url,
+                  current_signing_key=keys[0], next_signing_key=keys[1])
+    return ThreadedServer(SameSiteGuard(web, allowed_hosts=local_hosts(host)), host, port)
 
 
 def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:
@@ -186,16 +283,25 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
 @_data_dir(".qstash-dev/emulator")
 @_route
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
+@_max_body("the emulator", "1MiB, QStash's message size limit")
 def emulator(
-    host: str, port: int, data_dir: Path, route_specs: tuple[str, ...], tokens: tuple[str, ...]
+    host: str,
+    port: int,
+    data_dir: Path,
+    route_specs: tuple[str, ...],
+    tokens: tuple[str, ...],
+    max_body: int | None,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
-    from ..emulator import serve
+    from ..emulator import DEFAULT_MAX_BODY, serve
 
+    routes = _routes(route_specs)  # a usage error comes before a busy port
+    _check_port(host, port, "--port", "QStash emulator")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=_routes(route_specs), extra_tokens=tokens)
+    serve(host=host, port=port, data_dir=data_dir, routes=routes,
+          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY)
 
 
 @click.command()
@@ -208,11 +314,16 @@ def emulator(
     multiple=True,
     help="accept only these AutoSend keys (repeatable; default: any key)",
 )
-def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...]) -> None:
+@_max_body("the sandbox", "10MB")
+def sandbox(
+    host: str, port: int, data_dir: Path, api_keys: tuple[str, ...], max_body: int | None
+) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
-    from ..sandbox import serve
+    from ..sandbox import DEFAULT_MAX_BODY, serve
 
+    _check_port(host, port, "--port", "AutoSend sandbox")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None)
+    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
+          max_body=max_body or DEFAULT_MAX_BODY)

@@ -372,13 +372,27 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
         click.echo("")
         _out(f"Response to attempt {delivered.attempt} ({delivered.response_status}):")
         click.echo(scrub(json.dumps(delivered.response, indent=2, sort_keys=True), secrets))
+    if record.callbacks:
+        # Apart from the state above: a callback's outcome does not change the task's.
+        click.echo("")
+        _out("Callbacks (they do not change the task's state):")
+        _out(_table(
+            ["KIND", "URL", "STATE", "QSTASH", "STATUS", "MESSAGE", "ERROR"],
+            [[c.kind, safe_url(c.url), c.state, c.qstash_state, c.response_status,
+              _short(c.message_id, wide), scrub(c.error or "", secrets) or None]
+             for c in record.callbacks],
+            width=_budget(wide), shrink=(6, 1), paint=(2,),
+        ))
 
 
 @click.command("revoke")
 @click.argument("task_id")
 @_app_option
 def revoke_cmd(task_id: str, app_path: str | None) -> None:
-    """Cancel a task's QStash message (it will not be delivered)."""
+    """Cancel a task's QStash message (it will not be delivered).
+
+    As in Celery, revoking a task that already finished is a no-op and not an error.
+    """
     settings = _settings(app_path)
     with _errors(settings, "revoke"):
         client = _client(settings)
@@ -386,8 +400,13 @@ def revoke_cmd(task_id: str, app_path: str | None) -> None:
         if record is None:
             raise click.ClickException(f"no QStash message is labelled with task id {task_id}")
         if record.ready:
-            raise click.ClickException(f"task {task_id} is already {record.state}")
-        client.revoke(record.message_id)
+            click.echo(f"Task '{task_id}' is already {record.state}: nothing to revoke")
+            return
+        try:
+            client.revoke(record.message_id)
+        except NotFound:  # delivered between the two requests
+            click.echo(f"Task '{task_id}' already finished: nothing to revoke")
+            return
     click.echo(f"Revoked '{task_id}' (QStash message {record.message_id})")
 
 
@@ -450,9 +469,10 @@ def dlq_group() -> None:
 
 
 def _dlq_row(d: DlqEntry) -> dict[str, Any]:
-    return {"dlq_id": d.dlq_id, "task_id": d.task_id, "name": d.name, "recipient": d.recipient,
-            "failed": _iso(d.failed), "response_status": d.response_status,
-            "error": d.error_message, "message_id": d.message_id}
+    return {"dlq_id": d.dlq_id, "kind": d.kind, "task_id": d.task_id, "name": d.name,
+            "recipient": d.recipient, "failed": _iso(d.failed),
+            "response_status": d.response_status, "error": d.error_message,
+            "message_id": d.message_id, "url": safe_url(d.url)}
 
 
 @dlq_group.command("list")
@@ -471,34 +491,54 @@ def dlq_list(as_json: bool, count: int, wide: bool, app_path: str | None) -> Non
     if not entries:
         click.echo("The dead letter queue is empty.")
         return
-    _out(_table(
-        ["DLQ ID", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"],
-        [[d.dlq_id, _short(d.task_id, wide), d.name, d.recipient, _when_short(d.failed, wide),
-          d.response_status, scrub(d.error_message or "", settings.secrets)] for d in entries],
-        width=_budget(wide), shrink=(6, 2, 3),
-    ))
+    rows = [[d.dlq_id, _short(d.task_id, wide), d.name, d.recipient,
+             _when_short(d.failed, wide), d.response_status,
+             scrub(d.error_message or "", settings.secrets)] for d in entries]
+    heads = ["DLQ ID", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"]
+    shrink: tuple[int, ...] = (6, 2, 3)
+    if any(d.is_callback for d in entries):
+        # A failed callback is not a failed email: a WHAT column says which is which.
+        heads.insert(1, "WHAT")
+        for row, d in zip(rows, entries, strict=True):
+            row.insert(1, d.what)
+        shrink = (7, 3, 4)
+    _out(_table(heads, rows, width=_budget(wide), shrink=shrink))
+
+
+def _dlq_ids(client: StatusClient, ident: str) -> list[str]:
+    """The DLQ ids ``ident`` names: the dead letters of a task id (its label), newest
+    first, or else ``ident`` itself as a DLQ id."""
+    entries, _cursor = client.dlq(task_id=ident)
+    return [d.dlq_id for d in entries if d.task_id == ident] or [ident]
 
 
 @dlq_group.command("retry")
-@click.argument("dlq_id")
+@click.argument("ident", metavar="DLQ_ID|TASK_ID")
 @_app_option
-def dlq_retry(dlq_id: str, app_path: str | None) -> None:
-    """Publish a dead letter again (same body and headers)."""
+def dlq_retry(ident: str, app_path: str | None) -> None:
+    """Publish a dead letter again (same body and headers); a task id retries its newest."""
     settings = _settings(app_path)
     with _errors(settings, "dlq retry"):
-        message_id = _client(settings).dlq_retry(dlq_id)
-    click.echo(f"Retried {dlq_id} as QStash message {message_id}")
+        client = _client(settings)
+        dlq_id = _dlq_ids(client, ident)[0]
+        message_id = client.dlq_retry(dlq_id)
+    named = "" if dlq_id == ident else f" (task {ident})"
+    click.echo(f"Retried {dlq_id}{named} as QStash message {message_id}")
 
 
 @dlq_group.command("delete")
-@click.argument("dlq_id")
+@click.argument("ident", metavar="DLQ_ID|TASK_ID")
 @_app_option
-def dlq_delete(dlq_id: str, app_path: str | None) -> None:
-    """Remove a dead letter for good."""
+def dlq_delete(ident: str, app_path: str | None) -> None:
+    """Remove a dead letter for good; a task id removes every dead letter of that task."""
     settings = _settings(app_path)
     with _errors(settings, "dlq delete"):
-        _client(settings).dlq_delete(dlq_id)
-    click.echo(f"Deleted {dlq_id}")
+        client = _client(settings)
+        dlq_ids = _dlq_ids(client, ident)
+        for dlq_id in dlq_ids:
+            client.dlq_delete(dlq_id)
+    named = "" if dlq_ids == [ident] else f" (task {ident})"
+    click.echo(f"Deleted {', '.join(dlq_ids)}{named}")
 
 
 #: How many DLQ pages (of 100) ``retry-all``/``delete-all`` read at most.

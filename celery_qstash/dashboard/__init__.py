@@ -9,8 +9,9 @@ and both query QStash only through :mod:`celery_qstash.status`.
 Safety: binding a non-loopback address without basic auth is refused unless
 explicitly allowed; on loopback, requests must name a loopback host (so a web
 page cannot reach the dashboard through DNS rebinding); state-changing POSTs
-from another origin are refused; pages may run no script. Needs the ``local``
-extra (starlette, uvicorn).
+from another origin are refused; a body over 64 KB is a 413; pages may run no
+script; result long-polls wait on the event loop, capped (see :mod:`.api`).
+Needs the ``local`` extra (starlette, uvicorn).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._serving import LOOPBACK_HOSTS, SameSiteGuard, is_loopback, local_hosts
+from .._serving import LOOPBACK_HOSTS, BodyLimit, SameSiteGuard, is_loopback, local_hosts
 from ..clock import Clock, SystemClock
 from ..devserver import DASHBOARD_PORT
 from ..errors import ConfigurationError
@@ -38,6 +39,9 @@ from . import api, views
 __all__ = ["LOOPBACK_HOSTS", "check_bind", "create_app", "is_loopback", "local_hosts", "serve"]
 
 StatusSource = StatusClient | Callable[[], StatusClient]
+
+#: No dashboard request needs a body (its POSTs are bodiless forms); 64 KB is plenty.
+MAX_BODY = 64 * 1024
 
 _SECURITY_HEADERS = [
     # No script at all: an escaping bug could then show markup, never run code.
@@ -107,7 +111,8 @@ def _flower_task_page(request: Request) -> Response:
     return RedirectResponse(f"/tasks/{request.path_params['task_id']}", status_code=307)
 
 
-def _healthcheck(request: Request) -> Response:
+async def _healthcheck(request: Request) -> Response:
+    # On the event loop: it answers even when every worker thread is busy.
     return PlainTextResponse("OK")
 
 
@@ -148,6 +153,7 @@ def create_app(
     secrets: Iterable[str | None] = (),
     pages: int = 5,
     inbox_url: str | None = None,
+    max_result_waits: int = api.MAX_RESULT_WAITS,
     clock: Clock | None = None,
 ) -> Starlette:
     """The dashboard app.
@@ -161,7 +167,10 @@ def create_app(
     :param pages: how many pages of 1000 events a task list reads from QStash.
     :param inbox_url: the AutoSend sandbox's address, to link a task to its captured email
         (``celery-qstash dev`` sets it; ``None``: no link).
-    :param clock: what "now" is for relative times and the chart (the system clock).
+    :param max_result_waits: how many ``/api/task/result?timeout=`` requests may wait at
+        once; past it a request answers the current state at once.
+    :param clock: what "now" is for relative times and the chart, and what result waits
+        measure their timeout with (the system clock; a ``FakeClock`` in tests).
     """
     if auth is not None and (not auth[0] or not auth[1]):
         raise ConfigurationError("auth", "basic auth needs a user name and a password")
@@ -171,7 +180,9 @@ def create_app(
     app.state.pages = pages
     app.state.inbox_url = inbox_url.rstrip("/") if inbox_url else None
     app.state.clock = clock or SystemClock()
+    app.state.result_waits = api.ResultWaits(max_result_waits, app.state.clock)
     app.add_middleware(_Guard, auth=auth)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
     # Added last, so it runs first: a foreign Host or origin is refused before anything else.
     app.add_middleware(SameSiteGuard, allowed_hosts=allowed_hosts)
     return app

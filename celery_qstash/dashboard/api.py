@@ -7,25 +7,46 @@ reference, with an example request and response, as Flower's are. A few
 ``/api/dlq`` endpoints that Flower does not have expose the dead letter queue.
 
 Errors are JSON ``{"error": "..."}``: 400 for a bad parameter, 404 for an
-unknown id, 502 when QStash cannot be reached or refuses. Every answer goes out
+unknown id, 502 when QStash cannot be reached or refuses.
+
+``/api/task/result?timeout=`` waits on the event loop, never in the thread pool
+the other handlers share: each poll runs in a worker thread from a small pool of
+its own, and between polls the wait holds no thread at all. At most
+:data:`MAX_RESULT_WAITS` requests wait at once; past that a request answers the
+task's current state at once, as ``timeout=0`` would (Flower's clients already
+handle a not-ready answer, and a 503 would only make them retry sooner). Every answer goes out
 through :func:`.common.json_response`, which scrubs the configured secrets
 (QStash token, AutoSend key) from any text AutoSend or QStash sent back.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from datetime import datetime
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from celery import states
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..clock import Clock, SystemClock
 from ..status import SORT_KEYS, NotFound, TaskFilter, TaskRecord, flower_task, sort_records
-from .common import BadRequest, get_status, int_param, json_response, upstream_errors
+from .common import (
+    BadRequest,
+    async_upstream_errors,
+    get_status,
+    int_param,
+    json_response,
+    upstream_errors,
+)
 
 __all__ = [
+    "MAX_RESULT_WAITS",
+    "ResultWaits",
     "dlq_delete",
     "dlq_list",
     "dlq_retry",
@@ -40,6 +61,47 @@ __all__ = [
 #: ``/api/task/result?timeout=`` polls QStash this often, and never longer than the cap.
 RESULT_POLL_INTERVAL = 0.5
 RESULT_TIMEOUT_CAP = 60.0
+#: Result requests that may wait at once (past it: the current state at once).
+MAX_RESULT_WAITS = 100
+#: Worker threads the waits' polls may use at once, out of the pool all handlers share.
+RESULT_POLL_THREADS = 4
+
+
+class ResultWaits:
+    """The result long-polls in flight for one app, capped at ``limit``."""
+
+    def __init__(self, limit: int = MAX_RESULT_WAITS, clock: Clock | None = None) -> None:
+        self.limit = limit
+        self.clock: Clock = clock or SystemClock()
+        self.active = 0
+        self._changed = threading.Condition()
+        self._threads: anyio.CapacityLimiter | None = None
+
+    def enter(self) -> bool:
+        """Take a waiting slot; False when all ``limit`` are taken."""
+        with self._changed:
+            if self.active >= self.limit:
+                return False
+            self.active += 1
+            self._changed.notify_all()
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self.active -= 1
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` requests are waiting (for tests and diagnostics)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.active >= count, timeout)
+
+    @property
+    def threads(self) -> anyio.CapacityLimiter:
+        # Made on first use: a limiter belongs to the running event loop.
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(RESULT_POLL_THREADS)
+        return self._threads
 
 
 def _flower_time(value: str | None, name: str) -> float | None:
@@ -169,8 +231,8 @@ def task_info(request: Request) -> JSONResponse:
     )
 
 
-@upstream_errors
-def task_result(request: Request) -> JSONResponse:
+@async_upstream_errors
+async def task_result(request: Request) -> JSONResponse:
     """Get a task result.
 
     **Example request**::
@@ -193,7 +255,8 @@ def task_result(request: Request) -> JSONResponse:
 
         {"task-id": "5f0c…", "state": "PENDING"}
 
-    :query timeout: how long to wait for the task to be ready (seconds, at most 60)
+    :query timeout: how long to wait for the task to be ready (seconds, at most 60;
+        while 100 other requests wait, the current state is answered at once)
     :statuscode 200: no error
     :statuscode 400: invalid timeout
     :statuscode 401: unauthorized request
@@ -204,12 +267,23 @@ def task_result(request: Request) -> JSONResponse:
         timeout = min(float(raw), RESULT_TIMEOUT_CAP) if raw else 0.0
     except ValueError:
         raise BadRequest("timeout must be a number of seconds") from None
+    if math.isnan(timeout):
+        raise BadRequest("timeout must be a number of seconds")
     status = get_status(request)
-    deadline = time.monotonic() + timeout
-    record = status.task(task_id)
-    while (record is None or not record.ready) and time.monotonic() < deadline:
-        time.sleep(RESULT_POLL_INTERVAL)
-        record = status.task(task_id)
+    waits: ResultWaits = request.app.state.result_waits
+
+    async def poll() -> TaskRecord | None:
+        return await anyio.to_thread.run_sync(status.task, task_id, limiter=waits.threads)
+
+    record = await poll()
+    if (record is None or not record.ready) and timeout > 0 and waits.enter():
+        try:
+            deadline = waits.clock.now() + timeout
+            while (record is None or not record.ready) and waits.clock.now() < deadline:
+                await anyio.sleep(RESULT_POLL_INTERVAL)
+                record = await poll()
+        finally:
+            waits.leave()
     state = record.state if record is not None else states.PENDING
     body: dict[str, Any] = {"task-id": task_id, "state": state}
     if record is not None and record.ready:
@@ -338,6 +412,7 @@ def dlq_list(request: Request) -> JSONResponse:
     messages = [
         {
             "dlq_id": d.dlq_id,
+            "kind": d.kind,  # "email", or a "callback"/"failure_callback" that failed
             "task-id": d.task_id,
             "message_id": d.message_id,
             "name": d.name,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -17,12 +18,16 @@ from ..status import StatusClient
 from .html import e, layout
 
 __all__ = [
-    "BadRequest", "get_status", "int_param", "json_response", "page_errors", "upstream_errors"
+    "BadRequest", "async_upstream_errors", "get_status", "int_param", "json_response",
+    "page_errors", "upstream_errors",
 ]
 
 log = logging.getLogger("celery_qstash.dashboard")
 
 Handler = Callable[[Request], Response]
+#: How the qstash SDK words a 400 (its QStashError carries no status attribute).
+_QSTASH_400 = re.compile(r"Request failed with status: 400\b")
+AsyncHandler = Callable[[Request], Awaitable[Response]]
 
 
 class BadRequest(ValueError):
@@ -62,6 +67,9 @@ def _failure(request: Request, exc: Exception) -> tuple[int, str]:
     # QStash refused or could not be reached: say so without leaking a secret.
     text = scrub(str(exc), request.app.state.secrets)
     log.warning("QStash request failed: %s", text)
+    if isinstance(exc, QStashError) and _QSTASH_400.match(str(exc)):
+        # QStash refused a value the caller passed through (a cursor, a filter): their 400.
+        return 400, f"QStash refused the request: {text[:300]}"
     return 502, f"QStash request failed: {text[:300]}"
 
 
@@ -95,3 +103,17 @@ upstream_errors = _answering_failures(
 )
 #: For page handlers: the same, rendered as a page.
 page_errors = _answering_failures(_error_page)
+
+
+def async_upstream_errors(handler: AsyncHandler) -> AsyncHandler:
+    """:data:`upstream_errors` for a handler that runs on the event loop."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except _UPSTREAM as exc:
+            code, message = _failure(request, exc)
+            return JSONResponse({"error": message}, status_code=code)
+
+    return wrapper

@@ -367,13 +367,25 @@ def task_page(request: Request) -> Response:
     error = ""
     if record.state in (states.FAILURE, states.RETRY):
         error = f'<p class="error">{e(_clean(request, record.error_message))}</p>'
+    callbacks = ""
+    if record.callbacks:
+        # Apart from the task's state: a failed callback does not unsend the email.
+        rows = [[e(c.kind), e(safe_url(c.url)), badge(c.state),
+                 Safe(f"<code>{e(c.qstash_state)}</code>"), e(c.response_status),
+                 e(_clean(request, c.error)), e(c.message_id), fmt_time(c.updated)]
+                for c in record.callbacks]
+        callbacks = ('<h2 id="callbacks">Callbacks</h2><p>The link / link_error calls QStash '
+                     "made after the task's attempts. Their outcome does not change the "
+                     "task's state.</p>"
+                     + str(table(["Kind", "URL", "State", "QStash state", "Response", "Error",
+                                  "Message", "Last event"], rows, cls="callbacks")))
     body = (
         f"<h1>{e(record.name or 'Task')} {badge(record.state)}</h1>{notice}"
         f'<div class="actions">{"".join(actions)}</div>'
         f"<h2>Summary</h2>{summary}"
         f'<h2 id="timeline">Event timeline</h2>{_timeline(request, record)}'
         f"<h2>Request</h2>{request_kv}{header_table}"
-        f"<h2>AutoSend's response</h2>{error}{response}"
+        f"<h2>AutoSend's response</h2>{error}{response}{callbacks}"
     )
     refresh = None if record.ready else 10
     return HTMLResponse(layout(f"Task {record.task_id}", body, here="tasks", refresh=refresh))
@@ -425,7 +437,8 @@ def _dlq_matches(request: Request, d: DlqEntry, text: str, status: str) -> bool:
     if not text:
         return True
     hay = " ".join(str(x) for x in (d.dlq_id, d.task_id, d.message_id, d.name, d.recipient,
-                                    d.subject, d.response_status, d.error_message) if x)
+                                    d.subject, d.response_status, d.error_message, d.what)
+                   if x)
     return all(word in hay.lower() for word in text.lower().split())
 
 
@@ -447,11 +460,16 @@ def dlq_page(request: Request) -> Response:
             + confirm(f"/dlq/{d.dlq_id}/delete?{query({'next': back})}", "Delete",
                       "Gone for good.")
         )
+        # A failed callback is not a failed email: say which, so nobody resends an email
+        # that was delivered.
+        what = (f' <span class="badge warn" title="{e(d.what)} to {e(safe_url(d.url))} '
+                f'failed; the email&#39;s own state is on the task&#39;s page">{e(d.what)}, '
+                "not the email</span>") if d.is_callback else ""
         rows.append(
             f'<tr id="dlq-{e(d.dlq_id)}">'
             f'<td><input type="checkbox" name="id" value="{e(d.dlq_id)}" form="bulk" '
             f'aria-label="select {e(d.dlq_id)}"></td>'
-            f"<td>{id_link(f'/tasks/{d.task_id}', d.task_id)}</td>"
+            f"<td>{id_link(f'/tasks/{d.task_id}', d.task_id)}{what}</td>"
             f'<td title="{e(d.name)}">{e(d.name)}</td>'
             f'<td title="{e(d.recipient)}">{e(d.recipient)}</td>'
             f'<td title="{e(d.subject)}">{e(d.subject)}</td>'

@@ -11,6 +11,13 @@ It accepts the public ``qstash dev`` credentials (``celery_qstash.devserver``),
 so apps configured for ``qstash dev`` work unchanged. ``routes`` rewrite where
 deliveries really go (``{"https://api.autosend.com": "http://127.0.0.1:8025"}``)
 while messages, logs and signatures keep the original URL.
+
+A web page must not drive the emulator: as the sandbox and the dashboard do, it
+refuses a ``Host`` outside ``allowed_hosts`` (421; :class:`EmulatorServer` and
+:func:`serve` set the loopback names when bound to loopback) and a
+state-changing request from another origin (403). A request body over
+``max_body`` (default QStash's 1 MB message limit, :data:`DEFAULT_MAX_BODY`) is a
+413, refused before it is read whole.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,7 +34,7 @@ import httpx
 from starlette.applications import Starlette
 
 from celery_qstash import devserver
-from celery_qstash._serving import ThreadedServer, run
+from celery_qstash._serving import ThreadedServer, local_hosts, run
 from celery_qstash.clock import Clock, SystemClock
 
 from .api import build_app
@@ -35,6 +42,7 @@ from .delivery import DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
 from .store import Store
 
 __all__ = [
+    "DEFAULT_MAX_BODY",
     "ROUTES_ENV",
     "Emulator",
     "EmulatorServer",
@@ -46,6 +54,10 @@ __all__ = [
 ]
 
 ROUTES_ENV = "CELERY_QSTASH_ROUTES"
+#: QStash's message size limit on the Free and pay-as-you-go plans, "1MB"
+#: (https://upstash.com/docs/qstash/overall/pricing), read as 1 MiB; larger plans
+#: allow 10 MB or 50 MB (``max_body``, ``--max-body``).
+DEFAULT_MAX_BODY = 1024 * 1024
 log = logging.getLogger("celery_qstash.emulator")
 
 Tokens = Mapping[str, str] | Iterable[str]
@@ -95,7 +107,13 @@ class Emulator:
         http_client_factory: Callable[[], httpx.Client] | None = None,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
         start_delivery: bool = False,
+        allowed_hosts: Sequence[str] | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
+        if max_body <= 0:
+            raise ValueError("max_body must be a positive number of bytes")
+        self.allowed_hosts = allowed_hosts
+        self.max_body = max_body
         self.clock: Clock = clock or SystemClock()
         self.store = Store(data_dir, self.clock)
         self._users = _user_table(tokens)
@@ -159,10 +177,13 @@ def create_app(
     routes: Mapping[str, str] | None = None,
     tokens: Tokens | None = None,
     start_delivery: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> Starlette:
     """An ASGI app for the emulator; delivery runs during the app's lifespan if asked."""
     return Emulator(store_path, clock=clock, routes=routes, tokens=tokens,
-                    start_delivery=start_delivery).app
+                    start_delivery=start_delivery, allowed_hosts=allowed_hosts,
+                    max_body=max_body).app
 
 
 class EmulatorServer:
@@ -180,11 +201,13 @@ class EmulatorServer:
         port: int = 0,
         start_delivery: bool = True,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.emulator = Emulator(data_dir, clock=clock, routes=routes, tokens=tokens,
                                  http_client_factory=http_client_factory,
                                  max_timeout_ms=max_timeout_ms,
-                                 start_delivery=start_delivery)
+                                 start_delivery=start_delivery,
+                                 allowed_hosts=local_hosts(host), max_body=max_body)
         self._server = ThreadedServer(self.emulator.app, host, port)
         self.token = devserver.DEV_TOKEN
 
@@ -221,13 +244,15 @@ def serve(
     data_dir: str | Path | None = None,
     routes: Mapping[str, str] | None = None,
     extra_tokens: Iterable[str] = (),
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> None:
     """Run the emulator until Ctrl-C. Every acknowledged publish is already committed,
     so stopping (or being killed) loses nothing; unfinished attempts are retried on restart.
     """
     effective_routes = dict(routes) if routes is not None else routes_from_env()
     emulator = Emulator(data_dir, routes=effective_routes, tokens=list(extra_tokens),
-                        start_delivery=True)
+                        start_delivery=True, allowed_hosts=local_hosts(host),
+                        max_body=max_body)
     where = "in memory" if data_dir is None else f"in {data_dir}"
     print(f"QStash emulator is running at http://{host}:{port} (state {where})", flush=True)
     for prefix, target in effective_routes.items():

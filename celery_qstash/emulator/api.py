@@ -3,11 +3,19 @@
 Handlers are thin: authenticate, parse, call the store or the loop, return
 JSON. Errors use QStash's ``{"error": "..."}`` shape. Paths and fields follow
 qstash-py 3.4.0, which is the wire-compatibility oracle (see qstash-api.md).
+
+The app is guarded like the other local servers (:mod:`celery_qstash._serving`):
+a ``Host`` outside the allow-list is a 421, a state-changing request from another
+origin a 403, a body over the limit a 413 before it is read whole, and every
+JSON body goes through the one parser that turns any failure into a 400.
+The v2 API takes the token as ``Authorization: Bearer`` or as QStash's documented
+``?qstash_token=`` (https://upstash.com/docs/qstash/api/authentication); the
+control plane's writes (reset, clock) take it only in the header, which a page
+on another origin cannot set without a CORS preflight this server never grants.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -17,10 +25,13 @@ from urllib.parse import parse_qsl, unquote
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
+from celery_qstash._serving import BodyLimit, JSONBodyError, SameSiteGuard, parse_json
 from celery_qstash.clock import FakeClock
 
 from .errors import ApiError, BadRequest, NotFound, Unauthorized
@@ -51,6 +62,11 @@ DEFAULT_COUNT = 100
 MAX_COUNT = 1000
 #: Bounds of integer query parameters (SQLite integers are 64-bit; times are in ms).
 INT64_MAX = 2**63 - 1
+#: A batch request may carry this many messages' worth of bytes (each message is
+#: still held to the message limit). QStash documents no batch limit of its own.
+BATCH_BODY_FACTOR = 10
+#: ``/_emulator/clock/advance`` moves a fake clock at most this far at once (ten years).
+MAX_ADVANCE_SECONDS = 10 * 365 * 86400
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -104,9 +120,9 @@ async def _json_body(request: Request) -> Any:
     if not body.strip():
         return None
     try:
-        return json.loads(body)
-    except ValueError:
-        raise BadRequest("invalid JSON body") from None
+        return parse_json(body)
+    except JSONBodyError as exc:
+        raise BadRequest(f"invalid JSON body: {exc}") from None
 
 
 def _int_param(value: str | None, name: str, default: int | None = None, *,
@@ -191,15 +207,17 @@ class Api:
     def max_timeout_ms(self) -> int:
         return self.emulator.loop.max_timeout_ms
 
-    def user(self, request: Request) -> str:
+    def user(self, request: Request, *, header_only: bool = False) -> str:
         token = ""
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
-        token = token or request.query_params.get("qstash_token", "")
+        if not header_only:
+            token = token or request.query_params.get("qstash_token", "")
         user = self.emulator.authenticate(token)
         if user is None:
-            raise Unauthorized("unauthorized: invalid or missing token")
+            where = "an Authorization: Bearer header" if header_only else "a token"
+            raise Unauthorized(f"unauthorized: {where} with a valid QStash token is required")
         return user
 
     # -- publishing -------------------------------------------------------------
@@ -253,6 +271,9 @@ class Api:
         headers = [(str(k), str(v)) for k, v in raw_headers.items()]
         body = item.get("body")
         data = body.encode() if isinstance(body, str) else b""
+        if len(data) > self.emulator.max_body:
+            raise BadRequest(f"message body is {len(data)} bytes, over the "
+                             f"{self.emulator.max_body}-byte message size limit")
         options = parse_publish_headers(headers, data, max_timeout_ms=self.max_timeout_ms)
         queue = item.get("queue") or None
         if queue is not None and not isinstance(queue, str):
@@ -495,9 +516,10 @@ class Api:
         self.store.set_schedule_paused(user, _segment(request, 3), False)
         return Response(status_code=200)
 
-    # -- control plane (no auth: local test harness only) -----------------------
+    # -- control plane (reads and ticks open; reset and clock need the token) ----
 
     async def reset(self, request: Request) -> Response:
+        self.user(request, header_only=True)
         self.emulator.reset()
         return JSONResponse({"reset": True})
 
@@ -510,6 +532,7 @@ class Api:
         return JSONResponse({"attempts": attempts})
 
     async def advance(self, request: Request) -> Response:
+        self.user(request, header_only=True)
         clock = self.emulator.clock
         if not isinstance(clock, FakeClock):
             raise BadRequest("the emulator runs on the system clock; nothing to advance")
@@ -517,6 +540,8 @@ class Api:
             seconds = float(request.query_params.get("seconds", "0"))
         except ValueError:
             raise BadRequest("seconds must be a number") from None
+        if not 0 <= seconds <= MAX_ADVANCE_SECONDS:  # also refuses nan and inf
+            raise BadRequest(f"seconds must be between 0 and {MAX_ADVANCE_SECONDS}")
         now = clock.advance(seconds)
         self.emulator.loop.wake()
         return JSONResponse({"now": now})
@@ -605,8 +630,22 @@ def build_app(emulator: Emulator,
         assert isinstance(exc, HTTPException)
         return _error(exc.status_code, str(exc.detail))
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: http_error})
+    def body_limit(scope: Scope) -> int:
+        if scope.get("path") == "/v2/batch":
+            return emulator.max_body * BATCH_BODY_FACTOR
+        return emulator.max_body
+
+    def too_large(limit: int) -> Response:
+        return _error(413, f"request body is larger than the {limit}-byte limit")
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+        middleware=[
+            # Outermost first: a foreign Host or origin is refused before the body is read.
+            Middleware(SameSiteGuard, allowed_hosts=emulator.allowed_hosts),
+            Middleware(BodyLimit, limit=body_limit, too_large=too_large),
+        ],
+    )
     app.state.emulator = emulator
     return app
 

@@ -14,6 +14,8 @@ import hashlib
 import json
 from typing import Any
 
+from celery_qstash._serving import JSONBodyError, parse_json
+
 from .publish import CallbackOptions, PublishOptions, Redaction
 
 __all__ = ["log_entry", "message_json", "redacted", "shown_body", "shown_headers"]
@@ -44,8 +46,8 @@ def shown_body(body: bytes, redaction: Redaction) -> bytes:
 def _redact_json_fields(body: bytes, fields: list[str]) -> bytes:
     """A JSON body with its base64 ``fields`` shown as ``REDACTED:<sha256 of the bytes>``."""
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = parse_json(body)
+    except JSONBodyError:
         return redacted(body).encode()  # not the JSON we wrote: hide it all
     if not isinstance(data, dict):
         return redacted(body).encode()

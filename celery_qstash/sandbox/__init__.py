@@ -29,7 +29,9 @@ A web page must not drive the sandbox from a browser: :class:`SameSiteGuard`
 refuses a ``Host`` outside ``allowed_hosts`` (421; :func:`serve` and
 :class:`SandboxServer` set the loopback names when bound to loopback) and a
 state-changing request from another origin (403). SDKs, curl and the QStash
-emulator's deliveries send no ``Origin`` and are unaffected.
+emulator's deliveries send no ``Origin`` and are unaffected. A body over
+``max_body`` (:data:`DEFAULT_MAX_BODY`) is a 413 in AutoSend's error shape,
+refused before it is read whole.
 """
 
 from __future__ import annotations
@@ -41,17 +43,27 @@ from collections.abc import Iterable, Sequence
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from .._serving import SameSiteGuard, ThreadedServer, local_hosts, run
+from .._serving import BodyLimit, SameSiteGuard, ThreadedServer, local_hosts, run
 from ..clock import Clock, SystemClock
 from ..devserver import SANDBOX_PORT
-from .api import SandboxAPI, Settings, http_error
+from .api import SandboxAPI, Settings, error_body, http_error
 from .store import IDEMPOTENCY_TTL, SandboxStore
 
-__all__ = ["Sandbox", "SandboxServer", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_BODY", "Sandbox", "SandboxServer", "create_app", "serve"]
 
 logger = logging.getLogger("celery_qstash.sandbox")
+
+#: AutoSend documents no request size limit; 10 MB is what SES, Postmark and Azure
+#: take per email, attachments included (``max_body``, ``--max-body``).
+DEFAULT_MAX_BODY = 10 * 1000 * 1000
+
+
+def _too_large(limit: int) -> Response:
+    message = f"Request body is larger than the {limit}-byte limit"
+    return JSONResponse(error_body(413, message), 413)
 
 
 class Sandbox:
@@ -62,6 +74,7 @@ class Sandbox:
     only as the JSON ``retryAfter`` field, as AutoSend's docs show it.
     ``allowed_hosts``: the ``Host`` names accepted (``None``: any); requests from
     another origin are refused either way (see :class:`SameSiteGuard`).
+    ``max_body``: the largest request body in bytes (413 above it).
     """
 
     def __init__(
@@ -74,6 +87,7 @@ class Sandbox:
         retry_after_header: bool = True,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         allowed_hosts: Sequence[str] | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.store = SandboxStore(
@@ -87,7 +101,10 @@ class Sandbox:
         self.app = Starlette(
             routes=self.api.routes,
             exception_handlers={HTTPException: http_error},
-            middleware=[Middleware(SameSiteGuard, allowed_hosts=allowed_hosts)],
+            middleware=[
+                Middleware(SameSiteGuard, allowed_hosts=allowed_hosts),
+                Middleware(BodyLimit, limit=max_body, too_large=_too_large),
+            ],
         )
         self.app.state.sandbox = self
 
@@ -112,6 +129,7 @@ def create_app(
     rate_per_minute: int | None = 50,
     retry_after_header: bool = True,
     allowed_hosts: Sequence[str] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> Starlette:
     """The sandbox as an ASGI app; its :class:`Sandbox` is ``app.state.sandbox``."""
     return Sandbox(
@@ -122,6 +140,7 @@ def create_app(
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
         allowed_hosts=allowed_hosts,
+        max_body=max_body,
     ).app
 
 
@@ -145,6 +164,7 @@ class SandboxServer:
         rate_per_second: int | None = 2,
         rate_per_minute: int | None = 50,
         retry_after_header: bool = True,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self._owns_sandbox = sandbox is None
         hosts = local_hosts(host)
@@ -158,6 +178,7 @@ class SandboxServer:
                 rate_per_minute=rate_per_minute,
                 retry_after_header=retry_after_header,
                 allowed_hosts=hosts,
+                max_body=max_body,
             )
             app = sandbox.app
         else:
@@ -194,6 +215,7 @@ def serve(
     rate_per_second: int | None = 2,
     rate_per_minute: int | None = 50,
     retry_after_header: bool = True,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> None:
     """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory)."""
     sandbox = Sandbox(
@@ -203,6 +225,7 @@ def serve(
         rate_per_minute=rate_per_minute,
         retry_after_header=retry_after_header,
         allowed_hosts=local_hosts(host),
+        max_body=max_body,
     )
     where = sandbox.store.path or "memory"
     logger.info("AutoSend sandbox on http://%s:%s (inbox in %s)", host, port, where)

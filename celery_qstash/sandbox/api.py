@@ -42,6 +42,10 @@ Assumptions where AutoSend documents nothing (see the reference notes):
   the quota a client needs for its retry.
 - JSON nested more than ``MAX_JSON_DEPTH`` (64) levels is a 400 on ``body``: no
   email needs it, and deeper input would only exercise recursion limits.
+- AutoSend documents no size limit (attachments travel base64 inside the JSON, so
+  the request size bounds them too). The sandbox refuses a request body over
+  ``max_body``, 10 MB by default (what SES, Postmark and Azure allow per email),
+  with **413** ``PAYLOAD_TOO_LARGE`` in AutoSend's error shape, before reading it whole.
 - ``POST /api/v1/chaos`` takes ``application/json`` only, so a page elsewhere
   cannot script failures with a form or a "simple" ``fetch``.
 """
@@ -68,13 +72,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
 from ..email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_errors
 from ..errors import EmailValidationError
 from . import pages
 from .render import merge_data, render
 from .store import ChaosRule, Message, RateDecision, SandboxStore
 
-__all__ = ["SandboxAPI", "Settings", "fingerprint", "key_digest"]
+__all__ = ["MAX_JSON_DEPTH", "SandboxAPI", "Settings", "fingerprint", "key_digest"]
 
 logger = logging.getLogger("celery_qstash.sandbox")
 
@@ -82,7 +87,6 @@ MAX_IDEMPOTENCY_KEY = 256  # Resend's limit; AutoSend documents none
 MAX_PAGE = 1000
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer
 MAX_CHAOS_DELAY_MS = 300_000
-MAX_JSON_DEPTH = 64
 
 _CODES = {
     400: ("Validation failed", "VALIDATION_FAILED"),
@@ -91,6 +95,7 @@ _CODES = {
     403: ("Forbidden", "FORBIDDEN"),
     404: ("Not found", "NOT_FOUND"),
     409: ("Idempotency key reused with a different body", "IDEMPOTENCY_CONFLICT"),
+    413: ("Request body too large", "PAYLOAD_TOO_LARGE"),
     429: ("Rate limit exceeded", "RATE_LIMIT_EXCEEDED"),
     500: ("Internal server error", "SERVER_ERROR"),
     503: ("Service unavailable", "SERVICE_UNAVAILABLE"),
@@ -158,41 +163,12 @@ def _address(address: Address) -> dict[str, Any]:
     return {"email": address.email, "name": address.name}
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Is ``value`` nested more than ``limit`` arrays/objects deep? (No recursion of its own.)"""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 def _parse_json(raw: bytes) -> tuple[Any, list[dict[str, str]]]:
     """``(value, [])`` for acceptable JSON, else ``(None, errors on "body")``."""
-    too_deep = [
-        {"field": "body", "message": f"Malformed JSON: nested more than {MAX_JSON_DEPTH} levels"}
-    ]
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return parse_json(raw, max_depth=MAX_JSON_DEPTH), []
+    except JSONBodyError as exc:
         return None, [{"field": "body", "message": f"Malformed JSON: {exc}"}]
-    except RecursionError:  # the decoder's own limit, far deeper than MAX_JSON_DEPTH
-        return None, too_deep
-    if _too_deep(value):
-        return None, too_deep
-    return value, []
 
 
 def _has_json_type(request: Request) -> bool:
@@ -757,5 +733,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """404/405 and friends: AutoSend's JSON under the API prefixes, plain text elsewhere."""
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith(("/v1/", "/api/", "/_sandbox/")):
-        return JSONResponse(error_body(exc.status_code), exc.status_code, headers=exc.headers)
+        message = exc.detail if isinstance(exc, BodyTooLarge) else None
+        body = error_body(exc.status_code, message)
+        return JSONResponse(body, exc.status_code, headers=exc.headers)
     return Response(exc.detail, exc.status_code, headers=exc.headers, media_type="text/plain")

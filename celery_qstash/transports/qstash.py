@@ -3,22 +3,38 @@
 One SDK client per (token, URL) per process, created on first use, so settings
 that change between tests take effect and connections are reused otherwise.
 The SDK's own retry is off: Celery's ``retry``/``retry_policy`` drive ours, which
-retries only network errors and 5xx. One deadline (``qstash_publish_timeout``, 2 s
-by default) covers the whole call: each HTTP request's timeouts are cut to what
-is left of it, and no attempt starts without time to finish. (httpx's timeouts are
-per network operation, so a server that trickles its answer byte by byte could
-still hold a request longer; QStash does not.)
+retries only network errors and 5xx.
+
+**One wall-clock deadline** (``qstash_publish_timeout``, 2 s by default) covers the
+whole call. httpx's timeouts are per network operation, so a server that trickles
+its answer a byte at a time could hold a request for ever; here every socket
+operation (connect, each send, each read, TLS) gets at most what is left of the
+deadline, so the sum cannot pass it. No thread is started for this.
+
+**An unambiguous outcome.** Every attempt carries the same deduplication id (the
+task id). When an attempt may have reached QStash but its answer was lost (a read
+timeout, a dropped connection, a 5xx), a retry that QStash answers as a duplicate
+means the first attempt was stored: the call succeeds. When no attempt gives a
+definite answer, :class:`PublishError` has ``outcome_unknown=True`` and says that
+calling again with the same ``task_id`` is safe (it will not send twice).
+
+**Only QStash's answers count.** A 2xx without ``{"messageId": ...}``, or a 4xx
+without QStash's ``{"error": ...}`` (an HTML page, another service's 404), is a
+:class:`PublishError` saying the server at ``qstash_url`` does not look like QStash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import threading
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
 from qstash import QStash
 from qstash.errors import QStashError, RateLimitExceededError
@@ -41,6 +57,26 @@ DEFAULT_RETRY_POLICY: dict[str, Any] = {
 
 _STATUS = re.compile(r"Request failed with status: (\d+), body: (.*)", re.S)
 
+#: Network errors after which QStash certainly did not store the message: the
+#: request never reached it.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+_NOT_A_PUBLISH_ANSWER = 'a success status but not QStash\'s {"messageId": ...}'
+
+
+class _NotQStash(Exception):
+    """The answer to a publish is not QStash's shape."""
+
+    def __init__(self, status: int | None, snippet: str) -> None:
+        self.status = status
+        self.snippet = snippet
+        super().__init__(status, snippet)
+
+
+class _DeadlinePassed(httpx.ReadTimeout):
+    """The publish call's wall-clock deadline passed while a request was under way."""
+
 
 def _upstream_error(exc: QStashError) -> tuple[int | None, str]:
     """The HTTP status and QStash's ``{"error": ...}`` text out of an SDK exception."""
@@ -59,6 +95,22 @@ def _upstream_error(exc: QStashError) -> tuple[int | None, str]:
     return status, body
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit for an error message: no userinfo, query or fragment."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class QStashTransport:
     """Send each request as one QStash message (publish, or enqueue for a queue)."""
 
@@ -69,11 +121,13 @@ class QStashTransport:
         timeout: float = 2.0,
         clock: Clock | None = None,
         secrets: tuple[str | None, ...] = (),
+        url: str | None = None,
     ) -> None:
         self.client = client
         self.timeout = timeout
         self.clock = clock or SystemClock()
         self._secrets = secrets
+        self.url = shown_url(url or str(getattr(client.http, "_base_url", "")))
 
     def publish(
         self,
@@ -88,18 +142,29 @@ class QStashTransport:
         retries = (None if limit is None else int(limit)) if retry else 0
         deadline = self.clock.now() + self.timeout
         token = _deadline.set((deadline, self.clock))
+        # Did an attempt possibly reach QStash without us reading its answer?
+        maybe_stored = False
         try:
             attempt = 0
             while True:
+                not_qstash = False
                 try:
                     return self._publish_once(request)
-                except httpx.LocalProtocolError as exc:  # our request is malformed: no retry
-                    status, text, retryable = None, type(exc).__name__, False
-                except httpx.TransportError as exc:
-                    status, text, retryable = None, type(exc).__name__, True
+                except _NotQStash as exc:
+                    status, text, retryable = exc.status, exc.snippet, False
+                    not_qstash = True
                 except QStashError as exc:
                     status, text = _upstream_error(exc)
                     retryable = status is not None and status >= 500
+                    # A 5xx may come from a proxy after QStash stored the message.
+                    maybe_stored = maybe_stored or retryable
+                    if status is not None and status < 500 and not _is_qstash_error(exc):
+                        text, not_qstash = _snippet(exc), True
+                except httpx.LocalProtocolError as exc:  # our request is malformed: no retry
+                    status, text, retryable = None, type(exc).__name__, False
+                except httpx.TransportError as exc:
+                    status, text, retryable = None, _describe(exc), True
+                    maybe_stored = maybe_stored or not isinstance(exc, _NOT_SENT)
                 interval = min(
                     float(policy["interval_start"]) + attempt * float(policy["interval_step"]),
                     float(policy["interval_max"]),
@@ -114,19 +179,63 @@ class QStashTransport:
             _deadline.reset(token)
         # Raised outside the except blocks, so the SDK's exception (whose text may
         # hold what QStash echoed back) is not kept as __context__.
-        raise self._error(request, status, text, attempt + 1)
+        if not_qstash:
+            raise self._not_qstash(request, status, text)
+        raise self._error(request, status, text, attempt + 1, outcome_unknown=maybe_stored)
 
     def _error(
-        self, request: PublishRequest, status: int | None, text: str, attempts: int
+        self,
+        request: PublishRequest,
+        status: int | None,
+        text: str,
+        attempts: int,
+        *,
+        outcome_unknown: bool = False,
     ) -> PublishError:
         # Scrub the whole text before shortening it: a cut could split a secret.
         text = scrub(text, (*self._secrets, request.authorization))[:500]
-        where = f"HTTP {status}" if status is not None else "network error"
+        where = f"HTTP {status}" if status is not None else f"network error talking to {self.url}"
+        message = f"{where} after {attempts} attempt(s): {text}"
+        if outcome_unknown:
+            message = (
+                f"QStash may or may not have stored task {request.task_id} ({message}). "
+                f"Calling again with the same task_id ({request.task_id}) is safe: QStash "
+                "deduplicates on it and AutoSend on its Idempotency-Key, so it will not "
+                "send twice"
+            )
+        else:
+            message = f"QStash did not accept task {request.task_id} ({message})"
+        if status is None and not outcome_unknown and is_loopback(self.url):
+            message += (
+                f". Nothing answers at {self.url}: is `celery-qstash dev` running? "
+                "(QSTASH_DEV=true points the shim at it)"
+            )
         return PublishError(
-            f"QStash did not accept task {request.task_id} ({where} after {attempts} "
-            f"attempt(s)): {text}",
+            message,
             status=status,
             error=text,
+            task_id=request.task_id,
+            outcome_unknown=outcome_unknown,
+        )
+
+    def _not_qstash(
+        self, request: PublishRequest, status: int | None, snippet: str
+    ) -> PublishError:
+        snippet = scrub(snippet, (*self._secrets, request.authorization))[:200]
+        shown = repr(snippet[:120]) if snippet else "an empty body"
+        answer = snippet if status is None else f"HTTP {status} with {shown}"
+        hint = (
+            " (is `celery-qstash dev` running on that port? QSTASH_DEV=true points the shim at it)"
+            if is_loopback(self.url)
+            else ""
+        )
+        return PublishError(
+            f"QStash did not accept task {request.task_id}: the server at {self.url} does not "
+            f"look like QStash (it answered {answer}); "
+            f"check qstash_url / QSTASH_URL{hint}",
+            status=status,
+            error=snippet,
+            task_id=request.task_id,
         )
 
     def _publish_once(self, request: PublishRequest) -> PublishResult:
@@ -144,16 +253,49 @@ class QStashTransport:
         }
         if request.redact_headers:
             common["redact"] = {"header": list(request.redact_headers)}
-        if request.queue:
-            res: Any = self.client.message.enqueue_json(queue=request.queue, **common)
-        else:
-            res = self.client.message.publish_json(
-                delay=request.delay,
-                not_before=request.not_before,
-                flow_control=request.flow_control.as_sdk() if request.flow_control else None,  # type: ignore[arg-type]
-                **common,
-            )
-        return PublishResult(message_id=res.message_id, deduplicated=bool(res.deduplicated))
+        try:
+            if request.queue:
+                res: Any = self.client.message.enqueue_json(queue=request.queue, **common)
+            else:
+                res = self.client.message.publish_json(
+                    delay=request.delay,
+                    not_before=request.not_before,
+                    flow_control=request.flow_control.as_sdk() if request.flow_control else None,  # type: ignore[arg-type]
+                    **common,
+                )
+            message_id = res.message_id
+        # The SDK parses any 2xx as JSON and reads ``messageId``: an answer that is not
+        # QStash's fails there (not JSON, ``{}``, a list, a string...).
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise _NotQStash(None, _NOT_A_PUBLISH_ANSWER) from None
+        if not isinstance(message_id, str) or not message_id:
+            raise _NotQStash(None, "a success status but no messageId")
+        return PublishResult(message_id=message_id, deduplicated=bool(res.deduplicated))
+
+
+def _is_qstash_error(exc: QStashError) -> bool:
+    """QStash answers an error with ``{"error": "..."}`` (429s are named by the SDK)."""
+    if isinstance(exc, RateLimitExceededError) or type(exc).__name__.endswith("LimitExceededError"):
+        return True
+    match = _STATUS.match(str(exc))
+    if not match:
+        return True
+    try:
+        parsed = json.loads(match.group(2))
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and isinstance(parsed.get("error"), str)
+
+
+def _snippet(exc: QStashError) -> str:
+    match = _STATUS.match(str(exc))
+    return " ".join((match.group(2) if match else "").split())
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    if isinstance(exc, _DeadlinePassed):
+        return "the publish deadline (qstash_publish_timeout) passed before QStash answered"
+    return type(exc).__name__
 
 
 #: (deadline, clock) of the publish call running in this thread or task, if any.
@@ -165,17 +307,91 @@ _deadline: ContextVar[tuple[float, Clock] | None] = ContextVar(
 READ_TIMEOUT = httpx.Timeout(10.0, connect=2.0)
 
 
+def _left(timeout: float | None, error: type[Exception] = httpcore.ReadTimeout) -> float | None:
+    """``timeout`` cut to what is left of the current publish call's deadline."""
+    current = _deadline.get()
+    if current is None:
+        return timeout
+    deadline, clock = current
+    left = deadline - clock.now()
+    if left <= 0:
+        raise error("the publish deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every operation ends by the publish call's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend, with each stream bounded by the publish deadline."""
+
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None
+                    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options
+        ))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
 class _DeadlineClient(httpx.Client):
     """The SDK's HTTP client, with each request's timeout cut to what is left of the
-    current publish call's budget, so retries included it stays within ``timeout``."""
+    current publish call's budget, so retries included it stays within ``timeout``,
+    and every socket operation bounded by the same deadline (:class:`_DeadlineBackend`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        transport = httpx.HTTPTransport()
+        # httpx has no public hook for the network backend; ``_pool`` is the one handle.
+        pool = transport._pool
+        pool._network_backend = _DeadlineBackend(pool._network_backend)
+        super().__init__(transport=transport, **kwargs)
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         current = _deadline.get()
-        if current is not None:
-            deadline, clock = current
-            left = max(0.05, deadline - clock.now())
-            request.extensions["timeout"] = httpx.Timeout(left, connect=min(left, 1.0)).as_dict()
-        return super().send(request, **kwargs)
+        if current is None:
+            return super().send(request, **kwargs)
+        deadline, clock = current
+        left = max(0.05, deadline - clock.now())
+        request.extensions["timeout"] = httpx.Timeout(left, connect=min(left, 1.0)).as_dict()
+        try:
+            response = super().send(request, **kwargs)
+        except httpx.TimeoutException as exc:
+            if clock.now() >= deadline and not isinstance(exc, httpx.ConnectTimeout):
+                raise _DeadlinePassed(str(exc), request=request) from None
+            raise
+        return response
 
 
 _clients: dict[tuple[str, str], QStash] = {}
@@ -209,4 +425,5 @@ def get_transport(settings: Settings, *, clock: Clock | None = None) -> QStashTr
         timeout=settings.publish_timeout,
         clock=clock,
         secrets=settings.secrets,
+        url=settings.qstash_url,
     )

@@ -169,6 +169,8 @@ class FakeQStash:
         params = request.url.params
         label = params.get("label")
         found = [e for e in self.events if label is None or label in e.get("labels", [])]
+        if params.get("url"):
+            found = [e for e in found if e.get("url") == params["url"]]
         if params.get("fromDate"):
             found = [e for e in found if e["time"] >= int(params["fromDate"])]
         # Newest first, and within one ms the later event first, as QStash lists them
@@ -185,7 +187,9 @@ class FakeQStash:
         return httpx.Response(200, json={"cancelled": 1})
 
     def _dlq(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"messages": self.dlq})
+        label = request.url.params.get("label")
+        found = [m for m in self.dlq if label is None or label in m.get("labels", [])]
+        return httpx.Response(200, json={"messages": found})
 
     def _find_dlq(self, request: httpx.Request) -> dict[str, Any] | None:
         dlq_id = request.url.path.rsplit("/", 1)[-1]

@@ -179,3 +179,66 @@ def test_pages_escape_a_hostile_subject(stack: Stack) -> None:
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "AS_test" not in page  # the AutoSend key never shows
     result.revoke()
+
+
+def _dead_url() -> str:
+    """An http URL on loopback where nothing listens (a callback that always fails)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/hooks/sent"
+
+
+def test_a_failed_link_callback_never_turns_a_delivered_email_into_failure(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = _dead_url()
+    result = stack.send.apply_async(("cb@example.com", "Callback fails"), link=hook)
+
+    data = result.get(timeout=10)
+    assert data["emailId"]
+
+    # Wait until the callback message has failed for good (retries: the task's, 1).
+    record = wait_for(lambda: (r := stack.status.task(result.id)) and r.callbacks
+                      and r.callbacks[-1].qstash_state == "FAILED" and r)
+    assert record.state == states.SUCCESS and record.qstash_state == "DELIVERED"
+    assert record.result == data
+    [callback] = {c.message_id: c for c in record.callbacks}.values()
+    assert callback.kind == "callback" and callback.state == states.FAILURE
+    assert callback.url == hook
+    assert callback.message_id != record.message_id
+
+    # Every surface reads the email's state, and shows the callback apart.
+    fresh = stack.app.AsyncResult(result.id)
+    assert fresh.state == states.SUCCESS and fresh.get(timeout=1) == data
+    info = httpx.get(f"{stack.dashboard_url}/api/task/info/{result.id}").json()
+    assert info["state"] == states.SUCCESS
+    assert [c["kind"] for c in info["callbacks"]] == ["callback"]
+    assert info["callbacks"][0]["state"] == states.FAILURE
+    page = httpx.get(f"{stack.dashboard_url}/tasks/{result.id}").text
+    assert 'id="callbacks"' in page and "/hooks/sent" in page
+
+    monkeypatch.setenv("QSTASH_URL", stack.emulator.url)
+    monkeypatch.setenv("QSTASH_TOKEN", stack.emulator.token)
+    group = click.Group("celery-qstash")
+    register(group)
+    out = CliRunner().invoke(group, ["inspect", result.id]).output
+    assert "SUCCESS (DELIVERED)" in out
+    assert "Callbacks (they do not change the task's state)" in out
+    assert "FAILURE" in out.split("Callbacks", 1)[1]
+
+    # The DLQ holds the callback, said to be one, under the task it belongs to.
+    entries = [d for d in stack.status.dlq(count=100)[0] if d.task_id == result.id]
+    assert [d.kind for d in entries] == ["callback"]
+    assert entries[0].recipient == "cb@example.com" and entries[0].name == "it.send_welcome"
+    api = [m for m in httpx.get(f"{stack.dashboard_url}/api/dlq").json()["messages"]
+           if m["task-id"] == result.id]
+    assert [m["kind"] for m in api] == ["callback"]
+    dlq_page = httpx.get(f"{stack.dashboard_url}/dlq").text
+    assert "link callback" in dlq_page and "not the email" in dlq_page
+    listed = CliRunner().invoke(group, ["dlq", "list", "--json"]).output
+    rows = [r for r in json.loads(listed) if r["task_id"] == result.id]
+    assert [r["kind"] for r in rows] == ["callback"]
+    for d in entries:
+        stack.status.dlq_delete(d.dlq_id)

@@ -29,6 +29,8 @@ from celery_qstash.devserver import DEV_TOKEN
 from celery_qstash.emulator import EmulatorServer
 
 START = 1_800_000_000.0
+#: The control plane's writes (reset, clock) take the token only in this header.
+AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 
 
 @dataclass
@@ -167,7 +169,8 @@ def live_server() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def live(live_server: EmulatorServer) -> Iterator[Client]:
-    httpx.post(f"{live_server.url}/_emulator/reset", trust_env=False).raise_for_status()
+    httpx.post(f"{live_server.url}/_emulator/reset", headers=AUTH,
+               trust_env=False).raise_for_status()
     live_server.emulator.routes.clear()
     client = Client(live_server)
     yield client
@@ -186,7 +189,8 @@ def sdk_server() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def sdk(sdk_server: EmulatorServer) -> Iterator[Client]:
-    httpx.post(f"{sdk_server.url}/_emulator/reset", trust_env=False).raise_for_status()
+    httpx.post(f"{sdk_server.url}/_emulator/reset", headers=AUTH,
+               trust_env=False).raise_for_status()
     sdk_server.emulator.routes.clear()
     client = Client(sdk_server)
     yield client

@@ -100,11 +100,10 @@ def test_control_plane(fake: Client, target: Target) -> None:
     base = fake.server.url
     assert httpx.get(f"{base}/_emulator/health", trust_env=False).json()["pending"] == 1
     assert httpx.post(f"{base}/_emulator/tick", trust_env=False).json() == {"attempts": 0}
-    advanced = httpx.post(f"{base}/_emulator/clock/advance", params={"seconds": 10},
-                          trust_env=False)
+    advanced = fake.http.post("/_emulator/clock/advance", params={"seconds": 10})
     assert advanced.status_code == 200
     assert httpx.post(f"{base}/_emulator/tick", trust_env=False).json() == {"attempts": 1}
-    httpx.post(f"{base}/_emulator/reset", trust_env=False)
+    assert fake.http.post("/_emulator/reset").json() == {"reset": True}
     assert fake.events() == []
 
 

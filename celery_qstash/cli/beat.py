@@ -1,0 +1,80 @@
+"""``celery-qstash beat sync -A proj``: Celery beat entries of QStash tasks as QStash schedules."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from ..beat import DEFAULT_PREFIX, sync
+from ..config import load_settings
+from ..errors import CeleryQStashError, scrub
+
+__all__ = ["beat_group"]
+
+
+def _load_app(app_path: str, param_hint: str = "-A") -> Any:
+    module_name, _, attr = app_path.partition(":")
+    if "." not in sys.path and "" not in sys.path:
+        sys.path.insert(0, "")  # like `celery -A`: the current directory is importable
+    try:
+        module = importlib.import_module(module_name)
+        app = getattr(module, attr or "app")
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(
+            f"cannot load {app_path!r}: {exc}", param_hint=param_hint
+        ) from None
+    # As `celery beat` does: the app's task modules, so every entry's task is registered.
+    app.loader.import_default_modules()
+    return app
+
+
+def _celery_cli_app() -> Any:
+    """The app `celery -A proj qstash beat sync` loaded (Celery keeps it on the root context)."""
+    ctx = click.get_current_context(silent=True)
+    app = getattr(ctx.find_root().obj, "app", None) if ctx is not None else None
+    if app is None:
+        raise click.UsageError("which app? give -A MODULE:APP (as for `celery -A`)")
+    app.loader.import_default_modules()
+    return app
+
+
+@click.group("beat")
+def beat_group() -> None:
+    """QStash schedules from the app's Celery beat_schedule."""
+
+
+@beat_group.command("sync")
+@click.option("--app", "-A", "app_path", default=None, metavar="MODULE:APP",
+              envvar="CELERY_QSTASH_APP",
+              help="the Celery app whose beat_schedule to mirror (under `celery -A proj "
+              "qstash`, that app)")
+@click.option("--dry-run", is_flag=True, help="show what would change, change nothing")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
+              help="schedule ids this app owns start with this (others are never touched)")
+def beat_sync(app_path: str | None, dry_run: bool, prefix: str) -> None:
+    """Create, update and delete QStash schedules to match beat_schedule.
+
+    Each email is rendered now, at sync time: re-run sync when its content should change.
+    """
+    app = _load_app(app_path) if app_path else _celery_cli_app()
+    settings = None
+    try:
+        settings = load_settings(app.conf)
+        changes = sync(app, dry_run=dry_run, prefix=prefix, settings=settings)
+    except CeleryQStashError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # the SDK's QStashError, httpx's network errors
+        secrets = settings.secrets if settings is not None else ()
+        raise click.ClickException(f"QStash request failed: {scrub(str(exc), secrets)}") from None
+    counts: dict[str, int] = {}
+    for change in changes:
+        counts[change.action] = counts.get(change.action, 0) + 1
+        what = change.entry or "-"
+        extra = f"  ({change.reason})" if change.reason else ""
+        click.echo(f"{change.action:<9} {change.schedule_id or '-':<40} {change.cron or '':<32} "
+                   f"{what}{extra}")
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing to do"
+    click.echo(("dry run, nothing changed: " if dry_run else "") + summary)

@@ -1,0 +1,42 @@
+"""The helpers every local server shares (celery_qstash._serving): one JSON parser,
+one body limit, one size parser."""
+
+from __future__ import annotations
+
+import pytest
+
+from celery_qstash._serving import MAX_JSON_DEPTH, JSONBodyError, parse_json, parse_size
+
+
+def test_parse_json_accepts_ordinary_json() -> None:
+    assert parse_json(b'{"a": [1, 2.5, "x", null, true]}') == {"a": [1, 2.5, "x", None, True]}
+    assert parse_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"[" * 100_000, "nested more than 64 levels"),          # RecursionError in the decoder
+    (b"[" * 65 + b"]" * 65, "nested more than 64 levels"),   # within the decoder, past ours
+    (b'{"a": NaN}', "NaN is not valid JSON"),
+    (b"[Infinity]", "Infinity is not valid JSON"),
+    (b"[1e400]", "out of range"),
+    (b"\xff", "can't decode"),
+    (b"{", "Expecting"),
+    (b"", "Expecting value"),
+])
+def test_parse_json_turns_every_failure_into_one_error(raw: bytes, reason: str) -> None:
+    with pytest.raises(JSONBodyError, match=reason):
+        parse_json(raw)
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("1048576", 1_048_576), ("1MiB", 1_048_576), ("10MB", 10_000_000), ("512kb", 512_000),
+    (" 2 MiB ", 2 * 1024 * 1024), ("64KiB", 65_536),
+])
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "1.5MB", "1GB", "MB", "ten"])
+def test_parse_size_refuses_what_is_not_a_positive_size(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_size(text)
