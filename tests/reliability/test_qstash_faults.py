@@ -29,7 +29,8 @@ def test_qstash_down_is_a_network_error_and_a_later_call_sends_once(
         stack.qstash.up()
 
     assert caught.value.status is None
-    assert "network error" in str(caught.value)
+    assert not caught.value.outcome_unknown  # nothing listened: it was certainly not stored
+    assert f"network error talking to {stack.qstash.url}" in str(caught.value)
     assert stack.events(label="down-1") == []
 
     result = send.apply_async((1,), task_id="down-1")
@@ -59,6 +60,9 @@ def test_qstash_5xx_to_the_end_raises_with_its_status_and_sends_nothing(
 
     assert caught.value.status == 500
     assert caught.value.error == "internal"
+    # A 5xx may come from a proxy after QStash stored it: calling again is the way out.
+    assert caught.value.outcome_unknown
+    assert "Calling again with the same task_id (5xx-2) is safe" in str(caught.value)
     assert stack.qstash.counts(PUBLISH) == {"respond": 3}  # the first try + 2 retries
     stack.qstash.clear()
     send.apply_async((3,), task_id="5xx-2").get(timeout=20)
@@ -76,6 +80,7 @@ def test_qstash_429_is_not_retried_and_a_later_call_sends_once(
         send.apply_async((4,), task_id="429-1")
 
     assert caught.value.status == 429
+    assert not caught.value.outcome_unknown
     assert stack.qstash.counts(PUBLISH) == {"respond": 1}
     send.apply_async((4,), task_id="429-1").get(timeout=20)
     assert stack.wait_for_inbox("429-1") == {"429-1": 1}
@@ -90,6 +95,7 @@ def test_a_wrong_token_is_a_401_naming_nothing_secret(app: Celery, stack: Stack)
         send.apply_async((5,), task_id="401-1")
 
     assert caught.value.status == 401
+    assert not caught.value.outcome_unknown
     assert wrong not in str(caught.value) and wrong not in repr(caught.value.__dict__)
     assert stack.qstash.counts(PUBLISH) == {"pass": 1}  # an auth error is not retried
     assert stack.inbox() == {}
@@ -105,6 +111,8 @@ def test_slow_qstash_times_out_then_the_same_task_id_is_safe_to_send_again(
     with pytest.raises(PublishError) as caught:
         send.apply_async((6,), task_id="slow-1")
     assert caught.value.status is None  # a timeout: QStash never answered in time
+    assert caught.value.outcome_unknown
+    assert caught.value.task_id == "slow-1"
 
     # The slow QStash still stored it, and delivers it.
     assert stack.wait_for_inbox("slow-1") == {"slow-1": 1}
@@ -139,3 +147,58 @@ def test_a_request_cut_before_qstash_saw_it_is_retried(app: Celery, stack: Stack
 
     assert stack.qstash.counts(PUBLISH) == {"drop_request": 1, "pass": 1}
     assert stack.wait_for_inbox("cut-1") == {"cut-1": 1}
+
+
+def test_every_answer_lost_is_outcome_unknown_and_calling_again_sends_once(
+    app: Celery, stack: Stack
+) -> None:
+    send = welcome_task(app)
+    stack.qstash.add(Fault.drop_response(match=PUBLISH), times=100)
+
+    with pytest.raises(PublishError) as caught:
+        send.apply_async((9,), task_id="lost-2")
+
+    assert caught.value.outcome_unknown
+    assert "may or may not have stored task lost-2" in str(caught.value)
+    stack.qstash.clear()
+    # The first attempt was stored and is delivered; the call again is deduplicated.
+    again = send.apply_async((9,), task_id="lost-2")
+    assert again.get(timeout=20)["emailId"]
+    assert stack.wait_for_inbox("lost-2") == {"lost-2": 1}
+    publishes = [e for e in stack.qstash.events if e.path.startswith(PUBLISH)]
+    assert publishes[-1].status == 202  # the call again: a duplicate
+
+
+def test_trickling_qstash_is_cut_at_the_deadline_and_sent_once(
+    app: Celery, stack: Stack
+) -> None:
+    """The answer arrives a byte every 50 ms (about 12 s in all); per-read timeouts
+    never fire, the call's wall-clock deadline does."""
+    send = welcome_task(app)
+    stack.qstash.add(Fault.trickle(0.05, match=PUBLISH))
+
+    with pytest.raises(PublishError) as caught:
+        send.apply_async((10,), task_id="trickle-1", retry=False)
+
+    assert caught.value.outcome_unknown  # the request reached QStash
+    assert stack.qstash.events[0].status == 200  # and QStash stored it
+    send.apply_async((10,), task_id="trickle-1").get(timeout=20)
+    assert stack.wait_for_inbox("trickle-1") == {"trickle-1": 1}
+
+
+@pytest.mark.parametrize("body", ["<html>Bad gateway page</html>", "{}", '{"messageId": 7}'])
+def test_a_200_that_is_not_qstashs_answer_is_a_publish_error(
+    app: Celery, stack: Stack, body: str
+) -> None:
+    send = welcome_task(app)
+    stack.qstash.add(Fault.respond(200, body, headers={"Content-Type": "text/html"},
+                                   match=PUBLISH))
+
+    with pytest.raises(PublishError) as caught:
+        send.apply_async((11,), task_id="malformed-1")
+
+    assert "does not look like QStash" in str(caught.value)
+    assert f"the server at {stack.qstash.url}" in str(caught.value)
+    assert stack.qstash.counts(PUBLISH) == {"respond": 1}  # not retried
+    send.apply_async((11,), task_id="malformed-1").get(timeout=20)
+    assert stack.wait_for_inbox("malformed-1") == {"malformed-1": 1}
