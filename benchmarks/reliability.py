@@ -503,7 +503,7 @@ def run_fault_table() -> list[FaultRow]:
         app = env.app()
         send = email_task(app, name="faults.send")
 
-        def qstash_fault(name: str, task_id: str, setup: Callable[[], None],
+        def qstash_fault(name: str, task_id: str, setup: Callable[[], object],
                          teardown: Callable[[], None] = lambda: None, note: str = "") -> None:
             env.qstash.reset()
             setup()
@@ -550,7 +550,7 @@ def run_fault_table() -> list[FaultRow]:
         qstash_fault("QStash stores it, every answer is lost", "q-lost-all",
                      lambda: env.qstash.add(Fault.drop_response(match=publish), 50))
 
-        def destination(name: str, task_id: str, setup: Callable[[], None],
+        def destination(name: str, task_id: str, setup: Callable[[], object],
                         teardown: Callable[[], None] = lambda: None, **options: Any) -> None:
             task = email_task(app, name=f"faults.{task_id}", **options)
             setup()
@@ -669,11 +669,11 @@ def run_bad_inputs() -> list[tuple[str, str, str]]:
 
 
 def run_secret_search(stack: Stack, captured_logs: io.StringIO, report_so_far: str
-                      ) -> list[tuple[str, int, str]]:
+                      ) -> list[tuple[str, str, str]]:
     """(surface, how many places were read, secrets found) for every surface of the run."""
     assert stack.emulator is not None
     secret = stack.secret
-    rows: list[tuple[str, int, str]] = []
+    rows: list[tuple[str, str, str]] = []
     # Leave something in the DLQ and something pending, so their pages and files show.
     app = stack.app(via_proxy=False)
     dead = email_task(app, name="secrets.dead", max_retries=0)
@@ -690,9 +690,22 @@ def run_secret_search(stack: Stack, captured_logs: io.StringIO, report_so_far: s
         data = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
         return [name for name, value in secret.named().items() if value.encode() in data]
 
+    statuses: Counter[int] = Counter()
+
+    def get(url: str, **kwargs: Any) -> str:
+        """GET ``url``, counting its status (a page that errors shows nothing worth grepping)."""
+        response = stack.http.get(url, **kwargs)
+        statuses[response.status_code] += 1
+        return response.text
+
     def add(surface: str, texts: list[str | bytes]) -> None:
         names = sorted({name for text in texts for name in found(text)})
-        rows.append((surface, len(texts), ", ".join(names) or "none"))
+        places = str(len(texts))
+        if statuses:
+            places += " (HTTP " + ", ".join(f"{code} x{n}" for code, n in sorted(statuses.items()))
+            places += ")"
+            statuses.clear()
+        rows.append((surface, places, ", ".join(names) or "none"))
 
     add("emulator process output", [stack.emulator.output.read_bytes()])
     add("sandbox process output", [stack.sandbox.output.read_bytes()])
@@ -706,11 +719,11 @@ def run_secret_search(stack: Stack, captured_logs: io.StringIO, report_so_far: s
     try:
         pages = ["/tasks", "/tasks?state=FAILURE", "/dlq", "/queues"]
         pages += [f"/tasks/{task_id}" for task_id in some]
-        add("dashboard pages", [stack.http.get(board.url + p).text for p in pages])
+        add("dashboard pages", [get(board.url + p) for p in pages])
         api = ["/api/tasks?limit=200", "/api/task/types", "/api/queues/length", "/api/dlq"]
         api += [f"/api/task/info/{task_id}" for task_id in some]
         api += [f"/api/task/result/{task_id}" for task_id in some]
-        add("Flower API", [stack.http.get(board.url + p).text for p in api])
+        add("Flower API", [get(board.url + p) for p in api])
     finally:
         board.stop()
 
@@ -725,24 +738,23 @@ def run_secret_search(stack: Stack, captured_logs: io.StringIO, report_so_far: s
         if not cursor:
             break
     for task_id in some:
-        emulator_api.append(stack.http.get(f"{stack.emulator.url}/v2/events",
-                                           headers=stack.auth, params={"label": task_id}).text)
-    emulator_api.append(stack.http.get(f"{stack.emulator.url}/v2/dlq", headers=stack.auth).text)
+        emulator_api.append(get(f"{stack.emulator.url}/v2/events", headers=stack.auth,
+                                params={"label": task_id}))
+    emulator_api.append(get(f"{stack.emulator.url}/v2/dlq", headers=stack.auth))
     for entry in stack.dlq():
-        emulator_api.append(stack.http.get(f"{stack.emulator.url}/v2/dlq/{entry['dlqId']}",
-                                           headers=stack.auth).text)
-    emulator_api.append(stack.http.get(
-        f"{stack.emulator.url}/v2/messages/{pending_result.message_id}", headers=stack.auth).text)
+        emulator_api.append(get(f"{stack.emulator.url}/v2/dlq/{entry['dlqId']}",
+                                headers=stack.auth))
+    emulator_api.append(get(f"{stack.emulator.url}/v2/messages/{pending_result.message_id}",
+                            headers=stack.auth))
     add("emulator logs, messages and DLQ API", emulator_api)
 
     sandbox_pages: list[str | bytes] = []
     for path in ("/", "/rejected", "/api/v1/messages?limit=200", "/api/v1/stats"):
-        sandbox_pages.append(stack.http.get(stack.sandbox.url + path).text)
+        sandbox_pages.append(get(stack.sandbox.url + path))
     listed = stack.http.get(f"{stack.sandbox.url}/api/v1/messages", params={"limit": 3}).json()
     for message in listed["messages"]:
-        sandbox_pages.append(stack.http.get(f"{stack.sandbox.url}/inbox/{message['id']}").text)
-        sandbox_pages.append(
-            stack.http.get(f"{stack.sandbox.url}/api/v1/messages/{message['id']}").text)
+        sandbox_pages.append(get(f"{stack.sandbox.url}/inbox/{message['id']}"))
+        sandbox_pages.append(get(f"{stack.sandbox.url}/api/v1/messages/{message['id']}"))
     add("sandbox pages and API", sandbox_pages)
 
     env = {**os.environ, "QSTASH_URL": stack.emulator.url, "QSTASH_TOKEN": secret.token,
@@ -757,10 +769,11 @@ def run_secret_search(stack: Stack, captured_logs: io.StringIO, report_so_far: s
     add("CLI output (status, inspect, dlq list)", outputs)
 
     files = sorted(p for p in stack.workdir.rglob("*") if p.is_file() and ".out" not in p.name)
-    for path in files:
-        hits = found(path.read_bytes())
-        table_hits = _sqlite_tables(path, secret) if hits and path.suffix == ".sqlite3" else ""
-        rows.append((f"file {path.relative_to(stack.workdir)}", 1,
+    for file in files:
+        hits = found(file.read_bytes())
+        table_hits = _sqlite_tables(file, secret) if hits and file.suffix == ".sqlite3" else ""
+        mode = oct(file.stat().st_mode & 0o777)[2:]
+        rows.append((f"file {file.relative_to(stack.workdir)} (mode {mode})", "1",
                      ", ".join(hits) + (f" ({table_hits})" if table_hits else "")
                      if hits else "none"))
     pending_result.revoke()
@@ -860,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(faults: dict[str, Any], e2e: dict[str, Any], fault_rows: list[FaultRow],
-           bad_rows: list[tuple[str, str, str]], secret_rows: list[tuple[str, int, str]],
+           bad_rows: list[tuple[str, str, str]], secret_rows: list[tuple[str, str, str]],
            took: float) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -929,6 +942,16 @@ def report(faults: dict[str, Any], e2e: dict[str, Any], fault_rows: list[FaultRo
             _rows(["surface", "places read", "secrets found"], secret_rows),
             "",
         ]
+        stored = [row[0] for row in secret_rows if row[0].startswith("file ")
+                  and ("AutoSend key" in row[2] or "QStash token" in row[2])]
+        if stored:
+            parts += [
+                "**Finding**: the AutoSend key (forwarded to AutoSend as "
+                "`Upstash-Forward-Authorization`) is stored as it is, readable by anyone "
+                "who can read these files: " + "; ".join(stored) + ". No page, API, log "
+                "or output shows it.",
+                "",
+            ]
     return "\n".join(parts)
 
 
