@@ -154,7 +154,7 @@ class Stack:
             "sandbox",
             "from celery_qstash.sandbox import serve; "
             f"serve(port={sandbox_port}, data_dir={str(workdir / 'sandbox')!r}, "
-            "rate_per_second=None, rate_per_minute=None)",
+            "rate_per_second=None, rate_per_minute=None, retry_after_header=True)",
             sandbox_port, "/_sandbox/health", workdir, {})
         self.autosend = FaultProxy(self.sandbox.url, seed=8)
         self.emulator: Process | None = None
@@ -458,7 +458,8 @@ class InProcess:
     """Emulator (system clock) + sandbox in this process, a proxy in front of each."""
 
     def __init__(self) -> None:
-        self.sandbox = SandboxServer(rate_per_second=None, rate_per_minute=None).start()
+        self.sandbox = SandboxServer(rate_per_second=None, rate_per_minute=None,
+                                     retry_after_header=True).start()
         self.autosend = FaultProxy(self.sandbox.url).start()
         self.emulator = EmulatorServer(routes={AUTOSEND_URL: self.autosend.url}).start()
         self.qstash = FaultProxy(self.emulator.url).start()
