@@ -2,8 +2,10 @@
 # dashboard, the CLI, and the examples (the Django project is docker-compose.yml's `app`).
 #
 #   docker build -t celery-qstash:local .
-#   docker run --rm -p 127.0.0.1:8080:8080 celery-qstash:local \
-#       celery-qstash emulator --host 0.0.0.0 --data-dir /data/emulator
+#   docker run --rm -p 127.0.0.1:8080:8080 -e CELERY_QSTASH_ALLOWED_HOSTS=localhost \
+#       celery-qstash:local celery-qstash emulator --host 0.0.0.0 --data-dir /data/emulator
+#
+# (Bound to 0.0.0.0, a server checks Host only when CELERY_QSTASH_ALLOWED_HOSTS is set.)
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "ALLOWED_HOSTS_ENV",
     "LOOPBACK_HOSTS",
     "MAX_JSON_DEPTH",
     "BodyLimit",
@@ -54,11 +56,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: Extra ``Host`` names a server accepts (comma-separated): the names it is reached at
+#: when bound off loopback, e.g. docker-compose service names.
+ALLOWED_HOSTS_ENV = "CELERY_QSTASH_ALLOWED_HOSTS"
+
+
 def local_hosts(bind_host: str) -> tuple[str, ...] | None:
-    """The ``Host`` names to accept when bound to ``bind_host`` (``None``: any, off loopback)."""
+    """The ``Host`` names to accept when bound to ``bind_host``.
+
+    On loopback: this machine's names. Off loopback (a container binds 0.0.0.0): the names
+    in ``CELERY_QSTASH_ALLOWED_HOSTS`` plus this machine's, or ``None`` (any) when it is
+    unset. Set it wherever ports are published to a browser's machine: without a Host
+    check, a DNS-rebinding page reaches the server as if it were on the same origin.
+    """
+    configured = tuple(
+        name.strip().lower() for name in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
+        if name.strip()
+    )
     if not is_loopback(bind_host):
-        return None
-    return (*LOOPBACK_HOSTS, bind_host.strip("[]").lower())
+        return (*LOOPBACK_HOSTS, *configured) if configured else None
+    return (*LOOPBACK_HOSTS, bind_host.strip("[]").lower(), *configured)
 
 
 def _host_name(value: str) -> str:

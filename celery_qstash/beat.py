@@ -50,6 +50,9 @@ __all__ = [
 
 DEFAULT_PREFIX = "celery-beat-"
 FINGERPRINT_HEADER = "X-Celery-Beat-Fingerprint"
+#: The app (its ``main`` name) a schedule was synced from: another app sharing the QStash
+#: account and the prefix never deletes or overwrites it.
+OWNER_HEADER = "X-Celery-Beat-App"
 #: Options of a beat entry that make no sense for a message QStash produces on a timetable.
 _PER_CALL_ONLY = ("countdown", "eta", "expires", "task_id")
 
@@ -257,6 +260,7 @@ def desired_schedules(
             create["flow_control"] = request.flow_control.as_sdk()
         if request.redact_headers:
             create["redact"] = {"header": list(request.redact_headers)}
+        create["headers"][OWNER_HEADER] = _owner(app)
         digest_of = {k: v for k, v in create.items() if k != "headers"}
         digest_of["headers"] = {
             k: (hashlib.sha256(v.encode()).hexdigest() if k == "Authorization" else v)
@@ -271,6 +275,10 @@ def desired_schedules(
     return wanted, skipped
 
 
+def _owner(app: Any) -> str:
+    return str(app.main or "")
+
+
 def _header(headers: Any, name: str) -> str | None:
     if not isinstance(headers, Mapping):
         return None
@@ -283,11 +291,29 @@ def _header(headers: Any, name: str) -> str | None:
 def plan_sync(
     app: Any, client: Any, *, prefix: str = DEFAULT_PREFIX, settings: Settings | None = None
 ) -> list[Change]:
-    """What ``sync`` would do: compare the wanted schedules with QStash's (our prefix only)."""
+    """What ``sync`` would do: compare the wanted schedules with QStash's (our prefix only;
+    those another app synced, by their owner header, are left alone)."""
     wanted, changes = desired_schedules(app, prefix=prefix, settings=settings)
-    existing = {s.schedule_id: s for s in client.schedule.list()
-                if s.schedule_id.startswith(prefix)}
+    owner = _owner(app)
+    existing: dict[str, Any] = {}
+    others: dict[str, str] = {}  # schedule id -> the other app that owns it
+    for s in client.schedule.list():
+        if not s.schedule_id.startswith(prefix):
+            continue
+        # No owner header: synced before it existed, so this app's to manage.
+        found = _header(s.headers, OWNER_HEADER)
+        if found is None or found == owner:
+            existing[s.schedule_id] = s
+        else:
+            others[s.schedule_id] = found
     for d in wanted:
+        if d.schedule_id in others:
+            changes.append(Change(
+                "skip", d.schedule_id, d.entry, d.cron,
+                reason=f"schedule belongs to app {others[d.schedule_id]!r} on this QStash "
+                "account: give this app its own --prefix",
+            ))
+            continue
         current = existing.pop(d.schedule_id, None)
         if current is None:
             action = "create"

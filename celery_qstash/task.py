@@ -104,35 +104,11 @@ class QStashTask(Task):  # type: ignore[misc]
         **options: Any,
     ) -> Any:
         app = self._get_app()
-        if self.soft_time_limit and self.time_limit and self.soft_time_limit > self.time_limit:
-            raise ValueError("soft_time_limit must be less or equal than time_limit")
-        if args is not None and not isinstance(args, (list, tuple)):
-            raise TypeError("task args must be a list or tuple")
-        if kwargs is not None and not isinstance(kwargs, Mapping):
-            raise TypeError("task keyword arguments must be a mapping")
-        if self.typing:
-            check = getattr(self, "__header__", None)
-            if check is not None:
-                check(*(args or ()), **(kwargs or {}))
-
-        merged = dict(self._get_exec_options(), **options)
-        merged.setdefault("ignore_result", self.ignore_result)
-        if not merged.get("queue") and app.conf.task_routes:
-            merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
-        if producer is not None:
-            merged["producer"] = producer
         task_id = task_id or uuid()
-        settings = load_settings(app.conf)
-        now = time.time()
-        plan = plan_publish(
-            task=task_attrs(self),
-            task_id=task_id,
-            options=merged,
-            settings=settings,
-            now=now,
-            link=link,
-            link_error=link_error,
-            shadow=shadow or self.shadow_name(args, kwargs, merged),
+        plan, settings, now, merged = self._plan_call(
+            app, args, kwargs, task_id,
+            options if producer is None else {**options, "producer": producer},
+            link=link, link_error=link_error, shadow=shadow,
         )
         if plan.is_expired(now):
             return self._expired(task_id, eager=bool(app.conf.task_always_eager) or eager_forced())
@@ -248,20 +224,15 @@ class QStashTask(Task):  # type: ignore[misc]
             # task.apply() itself or Celery's eager canvas (group, chord body): nothing
             # went through our apply_async, so validate here what it would have.
             task_id = task_id or uuid()
-            settings = load_settings(app.conf)
-            now = time.time()
-            plan = plan_publish(
-                task=task_attrs(self),
-                task_id=task_id,
-                options={k: v for k, v in options.items() if k != "shadow"},
-                settings=settings,
-                now=now,
-                link=link,
-                link_error=link_error,
-                shadow=options.get("shadow") or self.shadow_name(args, kwargs, options),
+            plan, settings, now, merged = self._plan_call(
+                app, args, kwargs, task_id,
+                {k: v for k, v in options.items() if k != "shadow"},
+                link=link, link_error=link_error, shadow=options.get("shadow"),
             )
             if plan.is_expired(now):
                 return self._expired(task_id, eager=True)
+            # Production serialises the args on the way to the body; so does this.
+            args, kwargs = _roundtrip(args, kwargs, merged.get("serializer") or self.serializer)
             token = _eager.set(_Eager(task_id, plan, settings))
         try:
             # link/link_error are QStash callback URLs (validated above), not signatures
@@ -325,6 +296,52 @@ class QStashTask(Task):  # type: ignore[misc]
         # has a tracer here). An override should call super() to keep email_delivered.
         _report_eager_delivery(self, status, task_id)
         super().after_return(status, retval, task_id, args, kwargs, einfo)
+
+    def _plan_call(
+        self,
+        app: Any,
+        args: Any,
+        kwargs: Any,
+        task_id: str,
+        options: dict[str, Any],
+        *,
+        link: Any,
+        link_error: Any,
+        shadow: str | None,
+    ) -> tuple[PublishPlan, Settings, float, dict[str, Any]]:
+        """Check a call and plan its publish, as production does: shared by ``apply_async``
+        and eager ``apply()``/canvas, so eager mode refuses exactly what production does.
+
+        The options are the task's own execution options (queue, serializer...) with the
+        call's over them, ``ignore_result``, and the queue ``task_routes`` gives the call.
+        """
+        if self.soft_time_limit and self.time_limit and self.soft_time_limit > self.time_limit:
+            raise ValueError("soft_time_limit must be less or equal than time_limit")
+        if args is not None and not isinstance(args, (list, tuple)):
+            raise TypeError("task args must be a list or tuple")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError("task keyword arguments must be a mapping")
+        if self.typing:
+            check = getattr(self, "__header__", None)
+            if check is not None:
+                check(*(args or ()), **(kwargs or {}))
+        merged = dict(self._get_exec_options(), **options)
+        merged.setdefault("ignore_result", self.ignore_result)
+        if not merged.get("queue") and app.conf.task_routes:
+            merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
+        settings = load_settings(app.conf)
+        now = time.time()
+        plan = plan_publish(
+            task=task_attrs(self),
+            task_id=task_id,
+            options=merged,
+            settings=settings,
+            now=now,
+            link=link,
+            link_error=link_error,
+            shadow=shadow or self.shadow_name(args, kwargs, merged),
+        )
+        return plan, settings, now, merged
 
     def _render(self, task_id: str, args: Any, kwargs: Any) -> Any:
         """Run the body with a request context, as a worker would (self.request.id works).

@@ -496,3 +496,58 @@ def test_dlq_list_and_inspect_tell_a_callback_from_the_email(cli: click.Group, f
     assert "SUCCESS (DELIVERED)" in out
     tail = out.split("Callbacks (they do not change the task's state):", 1)[1]
     assert "callback" in tail and "FAILURE" in tail
+
+
+def test_nothing_listening_names_the_url_and_suggests_dev(
+    cli: click.Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery_qstash._serving import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("QSTASH_URL", url)
+    monkeypatch.setenv("QSTASH_TOKEN", TOKEN)
+
+    code, out = run(cli, "status")
+
+    assert code == 69
+    assert url in out and "celery-qstash dev" in out
+    assert TOKEN not in out and "Traceback" not in out
+
+
+def test_beat_sync_exits_as_the_other_commands_when_qstash_is_down(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from celery_qstash._serving import free_port
+    from celery_qstash.cli import main
+
+    url = f"http://127.0.0.1:{free_port()}"
+    project = Path(str(tmp_path))
+    (project / "beatproj_down.py").write_text(textwrap.dedent("""
+        from celery import Celery
+        from celery.schedules import crontab
+        from celery_qstash import Email, QStashTask
+
+        app = Celery("beatproj_down", set_as_current=False)
+
+        @app.task(base=QStashTask, name="beatproj_down.digest", shared=False)
+        def digest():
+            return Email(to="a@example.com", from_="b@example.com", subject="d", text="d")
+
+        app.conf.beat_schedule = {"digest": {"task": "beatproj_down.digest",
+                                             "schedule": crontab(minute=0, hour=8)}}
+    """))
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.setenv("QSTASH_URL", url)
+    monkeypatch.setenv("QSTASH_TOKEN", TOKEN)
+    monkeypatch.setenv("AUTOSEND_API_KEY", "as-key-BEAT-S3CRET")
+    monkeypatch.delitem(sys.modules, "beatproj_down", raising=False)
+
+    result = CliRunner().invoke(main, ["beat", "sync", "-A", "beatproj_down:app"])
+
+    assert result.exit_code == 69, result.output
+    assert url in result.output and "celery-qstash dev" in result.output
+    assert TOKEN not in result.output and "as-key-BEAT-S3CRET" not in result.output

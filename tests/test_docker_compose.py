@@ -174,3 +174,24 @@ def test_the_readme_says_how_to_run_it() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "docker compose up --build" in readme
     assert "docker compose --profile official up" in readme
+
+
+def test_every_server_checks_the_host_by_the_names_it_is_reached_at(
+    services: dict[str, Any],
+) -> None:
+    # Bound to 0.0.0.0 the servers accept any Host unless told the names: without them a
+    # DNS-rebinding page reaches the inbox, the emulator (public dev token) and the
+    # dashboard (public dev:dev) through the ports published on 127.0.0.1.
+    from celery_qstash._serving import ALLOWED_HOSTS_ENV
+
+    reached: dict[str, set[str]] = {name: set() for name in ("qstash", "autosend", "dashboard")}
+    text = yaml.safe_dump(services)
+    for host in re.findall(r"https?://([a-z0-9-]+)(?::\d+)?", text):
+        if host in reached:
+            reached[host].add(host)
+    for name, names in reached.items():
+        env = services[name].get("environment") or {}
+        allowed = {h.strip().lower() for h in str(env.get(ALLOWED_HOSTS_ENV, "")).split(",")}
+        assert allowed - {""}, f"{name} sets no {ALLOWED_HOSTS_ENV}"
+        assert names <= allowed, (name, names, allowed)
+        assert "evil.example" not in allowed

@@ -301,3 +301,64 @@ def test_outbox_repr_has_no_secret(eager: Celery, no_network: respx.MockRouter, 
     send_welcome.delay(1)
     assert autosend_api_key not in repr(outbox.last)
     assert autosend_api_key not in repr(list(outbox))
+
+
+# --- task.apply() and the eager canvas validate what production's apply_async does ---------
+
+
+def _call_both(app: Celery, call: Any) -> tuple[str, str]:
+    """The error ``call(app)`` meets in production (respx QStash) and in eager mode."""
+    outcomes = []
+    for eager_on in (False, True):
+        app.conf.task_always_eager = eager_on
+        try:
+            with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock:
+                mock.post(url__regex=r".*/v2/(publish|enqueue)/.+").respond(
+                    200, json={"messageId": "msg_1"})
+                call(app)
+            outcomes.append("accepted")
+        except Exception as exc:  # the comparison is the point
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+    return outcomes[0], outcomes[1]
+
+
+@pytest.mark.parametrize("how", ["apply", "group"])
+def test_eager_apply_refuses_what_task_routes_make_production_refuse(app: Celery, how: str) -> None:
+    # rate_limit is flow control, which QStash's enqueue (a routed queue) does not take.
+    app.conf.task_routes = {"tests.routed_rate": {"queue": "emails"}}
+
+    @app.task(base=QStashTask, name="tests.routed_rate", rate_limit="10/m", shared=False)
+    def routed_rate() -> Email:
+        return Email(to="a@example.com", from_="b@example.com", subject="s", text="t")
+
+    def call(_: Celery) -> None:
+        if how == "apply":
+            routed_rate.apply()
+        else:
+            group(routed_rate.s()).apply_async()
+
+    production, eager_mode = _call_both(app, call)
+    assert production.startswith("UnsupportedOption: rate_limit")
+    assert eager_mode == production
+
+
+def test_eager_apply_refuses_the_serializer_production_refuses(app: Celery) -> None:
+    @app.task(base=QStashTask, name="tests.pickled", serializer="pickle", shared=False)
+    def pickled() -> Email:
+        return Email(to="a@example.com", from_="b@example.com", subject="s", text="t")
+
+    production, eager_mode = _call_both(app, lambda _: pickled.apply())
+    assert production.startswith("UnsupportedOption: serializer")
+    assert eager_mode == production
+
+
+def test_eager_apply_refuses_arguments_production_cannot_serialize(app: Celery) -> None:
+    production, eager_mode = _call_both(app, lambda _: send_welcome.apply(args=(object(),)))
+    assert production != "accepted"
+    assert eager_mode == production
+
+
+def test_eager_apply_checks_the_call_as_production_does(app: Celery) -> None:
+    production, eager_mode = _call_both(app, lambda _: send_welcome.apply(args="42"))
+    assert production == "TypeError: task args must be a list or tuple"
+    assert eager_mode == production

@@ -540,3 +540,71 @@ def test_a_broken_setting_is_a_503_not_a_500(cb_app: Celery, recorder: Recorder,
     assert response.status == 503
     assert "qstash_callback_url" in caplog.text
     assert recorder.events == []
+
+
+def test_a_replayed_signature_under_another_message_id_fires_nothing(
+    cb_app: Celery, recorder: Recorder
+) -> None:
+    # Upstash-Message-Id is not covered by the signature: a captured callback replayed
+    # within its 5-minute validity with a fresh message id must still be a duplicate.
+    receiver = CallbackReceiver(cb_app)
+    original = signed(callback_body(), message_id="msg_cb_a")
+    replay = ReceivedRequest(
+        "POST", URL,
+        {"upstash-signature": original.header("Upstash-Signature") or "",
+         "Upstash-Message-Id": "msg_cb_forged"},
+        original.body,
+    )
+    assert receiver.handle(original).payload["outcome"] == "delivered"
+    again = receiver.handle(replay)
+    assert again.status == 200 and again.payload["outcome"] == "duplicate"
+    assert recorder.names().count("email_delivered") == 1
+    assert recorder.names().count("on_success") == 1
+
+
+def test_a_redelivery_signed_anew_is_still_deduplicated_on_its_message_id(
+    cb_app: Celery, recorder: Recorder
+) -> None:
+    # QStash signs each delivery attempt afresh (new jti): the message id still matches.
+    receiver = CallbackReceiver(cb_app)
+    receiver.handle(signed(callback_body(), message_id="msg_cb_b"))
+    again = receiver.handle(signed(callback_body(), message_id="msg_cb_b"))
+    assert again.payload["outcome"] == "duplicate"
+    assert recorder.names().count("email_delivered") == 1
+
+
+def test_flask_route_stops_reading_a_chunked_body_past_the_limit(cb_app: Celery) -> None:
+    # No Content-Length (chunked): the whole body used to be read into memory, unsigned,
+    # before the size check.
+    from flask import Flask
+    from werkzeug.test import EnvironBuilder
+
+    class Endless(io.RawIOBase):
+        def __init__(self) -> None:
+            self.served = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            if self.served >= 50_000_000:
+                return 0
+            size = min(len(buffer), 65536)
+            buffer[:size] = b"x" * size
+            self.served += size
+            return size
+
+    web = Flask("cb")
+    flask_route(web, "/qstash/callback", cb_app, max_body=1000)
+    environ = EnvironBuilder(path="/qstash/callback", method="POST", headers={
+        "Transfer-Encoding": "chunked", "Upstash-Signature": "x"}).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    source = Endless()
+    environ["wsgi.input"] = io.BufferedReader(source)
+    environ["wsgi.input_terminated"] = True
+    statuses: list[str] = []
+
+    body = b"".join(web.wsgi_app(environ, lambda status, headers: statuses.append(status)))
+
+    assert statuses[0].startswith("413") and b"1000" in body
+    assert source.served < 1_000_000

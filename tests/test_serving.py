@@ -40,3 +40,20 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_refuses_what_is_not_a_positive_size(text: str) -> None:
     with pytest.raises(ValueError, match="invalid size"):
         parse_size(text)
+
+
+def test_allowed_hosts_from_the_environment_keep_dns_rebinding_out_off_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bound to 0.0.0.0 (a container) there was no Host check at all: a page whose name
+    # resolves to 127.0.0.1 read and drove the servers through the published ports.
+    from celery_qstash._serving import ALLOWED_HOSTS_ENV, local_hosts
+
+    monkeypatch.delenv(ALLOWED_HOSTS_ENV, raising=False)
+    assert local_hosts("0.0.0.0") is None  # unchanged without the setting
+    monkeypatch.setenv(ALLOWED_HOSTS_ENV, " qstash, Autosend ,")
+    hosts = local_hosts("0.0.0.0")
+    assert hosts is not None
+    assert {"qstash", "autosend", "127.0.0.1", "localhost", "::1"} <= set(hosts)
+    assert "evil.example" not in hosts
+    assert "autosend" in (local_hosts("127.0.0.1") or ())

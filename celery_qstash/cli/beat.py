@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from typing import Any
 
 import click
 
 from ..beat import DEFAULT_PREFIX, sync
 from ..config import load_settings
-from ..errors import CeleryQStashError, scrub
+from ..errors import CeleryQStashError
+from .apps import celery_cli_app, import_app
+from .status import Unavailable, unavailable_message
 
 __all__ = ["beat_group"]
 
 
 def _load_app(app_path: str, param_hint: str = "-A") -> Any:
-    module_name, _, attr = app_path.partition(":")
-    if "." not in sys.path and "" not in sys.path:
-        sys.path.insert(0, "")  # like `celery -A`: the current directory is importable
-    try:
-        module = importlib.import_module(module_name)
-        app = getattr(module, attr or "app")
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(
-            f"cannot load {app_path!r}: {exc}", param_hint=param_hint
-        ) from None
+    app = import_app(app_path, param_hint)
     # As `celery beat` does: the app's task modules, so every entry's task is registered.
     app.loader.import_default_modules()
     return app
 
 
 def _celery_cli_app() -> Any:
-    """The app `celery -A proj qstash beat sync` loaded (Celery keeps it on the root context)."""
-    ctx = click.get_current_context(silent=True)
-    app = getattr(ctx.find_root().obj, "app", None) if ctx is not None else None
+    """The app `celery -A proj qstash beat sync` loaded."""
+    app = celery_cli_app()
     if app is None:
         raise click.UsageError("which app? give -A MODULE:APP (as for `celery -A`)")
     app.loader.import_default_modules()
@@ -67,8 +57,8 @@ def beat_sync(app_path: str | None, dry_run: bool, prefix: str) -> None:
     except CeleryQStashError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # the SDK's QStashError, httpx's network errors
-        secrets = settings.secrets if settings is not None else ()
-        raise click.ClickException(f"QStash request failed: {scrub(str(exc), secrets)}") from None
+        # Exit 69 (EX_UNAVAILABLE), naming the URL when nothing answers, as the other commands.
+        raise Unavailable(unavailable_message(exc, settings)) from None
     counts: dict[str, int] = {}
     for change in changes:
         counts[change.action] = counts.get(change.action, 0) + 1

@@ -138,6 +138,28 @@ def _wait_for_stop() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+_verified = click.option(
+    "--verified-domain", "verified_domains", multiple=True,
+    help="sandbox: accept only this sender domain in `from` (repeatable; default: any)",
+)
+_retry_after = click.option(
+    "--retry-after/--no-retry-after", default=False, show_default=True,
+    help="sandbox: send a Retry-After header on 429 (AutoSend documents only the body's "
+    "retryAfter, so production retries on QStash's own backoff)",
+)
+_per_minute = click.option(
+    "--rate-per-minute", type=click.IntRange(min=0), default=0, show_default=True,
+    help="sandbox: a second, per-minute limit per key (0: off; AutoSend documents 2/s)",
+)
+
+
+_plan = click.option(
+    "--plan", type=click.Choice(["free", "payg", "pro"]), default=None,
+    help="emulator: enforce this QStash plan's quotas (daily messages, per-second burst, "
+    "queue/schedule/group caps); default: none",
+)
+
+
 @click.command()
 @_host
 @click.option("--port", default=EMULATOR_PORT, show_default=True, help="QStash emulator port")
@@ -148,6 +170,10 @@ def _wait_for_stop() -> None:
 @click.option("--no-dashboard", is_flag=True, help="do not start the dashboard")
 @_data_dir(".qstash-dev")
 @_route
+@_verified
+@_retry_after
+@_per_minute
+@_plan
 @click.option(
     "--app", "-A", "app_path", metavar="MODULE:APP", default=None,
     help="also host this Celery app's callback receiver (on_success, task_success, "
@@ -164,6 +190,10 @@ def dev(
     no_dashboard: bool,
     data_dir: Path,
     route_specs: tuple[str, ...],
+    verified_domains: tuple[str, ...],
+    retry_after: bool,
+    rate_per_minute: int,
+    plan: str | None,
     app_path: str | None,
     receiver_port: int,
     max_body: int | None,
@@ -201,11 +231,14 @@ def dev(
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
     try:
-        box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox").start()
+        box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
+                            verified_domains=verified_domains or None,
+                            retry_after_header=retry_after,
+                            rate_per_minute=rate_per_minute or None).start()
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
-                                max_body=max_body or DEFAULT_MAX_BODY).start()
+                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan).start()
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
@@ -284,6 +317,7 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
 @_route
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
+@_plan
 def emulator(
     host: str,
     port: int,
@@ -291,6 +325,7 @@ def emulator(
     route_specs: tuple[str, ...],
     tokens: tuple[str, ...],
     max_body: int | None,
+    plan: str | None,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
@@ -301,7 +336,7 @@ def emulator(
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, routes=routes,
-          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY)
+          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
 
 
 @click.command()
@@ -315,9 +350,12 @@ def emulator(
     help="accept only these AutoSend keys (repeatable; default: any key)",
 )
 @_max_body("the sandbox", "10MB")
-def sandbox(
-    host: str, port: int, data_dir: Path, api_keys: tuple[str, ...], max_body: int | None
-) -> None:
+@_verified
+@_retry_after
+@_per_minute
+def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
+            max_body: int | None, verified_domains: tuple[str, ...], retry_after: bool,
+            rate_per_minute: int) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
     from ..sandbox import DEFAULT_MAX_BODY, serve
@@ -326,4 +364,6 @@ def sandbox(
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
-          max_body=max_body or DEFAULT_MAX_BODY)
+          max_body=max_body or DEFAULT_MAX_BODY,
+          verified_domains=verified_domains or None, retry_after_header=retry_after,
+          rate_per_minute=rate_per_minute or None)

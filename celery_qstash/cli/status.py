@@ -8,7 +8,6 @@ through :mod:`celery_qstash.status`, as the dashboard's do.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import click
+import httpx
 
 from ..attempts import Step, human_duration, steps
 from ..config import Settings, load_settings
@@ -36,6 +36,8 @@ from ..status import (
     redact_headers,
     safe_url,
 )
+from ..transports.qstash import no_answer_hint
+from .apps import celery_cli_app, import_app
 
 __all__ = [
     "dashboard_cmd",
@@ -59,21 +61,8 @@ def _app_option(fn: F) -> F:
 
 
 def _load_conf(app_path: str | None) -> Any:
-    if not app_path:
-        # Under `celery -A proj qstash ...`, Celery has loaded the app already and keeps it
-        # on the root context (its CLIContext); `celery-qstash` has no such object.
-        ctx = click.get_current_context(silent=True)
-        celery_app = getattr(ctx.find_root().obj, "app", None) if ctx is not None else None
-        return celery_app.conf if celery_app is not None else None
-    module_name, _, attr = app_path.partition(":")
-    if "." not in sys.path and "" not in sys.path:
-        sys.path.insert(0, "")  # like `celery -A`: the current directory is importable
-    try:
-        module = importlib.import_module(module_name)
-        app = getattr(module, attr or "app")
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {app_path!r}: {exc}", param_hint="--app") from None
-    return app.conf
+    celery_app = import_app(app_path, "--app") if app_path else celery_cli_app()
+    return celery_app.conf if celery_app is not None else None
 
 
 def _settings(app_path: str | None) -> Settings:
@@ -109,11 +98,18 @@ def _errors(settings: Settings | None = None, command: str = "") -> Iterator[Non
     except (click.ClickException, click.Abort):
         raise
     except Exception as exc:  # the SDK's QStashError, httpx's network errors
-        secrets = settings.secrets if settings is not None else ()
-        what = f"Unable to run `{command}`: " if command else ""
-        raise Unavailable(
-            f"{what}QStash request failed: {scrub(str(exc), secrets)}"
-        ) from None
+        raise Unavailable(unavailable_message(exc, settings, command)) from None
+
+
+def unavailable_message(exc: Exception, settings: Settings | None, command: str = "") -> str:
+    """A failed QStash request in one line: no secret; where and what to check when
+    nothing answered."""
+    secrets = settings.secrets if settings is not None else ()
+    what = f"Unable to run `{command}`: " if command else ""
+    message = f"{what}QStash request failed: {scrub(str(exc), secrets)}"
+    if settings is not None and isinstance(exc, httpx.TransportError):
+        message += ". " + no_answer_hint(settings.qstash_url)
+    return message
 
 
 def _echo_json(data: Any, settings: Settings) -> None:

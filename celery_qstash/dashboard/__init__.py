@@ -35,6 +35,7 @@ from ..devserver import DASHBOARD_PORT
 from ..errors import ConfigurationError
 from ..status import StatusClient
 from . import api, views
+from .html import task_path
 
 __all__ = ["LOOPBACK_HOSTS", "check_bind", "create_app", "is_loopback", "local_hosts", "serve"]
 
@@ -108,7 +109,7 @@ def _home(request: Request) -> Response:
 
 def _flower_task_page(request: Request) -> Response:
     """Flower's task page path, ``/task/<id>``, leads to ours."""
-    return RedirectResponse(f"/tasks/{request.path_params['task_id']}", status_code=307)
+    return RedirectResponse(task_path(request.path_params["task_id"]), status_code=307)
 
 
 async def _healthcheck(request: Request) -> Response:
@@ -121,9 +122,10 @@ ROUTES = [
     Route("/healthcheck", _healthcheck),
     # Pages
     Route("/tasks", views.tasks_page),
-    Route("/tasks/{task_id}", views.task_page),
-    Route("/tasks/{task_id}/revoke", views.task_revoke, methods=["POST"]),
-    Route("/task/{task_id}", _flower_task_page),
+    # A task id may contain "/" (any printable but space and comma): the rest of the path.
+    Route("/tasks/{task_id:path}/revoke", views.task_revoke, methods=["POST"]),
+    Route("/tasks/{task_id:path}", views.task_page),
+    Route("/task/{task_id:path}", _flower_task_page),
     Route("/dlq", views.dlq_page),
     Route("/dlq/bulk", views.dlq_bulk, methods=["POST"]),
     Route("/dlq/{dlq_id}/retry", views.dlq_retry, methods=["POST"]),

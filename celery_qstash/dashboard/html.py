@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from celery import states
 
@@ -22,7 +22,7 @@ from ..attempts import relative
 
 __all__ = [
     "Safe", "badge", "chart", "confirm", "e", "fmt_time", "id_link", "layout", "link", "pretty",
-    "query", "rel_time", "state_class", "table", "utc_text",
+    "query", "rel_time", "state_class", "table", "task_path", "utc_text",
 ]
 
 
@@ -63,6 +63,12 @@ def rel_time(ts: float | None, now: float) -> Safe:
         f'<time datetime="{e(moment.isoformat())}" title="{e(utc_text(ts))}">'
         f"{e(relative(ts, now))}</time>"
     )
+
+
+def task_path(task_id: str) -> str:
+    """The task page's path. A task id may hold ``/``, ``?``, ``#``, ``%``... (any printable
+    but space and comma), so it is percent-encoded whole; the routes take it as a path."""
+    return "/tasks/" + quote(task_id, safe="")
 
 
 def id_link(href: str, full_id: str) -> Safe:

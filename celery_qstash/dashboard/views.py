@@ -52,6 +52,7 @@ from .html import (
     rel_time,
     state_class,
     table,
+    task_path,
 )
 
 __all__ = [
@@ -105,7 +106,7 @@ def _task_rows(request: Request, records: Sequence[TaskRecord]) -> list[list[Saf
     for r in records:
         due = rel_time(r.next_delivery, now) if r.next_delivery else e(None)
         rows.append([
-            id_link(f"/tasks/{r.task_id}", r.task_id),
+            id_link(task_path(r.task_id), r.task_id),
             Safe(f'<a href="/tasks?{e(query({"name": r.name}))}" title="{e(r.name)}">'
                  f"{e(r.name)}</a>"),
             badge(r.state),
@@ -322,10 +323,10 @@ def task_page(request: Request) -> Response:
     inbox = request.app.state.inbox_url
     actions: list[str] = []
     if record.state not in states.READY_STATES:
-        actions.append(confirm(f"/tasks/{record.task_id}/revoke", "Revoke",
+        actions.append(confirm(f"{task_path(record.task_id)}/revoke", "Revoke",
                                "QStash will not deliver it.", button_id="revoke"))
     if dlq_id:
-        back = query({"next": f"/tasks/{record.task_id}"})
+        back = query({"next": task_path(record.task_id)})
         actions.append(f'<form class="inline" method="post" action="/dlq/{e(dlq_id)}/retry?'
                        f'{e(back)}"><button type="submit" class="act" id="retry">Retry</button>'
                        "</form>")
@@ -416,7 +417,7 @@ def _confirmed(request: Request) -> bool:
 def task_revoke(request: Request) -> Response:
     """Revoke: cancel the task's message (after the confirm step), then back to its page."""
     task_id = request.path_params["task_id"]
-    target = f"/tasks/{task_id}"
+    target = task_path(task_id)
     if not _confirmed(request):
         return _confirm_page("Revoke this task?", f"Revoke task {task_id}? QStash will cancel "
                              "its message and the email will not be sent.",
@@ -469,7 +470,7 @@ def dlq_page(request: Request) -> Response:
             f'<tr id="dlq-{e(d.dlq_id)}">'
             f'<td><input type="checkbox" name="id" value="{e(d.dlq_id)}" form="bulk" '
             f'aria-label="select {e(d.dlq_id)}"></td>'
-            f"<td>{id_link(f'/tasks/{d.task_id}', d.task_id)}{what}</td>"
+            f"<td>{id_link(task_path(d.task_id), d.task_id)}{what}</td>"
             f'<td title="{e(d.name)}">{e(d.name)}</td>'
             f'<td title="{e(d.recipient)}">{e(d.recipient)}</td>'
             f'<td title="{e(d.subject)}">{e(d.subject)}</td>'

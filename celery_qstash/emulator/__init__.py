@@ -37,9 +37,10 @@ from celery_qstash import devserver
 from celery_qstash._serving import ThreadedServer, local_hosts, run
 from celery_qstash.clock import Clock, SystemClock
 
-from .api import build_app
 from .delivery import DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
-from .store import Store
+from .plans import PLANS, Plan, Quotas
+from .routes import build_app
+from .store import DLQ_RETENTION_S, Store
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -109,13 +110,17 @@ class Emulator:
         start_delivery: bool = False,
         allowed_hosts: Sequence[str] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        dlq_retention_s: float = DLQ_RETENTION_S,
+        plan: str | Plan | None = None,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be a positive number of bytes")
         self.allowed_hosts = allowed_hosts
         self.max_body = max_body
         self.clock: Clock = clock or SystemClock()
-        self.store = Store(data_dir, self.clock)
+        #: QStash's plan quotas, when asked for (``--plan``); None: no quota at all.
+        self.quotas = Quotas(PLANS[plan] if isinstance(plan, str) else plan) if plan else None
+        self.store = Store(data_dir, self.clock, dlq_retention_s=dlq_retention_s)
         self._users = _user_table(tokens)
         self._default_keys = {user: keys for user, keys in self._users.values()}
         self.loop = DeliveryLoop(
@@ -202,12 +207,14 @@ class EmulatorServer:
         start_delivery: bool = True,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
         max_body: int = DEFAULT_MAX_BODY,
+        plan: str | Plan | None = None,
     ) -> None:
         self.emulator = Emulator(data_dir, clock=clock, routes=routes, tokens=tokens,
                                  http_client_factory=http_client_factory,
                                  max_timeout_ms=max_timeout_ms,
                                  start_delivery=start_delivery,
-                                 allowed_hosts=local_hosts(host), max_body=max_body)
+                                 allowed_hosts=local_hosts(host), max_body=max_body,
+                                 plan=plan)
         self._server = ThreadedServer(self.emulator.app, host, port)
         self.token = devserver.DEV_TOKEN
 
@@ -245,6 +252,7 @@ def serve(
     routes: Mapping[str, str] | None = None,
     extra_tokens: Iterable[str] = (),
     max_body: int = DEFAULT_MAX_BODY,
+    plan: str | None = None,
 ) -> None:
     """Run the emulator until Ctrl-C. Every acknowledged publish is already committed,
     so stopping (or being killed) loses nothing; unfinished attempts are retried on restart.
@@ -252,7 +260,7 @@ def serve(
     effective_routes = dict(routes) if routes is not None else routes_from_env()
     emulator = Emulator(data_dir, routes=effective_routes, tokens=list(extra_tokens),
                         start_delivery=True, allowed_hosts=local_hosts(host),
-                        max_body=max_body)
+                        max_body=max_body, plan=plan)
     where = "in memory" if data_dir is None else f"in {data_dir}"
     print(f"QStash emulator is running at http://{host}:{port} (state {where})", flush=True)
     for prefix, target in effective_routes.items():

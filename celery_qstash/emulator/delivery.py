@@ -151,14 +151,12 @@ class DeliveryLoop:
             ("Upstash-Retried", str(message["retried"])),
             ("Upstash-Caller-Ip", message.get("caller_ip") or "127.0.0.1"),
         ]
+        # The documented delivery headers only (qstash docs "receiving": no endpoint or
+        # queue name travels to the destination).
         if message.get("topic"):
             headers.append(("Upstash-Topic-Name", message["topic"]))
-        if message.get("endpoint"):
-            headers.append(("Upstash-Endpoint-Name", message["endpoint"]))
         if message.get("schedule_id"):
             headers.append(("Upstash-Schedule-Id", message["schedule_id"]))
-        if message.get("queue"):
-            headers.append(("Upstash-Queue-Name", message["queue"]))
         timeout_ms = min(options.timeout_ms or self.max_timeout_ms, self.max_timeout_ms)
         timed_out = AttemptResult(None, error=f"timeout after {timeout_ms} ms calling {_host(url)}")
         # Upstash-Timeout bounds the whole attempt, not each read: a destination that

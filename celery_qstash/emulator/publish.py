@@ -1,9 +1,9 @@
 """From a publish request's ``Upstash-*`` headers to validated, storable options.
 
-Pure functions and dataclasses, no HTTP framework and no state: ``api.py`` feeds
-in the headers, ``store.py`` persists the result as JSON, ``delivery.py`` reads
-it back. Every validation error is a :class:`BadRequest` that names the header,
-as QStash's 400 responses do.
+Pure functions and dataclasses, no HTTP framework and no state: ``routes/`` feeds
+in the headers (``validate.py`` checks each value), ``store/`` persists the result
+as JSON, ``delivery.py`` reads it back. Every validation error is a
+:class:`BadRequest` that names the header, as QStash's 400 responses do.
 """
 
 from __future__ import annotations
@@ -16,11 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from .cron import CronError, next_after
 from .errors import BadRequest
-from .retry_delay import RetryDelayError, compile_retry_delay
+from .validate import (
+    check_header_name,
+    check_header_value,
+    check_retry_delay,
+    check_url,
+    parse_bool,
+    parse_duration_ms,
+    parse_int,
+    parse_method,
+)
 
 __all__ = [
     "DEFAULT_MAX_TIMEOUT_MS",
@@ -41,7 +48,9 @@ __all__ = [
 ]
 
 DEFAULT_RETRIES = 3
-MAX_RETRIES = 100
+#: The highest plan's retry maximum (QStash pricing, "Max Retry Count": Free 3,
+#: pay-as-you-go 5, Pro/Enterprise 20): more is refused, as QStash refuses it.
+MAX_RETRIES = 20
 MAX_PERIOD_SECONDS = 7 * 86_400
 #: Longest ``Upstash-Delay`` (QStash pay-as-you-go maximum: 1 year).
 MAX_DELAY_MS = 365 * 86_400_000
@@ -49,7 +58,6 @@ MAX_DELAY_MS = 365 * 86_400_000
 DEFAULT_MAX_TIMEOUT_MS = 15 * 60 * 1000
 MAX_PARALLELISM = 10_000
 MAX_RATE = 1_000_000
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 #: Request headers never forwarded by ``Upstash-Header-Forward: true``: hop-by-hop
 #: headers, and the publisher's own credentials (the QStash token is a secret).
@@ -147,114 +155,10 @@ class ScheduleOptions:
     publish: PublishOptions
 
 
-_DURATION_PART = re.compile(r"([0-9]+)(ms|d|h|m|s)")
-_MAX_DIGITS = 30  # far beyond any bound below; keeps int() cheap on hostile input
-
-
 def _timeout_ms(text: str, header: str, plan_maximum: int) -> int:
     """``Upstash-Timeout`` "can only shorten the plan maximum": a longer one is capped,
     not refused (a Celery ``time_limit`` of an hour should not fail the publish)."""
-    return min(parse_duration_ms(text, header, MAX_DELAY_MS), plan_maximum)
-
-
-def parse_duration_ms(text: str, header: str, maximum: int | None = None) -> int:
-    """``50s``, ``10h``, ``1d10h30m`` (or a bare number of seconds) as milliseconds.
-
-    ``maximum`` (ms) bounds the result: larger values are a 400, never stored.
-    """
-    value = text.strip()
-    if re.fullmatch(r"[0-9]+", value):
-        parts = [(value, "s")]
-    else:
-        parts = _DURATION_PART.findall(value)
-        if not value or "".join(n + u for n, u in parts) != value:
-            raise BadRequest(
-                f"invalid {header} header: {text!r}, expected a duration like 1d10h30m"
-            )
-    if any(len(n) > _MAX_DIGITS for n, _ in parts):
-        raise BadRequest(f"invalid {header} header: duration is too long")
-    unit_ms = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    total = sum(int(n) * unit_ms[u] for n, u in parts)
-    if maximum is not None and total > maximum:
-        raise BadRequest(
-            f"invalid {header} header: {text!r} is longer than the maximum "
-            f"{_format_ms(maximum)}"
-        )
-    return total
-
-
-def _format_ms(ms: int) -> str:
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
-
-
-def _parse_int(text: str, header: str, low: int, high: int) -> int:
-    stripped = text.strip()
-    if not re.fullmatch(r"[+-]?[0-9]{1,30}", stripped):
-        raise BadRequest(f"invalid {header} header: {text!r} is not an integer")
-    value = int(stripped)
-    if not low <= value <= high:
-        raise BadRequest(f"invalid {header} header: must be between {low} and {high}")
-    return value
-
-
-def _parse_method(text: str, header: str) -> str:
-    method = text.strip().upper()
-    if method not in METHODS:
-        raise BadRequest(f"invalid {header} header: {text!r}, expected one of {', '.join(METHODS)}")
-    return method
-
-
-def _parse_bool(text: str, header: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered not in ("true", "false"):
-        raise BadRequest(f"invalid {header} header: expected true or false")
-    return lowered == "true"
-
-
-def _check_retry_delay(text: str, header: str) -> str:
-    try:
-        return compile_retry_delay(text).source
-    except RetryDelayError as exc:
-        raise BadRequest(f"invalid {header} header: {exc}") from None
-
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
-
-
-def check_header_value(value: str, header: str) -> str:
-    """A value the HTTP client can send as is (printable ASCII), else a 400 naming ``header``."""
-    if not _HEADER_VALUE.fullmatch(value):
-        raise BadRequest(
-            f"invalid {header} header: the value must be printable ASCII "
-            "(no control or non-ASCII characters)"
-        )
-    return value
-
-
-def _check_header_name(name: str, header: str) -> str:
-    if not _TOKEN.fullmatch(name):
-        raise BadRequest(f"invalid header name {header!r}")
-    return name
-
-
-def check_url(url: str, what: str) -> str:
-    """An http(s) URL the HTTP client can call, else a 400 naming ``what``."""
-    if not re.match(r"^https?://[^/\s?#]+", url):
-        raise BadRequest(f"invalid {what}: endpoint has invalid scheme, add http:// or https://")
-    try:
-        parsed = httpx.URL(url)
-        port = parsed.port
-    except Exception:  # httpx.InvalidURL, or ValueError from the IDNA codec
-        raise BadRequest(f"invalid {what}: {url[:200]!r} is not a valid URL") from None
-    if not parsed.host or any(c.isspace() or c == "%" for c in parsed.host):
-        raise BadRequest(f"invalid {what}: {url[:200]!r} has an invalid host")
-    if port is not None and not 0 < port < 65536:
-        raise BadRequest(f"invalid {what}: port {port} is out of range")
-    return url
+    return min(parse_duration_ms(text, header, MAX_DELAY_MS, strict=True), plan_maximum)
 
 
 def _check_url(url: str, header: str) -> str:
@@ -274,10 +178,10 @@ def _parse_flow_control(key: str, value: str) -> FlowControl:
         if not sep:
             raise BadRequest(f"invalid Upstash-Flow-Control-Value header: {item!r}")
         if name == "parallelism":
-            fc.parallelism = _parse_int(raw, "Upstash-Flow-Control-Value parallelism", 1,
+            fc.parallelism = parse_int(raw, "Upstash-Flow-Control-Value parallelism", 1,
                                         MAX_PARALLELISM)
         elif name in ("rate", "ratepersecond"):
-            fc.rate = _parse_int(raw, "Upstash-Flow-Control-Value rate", 1, MAX_RATE)
+            fc.rate = parse_int(raw, "Upstash-Flow-Control-Value rate", 1, MAX_RATE)
         elif name == "period":
             period_ms = parse_duration_ms(raw, "Upstash-Flow-Control-Value period")
             if not 1000 <= period_ms <= MAX_PERIOD_SECONDS * 1000:
@@ -320,22 +224,26 @@ def _callback_options(
         if not lowered.startswith(prefix.lower() + "-") or options is None:
             continue
         if lowered.startswith(forward_prefix):
-            forwarded = _check_header_name(name[len(forward_prefix):], name)
+            forwarded = check_header_name(name[len(forward_prefix):], name)
             check_header_value(value, canonical(name))
             options.headers.setdefault(canonical(forwarded), []).append(value)
             continue
         setting = lowered[len(prefix) + 1:]
         header = canonical(name)
         if setting == "method":
-            options.method = _parse_method(value, header)
+            options.method = parse_method(value, header)
         elif setting == "timeout":
             options.timeout_ms = _timeout_ms(value, header, max_timeout_ms)
         elif setting == "retries":
-            options.retries = _parse_int(value, header, 0, MAX_RETRIES)
+            options.retries = parse_int(value, header, 0, MAX_RETRIES)
         elif setting == "retry-delay":
-            options.retry_delay = _check_retry_delay(value, header)
+            options.retry_delay = check_retry_delay(value, header)
         elif setting == "delay":
-            options.delay_ms = parse_duration_ms(value, header, MAX_DELAY_MS)
+            # QStash dropped callback delays (March 2025); the OAS lists only Method,
+            # Timeout, Retries and Retry-Delay for callbacks. Refused, never ignored.
+            raise BadRequest(f"{header} is not supported: QStash no longer delays callbacks; "
+                             "remove the header (the callback is published when the "
+                             "message finishes)")
     return options
 
 
@@ -374,12 +282,12 @@ def parse_publish_headers(
             lowered = name.lower()
             if lowered.startswith("upstash-") or lowered in _NOT_FORWARDED:
                 continue
-            _check_header_name(name, name)
+            check_header_name(name, name)
             check_header_value(value, canonical(name))
             options.headers.setdefault(canonical(name), []).append(value)
     for name, value in headers:
         if name.lower().startswith("upstash-forward-"):
-            _check_header_name(name[len("upstash-forward-"):], name)
+            check_header_name(name[len("upstash-forward-"):], name)
             check_header_value(value, canonical(name))
             forwarded = canonical(name[len("upstash-forward-"):])
             if forwarded == "Content-Type":  # one content type, the explicit one wins
@@ -388,11 +296,11 @@ def parse_publish_headers(
                 options.headers.setdefault(forwarded, []).append(value)
 
     if "upstash-method" in single:
-        options.method = _parse_method(single["upstash-method"], "Upstash-Method")
+        options.method = parse_method(single["upstash-method"], "Upstash-Method")
     if "upstash-retries" in single:
-        options.retries = _parse_int(single["upstash-retries"], "Upstash-Retries", 0, MAX_RETRIES)
+        options.retries = parse_int(single["upstash-retries"], "Upstash-Retries", 0, MAX_RETRIES)
     if "upstash-retry-delay" in single:
-        options.retry_delay = _check_retry_delay(
+        options.retry_delay = check_retry_delay(
             single["upstash-retry-delay"], "Upstash-Retry-Delay"
         )
     if "upstash-timeout" in single:
@@ -400,14 +308,14 @@ def parse_publish_headers(
                                          max_timeout_ms)
     if "upstash-delay" in single:
         options.delay_ms = parse_duration_ms(single["upstash-delay"], "Upstash-Delay",
-                                             MAX_DELAY_MS)
+                                             MAX_DELAY_MS, strict=True)
     if "upstash-not-before" in single:
-        seconds = _parse_int(single["upstash-not-before"], "Upstash-Not-Before", 0, 2**40)
+        seconds = parse_int(single["upstash-not-before"], "Upstash-Not-Before", 0, 2**40)
         options.not_before_ms = seconds * 1000
     if "upstash-deduplication-id" in single:
         options.dedup_id = single["upstash-deduplication-id"].strip() or None
     if "upstash-content-based-deduplication" in single:
-        options.content_dedup = _parse_bool(
+        options.content_dedup = parse_bool(
             single["upstash-content-based-deduplication"], "Upstash-Content-Based-Deduplication"
         )
     if "upstash-flow-control-key" in single:
@@ -429,7 +337,19 @@ def parse_publish_headers(
         "Upstash-Failure-Callback", single.get("upstash-failure-callback"), headers,
         options.failure_callback, max_timeout_ms,
     )
+    _redact_authorization(options)
     return options
+
+
+def _redact_authorization(options: PublishOptions) -> None:
+    """A forwarded ``Authorization`` (the AutoSend key) is a secret even unasked: shown
+    redacted in logs, the DLQ and listings, stored apart (``store/secrets.py``), and
+    still delivered as sent."""
+    maps = [options.headers] + [cb.headers for cb in (options.callback,
+                                                      options.failure_callback) if cb]
+    if any(name.lower() == "authorization" for m in maps for name in m) \
+            and not options.redact.hides_header("authorization"):
+        options.redact.headers = [*options.redact.headers, "authorization"]
 
 
 def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = None, *,

@@ -28,9 +28,14 @@ def redacted(value: bytes | str) -> str:
     return "REDACTED:" + hashlib.sha256(raw).hexdigest()
 
 
+def _shown(value: str) -> str:
+    # A stored secret is already its redacted form (see store/secrets.py): shown as is.
+    return value if value.startswith("REDACTED:") else redacted(value)
+
+
 def shown_headers(headers: dict[str, list[str]], redaction: Redaction) -> dict[str, list[str]]:
     return {
-        name: [redacted(v) for v in values] if redaction.hides_header(name) else list(values)
+        name: [_shown(v) for v in values] if redaction.hides_header(name) else list(values)
         for name, values in headers.items()
     }
 

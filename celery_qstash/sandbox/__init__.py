@@ -70,8 +70,12 @@ class Sandbox:
     """A sandbox's state (``store``) and its ASGI ``app``; ``close()`` releases the database.
 
     ``rate_per_second`` / ``rate_per_minute``: sliding-window limits per API key
-    (``0`` or ``None`` turns one off). ``retry_after_header=False`` sends the wait
-    only as the JSON ``retryAfter`` field, as AutoSend's docs show it.
+    (``0`` or ``None`` turns one off; AutoSend documents 2 per second, the minute window
+    is off by default). The wait goes in the JSON ``retryAfter`` field, as AutoSend's
+    docs show it; ``retry_after_header=True`` also sends ``Retry-After``, which QStash
+    honours (production follows QStash's default backoff instead).
+    ``verified_domains``: when given, a ``from`` on any other domain is refused with
+    AutoSend's 403 "Domain not verified".
     ``allowed_hosts``: the ``Host`` names accepted (``None``: any); requests from
     another origin are refused either way (see :class:`SameSiteGuard`).
     ``max_body``: the largest request body in bytes (413 above it).
@@ -83,11 +87,12 @@ class Sandbox:
         clock: Clock | None = None,
         api_keys: Iterable[str] | None = None,
         rate_per_second: int | None = 2,
-        rate_per_minute: int | None = 50,
-        retry_after_header: bool = True,
+        rate_per_minute: int | None = None,
+        retry_after_header: bool = False,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         allowed_hosts: Sequence[str] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        verified_domains: Iterable[str] | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.store = SandboxStore(
@@ -96,7 +101,7 @@ class Sandbox:
             rate_limits=((rate_per_second or 0, 1.0), (rate_per_minute or 0, 60.0)),
             idempotency_ttl=idempotency_ttl,
         )
-        self.settings = Settings.build(api_keys, retry_after_header)
+        self.settings = Settings.build(api_keys, retry_after_header, verified_domains)
         self.api = SandboxAPI(self.store, self.settings)
         self.app = Starlette(
             routes=self.api.routes,
@@ -126,10 +131,11 @@ def create_app(
     clock: Clock | None = None,
     api_keys: Iterable[str] | None = None,
     rate_per_second: int | None = 2,
-    rate_per_minute: int | None = 50,
-    retry_after_header: bool = True,
+    rate_per_minute: int | None = None,
+    retry_after_header: bool = False,
     allowed_hosts: Sequence[str] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    verified_domains: Iterable[str] | None = None,
 ) -> Starlette:
     """The sandbox as an ASGI app; its :class:`Sandbox` is ``app.state.sandbox``."""
     return Sandbox(
@@ -141,6 +147,7 @@ def create_app(
         retry_after_header=retry_after_header,
         allowed_hosts=allowed_hosts,
         max_body=max_body,
+        verified_domains=verified_domains,
     ).app
 
 
@@ -162,9 +169,10 @@ class SandboxServer:
         clock: Clock | None = None,
         api_keys: Iterable[str] | None = None,
         rate_per_second: int | None = 2,
-        rate_per_minute: int | None = 50,
-        retry_after_header: bool = True,
+        rate_per_minute: int | None = None,
+        retry_after_header: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
+        verified_domains: Iterable[str] | None = None,
     ) -> None:
         self._owns_sandbox = sandbox is None
         hosts = local_hosts(host)
@@ -179,6 +187,7 @@ class SandboxServer:
                 retry_after_header=retry_after_header,
                 allowed_hosts=hosts,
                 max_body=max_body,
+                verified_domains=verified_domains,
             )
             app = sandbox.app
         else:
@@ -213,9 +222,10 @@ def serve(
     data_dir: str | os.PathLike[str] | None = None,
     api_keys: Iterable[str] | None = None,
     rate_per_second: int | None = 2,
-    rate_per_minute: int | None = 50,
-    retry_after_header: bool = True,
+    rate_per_minute: int | None = None,
+    retry_after_header: bool = False,
     max_body: int = DEFAULT_MAX_BODY,
+    verified_domains: Iterable[str] | None = None,
 ) -> None:
     """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory)."""
     sandbox = Sandbox(
@@ -226,6 +236,7 @@ def serve(
         retry_after_header=retry_after_header,
         allowed_hosts=local_hosts(host),
         max_body=max_body,
+        verified_domains=verified_domains,
     )
     where = sandbox.store.path or "memory"
     logger.info("AutoSend sandbox on http://%s:%s (inbox in %s)", host, port, where)

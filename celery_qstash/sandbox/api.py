@@ -35,9 +35,13 @@ Assumptions where AutoSend documents nothing (see the reference notes):
   a different body answers **409** ``IDEMPOTENCY_CONFLICT``; keys longer than
   256 characters are a 400. Only a 200 is recorded: a request that failed
   validation, was rate limited or hit a chaos rule can be retried with the same key.
-- ``X-RateLimit-Limit/Remaining/Reset`` describe the longest window (per minute
-  by default), ``Reset`` in epoch seconds; ``Retry-After``/``retryAfter`` is the wait
-  imposed by whichever window refused the request.
+- ``X-RateLimit-Limit/Remaining/Reset`` describe the longest window configured
+  (AutoSend's current reference: 2 requests per second per key; the per-minute
+  window of the legacy page is off by default), ``Reset`` in epoch seconds.
+  ``retryAfter`` in the body is the wait imposed by whichever window refused the
+  request; a ``Retry-After`` header is sent only when asked (``retry_after_header``):
+  AutoSend does not document one, and QStash honours it, so by default a 429
+  is retried on QStash's own backoff, as in production.
 - Chaos rules apply before the rate limiter, so injected failures do not use up
   the quota a client needs for its retry.
 - JSON nested more than ``MAX_JSON_DEPTH`` (64) levels is a 400 on ``body``: no
@@ -117,12 +121,18 @@ class Settings:
     """Request-handling switches; the keys are kept only as sha256 digests."""
 
     key_digests: frozenset[str] | None = None  # None: any bearer key is accepted
-    retry_after_header: bool = True
+    retry_after_header: bool = False
+    #: Sender domains accepted in ``from`` (lower case); None: any domain.
+    verified_domains: frozenset[str] | None = None
 
     @classmethod
-    def build(cls, api_keys: Iterable[str] | None, retry_after_header: bool = True) -> Settings:
+    def build(cls, api_keys: Iterable[str] | None, retry_after_header: bool = False,
+              verified_domains: Iterable[str] | None = None) -> Settings:
         digests = None if api_keys is None else frozenset(key_digest(k) for k in api_keys)
-        return cls(key_digests=digests, retry_after_header=retry_after_header)
+        domains = None if verified_domains is None else frozenset(
+            d.strip().lower() for d in verified_domains if d.strip())
+        return cls(key_digests=digests, retry_after_header=retry_after_header,
+                   verified_domains=domains or None)
 
 
 def error_body(status: int, message: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -169,6 +179,26 @@ def _parse_json(raw: bytes) -> tuple[Any, list[dict[str, str]]]:
         return parse_json(raw, max_depth=MAX_JSON_DEPTH), []
     except JSONBodyError as exc:
         return None, [{"field": "body", "message": f"Malformed JSON: {exc}"}]
+
+
+#: AutoSend's optional per-email switches (its send and bulk references: "Enable or disable
+#: click tracking", "... open tracking", "Custom email headers ... as key-value pairs").
+#: The sandbox checks their types and keeps them in the captured request; it sends nothing.
+SEND_OPTIONS: dict[str, type] = {"clickTracking": bool, "openTracking": bool, "headers": dict}
+
+
+def _option_errors(payload: dict[str, Any]) -> list[dict[str, str]]:
+    errors = []
+    for key, kind in SEND_OPTIONS.items():
+        value = payload.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            errors.append({"field": key, "message": f"must be a {kind.__name__}"})
+        elif isinstance(value, dict) and not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            errors.append({"field": key, "message": "must map header names to strings"})
+    return errors
 
 
 def _has_json_type(request: Request) -> bool:
@@ -313,17 +343,29 @@ class SandboxAPI:
 
         # AutoSend's wire shapes first: the models also take friendlier input
         # ("Name <a@b.com>", a single cc, snake_case) that AutoSend would refuse.
+        fields = payload
         if isinstance(payload, dict):
-            errors = wire_errors(payload, bulk=bulk)
+            errors = _option_errors(payload)
+            fields = {k: v for k, v in payload.items() if k not in SEND_OPTIONS}
+            errors += wire_errors(fields, bulk=bulk)
             if errors:
                 return self._reject(400, validation_failed(errors), headers)
         try:
-            model: Email | BulkEmail = (BulkEmail if bulk else Email).model_validate(payload)
+            model: Email | BulkEmail = (BulkEmail if bulk else Email).model_validate(fields)
         except EmailValidationError as exc:
             return self._reject(400, validation_failed(exc.errors), headers)
         except RecursionError:
             errors = [{"field": "body", "message": f"nested more than {MAX_JSON_DEPTH} levels"}]
             return self._reject(400, validation_failed(errors), headers)
+
+        domain = model.from_.email.rpartition("@")[2].lower()
+        verified = self.settings.verified_domains
+        if verified is not None and domain not in verified:
+            # AutoSend: "Sender email address (must be from a verified domain)"; its error
+            # message for an unverified one is "Domain not verified".
+            details = [{"field": "from.email", "message": f"{domain} is not a verified domain"}]
+            return self._reject(403, error_body(403, "Domain not verified", details=details),
+                                headers)
 
         now = store.clock.now()
         if isinstance(model, BulkEmail):

@@ -242,7 +242,7 @@ class SandboxStore:
         data_dir: str | os.PathLike[str] | None = None,
         *,
         clock: Clock,
-        rate_limits: Sequence[tuple[int, float]] = ((2, 1.0), (50, 60.0)),
+        rate_limits: Sequence[tuple[int, float]] = ((2, 1.0),),
         idempotency_ttl: float = IDEMPOTENCY_TTL,
     ) -> None:
         self.clock = clock

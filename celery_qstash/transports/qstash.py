@@ -111,6 +111,15 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def no_answer_hint(url: str) -> str:
+    """What to say when nothing answers at QStash's ``url`` (a publish or a status read)."""
+    shown = shown_url(url)
+    if is_loopback(url):
+        return (f"Nothing answers at {shown}: is `celery-qstash dev` running? "
+                "(QSTASH_DEV=true points the shim at it)")
+    return f"Nothing answers at {shown}: check qstash_url / QSTASH_URL"
+
+
 class QStashTransport:
     """Send each request as one QStash message (publish, or enqueue for a queue)."""
 
@@ -206,10 +215,7 @@ class QStashTransport:
         else:
             message = f"QStash did not accept task {request.task_id} ({message})"
         if status is None and not outcome_unknown and is_loopback(self.url):
-            message += (
-                f". Nothing answers at {self.url}: is `celery-qstash dev` running? "
-                "(QSTASH_DEV=true points the shim at it)"
-            )
+            message += ". " + no_answer_hint(self.url)
         return PublishError(
             message,
             status=status,

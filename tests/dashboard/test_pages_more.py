@@ -3,6 +3,7 @@ between pages, attempts in the timeline, Retry, queues with pause/resume, bulk D
 
 from __future__ import annotations
 
+import html
 import re
 import warnings
 from collections.abc import Iterator
@@ -191,3 +192,34 @@ def test_new_pages_escape_hostile_names(board: TestClient, fake: FakeQStash) -> 
     for path in ("/queues/q", "/queues", "/dlq?q=%3Cscript%3E", "/tasks"):
         page = board.get(path).text
         assert xss not in page, path
+
+
+# Allowed by the task_id check (printable, no space or comma). No "%" here: the TestClient
+# unquotes a path httpx has already decoded, which a real server does not.
+ODD_ID = "user/42#welcome?x=1&y=2"
+
+
+def test_a_task_id_with_url_characters_links_to_its_own_page(
+    board: TestClient, fake: FakeQStash
+) -> None:
+    fake.events = delivered_events(task_id=ODD_ID) + pending_events(task_id=ODD_ID + "-p")
+
+    listing = board.get("/tasks").text
+    hrefs = [html.unescape(h) for h in re.findall(r'<a class="id" href="([^"]+)"', listing)]
+    assert len(hrefs) == 2
+    for href, wanted in zip(sorted(hrefs), (ODD_ID, ODD_ID + "-p"), strict=True):
+        page = board.get(href)
+        assert page.status_code == 200, href
+        assert f"<code class=\"sel\" title=\"Click to select\">{html.escape(wanted)}</code>" \
+            in page.text
+    # The pending one's Revoke form posts to its own revoke route, and back to its page.
+    pending = board.get(sorted(hrefs)[1]).text
+    action = html.unescape(re.findall(r'<form class="inline" method="post" action="([^"]+)"',
+                                      pending)[0])
+    answer = board.post(action, follow_redirects=False)
+    assert answer.status_code == 303
+    assert board.get(answer.headers["location"]).status_code == 200
+    # Flower's /task/<id> and the inbox's link (quoted with safe="") reach it too.
+    from urllib.parse import quote
+    assert board.get("/task/" + quote(ODD_ID, safe="")).status_code == 200
+    assert board.get("/tasks/" + quote(ODD_ID, safe="")).status_code == 200

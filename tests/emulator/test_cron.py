@@ -1,4 +1,4 @@
-"""The 5-field cron evaluator."""
+"""QStash schedule times (croniter with QStash's CRON_TZ and 5-field rules)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,28 @@ def test_cron_tz_prefix_evaluates_in_that_zone() -> None:
 def test_invalid_or_never_firing_expressions(expr: str) -> None:
     with pytest.raises(CronError):
         next_after(expr, ts("2027-01-15 10:00:00"))
+
+
+@pytest.mark.parametrize(
+    ("expr", "after", "expected"),
+    [
+        # OAS ``Upstash-Cron`` examples (upstash/docs qstash/openapi.yaml).
+        ("*/5 * * * *", "2027-01-15 10:02:00", "2027-01-15 10:05:00"),
+        ("CRON_TZ=America/New_York */5 * * * *", "2027-01-15 10:02:00", "2027-01-15 10:05:00"),
+        # docs features/schedules, "Timezones": 04:00 in New York, in winter (EST) and in
+        # summer (EDT): croniter follows the zone's daylight saving time.
+        ("CRON_TZ=America/New_York 0 4 * * *", "2027-01-15 10:00:00", "2027-01-16 09:00:00"),
+        ("CRON_TZ=America/New_York 0 4 * * *", "2027-07-15 10:00:00", "2027-07-16 08:00:00"),
+        # "By default, we evaluate cron expressions in UTC."
+        ("0 4 * * *", "2027-07-15 10:00:00", "2027-07-16 04:00:00"),
+    ],
+)
+def test_next_runs_match_qstash_documented_examples(expr: str, after: str,
+                                                    expected: str) -> None:
+    assert next_after(expr, ts(after)) == ts(expected)
+
+
+def test_a_seconds_field_is_refused_as_qstash_resolution_is_one_minute() -> None:
+    # OAS Upstash-Cron: "The maximum schedule resolution is 1 minute."
+    with pytest.raises(CronError, match="5 fields"):
+        next_after("*/10 * * * * *", ts("2027-01-15 10:00:00"))

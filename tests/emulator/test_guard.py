@@ -142,7 +142,7 @@ def test_a_publish_over_the_limit_is_413_and_nothing_is_stored(small: EmulatorSe
                                 headers={"Upstash-Cron": "* * * * *"})
     assert schedule.status_code == 413
     assert small.emulator.store.pending_count() == 1
-    assert small.emulator.store.list_schedules("defaultUser") == []
+    assert small.emulator.store.schedules.all("defaultUser") == []
 
 
 def test_a_chunked_publish_over_the_limit_is_413(small: EmulatorServer, target: Target) -> None:

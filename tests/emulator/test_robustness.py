@@ -240,15 +240,15 @@ def test_malformed_input_is_400(fake: Client, target: Target) -> None:
 def test_batch_errors_are_per_item_even_unexpected_ones(
     fake: Client, target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = fake.emulator.store
-    real_publish = store.publish
+    messages = fake.emulator.store.messages
+    real_publish = messages.publish
 
     def flaky_publish(user: str, destination: str, *args: Any, **kwargs: Any) -> Any:
         if destination.endswith("/explode"):
             raise RuntimeError("unexpected")
         return real_publish(user, destination, *args, **kwargs)
 
-    monkeypatch.setattr(store, "publish", flaky_publish)
+    monkeypatch.setattr(messages, "publish", flaky_publish)
     response = fake.http.post("/v2/batch", json=[
         {"destination": f"{target.url}/good", "body": "1"},
         {"destination": f"{target.url}/bad", "queue": 5},

@@ -151,3 +151,43 @@ def test_beat_sync_without_an_app_says_how_to_give_one() -> None:
     result = CliRunner().invoke(main, ["beat", "sync"])
     assert result.exit_code == 2
     assert "-A MODULE:APP" in result.output
+
+
+def test_another_app_on_the_same_qstash_account_keeps_its_schedules(
+    beat_app: Celery, dev_servers: DevServers
+) -> None:
+    # Two projects (or two services) deploying `beat sync` against one QStash account with
+    # the default prefix: each sync used to delete the other's schedules.
+    other = Celery("blog", set_as_current=False)
+    dev_servers.configure(other)
+    other.conf.timezone = "UTC"
+
+    @other.task(base=QStashTask, name="blog.digest", shared=False)
+    def blog_digest() -> Email:
+        return Email(to="readers@example.com", from_="blog@acme.example", subject="Blog",
+                     text="New posts")
+
+    other.conf.beat_schedule = {
+        "blog digest": {"task": "blog.digest", "schedule": crontab(minute=0, hour=9)},
+        "daily digest": {"task": "blog.digest", "schedule": crontab(minute=0, hour=10)},
+    }
+    client = _client(dev_servers)
+    sync(beat_app)
+    ours = {s.schedule_id: s.cron for s in client.schedule.list()}
+
+    changes = {c.entry or c.schedule_id: c for c in sync(other)}
+
+    after = {s.schedule_id: s.cron for s in client.schedule.list()}
+    for schedule_id, cron in ours.items():
+        assert after.get(schedule_id) == cron  # neither deleted nor overwritten
+    assert schedule_id_for("blog digest") in after
+    # Same entry name, same default prefix: refused, with the way out.
+    clash = changes["daily digest"]
+    assert clash.action == "skip" and "--prefix" in clash.reason and "'live'" in clash.reason
+    assert not any(c.action == "delete" for c in changes.values())
+
+    # And the first app, syncing again, leaves the blog's alone too.
+    again = sync(beat_app)
+    assert not any(c.action == "delete" for c in again)
+    assert schedule_id_for("blog digest") in {s.schedule_id for s in client.schedule.list()}
+    other.close()

@@ -113,6 +113,10 @@ def test_a_delivery_fires_on_success_task_success_and_email_delivered_once(
     assert events.names() == ["on_success", "task_success", "email_delivered"]
     assert events.items[0][1]["task_id"] == result.id == "welcome-1"
     assert events.items[0][1]["retval"]["emailId"] == email["emailId"]
+    # The callback is its own QStash message: the task's state is the email's, and get()
+    # gives AutoSend's answer, not the receiver's.
+    assert result.get(timeout=10)["emailId"] == email["emailId"]
+    assert result.state == "SUCCESS"
 
 
 def test_a_failure_fires_on_failure_task_failure_and_email_failed_once_after_retries(

@@ -18,8 +18,8 @@ OTHER = {"Authorization": "Bearer AS_other_key"}
 
 @pytest.fixture
 def limited(clock: FakeClock) -> Iterator[TestClient]:
-    # The defaults: 2/s and 50/min, Retry-After header on.
-    sandbox = Sandbox(clock=clock)
+    # Both windows and the Retry-After header on (the defaults are 2/s only, no header).
+    sandbox = Sandbox(clock=clock, rate_per_minute=50, retry_after_header=True)
     with sandbox, TestClient(sandbox.app) as tc:
         yield tc
 

@@ -1,0 +1,174 @@
+"""Delivery bookkeeping: which messages are due, claiming them for an attempt
+(enforcing queue pause, flow-control parallelism and rate), and recording each
+attempt's outcome (delivered, retry, dead-lettered, cancelled) with its callbacks.
+
+Scheduling is index-driven: ``claim_due`` reads ``ORDER BY due_ms LIMIT n``
+through an index, so the cost of a tick does not grow with the number of
+future messages.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..wire import response_fields
+from .db import JSON, Database
+from .dlq import DeadLetters
+from .events import Events
+from .flow import FlowControl, FlowGate
+from .messages import Messages
+from .queues import Queues
+from .results import AttemptResult, CallbackFactory
+from .schedules import Schedules
+
+__all__ = ["Attempts"]
+
+
+class Attempts:
+    def __init__(self, db: Database, events: Events, queues: Queues, flow: FlowControl,
+                 messages: Messages, dlq: DeadLetters, schedules: Schedules) -> None:
+        self.db = db
+        self.events = events
+        self.queues = queues
+        self.flow = flow
+        self.messages = messages
+        self.dlq = dlq
+        self.schedules = schedules
+
+    def recover(self) -> None:
+        # An attempt interrupted by a crash is retried: at-least-once delivery.
+        with self.db.tx() as cur:
+            cur.execute(
+                "UPDATE messages SET inflight = 0, due_ms = ready_ms, parked = NULL "
+                "WHERE inflight = 1"
+            )
+
+    def explain_due_query(self) -> str:
+        """The query plan of ``claim_due`` (tests assert it uses the index)."""
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                "EXPLAIN QUERY PLAN SELECT seq FROM messages WHERE due_ms <= ? "
+                "ORDER BY due_ms, seq LIMIT 10", (0,)
+            ).fetchall()
+        return " ".join(str(row[3]) for row in rows)
+
+    def next_due_ms(self) -> int | None:
+        """Earliest time anything (message or schedule) is due, for the background loop."""
+        with self.db.lock:
+            row = self.db.conn.execute("SELECT MIN(due_ms) FROM messages").fetchone()
+            srow = self.db.conn.execute(
+                "SELECT MIN(next_ms) FROM schedules WHERE paused = 0"
+            ).fetchone()
+            frow = self.db.conn.execute("SELECT MIN(wake_ms) FROM flow").fetchone()
+        times = [t for t in (row[0], srow[0], frow[0]) if t is not None]
+        return min(times) if times else None
+
+    def claim_due(self, now_ms: int, limit: int = 256) -> list[JSON]:
+        """Mark up to ``limit`` due messages in flight (logging ACTIVE) and return them.
+
+        Cancelled messages are finished here (CANCELED). Queue pause, flow-control
+        pause, parallelism and rate are enforced here by parking: once a flow key is
+        full, all its due messages are parked with one UPDATE and woken by the event
+        that frees them (a finished attempt, the next rate period), so a tick costs
+        the same whether 1 or 100,000 messages wait on a key.
+        """
+        claimed: list[JSON] = []
+        with self.db.tx() as cur:
+            self.flow.wake_rate_limited(cur, now_ms)
+            self.dlq.expire(cur, now_ms)
+            rows = cur.execute(
+                "SELECT seq, data, cancel, queue, fc_key, user FROM messages "
+                "WHERE due_ms <= ? ORDER BY due_ms, seq LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+            gates: dict[tuple[str, str], FlowGate | None] = {}
+            for row in rows:
+                seq, user = row["seq"], row["user"]
+                if row["cancel"]:
+                    self.messages.finish_cancelled(cur, seq, json.loads(row["data"]), now_ms)
+                    continue
+                flow_key = (user, row["fc_key"]) if row["fc_key"] else None
+                gate = None
+                if flow_key is not None:
+                    if flow_key not in gates:
+                        gates[flow_key] = self.flow.gate(cur, user, flow_key[1])
+                    gate = gates[flow_key]
+                    if gate is not None and gate.closed:
+                        continue  # parked together with the key's other due messages
+                if row["queue"] and self.queues.paused(cur, user, row["queue"]):
+                    cur.execute(
+                        "UPDATE messages SET parked = 'queue', due_ms = NULL WHERE seq = ?", (seq,)
+                    )
+                    continue
+                if gate is not None and not gate.admit(now_ms):
+                    self.flow.park(cur, user, gate, now_ms)
+                    continue
+                message = self.messages.secrets.unseal(cur, json.loads(row["data"]))
+                cur.execute("UPDATE messages SET inflight = 1, due_ms = NULL WHERE seq = ?", (seq,))
+                self.events.log(cur, message, "ACTIVE", now_ms)
+                claimed.append(message)
+            for (user, key), gate in gates.items():
+                if gate is not None and gate.rate_used_changed:
+                    cur.execute(
+                        "UPDATE flow SET period_start_ms = ?, rate_count = ? "
+                        "WHERE user = ? AND key = ?", (gate.start, gate.used, user, key),
+                    )
+        return claimed
+
+    def finish_attempt(self, message: JSON, result: AttemptResult, now_ms: int,
+                       callbacks: CallbackFactory | None = None) -> str:
+        """Record the outcome of an attempt; returns DELIVERED, RETRY, FAILED or CANCELED."""
+        attempted = dict(message)  # callbacks report the attempt's own retry count
+        message = dict(message)
+        with self.db.tx() as cur:
+            row = cur.execute(
+                "SELECT seq, cancel FROM messages WHERE id = ?", (message["id"],)
+            ).fetchone()
+            if row is None:  # reset() while the attempt was running
+                return "CANCELED"
+            seq = row["seq"]
+            dlq_id: str | None = None
+            if result.ok:
+                state = "DELIVERED"
+                self.events.log(cur, message, state, now_ms, response_fields(
+                    result.status, result.headers, result.body, None))
+                self.messages.remove(cur, seq, message)
+            else:
+                self.events.log(cur, message, "ERROR", now_ms, response_fields(
+                    result.status, result.headers, result.body, result.error))
+                retries = int(message["opts"].get("retries", 0))
+                if row["cancel"]:
+                    state = "CANCELED"
+                    self.messages.finish_cancelled(cur, seq, message, now_ms)
+                elif result.non_retryable or message["retried"] >= retries:
+                    state = "FAILED"
+                    dlq_id = self.dlq.add(cur, message, result, now_ms)
+                    extra = response_fields(result.status, result.headers, result.body,
+                                            result.error)
+                    extra["dlqId"] = dlq_id
+                    self.events.log(cur, message, state, now_ms, extra)
+                    self.messages.remove(cur, seq, message, keep_secrets=True)
+                else:
+                    state = "RETRY"
+                    wake = now_ms + max(0, int(result.retry_delay_ms))
+                    message["retried"] += 1
+                    self.events.log(cur, message, state, now_ms, {"nextDeliveryTime": wake})
+                    stored = json.dumps(self.messages.secrets.seal(cur, message))
+                    cur.execute(
+                        "UPDATE messages SET inflight = 0, due_ms = ?, ready_ms = ?, data = ? "
+                        "WHERE seq = ?", (wake, wake, stored, seq),
+                    )
+                    # The slot is free while the retry waits: let the next message in.
+                    fc = message["opts"].get("flow_control")
+                    if fc:
+                        self.flow.refill(cur, message["user"], fc["key"])
+            if state in ("DELIVERED", "FAILED"):
+                self.schedules.record_state(cur, message, state)
+            if callbacks is not None and message.get("kind") == "message":
+                for spec in callbacks(attempted, result, state, dlq_id):
+                    self.messages.publish_in(
+                        cur, message["user"], spec.url, spec.options, queue=None,
+                        schedule_id=None, caller_ip=message.get("caller_ip"),
+                        kind=spec.kind, now_ms=now_ms)
+        self.db.changed()
+        return state

@@ -1,0 +1,134 @@
+"""Validators for request values that will travel again as HTTP (durations,
+integers, methods, header names and values, URLs): pure functions, each raising
+a :class:`BadRequest` that names the header, as QStash's 400 responses do."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from .errors import BadRequest
+from .retry_delay import RetryDelayError, compile_retry_delay
+
+__all__ = [
+    "METHODS",
+    "check_header_name",
+    "check_header_value",
+    "check_retry_delay",
+    "check_url",
+    "format_ms",
+    "parse_bool",
+    "parse_duration_ms",
+    "parse_int",
+    "parse_method",
+]
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|d|h|m|s)")
+_MAX_DIGITS = 30  # far beyond any bound below; keeps int() cheap on hostile input
+
+
+def parse_duration_ms(text: str, header: str, maximum: int | None = None, *,
+                      strict: bool = False) -> int:
+    """``50s``, ``10h``, ``1d10h30m`` (or a bare number of seconds) as milliseconds.
+
+    ``strict``: only QStash's ``<value><unit>`` syntax with the units its OAS lists for
+    ``Upstash-Delay`` and ``Upstash-Timeout`` (s, m, h, d): no bare number, no ``ms``.
+    ``maximum`` (ms) bounds the result: larger values are a 400, never stored.
+    """
+    value = text.strip()
+    if re.fullmatch(r"[0-9]+", value) and not strict:
+        parts = [(value, "s")]
+    else:
+        parts = _DURATION_PART.findall(value)
+        if strict and any(unit == "ms" for _, unit in parts):
+            parts = []
+        if not value or "".join(n + u for n, u in parts) != value:
+            raise BadRequest(
+                f"invalid {header} header: {text!r}, expected a duration like 1d10h30m"
+            )
+    if any(len(n) > _MAX_DIGITS for n, _ in parts):
+        raise BadRequest(f"invalid {header} header: duration is too long")
+    unit_ms = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    total = sum(int(n) * unit_ms[u] for n, u in parts)
+    if maximum is not None and total > maximum:
+        raise BadRequest(
+            f"invalid {header} header: {text!r} is longer than the maximum "
+            f"{format_ms(maximum)}"
+        )
+    return total
+
+
+def format_ms(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def parse_int(text: str, header: str, low: int, high: int) -> int:
+    stripped = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", stripped):
+        raise BadRequest(f"invalid {header} header: {text!r} is not an integer")
+    value = int(stripped)
+    if not low <= value <= high:
+        raise BadRequest(f"invalid {header} header: must be between {low} and {high}")
+    return value
+
+
+def parse_method(text: str, header: str) -> str:
+    method = text.strip().upper()
+    if method not in METHODS:
+        raise BadRequest(f"invalid {header} header: {text!r}, expected one of {', '.join(METHODS)}")
+    return method
+
+
+def parse_bool(text: str, header: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in ("true", "false"):
+        raise BadRequest(f"invalid {header} header: expected true or false")
+    return lowered == "true"
+
+
+def check_retry_delay(text: str, header: str) -> str:
+    try:
+        return compile_retry_delay(text).source
+    except RetryDelayError as exc:
+        raise BadRequest(f"invalid {header} header: {exc}") from None
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+def check_header_value(value: str, header: str) -> str:
+    """A value the HTTP client can send as is (printable ASCII), else a 400 naming ``header``."""
+    if not _HEADER_VALUE.fullmatch(value):
+        raise BadRequest(
+            f"invalid {header} header: the value must be printable ASCII "
+            "(no control or non-ASCII characters)"
+        )
+    return value
+
+
+def check_header_name(name: str, header: str) -> str:
+    if not _TOKEN.fullmatch(name):
+        raise BadRequest(f"invalid header name {header!r}")
+    return name
+
+
+def check_url(url: str, what: str) -> str:
+    """An http(s) URL the HTTP client can call, else a 400 naming ``what``."""
+    if not re.match(r"^https?://[^/\s?#]+", url):
+        raise BadRequest(f"invalid {what}: endpoint has invalid scheme, add http:// or https://")
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except Exception:  # httpx.InvalidURL, or ValueError from the IDNA codec
+        raise BadRequest(f"invalid {what}: {url[:200]!r} is not a valid URL") from None
+    if not parsed.host or any(c.isspace() or c == "%" for c in parsed.host):
+        raise BadRequest(f"invalid {what}: {url[:200]!r} has an invalid host")
+    if port is not None and not 0 < port < 65536:
+        raise BadRequest(f"invalid {what}: port {port} is out of range")
+    return url
