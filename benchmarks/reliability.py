@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import os
 import platform
@@ -296,14 +297,17 @@ def publish_all(send: Any, run: str, task_ids: list[str],
 
 
 def error_kinds(failed: list[tuple[str, Exception]]) -> str:
-    """``PublishError (outcome unknown) x3, ...`` for the report."""
+    """``PublishError (outcome unknown) x3, ...`` and the first one's words, for the report."""
     kinds: Counter[str] = Counter()
     for _, exc in failed:
         name = type(exc).__name__
         if getattr(exc, "outcome_unknown", False):
             name += " (outcome unknown)"
         kinds[name] += 1
-    return ", ".join(f"{name} x{n}" for name, n in kinds.most_common()) or "none"
+    if not failed:
+        return "none"
+    first = str(failed[0][1]).split(". Calling again")[0][:160]
+    return ", ".join(f"{name} x{n}" for name, n in kinds.most_common()) + f"; the first: {first}"
 
 
 def republish(send: Any, run: str, failed: list[tuple[str, Exception]]) -> int:
@@ -708,8 +712,12 @@ def run_secret_search(stack: Stack, captured_logs: io.StringIO, report_so_far: s
             statuses.clear()
         rows.append((surface, places, ", ".join(names) or "none"))
 
-    add("emulator process output", [stack.emulator.output.read_bytes()])
-    add("sandbox process output", [stack.sandbox.output.read_bytes()])
+    for process in (stack.emulator, stack.sandbox):
+        output = process.output.read_bytes()
+        add(f"{process.name} process output", [output])
+        # Not a secret, but worth seeing: did the server crash on anything?
+        lines, tracebacks = len(output.splitlines()), output.count(b"Traceback")
+        rows[-1] = (rows[-1][0], f"1 ({lines} lines, {tracebacks} tracebacks)", rows[-1][2])
     add("this process's logs (every logger, DEBUG)", [captured_logs.getvalue()])
     add("this report", [report_so_far])
 
@@ -732,10 +740,9 @@ def run_secret_search(stack: Stack, captured_logs: io.StringIO, report_so_far: s
     cursor = None
     for _ in range(5):
         params: dict[str, Any] = {"count": 1000, **({"cursor": cursor} if cursor else {})}
-        page = stack.http.get(f"{stack.emulator.url}/v2/events", headers=stack.auth,
-                              params=params)
-        emulator_api.append(page.text)
-        cursor = page.json().get("cursor")
+        page = get(f"{stack.emulator.url}/v2/events", headers=stack.auth, params=params)
+        emulator_api.append(page)
+        cursor = json.loads(page).get("cursor")
         if not cursor:
             break
     for task_id in some:
