@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .devserver import (
@@ -102,15 +103,96 @@ class Settings:
         return tuple(s for s in candidates if s)
 
 
-def _lookup(conf: Any, key: str, env: str) -> Any:
-    value = None
-    if conf is not None:
-        value = conf.get(key)
-        if value is None:
-            value = conf.get(key.upper())
-    if value is None:
-        value = os.environ.get(env)
-    return value
+_KEYS = (
+    ("qstash_dev", "QSTASH_DEV"), ("qstash_token", "QSTASH_TOKEN"), ("qstash_url", "QSTASH_URL"),
+    ("autosend_api_key", "AUTOSEND_API_KEY"), ("autosend_base_url", "AUTOSEND_BASE_URL"),
+    ("autosend_rate_limit", "AUTOSEND_RATE_LIMIT"),
+    ("qstash_publish_timeout", "QSTASH_PUBLISH_TIMEOUT"),
+    ("autosend_default_from", "AUTOSEND_DEFAULT_FROM"),
+    ("qstash_callback_url", "QSTASH_CALLBACK_URL"),
+    ("qstash_current_signing_key", "QSTASH_CURRENT_SIGNING_KEY"),
+    ("qstash_next_signing_key", "QSTASH_NEXT_SIGNING_KEY"),
+    ("qstash_max_message_bytes", "QSTASH_MAX_MESSAGE_BYTES"),
+    ("qstash_redact_authorization", None),
+)
+
+#: Per (prefix, renames) of a Celery conf: each key's spellings, lower then upper case.
+_Spellings = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+_spellings: dict[tuple[Any, Any], tuple[_Spellings, frozenset[str]]] = {}
+
+
+def _spelled(conf: Any) -> tuple[_Spellings, frozenset[str]]:
+    # The spellings depend only on the conf's prefix and renames, not on its contents.
+    key = (getattr(conf, "prefix", None), getattr(conf, "_keys", None))
+    found = _spellings.get(key)
+    if found is None:
+        table = tuple(
+            (tuple(conf._to_keys(name)), tuple(conf._to_keys(name.upper())))
+            for name, _ in _KEYS
+        )
+        every = frozenset(s for pair in table for names in pair for s in names)
+        found = _spellings[key] = (table, every)
+    return found
+
+
+def _conf_values(conf: Any) -> list[Any]:
+    """Each key's value in the conf (``None`` when unset): ``conf.get(key)``, else
+    ``conf.get(KEY)``, as Celery resolves them (namespace prefix, old names)."""
+    if conf is None:
+        return [None] * len(_KEYS)
+    if not (hasattr(conf, "_to_keys") and hasattr(conf, "maps")):  # a plain mapping
+        values = []
+        for name, _ in _KEYS:
+            value = conf.get(name)
+            values.append(conf.get(name.upper()) if value is None else value)
+        return values
+    # A Celery conf loads its config source (config_from_object, namespace) on its first
+    # real lookup; what follows reads its maps directly.
+    conf.get("qstash_token")
+    maps = conf.maps
+    table, every = _spelled(conf)
+    # Which spellings each map holds: a membership test each, where Celery's own lookup
+    # raises a KeyError per map and spelling for every key that is not set.
+    present = [{name for name in every if name in mapping} for mapping in maps]
+    anywhere = set().union(*present)
+    values = []
+    for lower, upper in table:
+        value = None
+        if anywhere.isdisjoint(lower) and anywhere.isdisjoint(upper):  # the usual: not set
+            values.append(None)
+            continue
+        for candidates in (lower, upper):
+            for mapping, here in zip(maps, present, strict=True):
+                hit = next((c for c in candidates if c in here), None)
+                if hit is not None:
+                    value = mapping[hit]  # the first map that has it decides, as in Celery
+                    break
+            if value is not None:
+                break
+        values.append(value)
+    return values
+
+
+@lru_cache(maxsize=64)
+def _resolve(raw: tuple[tuple[str, Any], ...]) -> Settings:
+    return _build(dict(raw))
+
+
+def load_settings(conf: Any = None) -> Settings:
+    """Resolve settings from a Celery ``app.conf`` (or ``None``) and the environment.
+
+    Cached on what the conf and environment hold for these keys, so a change between
+    two calls is still seen and an unchanged conf is not parsed again.
+    """
+    environ = os.environ
+    raw = tuple(
+        (name, environ.get(env) if value is None and env is not None else value)
+        for (name, env), value in zip(_KEYS, _conf_values(conf), strict=True)
+    )
+    try:
+        return _resolve(raw)
+    except TypeError:  # an unhashable value somewhere: resolve without the cache
+        return _build(dict(raw))
 
 
 def _flag(value: Any, setting: str) -> bool:
@@ -124,25 +206,24 @@ def _flag(value: Any, setting: str) -> bool:
     raise ConfigurationError(setting, f"expected true or false, got {value!r}")
 
 
-def load_settings(conf: Any = None) -> Settings:
-    """Resolve settings from a Celery ``app.conf`` (or ``None``) and the environment."""
-    dev_value = _lookup(conf, "qstash_dev", "QSTASH_DEV")
+def _build(raw: dict[str, Any]) -> Settings:
+    dev_value = raw["qstash_dev"]
     dev = _flag(dev_value, "qstash_dev") if dev_value is not None else False
 
-    token = _lookup(conf, "qstash_token", "QSTASH_TOKEN") or (DEV_TOKEN if dev else None)
-    url = _lookup(conf, "qstash_url", "QSTASH_URL") or (
+    token = raw["qstash_token"] or (DEV_TOKEN if dev else None)
+    url = raw["qstash_url"] or (
         DEV_QSTASH_URL if dev else DEFAULT_QSTASH_URL
     )
-    key = _lookup(conf, "autosend_api_key", "AUTOSEND_API_KEY") or (
+    key = raw["autosend_api_key"] or (
         DEV_AUTOSEND_API_KEY if dev else None
     )
-    base = _lookup(conf, "autosend_base_url", "AUTOSEND_BASE_URL") or AUTOSEND_URL
+    base = raw["autosend_base_url"] or AUTOSEND_URL
     if not str(base).startswith(("http://", "https://")):
         raise ConfigurationError("autosend_base_url", f"must be an http(s) URL, got {base!r}")
     if not str(url).startswith(("http://", "https://")):
         raise ConfigurationError("qstash_url", f"must be an http(s) URL, got {url!r}")
 
-    rate = _lookup(conf, "autosend_rate_limit", "AUTOSEND_RATE_LIMIT")
+    rate = raw["autosend_rate_limit"]
     if rate is None:
         rate = "2/s"
     elif rate is False or str(rate).strip().lower() in _FALSE:
@@ -150,7 +231,7 @@ def load_settings(conf: Any = None) -> Settings:
     else:
         rate = str(rate)
 
-    timeout_value = _lookup(conf, "qstash_publish_timeout", "QSTASH_PUBLISH_TIMEOUT")
+    timeout_value = raw["qstash_publish_timeout"]
     try:
         timeout = float(timeout_value) if timeout_value is not None else 2.0
     except ValueError:
@@ -160,7 +241,7 @@ def load_settings(conf: Any = None) -> Settings:
     if timeout <= 0:
         raise ConfigurationError("qstash_publish_timeout", "must be positive")
 
-    size_value = _lookup(conf, "qstash_max_message_bytes", "QSTASH_MAX_MESSAGE_BYTES")
+    size_value = raw["qstash_max_message_bytes"]
     try:
         max_bytes = int(size_value) if size_value is not None else DEFAULT_MAX_MESSAGE_BYTES
     except (TypeError, ValueError):
@@ -170,18 +251,18 @@ def load_settings(conf: Any = None) -> Settings:
     if max_bytes <= 0 or isinstance(size_value, bool):
         raise ConfigurationError("qstash_max_message_bytes", "must be a positive number of bytes")
 
-    redact_value = conf.get("qstash_redact_authorization") if conf is not None else None
+    redact_value = raw["qstash_redact_authorization"]
     redact = True if redact_value is None else _flag(redact_value, "qstash_redact_authorization")
 
-    callback = _lookup(conf, "qstash_callback_url", "QSTASH_CALLBACK_URL") or None
+    callback = raw["qstash_callback_url"] or None
     if callback is not None and not str(callback).startswith(("http://", "https://")):
         raise ConfigurationError(
             "qstash_callback_url", f"must be an http(s) URL (the receiver's), got {callback!r}"
         )
-    current = _lookup(conf, "qstash_current_signing_key", "QSTASH_CURRENT_SIGNING_KEY") or (
+    current = raw["qstash_current_signing_key"] or (
         DEV_CURRENT_SIGNING_KEY if dev else None
     )
-    nxt = _lookup(conf, "qstash_next_signing_key", "QSTASH_NEXT_SIGNING_KEY") or (
+    nxt = raw["qstash_next_signing_key"] or (
         DEV_NEXT_SIGNING_KEY if dev else None
     )
     return Settings(
@@ -190,7 +271,7 @@ def load_settings(conf: Any = None) -> Settings:
         autosend_api_key=key,
         autosend_base_url=str(base).rstrip("/"),
         dev=dev,
-        default_from=_lookup(conf, "autosend_default_from", "AUTOSEND_DEFAULT_FROM"),
+        default_from=raw["autosend_default_from"],
         rate_limit=rate,
         publish_timeout=timeout,
         redact_authorization=redact,

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -42,6 +45,7 @@ __all__ = [
     "Email",
     "Recipient",
     "coerce_email",
+    "splitting_bulk",
     "validation_errors",
     "wire_errors",
 ]
@@ -64,13 +68,43 @@ def _no_newlines(value: str | None) -> str | None:
 SingleLine = Annotated[str, AfterValidator(_no_newlines)]
 
 
-def _check_address(value: str) -> str:
+@lru_cache(maxsize=4096)
+def _full_validation(value: str) -> tuple[str, str | None]:
+    """(normalized address, None) or (value, why not): pure, so cached per process."""
     try:
         # No DNS lookups: validation must work offline and in tests.
-        result = validate_email(value, check_deliverability=False)
+        return validate_email(value, check_deliverability=False).normalized, None
     except EmailNotValidError as exc:
-        raise ValueError(f"invalid email address: {exc}") from None
-    return result.normalized
+        return value, str(exc)
+
+
+@lru_cache(maxsize=1024)
+def _validated_domain(domain: str) -> str | None:
+    """The normalized domain, if ``domain`` is one email-validator accepts (cached)."""
+    normalized, error = _full_validation(f"a@{domain}")
+    return None if error else normalized.rpartition("@")[2]
+
+
+# RFC 5322's dot-atom, ASCII only: a local part email-validator keeps exactly as written.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+)*\Z")
+
+
+def _validated_address(value: str) -> tuple[str, str | None]:
+    """email-validator's verdict; most addresses (a plain local part at a domain seen
+    before) are decided from the cached domain, since the local part needs no work."""
+    local, at, domain = value.rpartition("@")
+    if at and len(local) <= 64 and len(value) <= 254 and _DOT_ATOM.match(local):
+        normalized_domain = _validated_domain(domain)
+        if normalized_domain is not None and len(local) + 1 + len(normalized_domain) <= 254:
+            return f"{local}@{normalized_domain}", None
+    return _full_validation(value)
+
+
+def _check_address(value: str) -> str:
+    normalized, error = _validated_address(value)
+    if error is not None:
+        raise ValueError(f"invalid email address: {error}")
+    return normalized
 
 
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
@@ -122,6 +156,10 @@ def _drop_empty(data: Any) -> Any:
     return data
 
 
+# No spaces, quotes, brackets, commas, comments or line breaks: one bare address.
+_BARE_ADDRESS = re.compile(r"^[^\s<>\"(),;:\\\[\]@]+@[^\s<>\"(),;:\\\[\]@]+$")
+
+
 def _address_input(value: Any) -> Any:
     """``"a@b.com"`` and ``"Name <a@b.com>"`` become ``{"email", "name"}``.
 
@@ -129,6 +167,8 @@ def _address_input(value: Any) -> Any:
     (``parseaddr`` would silently drop the rest).
     """
     if isinstance(value, str):
+        if _BARE_ADDRESS.match(value):  # the usual case; what getaddresses would give anyway
+            return {"email": value}
         if "\r" in value or "\n" in value:
             _, addr = email.utils.parseaddr(" ".join(value.split()))
             return {"email": addr or value, "name": value}  # let the name check reject it
@@ -293,11 +333,33 @@ class Email(_Common):
 
 
 class BulkEmail(_Common):
-    """The same email to 1-100 recipients: ``POST /v1/mails/bulk``."""
+    """The same email to 1-100 recipients: ``POST /v1/mails/bulk``.
 
-    recipients: Annotated[
-        list[Recipient], Field(min_length=1, max_length=MAX_BULK_RECIPIENTS)
-    ]
+    Returned from a task, it may hold more: the task then publishes one message per
+    100 recipients (:meth:`split`), each with its own idempotency key.
+    """
+
+    recipients: Annotated[list[Recipient], Field(min_length=1)]
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipient_cap(cls, value: list[Recipient]) -> list[Recipient]:
+        if len(value) > MAX_BULK_RECIPIENTS and not _split_bulk.get():
+            raise ValueError(
+                f"{len(value)} recipients; AutoSend's bulk endpoint takes at most "
+                f"{MAX_BULK_RECIPIENTS} (a task returning it publishes one message per "
+                f"{MAX_BULK_RECIPIENTS})"
+            )
+        return value
+
+    def split(self) -> list[BulkEmail]:
+        """AutoSend-sized parts: the same email, :data:`MAX_BULK_RECIPIENTS` recipients each."""
+        if len(self.recipients) <= MAX_BULK_RECIPIENTS:
+            return [self]
+        return [
+            self.model_copy(update={"recipients": self.recipients[i : i + MAX_BULK_RECIPIENTS]})
+            for i in range(0, len(self.recipients), MAX_BULK_RECIPIENTS)
+        ]
 
     @property
     def path(self) -> str:
@@ -309,6 +371,21 @@ class BulkEmail(_Common):
 
 
 AnyEmail = Email | BulkEmail
+
+#: True while a task body runs in the shim: a BulkEmail may then exceed AutoSend's
+#: per-request cap, because the shim splits it (the sandbox, like AutoSend, never does).
+_split_bulk: ContextVar[bool] = ContextVar("celery_qstash_split_bulk", default=False)
+
+
+@contextmanager
+def splitting_bulk() -> Iterator[None]:
+    """Let a :class:`BulkEmail` built (or coerced) in this block exceed 100 recipients."""
+    token = _split_bulk.set(True)
+    try:
+        yield
+    finally:
+        _split_bulk.reset(token)
+
 
 _LOC_RE = re.compile(r"^(function-after|function-before|function-wrap)\[.*\]$")
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -158,6 +159,8 @@ class _Draft:
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+#: Longest task id: QStash's label and deduplication id limit.
+MAX_TASK_ID = 256
 # Printable ASCII but space and comma (QStash splits labels on commas).
 _TASK_ID = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,256}$")
 _RESERVED_FORWARD = {"authorization", "content-type", "idempotency-key", "content-length", "host"}
@@ -592,9 +595,7 @@ class PublishPlan:
             headers[TASK_NAME_HEADER] = encode_header_text(self.task.name)
         flow = self.flow_control
         if flow is None and settings.rate_limit and not self.queue:
-            rate, period = parse_rate(settings.rate_limit)
-            fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-            flow = FlowControl(key=f"autosend.{fingerprint}", rate=rate, period=period)
+            flow = _autosend_flow(key, settings.rate_limit)
         body = email.to_autosend()
         # What QStash stores is the body as the SDK sends it (``json.dumps``); refuse it
         # here, in eager mode too, rather than have QStash answer 413 (or nothing).
@@ -621,6 +622,14 @@ class PublishPlan:
             label=self.task_id,
             redact_headers=("Authorization",) if settings.redact_authorization else (),
         )
+
+
+@lru_cache(maxsize=64)
+def _autosend_flow(key: str, rate_limit: str) -> FlowControl:
+    """Flow control at AutoSend's rate, keyed by a fingerprint of the API key (pure)."""
+    rate, period = parse_rate(rate_limit)
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return FlowControl(key=f"autosend.{fingerprint}", rate=rate, period=period)
 
 
 def plan_publish(

@@ -10,6 +10,7 @@ QStash state -> Celery state: see :data:`celery_qstash.status.STATE_MAP`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from datetime import datetime, timezone
@@ -18,15 +19,17 @@ from typing import Any
 from celery import states
 from celery.backends.base import BaseBackend
 from celery.exceptions import TaskRevokedError
-from celery.result import AsyncResult
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult, EagerResult
 
 from .config import load_settings
 from .errors import DeliveryFailed
 from .options import canvas_error
-from .status import NotFound, StatusClient, TaskRecord
+from .status import NotFound, StatusClient, TaskRecord, record_from_events
+from .transports.aio import async_client_for
 from .transports.qstash import client_for
 
-__all__ = ["QStashAsyncResult", "QStashBackend", "meta_from_record"]
+__all__ = ["EagerAsyncResult", "QStashAsyncResult", "QStashBackend", "meta_from_record"]
 
 log = logging.getLogger("celery_qstash.result")
 
@@ -168,6 +171,45 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
             "traceback": None, "children": [], "date_done": None,
         }
 
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
+    ) -> Any:
+        """``get()`` for asyncio code: polls QStash's logs over the loop's ``AsyncQStash``.
+
+        Raises Celery's ``TimeoutError`` after ``timeout`` seconds; with ``propagate``
+        a FAILURE raises its exception (``DeliveryFailed``, ``PublishError``) and a
+        REVOKED task ``TaskRevokedError``, as ``get()`` does.
+        """
+        if getattr(self, "ignored", False):
+            return None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            meta = await self._aget_task_meta()
+            if meta["status"] in states.READY_STATES or meta["status"] == states.IGNORED:
+                self._cache = meta
+                break
+            if timeout is not None and loop.time() - start + interval > timeout:
+                raise CeleryTimeoutError("The operation timed out.")
+            await asyncio.sleep(interval)
+        if propagate and meta["status"] in states.PROPAGATE_STATES:
+            raise meta["result"]
+        return meta["result"]
+
+    async def _aget_task_meta(self) -> dict[str, Any]:
+        cache = getattr(self, "_cache", None)
+        if cache:
+            return cache  # type: ignore[no-any-return]
+        backend = self.backend
+        if self.id in backend._eager:
+            return backend._eager[self.id]
+        client = async_client_for(load_settings(self.app.conf))
+        data = await client.http.request(
+            path="/v2/events", method="GET", params={"label": self.id, "count": "1000"}
+        )
+        events = list(data.get("events") or data.get("logs") or [])
+        return meta_from_record(self.id, record_from_events(self.id, events))
+
     def ready(self) -> bool:
         # IGNORED is final for a task that was never published (Celery's READY_STATES
         # leave it out because a worker may still be running the task).
@@ -184,3 +226,19 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.id} message_id={self.message_id}>"
+
+
+class EagerAsyncResult(EagerResult):  # type: ignore[misc]
+    """Eager mode's result for ``adelay``/``aapply_async``: an ``EagerResult`` with ``aget``."""
+
+    @classmethod
+    def of(cls, result: Any) -> Any:
+        if not isinstance(result, EagerResult):
+            return result
+        return cls(result.id, result._result, result._state, traceback=result.traceback,
+                   name=result.name)
+
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
+    ) -> Any:
+        return self.get(timeout=timeout, propagate=propagate)

@@ -59,6 +59,7 @@ __all__ = [
     "flower_task",
     "is_secret_name",
     "parse_since",
+    "record_from_events",
     "redact_headers",
     "safe_url",
     "sort_records",
@@ -378,6 +379,16 @@ _RANK = {
 }
 
 
+def record_from_events(task_id: str, events: Iterable[dict[str, Any]]) -> TaskRecord | None:
+    """The task's record from a logs answer filtered by its label (``None`` if it has none).
+
+    Events are kept only if they carry the label, in case a server ignores the filter.
+    """
+    if not task_id:
+        return None
+    return build_record(e for e in events if task_id in _labels(e))
+
+
 class StatusClient:
     """Reads and acts on task status through the official SDK's HTTP client.
 
@@ -411,7 +422,7 @@ class StatusClient:
         if not task_id:
             return None
         events, _ = self.events(label=task_id, count=1000)
-        record = build_record(e for e in events if task_id in _labels(e))
+        record = record_from_events(task_id, events)
         if record is not None and callbacks:
             self._unlabelled_callbacks(record)
         return record

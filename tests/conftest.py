@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -88,16 +89,20 @@ def app(make_app: Callable[..., Celery]) -> Celery:
 
 @pytest.fixture
 def qstash_mock() -> Iterator[respx.MockRouter]:
-    """respx answering ``POST /v2/publish/...`` and ``/v2/enqueue/...`` like QStash.
+    """respx answering ``POST /v2/publish/...``, ``/v2/enqueue/...`` and ``/v2/batch`` like QStash.
 
-    Routes are named ``"publish"`` and ``"enqueue"``; each answer carries a fresh
-    ``{"messageId": "msg_<n>"}``. Any other request fails (respx's
+    Routes are named ``"publish"``, ``"enqueue"`` and ``"batch"``; each answer (each
+    batch item) carries a fresh ``{"messageId": "msg_<n>"}``. Any other request fails (respx's
     ``assert_all_mocked``), so nothing reaches the network.
     """
     counter = itertools.count(1)
 
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"messageId": f"msg_{next(counter)}"})
+
+    def answer_batch(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)
+        return httpx.Response(200, json=[{"messageId": f"msg_{next(counter)}"} for _ in items])
 
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
         router.post(url__regex=rf"^{re.escape(QSTASH_URL)}/v2/publish/.+", name="publish").mock(
@@ -106,4 +111,5 @@ def qstash_mock() -> Iterator[respx.MockRouter]:
         router.post(url__regex=rf"^{re.escape(QSTASH_URL)}/v2/enqueue/.+", name="enqueue").mock(
             side_effect=answer
         )
+        router.post(f"{QSTASH_URL}/v2/batch", name="batch").mock(side_effect=answer_batch)
         yield router

@@ -279,19 +279,22 @@ def test_group_honours_frozen_task_ids(app: Celery, qstash_mock: respx.MockRoute
     assert isinstance(result, GroupResult)
     frozen = [r.id for r in result.results]
     assert len(set(frozen)) == 3
-    assert qstash_mock["publish"].call_count == 3
-    requests = [c.request for c in qstash_mock.calls]
-    assert [r.headers["Upstash-Deduplication-Id"] for r in requests] == frozen
-    assert [r.headers["Upstash-Label"] for r in requests] == frozen
-    assert [body(r)["subject"] for r in requests] == ["Welcome #0", "Welcome #1", "Welcome #2"]
+    # One /v2/batch request carries the whole group.
+    assert qstash_mock["publish"].call_count == 0
+    items = body(only_request(qstash_mock))
+    assert [i["headers"]["Upstash-Deduplication-Id"] for i in items] == frozen
+    assert [i["headers"]["Upstash-Label"] for i in items] == frozen
+    assert [json.loads(i["body"])["subject"] for i in items] == ["Welcome #0", "Welcome #1", "Welcome #2"]
     assert all(isinstance(r, QStashAsyncResult) for r in result.results)
+    assert [r.message_id for r in result.results] == ["msg_1", "msg_2", "msg_3"]
 
 
 def test_group_with_prefrozen_ids(app: Celery, qstash_mock: respx.MockRouter) -> None:
     job = group(send_welcome.s(1).set(task_id="g-a"), send_welcome.s(2).set(task_id="g-b"))
     result = job.apply_async()
     assert [r.id for r in result.results] == ["g-a", "g-b"]
-    assert [c.request.headers["Upstash-Deduplication-Id"] for c in qstash_mock.calls] == ["g-a", "g-b"]
+    items = body(only_request(qstash_mock))
+    assert [i["headers"]["Upstash-Deduplication-Id"] for i in items] == ["g-a", "g-b"]
 
 
 def test_group_members_warn_about_nothing_they_did_not_ask_for(
@@ -301,7 +304,7 @@ def test_group_members_warn_about_nothing_they_did_not_ask_for(
     with warnings.catch_warnings():
         warnings.simplefilter("error", CeleryQStashWarning)
         group(send_welcome.s(i) for i in range(2)).apply_async()
-    assert qstash_mock["publish"].call_count == 2
+    assert qstash_mock["batch"].call_count == 1
 
 
 def test_task_routes_pick_the_qstash_queue(app: Celery, qstash_mock: respx.MockRouter) -> None:

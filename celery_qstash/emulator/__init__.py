@@ -37,7 +37,7 @@ from celery_qstash import devserver
 from celery_qstash._serving import ThreadedServer, local_hosts, run
 from celery_qstash.clock import Clock, SystemClock
 
-from .delivery import DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
+from .delivery import DEFAULT_CONCURRENCY, DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
 from .plans import PLANS, Plan, Quotas
 from .routes import build_app
 from .store import DLQ_RETENTION_S, Store
@@ -112,6 +112,7 @@ class Emulator:
         max_body: int = DEFAULT_MAX_BODY,
         dlq_retention_s: float = DLQ_RETENTION_S,
         plan: str | Plan | None = None,
+        delivery_concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be a positive number of bytes")
@@ -126,6 +127,7 @@ class Emulator:
         self.loop = DeliveryLoop(
             self.store, self.clock, http_client_factory, routes,
             signing_keys=self.signing_keys, max_timeout_ms=max_timeout_ms,
+            workers=delivery_concurrency,
         )
         self.store.on_change = self.loop.wake
         self.start_delivery = start_delivery
@@ -208,13 +210,14 @@ class EmulatorServer:
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
         max_body: int = DEFAULT_MAX_BODY,
         plan: str | Plan | None = None,
+        delivery_concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.emulator = Emulator(data_dir, clock=clock, routes=routes, tokens=tokens,
                                  http_client_factory=http_client_factory,
                                  max_timeout_ms=max_timeout_ms,
                                  start_delivery=start_delivery,
                                  allowed_hosts=local_hosts(host), max_body=max_body,
-                                 plan=plan)
+                                 plan=plan, delivery_concurrency=delivery_concurrency)
         self._server = ThreadedServer(self.emulator.app, host, port)
         self.token = devserver.DEV_TOKEN
 

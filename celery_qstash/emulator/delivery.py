@@ -35,11 +35,14 @@ from .signing import sign
 from .store import JSON, AttemptResult, CallbackSpec, Store
 from .wire import shown_headers
 
-__all__ = ["DEFAULT_MAX_TIMEOUT_MS", "DeliveryLoop", "resolve_route"]
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_MAX_TIMEOUT_MS", "DeliveryLoop", "resolve_route"]
 
 log = logging.getLogger("celery_qstash.emulator")
 
 MAX_RESPONSE_BODY = 1024 * 1024
+#: Attempts in flight at once (``delivery_concurrency``): enough that messages falling due
+#: together are not queued behind a few slow destinations, few enough for a laptop.
+DEFAULT_CONCURRENCY = 8
 #: Longest the background thread sleeps without a reason to wake (clock jumps, safety).
 MAX_IDLE_SECONDS = 60.0
 #: Pause after a failed background step (a broken database, a bug): never spin.
@@ -75,7 +78,7 @@ class DeliveryLoop:
         *,
         signing_keys: Callable[[str], tuple[str, str]] | None = None,
         max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
-        workers: int = 8,
+        workers: int = DEFAULT_CONCURRENCY,
         batch: int = 10_000,
     ) -> None:
         self.store = store

@@ -108,6 +108,18 @@ class Redaction:
         return self.all_headers or name.lower() in self.headers
 
 
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` for these JSON-shaped options, without its deep copy of
+    every string (fresh dicts and lists, shared immutable leaves): on every publish."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass
 class PublishOptions:
     """Everything a publish configures, in storable form (see :meth:`to_dict`)."""
@@ -130,7 +142,7 @@ class PublishOptions:
     redact: Redaction = field(default_factory=Redaction)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data: dict[str, Any] = _plain(self)
         data["body"] = base64.b64encode(self.body).decode("ascii")
         return data
 

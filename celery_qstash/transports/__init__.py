@@ -2,6 +2,7 @@
 
 ``QStashTransport`` publishes through the official SDK; ``EagerTransport`` appends
 to the in-process outbox (eager mode, tests). Both implement :class:`Transport`.
+``batch`` sends many requests through ``/v2/batch``; ``aio`` does both for asyncio.
 """
 
 from .base import PublishResult, Transport

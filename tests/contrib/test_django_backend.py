@@ -58,12 +58,26 @@ def mail_settings() -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def qstash() -> Iterator[respx.Route]:
+def qstash_router() -> Iterator[respx.MockRouter]:
+    """``/v2/publish/...`` (route "publish") and ``/v2/batch`` (route "batch") like QStash."""
+    import json
+
     counter = itertools.count(1)
     with respx.mock(assert_all_called=False) as mock:
-        yield mock.post(url__startswith=f"{QSTASH}/v2/publish/").mock(
+        mock.post(url__startswith=f"{QSTASH}/v2/publish/", name="publish").mock(
             side_effect=lambda request: httpx.Response(200, json={"messageId": f"msg_{next(counter)}"})
         )
+        mock.post(f"{QSTASH}/v2/batch", name="batch").mock(
+            side_effect=lambda request: httpx.Response(
+                200, json=[{"messageId": f"msg_{next(counter)}"} for _ in json.loads(request.content)]
+            )
+        )
+        yield mock
+
+
+@pytest.fixture
+def qstash(qstash_router: respx.MockRouter) -> respx.Route:
+    return qstash_router["publish"]
 
 
 def _body(route: respx.Route, index: int = -1) -> dict[str, Any]:
@@ -175,7 +189,9 @@ def test_an_invalid_address_raises_the_same_error_as_a_task_even_when_failing_si
 # --- publishing ----------------------------------------------------------------------------
 
 
-def test_send_mass_mail_publishes_one_message_each_with_its_own_idempotency_key(mail_settings: dict[str, Any], qstash: respx.Route) -> None:
+def test_send_mass_mail_publishes_one_message_each_with_its_own_idempotency_key(mail_settings: dict[str, Any], qstash_router: respx.MockRouter) -> None:
+    import json
+
     from django.core.mail import EmailMessage, get_connection, send_mass_mail
 
     sent = send_mass_mail([
@@ -183,14 +199,19 @@ def test_send_mass_mail_publishes_one_message_each_with_its_own_idempotency_key(
         ("Two", "2", None, ["b@example.com"]),
         ("Three", "3", None, ["c@example.com"]),
     ])
-    assert sent == 3 and qstash.call_count == 3
-    keys = [call.request.headers["Upstash-Forward-Idempotency-Key"] for call in qstash.calls]
+    # Several emails: one /v2/batch request, one message each.
+    assert sent == 3 and qstash_router["batch"].call_count == 1
+    items = json.loads(qstash_router["batch"].calls.last.request.content)
+    assert [json.loads(i["body"])["subject"] for i in items] == ["One", "Two", "Three"]
+    keys = [i["headers"]["Upstash-Forward-Idempotency-Key"] for i in items]
     assert len(set(keys)) == 3
-    assert [call.request.headers["Upstash-Deduplication-Id"] for call in qstash.calls] == keys
-    assert all(call.request.headers["Upstash-Forward-X-Celery-Task"] == "django.core.mail" for call in qstash.calls)
+    assert [i["headers"]["Upstash-Deduplication-Id"] for i in items] == keys
+    assert all(i["headers"]["Upstash-Forward-X-Celery-Task"] == "django.core.mail" for i in items)
     msg = EmailMessage("Four", "4", to=["d@example.com"])
     get_connection().send_messages([msg])
-    assert msg.celery_qstash_task_id == qstash.calls.last.request.headers["Upstash-Label"]
+    publish = qstash_router["publish"]
+    assert publish.call_count == 1  # a single email: /v2/publish
+    assert msg.celery_qstash_task_id == publish.calls.last.request.headers["Upstash-Label"]
     assert msg.celery_qstash_message_id == "msg_4"
 
 
@@ -223,13 +244,14 @@ def test_missing_token_names_the_setting_unless_failing_silently(mail_settings: 
 def test_fail_silently_swallows_a_publish_error_and_counts_only_what_went_out(mail_settings: dict[str, Any]) -> None:
     from django.core.mail import send_mass_mail
 
-    answers = iter([httpx.Response(200, json={"messageId": "msg_ok"}), httpx.Response(400, text="bad request")])
+    # QStash refuses the second message of the batch and accepts the first.
+    answer = httpx.Response(200, json=[{"messageId": "msg_ok"}, {"error": "bad request"}])
     with respx.mock() as mock:
-        mock.post(url__startswith=f"{QSTASH}/v2/publish/").mock(side_effect=lambda r: next(answers))
+        mock.post(f"{QSTASH}/v2/batch").mock(return_value=answer)
         datatuple = [("A", "a", None, ["a@example.com"]), ("B", "b", None, ["b@example.com"])]
         assert send_mass_mail(datatuple, fail_silently=True) == 1
     with respx.mock() as mock:
-        mock.post(url__startswith=f"{QSTASH}/v2/publish/").mock(return_value=httpx.Response(400, text="no"))
+        mock.post(f"{QSTASH}/v2/batch").mock(return_value=httpx.Response(400, text="no"))
         with pytest.raises(PublishError) as info:
             send_mass_mail(datatuple)
     assert "S3CRET" not in str(info.value)

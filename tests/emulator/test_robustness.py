@@ -241,14 +241,14 @@ def test_batch_errors_are_per_item_even_unexpected_ones(
     fake: Client, target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     messages = fake.emulator.store.messages
-    real_publish = messages.publish
+    real_publish = messages.publish_in  # a batch stores every item in one transaction
 
-    def flaky_publish(user: str, destination: str, *args: Any, **kwargs: Any) -> Any:
+    def flaky_publish(cur: Any, user: str, destination: str, *args: Any, **kwargs: Any) -> Any:
         if destination.endswith("/explode"):
             raise RuntimeError("unexpected")
-        return real_publish(user, destination, *args, **kwargs)
+        return real_publish(cur, user, destination, *args, **kwargs)
 
-    monkeypatch.setattr(messages, "publish", flaky_publish)
+    monkeypatch.setattr(messages, "publish_in", flaky_publish)
     response = fake.http.post("/v2/batch", json=[
         {"destination": f"{target.url}/good", "body": "1"},
         {"destination": f"{target.url}/bad", "queue": 5},

@@ -24,10 +24,11 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 from kombu.utils.uuid import uuid
 
+from ...batch import get_batch_transport
 from ...config import Settings, load_settings
 from ...email import Email
 from ...errors import CeleryQStashError, EmailValidationError, UnsupportedOption
-from ...options import TaskAttrs, plan_publish, warn_once
+from ...options import PublishRequest, TaskAttrs, plan_publish, warn_once
 from ...transports import EagerTransport, get_transport
 from ...transports.base import PublishResult
 from ...transports.eager import eager_forced
@@ -162,15 +163,11 @@ def publish_emails(
 ) -> list[PublishResult | CeleryQStashError]:
     """Publish each email as its own QStash message; the one place that talks to a transport.
 
-    One request per email for now; when the batch path exists, this is what switches
-    to it. An error is returned in that email's place, so the others still go out.
+    Several emails (``send_mass_mail``) go through ``/v2/batch``, 100 per request; one
+    goes through ``/v2/publish``. An error is returned in that email's place, so the
+    others still go out.
     """
-    transport: Any
-    try:
-        transport = EagerTransport() if eager else get_transport(settings)
-    except CeleryQStashError as exc:
-        return [exc] * len(prepared)
-    outcomes: list[PublishResult | CeleryQStashError] = []
+    requests: list[PublishRequest | CeleryQStashError] = []
     for item in prepared:
         try:
             plan = plan_publish(
@@ -180,10 +177,25 @@ def publish_emails(
                 settings=settings,
                 now=time.time(),
             )
-            outcomes.append(transport.publish(plan.request(item.email, settings, eager=eager)))
+            requests.append(plan.request(item.email, settings, eager=eager))
         except CeleryQStashError as exc:
-            outcomes.append(exc)
-    return outcomes
+            requests.append(exc)
+    ready = [r for r in requests if isinstance(r, PublishRequest)]
+    try:
+        if eager or len(ready) < 2:
+            transport = EagerTransport() if eager else get_transport(settings)
+            sent: list[PublishResult | CeleryQStashError] = []
+            for request in ready:
+                try:
+                    sent.append(transport.publish(request))
+                except CeleryQStashError as exc:
+                    sent.append(exc)
+        else:
+            sent = list(get_batch_transport(settings).publish_many(ready))
+    except CeleryQStashError as exc:  # no transport (a missing token)
+        return [exc] * len(prepared)
+    answers = iter(sent)
+    return [r if isinstance(r, CeleryQStashError) else next(answers) for r in requests]
 
 
 def _header_refused(name: str, policy: str, why: str) -> None:

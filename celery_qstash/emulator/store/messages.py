@@ -44,6 +44,7 @@ class Messages:
         self.queues = queues
         self.flow = flow
         self.groups = groups
+        self._swept_ms = -1_000_000  # when expired dedup ids were last deleted
 
     def publish(
         self,
@@ -66,12 +67,44 @@ class Messages:
         self.db.changed()
         return result
 
+    def publish_many(
+        self,
+        user: str,
+        items: Sequence[tuple[str, PublishOptions, str | None]],
+        *,
+        caller_ip: str | None = None,
+    ) -> list[list[Published] | Exception]:
+        """A batch's (destination, options, queue) items in one transaction, one commit.
+
+        Each item is its own savepoint: an item that fails is rolled back alone and its
+        error takes its place, as if each were its own publish; the others are stored.
+        """
+        now = self.db.now_ms()
+        out: list[list[Published] | Exception] = []
+        with self.db.tx() as cur:
+            for destination, options, queue in items:
+                cur.execute("SAVEPOINT item")
+                try:
+                    out.append(self.publish_in(cur, user, destination, options, queue=queue,
+                                               schedule_id=None, caller_ip=caller_ip,
+                                               kind="message", now_ms=now))
+                except Exception as exc:  # the item's own answer, never the whole batch's
+                    cur.execute("ROLLBACK TO item")
+                    out.append(exc)
+                cur.execute("RELEASE item")
+        self.db.changed()
+        return out
+
     def publish_in(self, cur: sqlite3.Cursor, user: str, destination: str,
                  options: PublishOptions, *, queue: str | None, schedule_id: str | None,
                  caller_ip: str | None, kind: str, now_ms: int) -> list[Published]:
         if queue is not None:
             self.queues.ensure(cur, user, queue, now_ms)
-        cur.execute("DELETE FROM dedup WHERE expires_ms <= ?", (now_ms,))
+        if now_ms - self._swept_ms >= 1000 or now_ms < self._swept_ms:
+            # Expired dedup ids are swept at most once a second (the lookup below ignores
+            # them anyway), not once per message: a batch of 100 sweeps once.
+            cur.execute("DELETE FROM dedup WHERE expires_ms <= ?", (now_ms,))
+            self._swept_ms = now_ms
         results: list[Published] = []
         for url, topic, endpoint in self.groups.targets(cur, user, destination):
             dedup_key = None
@@ -81,8 +114,9 @@ class Messages:
                 dedup_key = content_dedup_id(url, options)
             if dedup_key is not None:
                 row = cur.execute(
-                    "SELECT message_id FROM dedup WHERE user = ? AND dedup_id = ?",
-                    (user, dedup_key),
+                    "SELECT message_id FROM dedup WHERE user = ? AND dedup_id = ? "
+                    "AND expires_ms > ?",
+                    (user, dedup_key, now_ms),
                 ).fetchone()
                 if row is not None:
                     results.append(Published(str(row["message_id"]), url, deduplicated=True))

@@ -10,7 +10,6 @@ the DLQ, to fire a schedule. The logs and DLQ APIs read the stored form only.
 
 from __future__ import annotations
 
-import copy
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -38,13 +37,23 @@ def _header_maps(opts: JSON) -> Iterator[tuple[str, dict[str, list[str]]]]:
             yield ".".join(path), node
 
 
+def _json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, immutable leaves): ``copy.deepcopy`` without
+    its memo and dispatch, on every publish."""
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
+
+
 class Secrets:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def seal_opts(self, cur: sqlite3.Cursor, key: str, opts: JSON) -> JSON:
         """A copy of ``opts`` without secret values; the values are stored under ``key``."""
-        sealed = copy.deepcopy(opts)
+        sealed: JSON = _json_copy(opts)
         redact = sealed.get("redact") or {}
         kept: dict[str, dict[str, list[str]]] = {}
         for where, headers in _header_maps(sealed):
@@ -63,7 +72,7 @@ class Secrets:
         if row is None:
             return opts
         kept: dict[str, dict[str, list[str]]] = json.loads(row["data"])
-        opened = copy.deepcopy(opts)
+        opened: JSON = _json_copy(opts)
         for where, headers in _header_maps(opened):
             headers.update(kept.get(where, {}))
         return opened

@@ -1,0 +1,337 @@
+"""Every throughput figure of issue 10, each against its anchor measured in the same run.
+
+    scripts/bench            # or: python benchmarks/bench.py [--runs 2] [--quick]
+
+Prints one Markdown table: figure, ours, anchor, ratio, target, met. Each figure is
+measured ``--runs`` times (default 2) and shown as the range over the runs; within a
+run, ours and the anchor alternate (five rounds each; the ratio is the median of the
+per-round ratios, so that both sides of a ratio see nearly the same machine). Servers
+run in child processes on 127.0.0.1 (a bare QStash stand-in, the emulator, Debian's
+``redis-server``), all started and stopped here.
+Nothing here is a test: the suite asserts behaviour, never a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from celery import Celery
+from qstash import QStash
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import emulator_process, paired, rate, redis_server, standin
+
+from celery_qstash import Email, QStashTask
+from celery_qstash.testing import outbox
+
+KEY = "AS_bench_key"
+SEND_URL = "https://api.autosend.com/v1/mails/send"
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    ours: float
+    anchor: float | None
+    ratio: float | None
+    target: str
+    met: bool
+
+
+# --- the task under test and its bare-SDK twin -------------------------------------------
+
+
+def make_app(url: str, token: str, name: str = "bench") -> tuple[Celery, Any]:
+    app = Celery(name, set_as_current=True)
+    app.conf.update(qstash_url=url, qstash_token=token, autosend_api_key=KEY,
+                    qstash_publish_timeout=30)
+
+    @app.task(base=QStashTask, name="bench.welcome", shared=False)
+    def welcome(i: int) -> Email:
+        return Email(to=f"user{i}@example.com", from_="hi@acme.example",
+                     subject="Welcome", html="<p>Hi {{name}}</p>", dynamic_data={"name": "x"})
+
+    return app, welcome
+
+
+def sdk_publisher(url: str, token: str) -> Callable[[int], object]:
+    """The request ``welcome.apply_async((i,), countdown=60)`` makes, through the bare SDK."""
+    sdk = QStash(token, retry=False, base_url=url)
+
+    def publish(i: int) -> object:
+        body = {"from": {"email": "hi@acme.example"}, "subject": "Welcome",
+                "html": "<p>Hi {{name}}</p>", "dynamicData": {"name": "x"},
+                "to": {"email": f"user{i}@example.com"}}
+        task_id = f"raw-{time.monotonic_ns()}-{i}"
+        return sdk.message.publish_json(
+            url=SEND_URL, body=body,
+            headers={"Authorization": f"Bearer {KEY}", "Idempotency-Key": task_id,
+                     "X-Celery-Task": "bench.welcome"},
+            retries=3, delay=60, deduplication_id=task_id, label=task_id,
+            flow_control={"key": "autosend.0123456789abcdef", "rate": 2, "period": "1s"},
+            redact={"header": ["Authorization"]},
+        )
+
+    return publish
+
+
+# --- client-side figures (a bare stand-in server) ----------------------------------------
+
+
+def per_call_publish(n: int) -> tuple[float, float, float]:
+    with standin() as url:
+        _, welcome = make_app(url, "tok")
+        raw = sdk_publisher(url, "tok")
+        rate(lambda i: welcome.apply_async((i,), countdown=60), 50)
+        rate(raw, 50)
+        return paired(lambda: rate(lambda i: welcome.apply_async((i,), countdown=60), n),
+                      lambda: rate(raw, n))
+
+
+def eager_delay(n: int) -> tuple[float, float, float]:
+    app, welcome = make_app("http://127.0.0.1:9", "tok", "bench-eager")
+    app.conf.task_always_eager = True
+
+    @app.task(name="bench.plain", shared=False)
+    def plain(i: int) -> dict[str, Any]:
+        return {"to": f"user{i}@example.com"}
+
+    def ours() -> float:
+        try:
+            return rate(lambda i: welcome.delay(i), n)
+        finally:
+            outbox.clear()
+
+    rate(lambda i: welcome.delay(i), 50)
+    rate(lambda i: plain.delay(i), 50)
+    outbox.clear()
+    return paired(ours, lambda: rate(lambda i: plain.delay(i), n))
+
+
+def batch_vs_sequential(n: int) -> tuple[float, float, float]:
+    with standin() as url:
+        _, welcome = make_app(url, "tok")
+        welcome.delay_many([(i,) for i in range(50)])
+
+        def many() -> float:
+            began = time.perf_counter()
+            welcome.delay_many([(i,) for i in range(n)])
+            return n / (time.perf_counter() - began)
+
+        return paired(many, lambda: rate(lambda i: welcome.delay(i), n), rounds=3)
+
+
+def emulator_vs_redis(n: int) -> tuple[float, float | None, float | None]:
+    with emulator_process() as (url, token), redis_server() as broker:
+        _, welcome = make_app(url, token)
+        if broker is None:
+            return rate(lambda i: welcome.apply_async((i,), countdown=60), n), None, None
+        celery_app = Celery("bench-redis", broker=broker, set_as_current=False)
+
+        @celery_app.task(name="bench.plain_redis", shared=False)
+        def plain(i: int) -> int:
+            return i
+
+        rate(lambda i: welcome.apply_async((i,), countdown=60), 50)
+        rate(lambda i: plain.apply_async((i,), countdown=60), 50)
+        try:
+            return paired(lambda: rate(lambda i: welcome.apply_async((i,), countdown=60), n),
+                          lambda: rate(lambda i: plain.apply_async((i,), countdown=60), n))
+        finally:
+            celery_app.close()
+
+
+# --- the emulator --------------------------------------------------------------------------
+
+
+def emulator_single(n: int) -> tuple[float, float, float]:
+    with emulator_process() as (url, token), standin() as bare:
+        ours, anchor = sdk_publisher(url, token), sdk_publisher(bare, "tok")
+        rate(ours, 50)
+        rate(anchor, 50)
+        return paired(lambda: rate(ours, n), lambda: rate(anchor, n))
+
+
+def _batch_rate(url: str, token: str, requests: int) -> float:
+    sdk = QStash(token, retry=False, base_url=url)
+    began = time.perf_counter()
+    for r in range(requests):
+        sdk.message.batch([
+            {"url": f"{SEND_URL}?n={r}-{i}", "body": json.dumps({"n": i}),
+             "content_type": "application/json", "delay": 3600}
+            for i in range(100)
+        ])
+    return requests * 100 / (time.perf_counter() - began)
+
+
+def emulator_batch(requests: int) -> tuple[float, float, float]:
+    with emulator_process() as (url, token), standin() as bare:
+        _batch_rate(url, token, 2)
+        return paired(lambda: _batch_rate(url, token, requests),
+                      lambda: _batch_rate(bare, "tok", requests))
+
+
+def due_together(url: str, token: str, sink: str, count: int, lead: float = 2.0,
+                 timeout: float = 60.0) -> tuple[float, list[float]]:
+    """Publish ``count`` messages due at one whole second; (delivery rate, lateness list)."""
+    httpx.post(f"{sink}/reset")
+    sdk = QStash(token, retry=False, base_url=url)
+    due = int(time.time() + lead) + 1
+    for start in range(0, count, 100):
+        sdk.message.batch([
+            {"url": f"https://sink.bench/sink/{start + i}", "body": "{}",
+             "content_type": "application/json", "not_before": due, "retries": 0}
+            for i in range(min(100, count - start))
+        ])
+    deadline = time.time() + lead + timeout
+    arrivals: list[float] = []
+    while time.time() < deadline:
+        arrivals = httpx.get(f"{sink}/stats").json()["arrivals"]
+        if len(arrivals) >= count:
+            break
+        time.sleep(0.2)
+    if len(arrivals) < count:
+        return 0.0, [float("inf")]
+    lateness = sorted(a - due for a in arrivals)
+    return count / max(1e-6, max(arrivals) - due), lateness
+
+
+def emulator_delivery(count: int) -> tuple[float, float, float]:
+    """(deliveries/s, p50 lateness ms, p99 lateness ms) for messages due together."""
+    with standin() as sink, emulator_process(
+        deliver=True, routes={"https://sink.bench": sink}
+    ) as (url, token):
+        speed, _ = due_together(url, token, sink, count)
+        _, lateness = due_together(url, token, sink, 300)
+        p50 = statistics.median(lateness) * 1000
+        p99 = lateness[min(len(lateness) - 1, int(len(lateness) * 0.99))] * 1000
+        return speed, p50, p99
+
+
+def emulator_flat(
+    pending_small: int, pending_large: int, n: int, due: int
+) -> tuple[float, float, float, float, float, float]:
+    """Ingest (single publishes/s) and delivery (/s) with few vs many pending delayed
+    messages: both emulators run side by side and are measured alternately."""
+    with standin() as sink_small, standin() as sink_large, emulator_process(
+        deliver=True, routes={"https://sink.bench": sink_small}, pending=pending_small
+    ) as (url_small, token), emulator_process(
+        deliver=True, routes={"https://sink.bench": sink_large}, pending=pending_large
+    ) as (url_large, _):
+        small, large = sdk_publisher(url_small, token), sdk_publisher(url_large, token)
+        rate(small, 50)
+        rate(large, 50)
+        ingest_large, ingest_small, ratio_in = paired(
+            lambda: rate(large, n), lambda: rate(small, n)
+        )
+        out_large, out_small, ratio_out = paired(
+            lambda: due_together(url_large, token, sink_large, due)[0],
+            lambda: due_together(url_small, token, sink_small, due)[0],
+            rounds=3,
+        )
+    return ingest_small, ingest_large, ratio_in, out_small, out_large, ratio_out
+
+
+# --- the table ------------------------------------------------------------------------------
+
+
+def span(values: list[float], fmt: str = "{:,.0f}") -> str:
+    lo, hi = min(values), max(values)
+    low, high = fmt.format(lo), fmt.format(hi)
+    return low if low == high else f"{low}-{high}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer calls per figure")
+    args = parser.parse_args()
+    scale = 0.25 if args.quick else 1.0
+    n = max(40, int(200 * scale))
+
+    rows: dict[str, dict[str, list[float]]] = {}
+
+    def add(name: str, **values: float | None) -> None:
+        slot = rows.setdefault(name, {})
+        for key, value in values.items():
+            if value is not None:
+                slot.setdefault(key, []).append(value)
+
+    for run in range(args.runs):
+        print(f"run {run + 1}/{args.runs} ...", file=sys.stderr, flush=True)
+        ours, anchor, ratio = per_call_publish(n)
+        add("publish", ours=ours, anchor=anchor, ratio=1 / ratio)  # time ratio
+        ours, anchor, ratio = eager_delay(n)
+        add("eager", ours=ours, anchor=anchor, ratio=ratio)
+        ours, anchor, ratio = batch_vs_sequential(max(100, int(1000 * scale)))
+        add("batch", ours=ours, anchor=anchor, ratio=ratio)
+        ours, anchor_redis, ratio_redis = emulator_vs_redis(n)
+        add("redis", ours=ours, anchor=anchor_redis, ratio=ratio_redis)
+        ours, anchor, ratio = emulator_single(n)
+        add("ingest", ours=ours, anchor=anchor, ratio=ratio)
+        ours, anchor, ratio = emulator_batch(max(5, int(20 * scale)))
+        add("ingest_batch", ours=ours, anchor=anchor, ratio=ratio)
+        speed, p50, p99 = emulator_delivery(max(300, int(1000 * scale)))
+        add("delivery", ours=speed)
+        add("lateness", ours=p99, anchor=p50)
+        small_in, large_in, ratio_in, small_out, large_out, ratio_out = emulator_flat(
+            1_000, 100_000 if not args.quick else 20_000, n, max(300, int(500 * scale)))
+        add("flat_ingest", ours=large_in, anchor=small_in, ratio=ratio_in)
+        add("flat_delivery", ours=large_out, anchor=small_out, ratio=ratio_out)
+
+    def line(label: str, key: str, unit: str, anchor_label: str, target: str,
+             met: Callable[[list[float]], bool], ratio_fmt: str = "{:.2f}") -> str:
+        values = rows.get(key, {})
+        ours = span(values.get("ours", [0.0])) + unit
+        anchor = "-"
+        if values.get("anchor"):
+            anchor = span(values["anchor"]) + unit + f" ({anchor_label})"
+        ratio = span(values["ratio"], ratio_fmt) + "x" if values.get("ratio") else "-"
+        ok = "yes" if met(values.get("ratio") or values.get("ours", [])) else "**no**"
+        return f"| {label} | {ours} | {anchor} | {ratio} | {target} | {ok} |"
+
+    large = "100k" if not args.quick else "20k"
+    lines = [
+        "| figure | ours | anchor, same run | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+        line("`.apply_async(countdown=60)`, time per call vs bare SDK `publish_json` "
+             "(same stand-in server)",
+             "publish", "/s", "SDK", "<= 1.10x the SDK's time", lambda r: max(r) <= 1.10),
+        line("eager `.delay()` vs Celery's eager `.delay()` of a plain task", "eager", "/s",
+             "Celery", ">= 1.0x", lambda r: min(r) >= 1.0),
+        line("1,000 emails: `delay_many` vs 1,000 sequential `.delay()` (stand-in)", "batch",
+             " emails/s", "sequential", ">= 10x", lambda r: min(r) >= 10),
+        line("`.apply_async(countdown)` through the emulator vs Celery's on Redis", "redis", "/s",
+             "Celery+Redis", ">= 1.0x", lambda r: bool(r) and min(r) >= 1.0),
+        line("emulator ingest, SDK `publish_json` one by one vs a bare stand-in", "ingest", "/s",
+             "stand-in", ">= 1,000/s", lambda r: min(rows["ingest"]["ours"]) >= 1000),
+        line("emulator ingest through `/v2/batch`, 100 per request vs a bare stand-in",
+             "ingest_batch", " msg/s", "stand-in", ">= 10,000 msg/s",
+             lambda r: min(rows["ingest_batch"]["ours"]) >= 10_000),
+        line("emulator delivery to a local sink (messages due together)", "delivery", "/s", "",
+             ">= 500/s", lambda r: min(r) >= 500),
+        line("300 messages due at the same second: lateness p99 (anchor column: p50)", "lateness",
+             " ms", "p50", "p99 <= 100 ms", lambda r: max(rows["lateness"]["ours"]) <= 100),
+        line(f"emulator ingest with {large} vs 1k pending delayed messages", "flat_ingest", "/s",
+             "1k pending", ">= 0.9x (flat)", lambda r: min(r) >= 0.9),
+        line(f"emulator delivery with {large} vs 1k pending delayed messages", "flat_delivery",
+             "/s", "1k pending", ">= 0.9x (flat)", lambda r: min(r) >= 0.9),
+    ]
+    print(f"\n{args.runs} run(s); ranges are over the runs; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
