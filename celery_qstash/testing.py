@@ -109,6 +109,17 @@ class DevServers:
             total += attempts
         raise RuntimeError(f"still delivering after {max_rounds} ticks")
 
+    def chaos(self, **rule: Any) -> dict[str, Any]:
+        """Add a sandbox fault rule (``fail_next=1, status=500``; README's chaos table).
+
+        The sandbox's destructive endpoints take the API key, as a send does.
+        """
+        response = httpx.post(f"{self.sandbox.url}/api/v1/chaos", json=rule,
+                              headers={"Authorization": f"Bearer {self.api_key}"})
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
     def emails(self) -> list[dict[str, Any]]:
         """What the sandbox captured, newest first (its JSON API)."""
         response = httpx.get(f"{self.sandbox.url}/api/v1/messages", params={"limit": 500})

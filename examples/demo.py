@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from celery_qstash.devserver import DEV_AUTOSEND_API_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -119,8 +121,10 @@ def main() -> int:
         print(f"   result.get() -> {first.get(timeout=30)}")
 
         print("\n2. the sandbox will fail the next request with 500, so QStash retries it")
+        # Destructive sandbox endpoints take the API key the app sends with.
         httpx.post(
-            f"{sandbox}/api/v1/chaos", json={"fail_next": 1, "status": 500}
+            f"{sandbox}/api/v1/chaos", json={"fail_next": 1, "status": 500},
+            headers={"Authorization": f"Bearer {DEV_AUTOSEND_API_KEY}"},
         ).raise_for_status()
         second = send_password_reset.delay("omar@example.com", "https://acme.example/reset/abc")
         print(f"   task {second.id}")

@@ -26,6 +26,8 @@ from celery_qstash.transports.qstash import client_for
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "img"
+#: The sandbox's destructive endpoints (chaos) take the key a send takes.
+SANDBOX_AUTH = {"Authorization": "Bearer AS_screenshots"}
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PEOPLE = ["ada", "grace", "alan", "edsger", "barbara", "donald", "margaret", "ken", "dennis",
           "linus", "guido", "bjarne", "john", "frances", "radia", "shafi", "leslie", "tim"]
@@ -70,10 +72,12 @@ def seed(app: Celery, sandbox_url: str, status: StatusClient) -> None:
             results.append(send_reset.delay(person))
     _wait(lambda: all(r.ready() for r in results))
     # Two tasks that fail both attempts and land in the DLQ, one that needs a retry.
-    httpx.post(f"{sandbox_url}/api/v1/chaos", json={"fail_next": 4, "status": 503})
+    httpx.post(f"{sandbox_url}/api/v1/chaos", json={"fail_next": 4, "status": 503},
+               headers=SANDBOX_AUTH)
     doomed = [send_receipt.delay("mallory", 1999), send_welcome.delay("trudy")]
     _wait(lambda: all(r.ready() for r in doomed))
-    httpx.post(f"{sandbox_url}/api/v1/chaos", json={"fail_next": 1, "status": 500})
+    httpx.post(f"{sandbox_url}/api/v1/chaos", json={"fail_next": 1, "status": 500},
+               headers=SANDBOX_AUTH)
     flaky = send_reset.delay("eve")
     _wait(flaky.ready)
     # Waiting (countdown) and revoked ones.

@@ -53,8 +53,8 @@ def test_core_module_imports_no_server_side_code(path: Path) -> None:
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
-def test_the_emulator_depends_on_nothing_but_clock_devserver_and_serving() -> None:
-    allowed = {"clock", "devserver", "_serving"}
+def test_the_emulator_depends_on_nothing_but_clock_devserver_and_the_server_helpers() -> None:
+    allowed = {"clock", "devserver", "_serving", "_files"}
     for path in (PACKAGE / "emulator").rglob("*.py"):
         outside = {m for m in _imports(path) if not m.startswith("emulator")}
         assert {m.split(".")[0] for m in outside} <= allowed | {""}, (path.name, outside)

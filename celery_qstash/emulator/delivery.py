@@ -121,10 +121,16 @@ class DeliveryLoop:
 
     def _attempt(self, message: JSON, now_ms: int) -> str:
         result = self.send(message, now_ms)
-        if not result.ok:
-            result.retry_delay_ms = int(self.retry_delay_ms(message, result, now_ms))
-        finished = max(now_ms, int(self.clock.now() * 1000))
-        state = self.store.finish_attempt(message, result, finished, self.callbacks)
+        try:
+            if not result.ok:
+                result.retry_delay_ms = int(self.retry_delay_ms(message, result, now_ms))
+            finished = max(now_ms, int(self.clock.now() * 1000))
+            state = self.store.finish_attempt(message, result, finished, self.callbacks)
+        except Exception as exc:
+            # Data the outcome cannot be recorded from (a damaged database): out of
+            # flight and logged, not in flight forever with nothing said.
+            self.store.set_aside(message["id"], exc)
+            return "SET_ASIDE"
         log.info("%s %s -> %s (%s)", message["id"], _host(message["url"]), state,
                  result.status if result.status is not None else result.error)
         return state

@@ -11,11 +11,15 @@ Routes::
     GET    /rejected                 refused mail requests, newest first, with the reason
     GET    /api/v1/messages          ?limit=&offset=&to=&subject=&batchId= -> {"total", "messages"}
     GET    /api/v1/messages/{id}     one message (404 if unknown)
-    DELETE /api/v1/messages[/{id}]   delete all (or one)
+    DELETE /api/v1/messages[/{id}]   delete all (or one) *
     GET    /api/v1/stats             {"received", "accepted", "replayed", "rejected", "emails"}
-    GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints
-    POST   /_sandbox/reset           forget everything
+    GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints (POST, DELETE *)
+    POST   /_sandbox/reset           forget everything *
     GET    /_sandbox/health          {"ok": true}
+
+``*``: destructive, so it takes the key a send takes, as ``Authorization: Bearer``
+(401 in AutoSend's error shape otherwise); the inbox page's own buttons carry a
+per-process form token instead.
 
 A mail request goes through, in order: authentication (401), chaos rules,
 rate limits (429), content type and JSON (400), the idempotency record (replay
@@ -246,16 +250,35 @@ class SandboxAPI:
             Route("/inbox/{id}/delete", self.delete_page, methods=["POST"]),
             Route("/rejected", self.rejected_page, methods=["GET"]),
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
-            Route("/api/v1/messages", self.delete_messages, methods=["DELETE"]),
+            Route("/api/v1/messages", self._keyed(self.delete_messages), methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
-            Route("/api/v1/messages/{id}", self.delete_message, methods=["DELETE"]),
+            Route("/api/v1/messages/{id}", self._keyed(self.delete_message),
+                  methods=["DELETE"]),
             Route("/api/v1/stats", self.stats, methods=["GET"]),
             Route("/api/v1/chaos", self.get_chaos, methods=["GET"]),
-            Route("/api/v1/chaos", self.add_chaos, methods=["POST"]),
-            Route("/api/v1/chaos", self.clear_chaos, methods=["DELETE"]),
-            Route("/_sandbox/reset", self.reset, methods=["POST"]),
+            Route("/api/v1/chaos", self._keyed(self.add_chaos), methods=["POST"]),
+            Route("/api/v1/chaos", self._keyed(self.clear_chaos), methods=["DELETE"]),
+            Route("/_sandbox/reset", self._keyed(self.reset), methods=["POST"]),
             Route("/_sandbox/health", self.health, methods=["GET"]),
         ]
+
+    def _keyed(self, handler: Callable[[Request], Awaitable[Response]]
+               ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` behind the key a send needs (the destructive JSON endpoints).
+
+        As the emulator's ``/_emulator/reset``: only the ``Authorization`` header counts,
+        which a page on another origin cannot set without a preflight never granted.
+        Not counted in the stats or the Rejected view: those describe mail requests.
+        """
+        async def endpoint(request: Request) -> Response:
+            if self._api_key(request) is None:
+                return JSONResponse(
+                    error_body(401, "Unauthorized: an Authorization: Bearer header with "
+                                    "the sandbox's API key is required"),
+                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await handler(request)
+
+        return endpoint
 
     # -- AutoSend endpoints --------------------------------------------------
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .._files import owner_only_db
 from ..clock import Clock
 
 __all__ = [
@@ -253,9 +254,8 @@ class SandboxStore:
         if data_dir is None:
             target = ":memory:"
         else:
-            Path(data_dir).mkdir(parents=True, exist_ok=True)
-            self.path = Path(data_dir) / DB_FILENAME
-            target = str(self.path)
+            target = owner_only_db(data_dir, DB_FILENAME)
+            self.path = Path(target)
         # Handlers run on the server's event loop while tests read from their own
         # thread; the lock, not sqlite's thread check, serialises access.
         self._db = sqlite3.connect(target, check_same_thread=False)

@@ -34,7 +34,15 @@ from .batch import (
     parse_batch,
     whole_request_error,
 )
-from .qstash import READ_TIMEOUT, QStashTransport, _deadline, shown_url
+from .qstash import (
+    _NOT_A_PUBLISH_ANSWER,
+    READ_TIMEOUT,
+    QStashTransport,
+    _deadline,
+    publish_result,
+    sdk_arguments,
+    shown_url,
+)
 
 __all__ = ["AsyncQStashTransport", "async_client_for"]
 
@@ -142,38 +150,16 @@ class AsyncQStashTransport:
         )
 
     async def _publish_once(self, request: PublishRequest) -> PublishResult:
-        common: dict[str, Any] = {
-            "url": request.url,
-            "body": request.body,
-            "headers": {**request.headers, "Authorization": request.authorization},
-            "retries": request.retries,
-            "retry_delay": request.retry_delay,
-            "callback": request.callback,
-            "failure_callback": request.failure_callback,
-            "deduplication_id": request.deduplication_id,
-            "timeout": request.timeout,
-            "label": request.label,
-        }
-        if request.redact_headers:
-            common["redact"] = {"header": list(request.redact_headers)}
+        common, extra = sdk_arguments(request)
         try:
             if request.queue:
                 res: Any = await self.client.message.enqueue_json(queue=request.queue, **common)
             else:
-                res = await self.client.message.publish_json(
-                    delay=request.delay,
-                    not_before=request.not_before,
-                    flow_control=request.flow_control.as_sdk() if request.flow_control else None,  # type: ignore[arg-type]
-                    **common,
-                )
-            message_id = res.message_id
-        # The SDK parses any 2xx as JSON and reads ``messageId``: an answer that is not
-        # QStash's fails there.
+                res = await self.client.message.publish_json(**extra, **common)
+        # The SDK parses any 2xx as JSON: an answer that is not QStash's fails there.
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise NotQStash(None, 'a success status but not QStash\'s {"messageId": ...}') from None
-        if not isinstance(message_id, str) or not message_id:
-            raise NotQStash(None, "a success status but no messageId")
-        return PublishResult(message_id=message_id, deduplicated=bool(res.deduplicated))
+            raise NotQStash(None, _NOT_A_PUBLISH_ANSWER) from None
+        return publish_result(res)
 
     async def publish_many(
         self,

@@ -34,6 +34,7 @@ from .base import PublishResult
 from .qstash import (
     _NOT_SENT,
     DEFAULT_RETRY_POLICY,
+    NotQStash,
     _deadline,
     _describe,
     _is_qstash_error,
@@ -113,15 +114,6 @@ def _refused(request: PublishRequest, text: str, secrets: tuple[str | None, ...]
         error=text,
         task_id=request.task_id,
     )
-
-
-class NotQStash(Exception):
-    """The answer to a batch is not QStash's shape (a list with one item per message)."""
-
-    def __init__(self, status: int | None, snippet: str) -> None:
-        self.status = status
-        self.snippet = snippet
-        super().__init__(status, snippet)
 
 
 def parse_batch(

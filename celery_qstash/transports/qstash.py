@@ -65,8 +65,8 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _NOT_A_PUBLISH_ANSWER = 'a success status but not QStash\'s {"messageId": ...}'
 
 
-class _NotQStash(Exception):
-    """The answer to a publish is not QStash's shape."""
+class NotQStash(Exception):
+    """An answer that is not QStash's shape (a publish's ``{"messageId"}``, a batch's list)."""
 
     def __init__(self, status: int | None, snippet: str) -> None:
         self.status = status
@@ -159,7 +159,7 @@ class QStashTransport:
                 not_qstash = False
                 try:
                     return self._publish_once(request)
-                except _NotQStash as exc:
+                except NotQStash as exc:
                     status, text, retryable = exc.status, exc.snippet, False
                     not_qstash = True
                 except QStashError as exc:
@@ -245,38 +245,52 @@ class QStashTransport:
         )
 
     def _publish_once(self, request: PublishRequest) -> PublishResult:
-        common: dict[str, Any] = {
-            "url": request.url,
-            "body": request.body,
-            "headers": {**request.headers, "Authorization": request.authorization},
-            "retries": request.retries,
-            "retry_delay": request.retry_delay,
-            "callback": request.callback,
-            "failure_callback": request.failure_callback,
-            "deduplication_id": request.deduplication_id,
-            "timeout": request.timeout,
-            "label": request.label,
-        }
-        if request.redact_headers:
-            common["redact"] = {"header": list(request.redact_headers)}
+        common, extra = sdk_arguments(request)
         try:
             if request.queue:
                 res: Any = self.client.message.enqueue_json(queue=request.queue, **common)
             else:
-                res = self.client.message.publish_json(
-                    delay=request.delay,
-                    not_before=request.not_before,
-                    flow_control=request.flow_control.as_sdk() if request.flow_control else None,  # type: ignore[arg-type]
-                    **common,
-                )
-            message_id = res.message_id
-        # The SDK parses any 2xx as JSON and reads ``messageId``: an answer that is not
-        # QStash's fails there (not JSON, ``{}``, a list, a string...).
+                res = self.client.message.publish_json(**extra, **common)
+        # The SDK parses any 2xx as JSON: an answer that is not QStash's fails there
+        # (not JSON, ``{}``, a list, a string...).
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise _NotQStash(None, _NOT_A_PUBLISH_ANSWER) from None
-        if not isinstance(message_id, str) or not message_id:
-            raise _NotQStash(None, "a success status but no messageId")
-        return PublishResult(message_id=message_id, deduplicated=bool(res.deduplicated))
+            raise NotQStash(None, _NOT_A_PUBLISH_ANSWER) from None
+        return publish_result(res)
+
+
+def sdk_arguments(request: PublishRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The SDK's ``enqueue_json`` arguments, and what ``publish_json`` takes on top."""
+    common: dict[str, Any] = {
+        "url": request.url,
+        "body": request.body,
+        "headers": {**request.headers, "Authorization": request.authorization},
+        "retries": request.retries,
+        "retry_delay": request.retry_delay,
+        "callback": request.callback,
+        "failure_callback": request.failure_callback,
+        "deduplication_id": request.deduplication_id,
+        "timeout": request.timeout,
+        "label": request.label,
+    }
+    if request.redact_headers:
+        common["redact"] = {"header": list(request.redact_headers)}
+    extra: dict[str, Any] = {
+        "delay": request.delay,
+        "not_before": request.not_before,
+        "flow_control": request.flow_control.as_sdk() if request.flow_control else None,
+    }
+    return common, extra
+
+
+def publish_result(res: Any) -> PublishResult:
+    """The SDK's publish answer, checked to be QStash's ``{"messageId": ...}``."""
+    try:
+        message_id, deduplicated = res.message_id, res.deduplicated
+    except AttributeError:
+        raise NotQStash(None, _NOT_A_PUBLISH_ANSWER) from None
+    if not isinstance(message_id, str) or not message_id:
+        raise NotQStash(None, "a success status but no messageId")
+    return PublishResult(message_id=message_id, deduplicated=bool(deduplicated))
 
 
 def _is_qstash_error(exc: QStashError) -> bool:

@@ -34,6 +34,8 @@ from .qstash_events import FakeQStash, fake_qstash
 
 QSTASH_URL = "http://qstash.test"
 TOKEN = "qstash-token-DASHBOARD-S3CRET"
+#: The stack's sandbox takes any bearer key; its chaos endpoints need one.
+SANDBOX_AUTH = {"Authorization": "Bearer AS_test"}
 
 
 @pytest.fixture
@@ -66,11 +68,11 @@ class Stack:
     status: StatusClient
 
     def chaos(self, fail_next: int, status: int = 500) -> None:
-        httpx.post(f"{self.sandbox.url}/api/v1/chaos",
+        httpx.post(f"{self.sandbox.url}/api/v1/chaos", headers=SANDBOX_AUTH,
                    json={"fail_next": fail_next, "status": status}).raise_for_status()
 
     def calm(self) -> None:
-        httpx.delete(f"{self.sandbox.url}/api/v1/chaos").raise_for_status()
+        httpx.delete(f"{self.sandbox.url}/api/v1/chaos", headers=SANDBOX_AUTH).raise_for_status()
 
 
 @pytest.fixture(scope="session")

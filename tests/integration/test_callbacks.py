@@ -123,8 +123,7 @@ def test_a_failure_fires_on_failure_task_failure_and_email_failed_once_after_ret
     live_app: Celery, dev_servers: DevServers, web_app: str, events: Events
 ) -> None:
     send_welcome = _task(live_app, events, max_retries=1, default_retry_delay=0)
-    httpx.post(f"{dev_servers.sandbox.url}/api/v1/chaos",
-               json={"fail_next": 2, "status": 503}).raise_for_status()
+    dev_servers.chaos(fail_next=2, status=503)
 
     send_welcome.apply_async((2,), task_id="welcome-2")
 

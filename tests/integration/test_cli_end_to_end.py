@@ -6,7 +6,6 @@ import json
 import time
 from typing import Any
 
-import httpx
 from celery import Celery
 from click.testing import CliRunner
 
@@ -30,7 +29,7 @@ def _cli(servers: DevServers, *args: str) -> tuple[int, str]:
 
 
 def _failed(task: Any, servers: DevServers, n: int) -> str:
-    httpx.post(f"{servers.sandbox.url}/api/v1/chaos", json={"fail_next": 1, "status": 500}).raise_for_status()
+    servers.chaos(fail_next=1, status=500)
     result = task.delay(n)
     result.get(timeout=10, propagate=False)
     assert result.state == "FAILURE"

@@ -51,7 +51,7 @@ def test_countdown_is_pending_then_delivered(live_app: Celery, dev_servers: DevS
 
 def test_a_failed_attempt_is_retried_and_sent_once(live_app: Celery, dev_servers: DevServers) -> None:
     send_welcome = _welcome_task(live_app, default_retry_delay=0)
-    httpx.post(f"{dev_servers.sandbox.url}/api/v1/chaos", json={"fail_next": 1, "status": 503}).raise_for_status()
+    dev_servers.chaos(fail_next=1, status=503)
 
     result = send_welcome.delay(9, "Cy")
     result.get(timeout=10)

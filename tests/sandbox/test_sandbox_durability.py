@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 from celery_qstash.clock import FakeClock
@@ -56,3 +57,20 @@ def test_in_memory_sandboxes_share_nothing() -> None:
             tc.post("/v1/mails/send", json=email(), headers=AUTH)
         assert one.store.stats()["emails"] == 1
         assert two.store.stats()["emails"] == 0
+
+
+def test_database_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    # Captured emails hold password-reset links and the like, as the emulator's hold bodies.
+    data_dir = tmp_path / "inbox"
+    with Sandbox(data_dir=data_dir, clock=FakeClock(), rate_per_second=None) as sandbox:
+        with TestClient(sandbox.app) as tc:
+            assert tc.post("/v1/mails/send", json=email(), headers=AUTH).status_code == 200
+        files = [data_dir / DB_FILENAME, data_dir / f"{DB_FILENAME}-wal"]
+        assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600, 0o600]
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def test_an_older_world_readable_database_is_tightened(tmp_path: Path) -> None:
+    tmp_path.joinpath(DB_FILENAME).touch(mode=0o644)
+    with Sandbox(data_dir=tmp_path, clock=FakeClock()):
+        assert stat.S_IMODE(tmp_path.joinpath(DB_FILENAME).stat().st_mode) == 0o600

@@ -93,7 +93,7 @@ def test_default_app_takes_any_host_but_still_refuses_other_origins() -> None:
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_chaos_takes_json_only(client: TestClient, content_type: str | None) -> None:
     # A "simple" cross-site POST (no preflight, and no Origin in some setups) cannot script faults.
-    headers = {"Content-Type": content_type} if content_type else {}
+    headers = {"Content-Type": content_type, **AUTH} if content_type else AUTH
     response = client.post("/api/v1/chaos", content=b'{"fail_next": 3}', headers=headers)
     assert response.status_code == 400
     assert response.json()["errors"] == [

@@ -133,11 +133,11 @@ def test_get_one_message_and_404(filled: TestClient) -> None:
 
 def test_delete_one_and_all(filled: TestClient) -> None:
     first = filled.get("/api/v1/messages").json()["messages"][0]["id"]
-    assert filled.delete(f"/api/v1/messages/{first}").json() == {"success": True, "deleted": 1}
-    assert filled.delete(f"/api/v1/messages/{first}").status_code == 404
+    assert filled.delete(f"/api/v1/messages/{first}", headers=AUTH).json() == {"success": True, "deleted": 1}
+    assert filled.delete(f"/api/v1/messages/{first}", headers=AUTH).status_code == 404
     assert filled.get("/api/v1/messages").json()["total"] == 3
 
-    assert filled.delete("/api/v1/messages").json() == {"success": True, "deleted": 3}
+    assert filled.delete("/api/v1/messages", headers=AUTH).json() == {"success": True, "deleted": 3}
     assert filled.get("/api/v1/messages").json() == {
         "total": 0, "limit": 50, "offset": 0, "messages": [],
     }  # fmt: skip

@@ -114,7 +114,7 @@ def test_the_rejected_view_lists_every_refusal_with_its_reason() -> None:
         clock.advance(1)  # the 400 used this second's only slot
         client.post("/v1/mails/send", json=email(), headers=AUTH)  # 200
         client.post("/v1/mails/send", json=email(), headers=AUTH)  # 429, same instant
-        client.post("/api/v1/chaos", json={"fail_next": 1, "status": 503})
+        client.post("/api/v1/chaos", json={"fail_next": 1, "status": 503}, headers=AUTH)
         chaos = client.post("/v1/mails/send", json=email(subject="Doomed"),
                             headers={**AUTH, "Idempotency-Key": "task-42"})
         sandbox.api.dashboard_url = "http://127.0.0.1:5555"

@@ -142,9 +142,9 @@ def test_stats_count_received_accepted_and_rejected(client: TestClient) -> None:
 
 def test_reset_forgets_everything(client: TestClient, sandbox: Sandbox) -> None:
     client.post("/v1/mails/send", json=email(), headers={**AUTH, "Idempotency-Key": "k"})
-    client.post("/api/v1/chaos", json={"fail_next": 3})
+    client.post("/api/v1/chaos", json={"fail_next": 3}, headers=AUTH)
 
-    assert client.post("/_sandbox/reset").json() == {"success": True}
+    assert client.post("/_sandbox/reset", headers=AUTH).json() == {"success": True}
 
     assert client.get("/api/v1/messages").json()["total"] == 0
     assert client.get("/api/v1/chaos").json()["remaining"] == 0

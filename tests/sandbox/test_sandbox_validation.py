@@ -248,6 +248,6 @@ def test_nesting_within_the_limit_is_kept(client: TestClient) -> None:
     ],
 )
 def test_deeply_nested_chaos_rule_is_a_400(client: TestClient, raw: str) -> None:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **AUTH}
     assert client.post("/api/v1/chaos", content=raw, headers=headers).status_code == 400
     assert client.get("/api/v1/chaos").json()["remaining"] == 0

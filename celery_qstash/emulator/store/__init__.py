@@ -145,6 +145,9 @@ class Store:
     def claim_due(self, now_ms: int, limit: int = 256) -> list[JSON]:
         return self.attempts.claim_due(now_ms, limit)
 
+    def set_aside(self, message_id: str, exc: Exception) -> None:
+        self.attempts.set_aside(message_id, exc)
+
     def finish_attempt(self, message: JSON, result: AttemptResult, now_ms: int,
                        callbacks: CallbackFactory | None = None) -> str:
         return self.attempts.finish_attempt(message, result, now_ms, callbacks)

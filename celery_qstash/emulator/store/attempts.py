@@ -10,7 +10,10 @@ future messages.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 
+from ..publish import PublishOptions
 from ..wire import response_fields
 from .db import JSON, Database
 from .dlq import DeadLetters
@@ -21,7 +24,14 @@ from .queues import Queues
 from .results import AttemptResult, CallbackFactory
 from .schedules import Schedules
 
-__all__ = ["Attempts"]
+__all__ = ["UNREADABLE", "Attempts"]
+
+log = logging.getLogger("celery_qstash.emulator")
+
+#: ``parked`` for a message whose stored data cannot be delivered (a damaged or
+#: hand-edited database): claimed by nothing until a restart tries it again, so it
+#: neither wedges the claim of every other message nor stays in flight forever.
+UNREADABLE = "unreadable"
 
 
 class Attempts:
@@ -37,10 +47,11 @@ class Attempts:
 
     def recover(self) -> None:
         # An attempt interrupted by a crash is retried: at-least-once delivery.
+        # So is one set aside as unreadable: a restart is the operator's "try again".
         with self.db.tx() as cur:
             cur.execute(
                 "UPDATE messages SET inflight = 0, due_ms = ready_ms, parked = NULL "
-                "WHERE inflight = 1"
+                "WHERE inflight = 1 OR parked = ?", (UNREADABLE,)
             )
 
     def explain_due_query(self) -> str:
@@ -77,36 +88,27 @@ class Attempts:
             self.flow.wake_rate_limited(cur, now_ms)
             self.dlq.expire(cur, now_ms)
             rows = cur.execute(
-                "SELECT seq, data, cancel, queue, fc_key, user FROM messages "
+                "SELECT seq, id, data, cancel, queue, fc_key, user FROM messages "
                 "WHERE due_ms <= ? ORDER BY due_ms, seq LIMIT ?",
                 (now_ms, limit),
             ).fetchall()
             gates: dict[tuple[str, str], FlowGate | None] = {}
             for row in rows:
-                seq, user = row["seq"], row["user"]
-                if row["cancel"]:
-                    self.messages.finish_cancelled(cur, seq, json.loads(row["data"]), now_ms)
-                    continue
-                flow_key = (user, row["fc_key"]) if row["fc_key"] else None
-                gate = None
-                if flow_key is not None:
-                    if flow_key not in gates:
-                        gates[flow_key] = self.flow.gate(cur, user, flow_key[1])
-                    gate = gates[flow_key]
-                    if gate is not None and gate.closed:
-                        continue  # parked together with the key's other due messages
-                if row["queue"] and self.queues.paused(cur, user, row["queue"]):
-                    cur.execute(
-                        "UPDATE messages SET parked = 'queue', due_ms = NULL WHERE seq = ?", (seq,)
-                    )
-                    continue
-                if gate is not None and not gate.admit(now_ms):
-                    self.flow.park(cur, user, gate, now_ms)
-                    continue
-                message = self.messages.secrets.unseal(cur, json.loads(row["data"]))
-                cur.execute("UPDATE messages SET inflight = 1, due_ms = NULL WHERE seq = ?", (seq,))
-                self.events.log(cur, message, "ACTIVE", now_ms)
-                claimed.append(message)
+                gate = None if row["cancel"] else self._gate(cur, row, gates)
+                if gate is not None and gate.closed:
+                    continue  # parked together with the key's other due messages
+                # One row's damaged data (a hand-edited or broken database) must not
+                # roll back the whole claim every tick and so stop every delivery.
+                cur.execute("SAVEPOINT claim_row")
+                try:
+                    message = self._claim_row(cur, row, now_ms, gate)
+                except Exception as exc:
+                    cur.execute("ROLLBACK TO claim_row")
+                    self._set_aside(cur, row["seq"], row["id"], exc)
+                    message = None
+                cur.execute("RELEASE claim_row")
+                if message is not None:
+                    claimed.append(message)
             for (user, key), gate in gates.items():
                 if gate is not None and gate.rate_used_changed:
                     cur.execute(
@@ -114,6 +116,56 @@ class Attempts:
                         "WHERE user = ? AND key = ?", (gate.start, gate.used, user, key),
                     )
         return claimed
+
+    def _gate(self, cur: sqlite3.Cursor, row: sqlite3.Row,
+              gates: dict[tuple[str, str], FlowGate | None]) -> FlowGate | None:
+        if not row["fc_key"]:
+            return None
+        flow_key = (row["user"], row["fc_key"])
+        if flow_key not in gates:
+            gates[flow_key] = self.flow.gate(cur, row["user"], row["fc_key"])
+        return gates[flow_key]
+
+    def _claim_row(self, cur: sqlite3.Cursor, row: sqlite3.Row, now_ms: int,
+                   gate: FlowGate | None) -> JSON | None:
+        """The message of ``row`` claimed for an attempt, or None (cancelled, parked)."""
+        seq, user = row["seq"], row["user"]
+        stored = json.loads(row["data"])
+        if row["cancel"]:
+            self.messages.finish_cancelled(cur, seq, stored, now_ms)
+            return None
+        # Read everything an attempt needs before the flow gate counts it.
+        message = self.messages.secrets.unseal(cur, stored)
+        PublishOptions.from_dict(message["opts"])
+        int(message["retried"])
+        if row["queue"] and self.queues.paused(cur, user, row["queue"]):
+            cur.execute(
+                "UPDATE messages SET parked = 'queue', due_ms = NULL WHERE seq = ?", (seq,)
+            )
+            return None
+        if gate is not None and not gate.admit(now_ms):
+            self.flow.park(cur, user, gate, now_ms)
+            return None
+        cur.execute("UPDATE messages SET inflight = 1, due_ms = NULL WHERE seq = ?", (seq,))
+        self.events.log(cur, message, "ACTIVE", now_ms)
+        return message
+
+    @staticmethod
+    def _set_aside(cur: sqlite3.Cursor, seq: int, message_id: str, exc: Exception) -> None:
+        cur.execute(
+            "UPDATE messages SET inflight = 0, due_ms = NULL, parked = ? WHERE seq = ?",
+            (UNREADABLE, seq),
+        )
+        log.error("message %s: its stored data cannot be delivered (%s); set aside until "
+                  "the emulator restarts", message_id, type(exc).__name__)
+
+    def set_aside(self, message_id: str, exc: Exception) -> None:
+        """An attempt whose outcome could not be recorded: out of flight, not retried
+        until a restart (which tries it again), instead of in flight forever."""
+        with self.db.tx() as cur:
+            row = cur.execute("SELECT seq FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is not None:
+                self._set_aside(cur, row["seq"], message_id, exc)
 
     def finish_attempt(self, message: JSON, result: AttemptResult, now_ms: int,
                        callbacks: CallbackFactory | None = None) -> str:

@@ -14,7 +14,6 @@ short and never span network I/O.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from celery_qstash._files import owner_only_db
 from celery_qstash.clock import Clock, SystemClock
 
 from ..errors import BadRequest, NotFound
@@ -38,18 +38,6 @@ DB_FILENAME = "emulator.sqlite3"
 
 def new_id(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
-
-
-def _owner_only(db_file: Path) -> None:
-    """Create the database file (and tighten an older one) readable by its owner only.
-
-    It holds message bodies and logs; SQLite gives the ``-wal`` and ``-shm`` files it
-    creates the mode of the database file, so those are 0600 as well.
-    """
-    os.close(os.open(db_file, os.O_CREAT | os.O_RDWR, 0o600))
-    for name in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
-        if name.exists():
-            name.chmod(0o600)
 
 
 def _url_host(url: str | None) -> str | None:
@@ -82,13 +70,7 @@ class Database:
     def __init__(self, path: str | Path | None = None, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.lock = threading.RLock()
-        if path is None:
-            target = ":memory:"
-        else:
-            directory = Path(path)
-            directory.mkdir(parents=True, exist_ok=True)
-            target = str(directory / DB_FILENAME)
-            _owner_only(Path(target))
+        target = ":memory:" if path is None else owner_only_db(path, DB_FILENAME)
         self.path = target
         self.conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
         self.conn.row_factory = sqlite3.Row

@@ -35,11 +35,13 @@ class DeadLetters:
 
     def expire(self, cur: sqlite3.Cursor, now_ms: int) -> int:
         """Drop the entries older than the retention (their secrets with them)."""
-        rows = cur.execute("SELECT seq, data FROM dlq WHERE created_ms <= ?",
+        # By the message_id column, not the stored JSON: this runs in every claim, where
+        # one unreadable entry must not stop all delivery.
+        rows = cur.execute("SELECT seq, message_id FROM dlq WHERE created_ms <= ?",
                            (now_ms - self.retention_ms,)).fetchall()
         for row in rows:
             cur.execute("DELETE FROM dlq WHERE seq = ?", (row["seq"],))
-            self._drop_secrets(cur, row)
+            self.messages.secrets.drop(cur, f"msg:{row['message_id']}")
         return len(rows)
 
     def _expired(self) -> None:
