@@ -245,7 +245,10 @@ class Stack:
         return messages
 
     def reset_sandbox(self) -> None:
-        self.http.post(f"{self.sandbox.url}/_sandbox/reset").raise_for_status()
+        # The sandbox's destructive endpoints take the key a send takes.
+        self.http.post(f"{self.sandbox.url}/_sandbox/reset",
+                       headers={"Authorization": f"Bearer {self.secret.api_key}"}
+                       ).raise_for_status()
 
 
 def email_task(app: Celery, name: str = "reliability.send", **options: Any) -> Any:
@@ -497,7 +500,8 @@ class InProcess:
         return self.inbox(task_id), time.monotonic() - started
 
     def chaos(self, **rule: Any) -> None:
-        self.http.post(f"{self.sandbox.url}/api/v1/chaos", json=rule).raise_for_status()
+        self.http.post(f"{self.sandbox.url}/api/v1/chaos", json=rule,
+                       headers={"Authorization": "Bearer fault-table-key"}).raise_for_status()
 
 
 def run_fault_table() -> list[FaultRow]:

@@ -60,13 +60,16 @@ class Stack:
         self.autosend = autosend
         self.http = httpx.Client(trust_env=False, timeout=10)
         self.auth = {"Authorization": f"Bearer {DEV_TOKEN}"}
+        # The sandbox's destructive endpoints (reset, chaos) take the key a send takes.
+        self.sandbox_auth = {"Authorization": f"Bearer {DEV_AUTOSEND_API_KEY}"}
 
     def reset(self) -> None:
         for proxy in (self.qstash, self.autosend):
             proxy.reset()
         self.http.post(f"{self.emulator.url}/_emulator/reset", headers=self.auth).raise_for_status()
         self.emulator.emulator.clock.set(START)
-        self.http.post(f"{self.sandbox.url}/_sandbox/reset").raise_for_status()
+        self.http.post(f"{self.sandbox.url}/_sandbox/reset",
+                       headers=self.sandbox_auth).raise_for_status()
 
     # -- time and faults ------------------------------------------------------------
 
@@ -76,7 +79,8 @@ class Stack:
                        params={"seconds": seconds}).raise_for_status()
 
     def chaos(self, **rule: Any) -> None:
-        self.http.post(f"{self.sandbox.url}/api/v1/chaos", json=rule).raise_for_status()
+        self.http.post(f"{self.sandbox.url}/api/v1/chaos", json=rule,
+                       headers=self.sandbox_auth).raise_for_status()
 
     # -- what happened ----------------------------------------------------------------
 
