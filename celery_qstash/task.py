@@ -486,6 +486,8 @@ class QStashTask(Task):  # type: ignore[misc]
 
         ``None`` means nothing to send (the body returned ``None`` or raised ``Ignore``).
         """
+        if self.request_stack is None:
+            _wait_until_bound(self)
         _task_stack.push(self)
         self.push_request(
             id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
@@ -604,6 +606,18 @@ def _report_eager_delivery(task: Task, status: str, task_id: str) -> None:
         sender=task, task_id=task_id, email_id=data.get("emailId"),
         batch_id=data.get("batchId"), response=response, message_id=None,
     )
+
+
+def _wait_until_bound(task: Task) -> None:
+    """Celery registers a lazily created task before it binds it (``Celery._task_from_fun``),
+    and another thread's first call can take it in between: an unbound task has no request
+    stack yet. The binding is microseconds away; if it never comes, bind it here."""
+    deadline = time.monotonic() + 1.0
+    while type(task).request_stack is None:
+        if time.monotonic() > deadline:
+            type(task).bind(task._get_app())
+            return
+        time.sleep(0)  # yield the GIL to the thread that is binding it
 
 
 def _routed_queue(app: Any, task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:

@@ -824,3 +824,44 @@ def test_a_non_ascii_task_name_travels_percent_encoded(app: Celery, qstash_mock:
     first, second = (call.request for call in qstash_mock.calls)
     assert first.headers["Upstash-Forward-X-Celery-Task"] == "emails.envoyer_bienven%C3%BCe"
     assert second.headers["Upstash-Forward-X-Celery-Task"] == "Bienven%C3%BCe 100%25"
+
+
+def test_first_calls_from_several_threads_on_a_lazy_app_all_publish() -> None:
+    # Celery registers a lazily created task before binding it, so a second thread's first
+    # call could take it unbound (no request stack: AttributeError in push_request). Web
+    # servers make exactly these concurrent first calls right after start-up.
+    import threading
+
+    from celery_qstash import QStashTask
+
+    errors: list[BaseException] = []
+    published = 0
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post(url__regex=r".*/v2/publish/.*").mock(
+            return_value=httpx.Response(201, json={"messageId": "msg_1"})
+        )
+        for trial in range(30):
+            app = Celery(f"lazy{trial}")
+            app.conf.qstash_dev = True
+
+            def body(user_id: int) -> Email:
+                return welcome(user_id)
+
+            task = app.task(name=f"lazy.send{trial}", base=QStashTask, shared=False)(body)
+            barrier = threading.Barrier(4)
+
+            def call(task: Any = task, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                try:
+                    task.delay(1)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=call) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        published = route.call_count
+    assert errors == []
+    assert published == 30 * 4
