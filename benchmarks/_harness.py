@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -107,6 +108,17 @@ def standin() -> Iterator[str]:
         proc.wait(10)
 
 
+#: The process serving each URL (emulator_process), for cpu_seconds().
+PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(url: str) -> float:
+    """CPU time (user + system) the process serving ``url`` has used so far (Linux)."""
+    stat = Path(f"/proc/{PIDS[url]}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def emulator_process(*, deliver: bool = False, routes: dict[str, str] | None = None,
                      data_dir: str | None = None, pending: int = 0,
@@ -127,10 +139,13 @@ def emulator_process(*, deliver: bool = False, routes: dict[str, str] | None = N
         f"run(e.app, {HOST!r}, {port})"
     ) % os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+    url = f"http://{HOST}:{port}"
+    PIDS[url] = proc.pid
     try:
         wait_port(port, timeout=120)
-        yield f"http://{HOST}:{port}", DEV_TOKEN
+        yield url, DEV_TOKEN
     finally:
+        PIDS.pop(url, None)
         proc.terminate()
         proc.wait(10)
         if data_dir is None:

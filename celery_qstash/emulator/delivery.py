@@ -6,7 +6,8 @@ send every claimed message (in parallel on a small pool), and record each
 outcome (DELIVERED, RETRY with its delay, FAILED + DLQ, callbacks) before
 returning. Tests drive it with a ``FakeClock``; ``start_background()`` runs the
 same steps on a thread that sleeps until the next due time or until the store
-reports a change, never polling.
+reports a change, never polling, and hands what it claims to ``workers`` long-lived
+attempt threads.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -94,6 +96,9 @@ class DeliveryLoop:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Claimed messages for the attempt threads; None tells one thread to end.
+        self._work: queue.SimpleQueue[tuple[JSON, int] | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._busy_changed = threading.Condition(self._busy_lock)
@@ -227,10 +232,12 @@ class DeliveryLoop:
     def callbacks(self, message: JSON, result: AttemptResult, state: str,
                   dlq_id: str | None) -> list[CallbackSpec]:
         """QStash's callback (after each attempt) and failure callback (once, on FAILED)."""
-        options = PublishOptions.from_dict(message["opts"])
         specs: list[CallbackSpec] = []
-        if state == "CANCELED":
-            return specs
+        opts = message["opts"]
+        failing = state == "FAILED" and opts.get("failure_callback") is not None
+        if state == "CANCELED" or (opts.get("callback") is None and not failing):
+            return specs  # the usual message has none: build no payload for it
+        options = PublishOptions.from_dict(opts)
         payload: JSON = {
             "status": result.status if result.status is not None else 0,
             "header": result.headers,
@@ -288,12 +295,27 @@ class DeliveryLoop:
 
     def wake(self) -> None:
         """Something changed (publish, resume, clock advance): re-check what is due."""
-        self._wake.set()
+        # Called after every commit: setting an Event takes its lock and notifies even
+        # when it is set already, which showed up in a busy loop's profile.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def start_background(self) -> None:
         if self._thread is not None:
             return
         self._stop.clear()
+        # ``workers`` long-lived attempt threads (daemons: one stuck on a slow destination
+        # never holds up interpreter exit), fed through a queue: starting a thread per
+        # attempt was a tenth of the delivery loop's CPU. Each start gets its own queue,
+        # so threads abandoned by an earlier stop() never take new work.
+        self._work = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._attempts, args=(self._work,),
+                             name="qstash-attempt", daemon=True)
+            for _ in range(self.workers)
+        ]
+        for worker in self._workers:
+            worker.start()
         self._thread = threading.Thread(target=self._run, name="qstash-delivery", daemon=True)
         self._thread.start()
 
@@ -307,6 +329,9 @@ class DeliveryLoop:
             return  # not running (or already stopped: the grace was given then)
         self._thread.join(timeout)
         self._thread = None
+        for _ in self._workers:
+            self._work.put(None)
+        self._workers = []
         with self._busy_changed:
             self._busy_changed.wait_for(lambda: self._busy == 0, grace)
 
@@ -347,16 +372,15 @@ class DeliveryLoop:
         for message in self.store.claim_due(now_ms, free):
             with self._busy_lock:
                 self._busy += 1
-            # One daemon thread per attempt (at most ``workers`` at a time): an attempt
-            # stuck on a slow destination never holds up interpreter exit.
-            thread = threading.Thread(target=self._attempt_in_background,
-                                      args=(message, now_ms), name="qstash-attempt",
-                                      daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:
-                self._done()
-                raise
+            self._work.put((message, now_ms))
+
+    def _attempts(self, work: queue.SimpleQueue[tuple[JSON, int] | None]) -> None:
+        """One attempt thread: attempts from ``work`` until told to end."""
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            self._attempt_in_background(*item)
 
     def _attempt_in_background(self, message: JSON, now_ms: int) -> None:
         try:
@@ -372,7 +396,7 @@ class DeliveryLoop:
         with self._busy_changed:
             self._busy -= 1
             self._busy_changed.notify_all()
-        self._wake.set()
+        self.wake()
 
 
 def _host(url: str) -> str:

@@ -119,9 +119,32 @@ def check_header_name(name: str, header: str) -> str:
     return name
 
 
+#: scheme://authority, and what follows it (path, query, fragment).
+_AUTHORITY = re.compile(r"https?://[^/?#\s]+")
+#: A path/query/fragment httpx takes as it is (it percent-encodes the rest): no
+#: non-printable ASCII (httpx's InvalidURL), within its length limit.
+_CLEAN_REST = re.compile(r"[/?#][^\x00-\x1f\x7f]*")
+_MAX_URL_LENGTH = 65536
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` (a template with ``{what}``), or None.
+
+    Only the scheme and authority (host, port) can be wrong in a URL whose remainder is
+    clean, and they are the same for every message to one service: checked once per
+    authority (cached), so a batch to 100 distinct URLs of one host parses one. Anything
+    else goes through the full check (``test_url_check_fast_path_agrees``)."""
+    head = _AUTHORITY.match(url)
+    if head is not None and len(url) <= _MAX_URL_LENGTH:
+        rest = url[head.end():]
+        if (not rest or _CLEAN_REST.fullmatch(rest)) and _url_problem(head.group(0)) is None:
+            return None
+    return _url_problem(url)
+
+
 def check_url(url: str, what: str) -> str:
     """An http(s) URL the HTTP client can call, else a 400 naming ``what``."""
-    problem = _url_problem(url)
+    problem = url_problem(url)
     if problem is not None:
         raise BadRequest(problem.format(what=what))
     return url
@@ -137,9 +160,10 @@ def _url_problem(url: str) -> str | None:
     try:
         parsed = httpx.URL(url)
         port = parsed.port
+        host = parsed.host  # decodes an IDNA (xn--) name: can fail too
     except Exception:  # httpx.InvalidURL, or ValueError from the IDNA codec
         return f"invalid {{what}}: {shown} is not a valid URL"
-    if not parsed.host or any(c.isspace() or c == "%" for c in parsed.host):
+    if not host or any(c.isspace() or c == "%" for c in host):
         return f"invalid {{what}}: {shown} has an invalid host"
     if port is not None and not 0 < port < 65536:
         return f"invalid {{what}}: port {port} is out of range"

@@ -545,3 +545,33 @@ def _filter() -> Any:
 
 
 _ = DEV_TOKEN
+
+
+def test_callbacks_are_made_only_for_the_outcomes_that_have_one() -> None:
+    from celery_qstash.emulator.publish import parse_publish_headers
+    from celery_qstash.emulator.store import AttemptResult
+
+    emulator = Emulator(clock=FakeClock(START))
+    now_ms = int(START * 1000)
+
+    def message(*headers: tuple[str, str]) -> dict[str, Any]:
+        [published] = emulator.store.publish("defaultUser", "https://a.example/x",
+                                             parse_publish_headers(list(headers), b"b"))
+        [claimed] = [m for m in emulator.store.claim_due(now_ms)
+                     if m["id"] == published.message_id]
+        return claimed
+
+    plain = message()
+    failing = AttemptResult(500, error="status 500")
+    for state in ("DELIVERED", "RETRY", "FAILED"):
+        assert emulator.loop.callbacks(plain, failing, state, "dlq") == []
+    only_failure = message(("Upstash-Failure-Callback", "https://cb.example/f"))
+    assert emulator.loop.callbacks(only_failure, failing, "RETRY", None) == []
+    [spec] = emulator.loop.callbacks(only_failure, failing, "FAILED", "dlq1")
+    assert spec.kind == "failure_callback" and json.loads(spec.options.body)["dlqId"] == "dlq1"
+    both = message(("Upstash-Callback", "https://cb.example/c"),
+                   ("Upstash-Failure-Callback", "https://cb.example/f"))
+    assert [s.kind for s in emulator.loop.callbacks(both, failing, "FAILED", "d")] == [
+        "callback", "failure_callback"]
+    assert emulator.loop.callbacks(both, failing, "CANCELED", None) == []
+    emulator.close()

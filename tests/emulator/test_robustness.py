@@ -349,3 +349,42 @@ def test_stop_does_not_wait_for_a_hung_attempt_which_is_retried_after_restart(
     [again] = reopened.claim_due(int(START * 1000))
     assert again["id"] == published.message_id
     reopened.close()
+
+
+# -- 11. the background loop's attempt threads --------------------------------------
+
+
+def test_background_attempts_run_on_a_bounded_set_of_reused_threads() -> None:
+    threads: list[threading.Thread] = []
+    lock, all_in = threading.Lock(), threading.Event()
+    count = 30
+
+    def record(request: httpx.Request) -> httpx.Response:
+        with lock:
+            threads.append(threading.current_thread())
+            if len(threads) == count:
+                all_in.set()
+        return httpx.Response(200)
+
+    emulator = _emulator(record)
+    ids = [emulator.store.publish(USER, f"https://a.example/{i}", PublishOptions())[0].message_id
+           for i in range(count)]
+    emulator.start_background()
+    try:
+        assert all_in.wait(30)
+    finally:
+        emulator.loop.stop()
+    assert len(threads) == count
+    assert len(set(threads)) <= emulator.loop.workers  # not one new thread per attempt
+    assert all(_states(emulator, i)[-1] == "DELIVERED" for i in ids)
+    # stopped and started again, it still delivers (fresh threads, fresh queue)
+    more = emulator.store.publish(USER, "https://a.example/again", PublishOptions())[0]
+    all_in.clear()
+    count += 1
+    emulator.start_background()
+    try:
+        assert all_in.wait(30)
+        emulator.loop.stop()
+        assert _states(emulator, more.message_id)[-1] == "DELIVERED"
+    finally:
+        emulator.close()

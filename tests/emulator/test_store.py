@@ -92,3 +92,57 @@ def test_dlq_ids_are_unique_within_a_millisecond() -> None:
         store.finish_attempt(message, AttemptResult(500), now_ms)
     entries, _ = store.list_dlq("u", EventFilter(), None, 10)
     assert sorted(e["dlq_id"] for e in entries) == [f"{now_ms}-0", f"{now_ms}-1", f"{now_ms}-2"]
+
+
+def test_signing_keys_are_read_once_then_served_from_memory() -> None:
+    store = Store(None, FakeClock(START))
+    keys = store.signing_keys("u")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    assert store.signing_keys("u") == keys
+    assert statements == []  # every request and every delivery asks: no query each time
+
+
+def test_rotated_and_reset_keys_are_not_served_stale() -> None:
+    store = Store(None, FakeClock(START))
+    current, nxt = store.signing_keys("u")
+    rotated = store.keys.rotate("u")
+    assert rotated[0] == nxt and store.signing_keys("u") == rotated
+    store.reset()
+    fresh = store.signing_keys("u")
+    assert fresh != rotated and current not in fresh
+    assert store.signing_keys("u", ("a", "b")) == fresh  # stored keys win over a default
+
+
+def test_publish_options_to_dict_is_asdict() -> None:
+    """to_dict is written out field by field (speed); it must stay dataclasses.asdict."""
+    import base64
+    import dataclasses
+
+    options = opts(
+        ("Upstash-Method", "PUT"), ("Upstash-Retries", "2"), ("Upstash-Retry-Delay", "1000"),
+        ("Upstash-Timeout", "5s"), ("Upstash-Delay", "10s"), ("Upstash-Deduplication-Id", "d"),
+        ("Upstash-Callback", "https://cb.example/ok"), ("Upstash-Callback-Retries", "1"),
+        ("Upstash-Callback-Forward-X-A", "1"), ("Upstash-Failure-Callback", "https://cb.example/f"),
+        ("Upstash-Flow-Control-Key", "k"), ("Upstash-Flow-Control-Value", "parallelism=2,rate=3"),
+        ("Upstash-Label", "l"), ("Upstash-Redact-Fields", "body,header[Authorization]"),
+        ("Upstash-Forward-X-Key", "v"), ("Content-Type", "application/json"),
+        body=b'{"a": 1}',
+    )
+    options.redact.body_fields.append("sourceBody")
+    expected = dataclasses.asdict(options)
+    expected["body"] = base64.b64encode(options.body).decode("ascii")
+    data = options.to_dict()
+    assert data == expected
+    assert data["callback"] is not None and data["flow_control"]["rate"] == 3
+    assert type(options).from_dict(data) == options
+    data["headers"]["X-Key"].append("changed")  # fresh containers: the options stay as they were
+    assert options.headers["X-Key"] == ["v"]
+
+
+def test_a_delivery_step_with_no_schedule_due_opens_no_write_transaction() -> None:
+    store = Store(None, FakeClock(START))
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    assert store.fire_due_schedules(int(START * 1000)) == 0
+    assert statements and not any(s.startswith("BEGIN") for s in statements)

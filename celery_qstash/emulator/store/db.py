@@ -82,6 +82,8 @@ class Database:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
         migrate(self.conn)
+        #: Bumped by reset(): what a resource keeps in memory is stale once it changes.
+        self.generation = 0
         #: Called after a commit that may have made something due sooner (wakes the loop).
         self.on_change: Callable[[], None] | None = None
 
@@ -146,4 +148,5 @@ class Database:
         with self.tx() as cur:
             for table in TABLES:
                 cur.execute(f"DELETE FROM {table}")
+            self.generation += 1
         self.changed()

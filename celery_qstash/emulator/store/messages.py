@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..publish import FlowControl as FlowControlOptions
 from ..publish import PublishOptions, canonical, content_dedup_id
 from .db import JSON, Database, new_id
 from .events import EventFilter, Events
@@ -135,7 +136,8 @@ class Messages:
                 "caller_ip": caller_ip, "created_ms": now_ms, "not_before_ms": not_before,
                 "retried": 0, "kind": kind, "opts": opts,
             }
-            self._insert(cur, message, ready_ms=not_before, now_ms=now_ms)
+            self._insert(cur, message, options.flow_control, ready_ms=not_before,
+                         now_ms=now_ms)
             if dedup_key is not None:
                 cur.execute(
                     "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)",
@@ -144,9 +146,8 @@ class Messages:
             results.append(Published(message_id, url))
         return results
 
-    def _insert(self, cur: sqlite3.Cursor, message: JSON, ready_ms: int, now_ms: int) -> None:
-        options = PublishOptions.from_dict(message["opts"])
-        fc = options.flow_control
+    def _insert(self, cur: sqlite3.Cursor, message: JSON, fc: FlowControlOptions | None,
+                ready_ms: int, now_ms: int) -> None:
         queue = message.get("queue")
         parked = "queue" if queue else None
         cur.execute(

@@ -144,6 +144,10 @@ class Schedules:
         schedule never stops delivery.
         """
         fired = 0
+        with self.db.lock:  # the usual answer is "none": no write transaction for it
+            if self.db.conn.execute("SELECT 1 FROM schedules WHERE next_ms <= ? LIMIT 1",
+                                    (now_ms,)).fetchone() is None:
+                return 0
         with self.db.tx() as cur:
             rows = cur.execute(
                 "SELECT * FROM schedules WHERE next_ms <= ? ORDER BY next_ms LIMIT ?",
