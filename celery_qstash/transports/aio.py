@@ -3,7 +3,7 @@
 One SDK client per event loop (and token, URL): an ``httpx.AsyncClient`` belongs to
 the loop it was first used on, and a loop that ends takes its clients with it. No
 thread is used per call. Retries, the deadline and the errors are those of the
-sync transports (:class:`~celery_qstash.transports.batch.Attempts` is shared).
+sync transports (:class:`~celery_qstash.transports.qstash.Attempts` is shared).
 """
 
 from __future__ import annotations
@@ -124,7 +124,6 @@ class AsyncQStashTransport:
     ) -> PublishResult:
         attempts = Attempts(self.clock, self.timeout, retry, retry_policy)
         token = _deadline.set((attempts.deadline, self.clock))
-        maybe_stored = False
         try:
             while True:
                 try:
@@ -136,8 +135,7 @@ class AsyncQStashTransport:
                     failure = classify(exc)
                     if failure is None:
                         raise
-                maybe_stored = maybe_stored or failure.maybe_stored
-                wait = attempts.failed(failure.retryable)
+                wait = attempts.failed(failure)
                 if wait is None:
                     break
                 await _sleep(self.clock, wait)
@@ -146,7 +144,8 @@ class AsyncQStashTransport:
         if failure.not_qstash:
             raise self._words._not_qstash(request, failure.status, failure.text)
         raise self._words._error(
-            request, failure.status, failure.text, attempts.made, outcome_unknown=maybe_stored
+            request, failure.status, failure.text, attempts.made,
+            outcome_unknown=attempts.maybe_stored,
         )
 
     async def _publish_once(self, request: PublishRequest) -> PublishResult:
@@ -185,7 +184,6 @@ class AsyncQStashTransport:
         body = batch_body(chunk)
         attempts = Attempts(self.clock, self.timeout, retry, retry_policy)
         token = _deadline.set((attempts.deadline, self.clock))
-        maybe_stored = False
         try:
             while True:
                 try:
@@ -203,15 +201,14 @@ class AsyncQStashTransport:
                     )
                     if failure is None:
                         raise
-                maybe_stored = maybe_stored or failure.maybe_stored
-                wait = attempts.failed(failure.retryable)
+                wait = attempts.failed(failure)
                 if wait is None:
                     break
                 await _sleep(self.clock, wait)
         finally:
             _deadline.reset(token)
         error = whole_request_error(
-            chunk, failure, attempts.made, self._secrets, self.url, maybe_stored
+            chunk, failure, attempts.made, self._secrets, self.url, attempts.maybe_stored
         )
         return [error] * len(chunk), error
 

@@ -16,10 +16,8 @@ retry after a lost answer cannot publish anything twice.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -32,14 +30,11 @@ from ..errors import PublishError, scrub
 from ..options import PublishRequest
 from .base import PublishResult
 from .qstash import (
-    _NOT_SENT,
-    DEFAULT_RETRY_POLICY,
+    Attempts,
+    Failure,
     NotQStash,
     _deadline,
-    _describe,
-    _is_qstash_error,
-    _snippet,
-    _upstream_error,
+    classify,
     is_loopback,
     shown_url,
 )
@@ -133,78 +128,6 @@ def parse_batch(
     return out
 
 
-class Attempts:
-    """Celery's publish retry schedule under one deadline (shared by sync and async).
-
-    ``failed()`` records a failed attempt and says how long to wait before the next,
-    or ``None`` when there is no next: not retryable, retries used up, or no time
-    left for another attempt to finish.
-    """
-
-    def __init__(
-        self, clock: Clock, timeout: float, retry: bool, retry_policy: dict[str, Any] | None
-    ) -> None:
-        self.policy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
-        limit = self.policy["max_retries"]
-        # Celery's max_retries=None means "forever": here, until the time budget is spent.
-        self.retries = (None if limit is None else int(limit)) if retry else 0
-        self.clock = clock
-        self.deadline = clock.now() + timeout
-        self.attempt = 0
-
-    def failed(self, retryable: bool) -> float | None:
-        policy = self.policy
-        interval = min(
-            float(policy["interval_start"]) + self.attempt * float(policy["interval_step"]),
-            float(policy["interval_max"]),
-        )
-        room = self.deadline - self.clock.now() - interval
-        if not retryable or (self.retries is not None and self.attempt >= self.retries):
-            return None
-        if room < 0.1:  # only start another attempt if it still has time to finish
-            return None
-        self.attempt += 1
-        return interval
-
-    @property
-    def made(self) -> int:
-        return self.attempt + 1
-
-
-@dataclass
-class Failure:
-    """What one failed request says, as the single-publish transport reads it."""
-
-    status: int | None
-    text: str
-    retryable: bool
-    #: The request may have reached QStash (its answer was lost, or a 5xx).
-    maybe_stored: bool = False
-    #: The server at qstash_url does not answer like QStash.
-    not_qstash: bool = False
-
-
-def classify(exc: BaseException) -> Failure | None:
-    """The :class:`Failure` a publish request ended with, or ``None`` if it is not one."""
-    if isinstance(exc, NotQStash):
-        return Failure(exc.status, exc.snippet, False, not_qstash=True)
-    if isinstance(exc, httpx.LocalProtocolError):  # our request is malformed: no retry
-        return Failure(None, type(exc).__name__, False)
-    if isinstance(exc, httpx.TransportError):
-        return Failure(None, _describe(exc), True, maybe_stored=not isinstance(exc, _NOT_SENT))
-    if isinstance(exc, asyncio.TimeoutError):  # the async deadline passed mid-request
-        text = "the publish deadline (qstash_publish_timeout) passed before QStash answered"
-        return Failure(None, text, True, maybe_stored=True)
-    if isinstance(exc, QStashError):
-        status, text = _upstream_error(exc)
-        retryable = status is not None and status >= 500
-        if status is not None and status < 500 and not _is_qstash_error(exc):
-            return Failure(status, _snippet(exc), False, not_qstash=True)
-        # A 5xx may come from a proxy after QStash stored the messages.
-        return Failure(status, text, retryable, maybe_stored=retryable)
-    return None
-
-
 def whole_request_error(
     requests: Sequence[PublishRequest],
     failure: Failure,
@@ -284,7 +207,6 @@ class QStashBatchTransport:
         body = batch_body(chunk)
         attempts = Attempts(self.clock, self.timeout, retry, retry_policy)
         token = _deadline.set((attempts.deadline, self.clock))
-        maybe_stored = False
         try:
             while True:
                 try:
@@ -303,8 +225,7 @@ class QStashBatchTransport:
                     )
                     if failure is None:
                         raise
-                maybe_stored = maybe_stored or failure.maybe_stored
-                wait = attempts.failed(failure.retryable)
+                wait = attempts.failed(failure)
                 if wait is None:
                     break
                 self.clock.sleep(wait)
@@ -313,6 +234,6 @@ class QStashBatchTransport:
         # Built outside any except block: the SDK's exception (whose text may hold what
         # QStash echoed back) is not kept as __context__.
         error = whole_request_error(
-            chunk, failure, attempts.made, self._secrets, self.url, maybe_stored
+            chunk, failure, attempts.made, self._secrets, self.url, attempts.maybe_stored
         )
         return [error] * len(chunk), error

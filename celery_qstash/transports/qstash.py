@@ -25,12 +25,14 @@ without QStash's ``{"error": ...}`` (an HTML page, another service's 404), is a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
 import re
 import threading
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -145,52 +147,30 @@ class QStashTransport:
         retry: bool = True,
         retry_policy: dict[str, Any] | None = None,
     ) -> PublishResult:
-        policy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
-        # Celery's max_retries=None means "forever": here, until the time budget is spent.
-        limit = policy["max_retries"]
-        retries = (None if limit is None else int(limit)) if retry else 0
-        deadline = self.clock.now() + self.timeout
-        token = _deadline.set((deadline, self.clock))
-        # Did an attempt possibly reach QStash without us reading its answer?
-        maybe_stored = False
+        attempts = Attempts(self.clock, self.timeout, retry, retry_policy)
+        token = _deadline.set((attempts.deadline, self.clock))
         try:
-            attempt = 0
             while True:
-                not_qstash = False
                 try:
                     return self._publish_once(request)
-                except NotQStash as exc:
-                    status, text, retryable = exc.status, exc.snippet, False
-                    not_qstash = True
-                except QStashError as exc:
-                    status, text = _upstream_error(exc)
-                    retryable = status is not None and status >= 500
-                    # A 5xx may come from a proxy after QStash stored the message.
-                    maybe_stored = maybe_stored or retryable
-                    if status is not None and status < 500 and not _is_qstash_error(exc):
-                        text, not_qstash = _snippet(exc), True
-                except httpx.LocalProtocolError as exc:  # our request is malformed: no retry
-                    status, text, retryable = None, type(exc).__name__, False
-                except httpx.TransportError as exc:
-                    status, text, retryable = None, _describe(exc), True
-                    maybe_stored = maybe_stored or not isinstance(exc, _NOT_SENT)
-                interval = min(
-                    float(policy["interval_start"]) + attempt * float(policy["interval_step"]),
-                    float(policy["interval_max"]),
-                )
-                # Only start another attempt if it still has time to finish.
-                room = deadline - self.clock.now() - interval
-                if not retryable or (retries is not None and attempt >= retries) or room < 0.1:
+                except (httpx.HTTPError, QStashError, NotQStash) as exc:
+                    failure = classify(exc)
+                    if failure is None:
+                        raise
+                wait = attempts.failed(failure)
+                if wait is None:
                     break
-                attempt += 1
-                self.clock.sleep(interval)
+                self.clock.sleep(wait)
         finally:
             _deadline.reset(token)
         # Raised outside the except blocks, so the SDK's exception (whose text may
         # hold what QStash echoed back) is not kept as __context__.
-        if not_qstash:
-            raise self._not_qstash(request, status, text)
-        raise self._error(request, status, text, attempt + 1, outcome_unknown=maybe_stored)
+        if failure.not_qstash:
+            raise self._not_qstash(request, failure.status, failure.text)
+        raise self._error(
+            request, failure.status, failure.text, attempts.made,
+            outcome_unknown=attempts.maybe_stored,
+        )
 
     def _error(
         self,
@@ -316,6 +296,83 @@ def _describe(exc: httpx.TransportError) -> str:
     if isinstance(exc, _DeadlinePassed):
         return "the publish deadline (qstash_publish_timeout) passed before QStash answered"
     return type(exc).__name__
+
+
+class Attempts:
+    """Celery's publish retry schedule under one deadline (shared by sync and async).
+
+    ``failed()`` records a failed attempt (and whether any attempt may have reached
+    QStash without its answer being read) and says how long to wait before the next,
+    or ``None`` when there is no next: not retryable, retries used up, or no time
+    left for another attempt to finish.
+    """
+
+    def __init__(
+        self, clock: Clock, timeout: float, retry: bool, retry_policy: dict[str, Any] | None
+    ) -> None:
+        self.policy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
+        limit = self.policy["max_retries"]
+        # Celery's max_retries=None means "forever": here, until the time budget is spent.
+        self.retries = (None if limit is None else int(limit)) if retry else 0
+        self.clock = clock
+        self.deadline = clock.now() + timeout
+        self.attempt = 0
+        self.maybe_stored = False
+
+    def failed(self, failure: Failure) -> float | None:
+        # Did an attempt possibly reach QStash without us reading its answer?
+        self.maybe_stored = self.maybe_stored or failure.maybe_stored
+        retryable = failure.retryable
+        policy = self.policy
+        interval = min(
+            float(policy["interval_start"]) + self.attempt * float(policy["interval_step"]),
+            float(policy["interval_max"]),
+        )
+        room = self.deadline - self.clock.now() - interval
+        if not retryable or (self.retries is not None and self.attempt >= self.retries):
+            return None
+        if room < 0.1:  # only start another attempt if it still has time to finish
+            return None
+        self.attempt += 1
+        return interval
+
+    @property
+    def made(self) -> int:
+        return self.attempt + 1
+
+
+@dataclass
+class Failure:
+    """What one failed request says, as the single-publish transport reads it."""
+
+    status: int | None
+    text: str
+    retryable: bool
+    #: The request may have reached QStash (its answer was lost, or a 5xx).
+    maybe_stored: bool = False
+    #: The server at qstash_url does not answer like QStash.
+    not_qstash: bool = False
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """The :class:`Failure` a publish request ended with, or ``None`` if it is not one."""
+    if isinstance(exc, NotQStash):
+        return Failure(exc.status, exc.snippet, False, not_qstash=True)
+    if isinstance(exc, httpx.LocalProtocolError):  # our request is malformed: no retry
+        return Failure(None, type(exc).__name__, False)
+    if isinstance(exc, httpx.TransportError):
+        return Failure(None, _describe(exc), True, maybe_stored=not isinstance(exc, _NOT_SENT))
+    if isinstance(exc, asyncio.TimeoutError):  # the async deadline passed mid-request
+        text = "the publish deadline (qstash_publish_timeout) passed before QStash answered"
+        return Failure(None, text, True, maybe_stored=True)
+    if isinstance(exc, QStashError):
+        status, text = _upstream_error(exc)
+        retryable = status is not None and status >= 500
+        if status is not None and status < 500 and not _is_qstash_error(exc):
+            return Failure(status, _snippet(exc), False, not_qstash=True)
+        # A 5xx may come from a proxy after QStash stored the messages.
+        return Failure(status, text, retryable, maybe_stored=retryable)
+    return None
 
 
 #: (deadline, clock) of the publish call running in this thread or task, if any.
