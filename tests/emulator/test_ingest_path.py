@@ -9,7 +9,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from celery_qstash._serving import _deeper_than
 from celery_qstash.clock import FakeClock
 from celery_qstash.emulator.errors import BadRequest
 from celery_qstash.emulator.publish import PublishOptions, parse_publish_headers
@@ -89,7 +92,8 @@ def test_an_older_database_gets_the_partial_indexes(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "emulator.sqlite3")
     for name, columns in (("messages_queue", "user, queue, parked, seq"),
                           ("messages_flow_wait", "user, fc_key, parked, ready_ms, seq"),
-                          ("messages_flow_inflight", "user, fc_key, inflight")):
+                          ("messages_flow_inflight", "user, fc_key, inflight"),
+                          ("messages_user", "user, created_ms")):
         conn.execute(f"CREATE INDEX {name} ON messages({columns})")  # as an older emulator
     conn.commit()
     conn.close()
@@ -97,7 +101,8 @@ def test_an_older_database_gets_the_partial_indexes(tmp_path: Path) -> None:
     indexes = {row[0]: row[1] for row in store._db.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' "
         "AND sql IS NOT NULL")}
-    assert not {"messages_queue", "messages_flow_wait", "messages_flow_inflight"} & set(indexes)
+    assert not {"messages_queue", "messages_flow_wait", "messages_flow_inflight",
+                "messages_user"} & set(indexes)
     for name in ("messages_in_queue", "messages_flow_waiting", "messages_flow_active"):
         assert "WHERE" in indexes[name]
 
@@ -166,3 +171,40 @@ def test_a_cached_duration_is_still_refused_every_time() -> None:
             parse_duration_ms("90", "Upstash-Delay", 10**9, strict=True)
         with pytest.raises(BadRequest, match="longer than the maximum"):
             parse_duration_ms("90s", "Upstash-Timeout", 1000, strict=True)
+
+
+def test_a_flow_key_publish_with_unchanged_limits_writes_no_flow_row() -> None:
+    store = Store(None, FakeClock(START))
+    flow = store.flow
+    with store.db.tx() as cur:
+        flow.touch(cur, "u", "k", 2, 5, 1)
+        assert cur.execute("SELECT changes()").fetchone()[0] == 1
+        flow.touch(cur, "u", "k", 2, 5, 1)  # the same limits: nothing to write
+        assert cur.execute("SELECT changes()").fetchone()[0] == 0
+        flow.touch(cur, "u", "k", None, 5, 1)  # the latest publish still defines them
+        assert cur.execute("SELECT changes()").fetchone()[0] == 1
+        flow.touch(cur, "u", "k", None, 5, 2)
+        row = cur.execute("SELECT parallelism, rate, period_s FROM flow").fetchone()
+    assert tuple(row) == (None, 5, 2)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.integers() | st.text(max_size=3),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2),
+                                                                      children, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.integers(min_value=0, max_value=8))
+def test_the_json_depth_check_is_the_nesting_depth(value: object, limit: int) -> None:
+    assert _deeper_than(value, limit) == (_depth(value) > limit)

@@ -40,7 +40,9 @@ DROP INDEX IF EXISTS messages_flow;
 DROP INDEX IF EXISTS messages_queue;
 DROP INDEX IF EXISTS messages_flow_wait;
 DROP INDEX IF EXISTS messages_flow_inflight;
-CREATE INDEX IF NOT EXISTS messages_user ON messages(user, created_ms);
+-- No index by user alone: every lookup names an id, a due time, a queue or a flow key
+-- (each indexed above); one by user served nothing and cost every publish a page.
+DROP INDEX IF EXISTS messages_user;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     user TEXT NOT NULL,

@@ -24,10 +24,6 @@ __all__ = ["Secrets"]
 _HEADER_PATHS = (("headers",), ("callback", "headers"), ("failure_callback", "headers"))
 
 
-def _hidden(redact: JSON, name: str) -> bool:
-    return bool(redact.get("all_headers")) or name.lower() in (redact.get("headers") or [])
-
-
 def _header_maps(opts: JSON) -> Iterator[tuple[str, dict[str, list[str]]]]:
     for path in _HEADER_PATHS:
         node: Any = opts
@@ -59,13 +55,15 @@ class Secrets:
         comes through here: a deep copy of every message's options was a tenth of a
         batch's ingest."""
         redact = opts.get("redact") or {}
+        every = bool(redact.get("all_headers"))
+        names = redact.get("headers") or ()
         sealed: JSON = dict(opts)
-        if not redact.get("all_headers") and not redact.get("headers"):
+        if not every and not names:
             return sealed  # nothing hidden, nothing kept
         kept: dict[str, dict[str, list[str]]] = {}
         for where, headers in _header_maps(opts):
             hidden = {name: list(values) for name, values in headers.items()
-                      if values and _hidden(redact, name)}
+                      if values and (every or name.lower() in names)}
             if not hidden:
                 continue
             kept[where] = hidden
