@@ -393,11 +393,14 @@ def _redact_authorization(options: PublishOptions) -> None:
     """A forwarded ``Authorization`` (the AutoSend key) is a secret even unasked: shown
     redacted in logs, the DLQ and listings, stored apart (``store/secrets.py``), and
     still delivered as sent."""
-    maps = [options.headers] + [cb.headers for cb in (options.callback,
-                                                      options.failure_callback) if cb]
-    if any(name.lower() == "authorization" for m in maps for name in m) \
-            and not options.redact.hides_header("authorization"):
-        options.redact.headers = [*options.redact.headers, "authorization"]
+    if options.redact.hides_header("authorization"):
+        return
+    for headers in (options.headers, options.callback and options.callback.headers,
+                    options.failure_callback and options.failure_callback.headers):
+        for name in headers or ():
+            if name.lower() == "authorization":
+                options.redact.headers = [*options.redact.headers, "authorization"]
+                return
 
 
 def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = None, *,
