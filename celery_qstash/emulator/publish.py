@@ -294,6 +294,9 @@ def _callback_options(
 def merge_query(headers: Headers, query: Iterable[tuple[str, str]]) -> Headers:
     """QStash accepts any ``upstash-*`` header as a lower-case query parameter too."""
     merged = list(headers)
+    query = list(query)
+    if not query:  # the usual publish: options in headers only
+        return merged
     present = {name.lower() for name, _ in headers}
     for name, value in query:
         if name.lower().startswith("upstash-") and name.lower() not in present:
