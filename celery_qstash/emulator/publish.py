@@ -204,6 +204,13 @@ def _check_url(url: str, header: str) -> str:
 
 
 def _parse_flow_control(key: str, value: str) -> FlowControl:
+    """A fresh :class:`FlowControl` from the two headers (parsed once per distinct pair:
+    every message a task publishes carries the same ones)."""
+    return dataclasses.replace(_flow_control(key, value))
+
+
+@lru_cache(maxsize=256)
+def _flow_control(key: str, value: str) -> FlowControl:
     if not key.strip():
         raise BadRequest("invalid Upstash-Flow-Control-Key header: empty key")
     fc = FlowControl(key=key.strip())
@@ -234,6 +241,14 @@ _REDACT_HEADER = re.compile(r"headers?\[([^\]]+)\]", flags=re.IGNORECASE)
 
 
 def _parse_redact(text: str) -> Redaction:
+    """A fresh :class:`Redaction` (its lists are its own: a publish may extend them)."""
+    cached = _redaction(text)
+    return Redaction(body=cached.body, all_headers=cached.all_headers,
+                     headers=list(cached.headers), body_fields=list(cached.body_fields))
+
+
+@lru_cache(maxsize=256)
+def _redaction(text: str) -> Redaction:
     redaction = Redaction()
     for item in (part.strip() for part in text.split(",")):
         if not item:

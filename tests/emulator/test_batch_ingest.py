@@ -126,3 +126,28 @@ def test_delivery_concurrency_is_a_setting() -> None:
             assert emulator.loop.workers == workers
         finally:
             emulator.close()
+
+
+def _flow(parallelism: int) -> dict[str, str]:
+    return {"Upstash-Flow-Control-Key": "k", "Upstash-Flow-Control-Value": f"parallelism={parallelism}"}
+
+
+def test_a_batch_writes_a_flow_keys_limits_once_and_the_latest_still_win(
+    fake: Client, target: Target
+) -> None:
+    statements: list[str] = []
+    conn = fake.emulator.store._db
+    conn.set_trace_callback(statements.append)
+    try:
+        fake.http.post("/v2/batch", json=[
+            {"destination": f"{target.url}/f{i}", "body": str(i), "headers": _flow(2)}
+            for i in range(10)
+        ])
+    finally:
+        conn.set_trace_callback(None)
+    assert sum(s.startswith("INSERT INTO flow") for s in statements) == 1
+    fake.http.post("/v2/batch", json=[
+        {"destination": f"{target.url}/g{i}", "body": str(i), "headers": _flow(p)}
+        for i, p in enumerate([3, 4, 3])  # the last message's limits define the key
+    ])
+    assert fake.emulator.store.flow.get("defaultUser", "k")["parallelismMax"] == 3

@@ -208,3 +208,25 @@ _json_values = st.recursive(
 @given(_json_values, st.integers(min_value=0, max_value=8))
 def test_the_json_depth_check_is_the_nesting_depth(value: object, limit: int) -> None:
     assert _deeper_than(value, limit) == (_depth(value) > limit)
+
+
+def test_parsed_redaction_and_flow_control_are_fresh_objects_each_time() -> None:
+    """Both are parsed once per distinct header value (cached), yet a publish may change
+    its own: the Authorization a message forwards is added to that message's redaction."""
+    secret = parse_publish_headers([("Upstash-Redact-Fields", "body"),
+                                    ("Upstash-Forward-Authorization", "Bearer k"),
+                                    ("Upstash-Flow-Control-Key", "k"),
+                                    ("Upstash-Flow-Control-Value", "rate=2")], b"")
+    plain = parse_publish_headers([("Upstash-Redact-Fields", "body"),
+                                   ("Upstash-Flow-Control-Key", "k"),
+                                   ("Upstash-Flow-Control-Value", "rate=2")], b"")
+    assert secret.redact.headers == ["authorization"] and plain.redact.headers == []
+    assert plain.redact.body and secret.redact is not plain.redact
+    assert plain.flow_control == secret.flow_control
+    assert plain.flow_control is not secret.flow_control
+    for _ in range(2):  # a refusal is never cached
+        with pytest.raises(BadRequest, match="Upstash-Redact-Fields"):
+            parse_publish_headers([("Upstash-Redact-Fields", "nope")], b"")
+        with pytest.raises(BadRequest, match="Upstash-Flow-Control-Value"):
+            parse_publish_headers([("Upstash-Flow-Control-Key", "k"),
+                                   ("Upstash-Flow-Control-Value", "speed=1")], b"")

@@ -28,6 +28,9 @@ __all__ = ["DEDUP_WINDOW_MS", "Messages", "Published"]
 
 DEDUP_WINDOW_MS = 10 * 60 * 1000
 
+#: (user, flow key) -> the (parallelism, rate, period) last written in a transaction.
+FlowLimits = dict[tuple[str, str], tuple[int | None, int | None, int]]
+
 
 @dataclass
 class Published:
@@ -85,12 +88,15 @@ class Messages:
         again with a savepoint per item.
         """
         now = self.db.now_ms()
+        # The limits written for each flow key in this transaction (all of a task's messages
+        # carry the same ones): a message with the same limits need not write them again.
+        flow_seen: FlowLimits = {}
         try:
             with self.db.tx() as cur:
                 out: list[list[Published] | Exception] = [
                     self.publish_in(cur, user, destination, options, queue=queue,
                                     schedule_id=None, caller_ip=caller_ip, kind="message",
-                                    now_ms=now)
+                                    now_ms=now, flow_seen=flow_seen)
                     for destination, options, queue in items
                 ]
         except Exception:  # some item failed: nothing was committed, redo item by item
@@ -118,7 +124,8 @@ class Messages:
 
     def publish_in(self, cur: sqlite3.Cursor, user: str, destination: str,
                  options: PublishOptions, *, queue: str | None, schedule_id: str | None,
-                 caller_ip: str | None, kind: str, now_ms: int) -> list[Published]:
+                 caller_ip: str | None, kind: str, now_ms: int,
+                 flow_seen: FlowLimits | None = None) -> list[Published]:
         if queue is not None:
             self.queues.ensure(cur, user, queue, now_ms)
         if now_ms - self._swept_ms >= 1000 or now_ms < self._swept_ms:
@@ -159,7 +166,7 @@ class Messages:
                 "retried": 0, "kind": kind, "opts": opts,
             }
             self._insert(cur, message, options.flow_control, ready_ms=not_before,
-                         now_ms=now_ms, options=logged)
+                         now_ms=now_ms, options=logged, flow_seen=flow_seen)
             if dedup_key is not None:
                 cur.execute(
                     "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)",
@@ -169,7 +176,8 @@ class Messages:
         return results
 
     def _insert(self, cur: sqlite3.Cursor, message: JSON, fc: FlowControlOptions | None,
-                ready_ms: int, now_ms: int, options: PublishOptions | None = None) -> None:
+                ready_ms: int, now_ms: int, options: PublishOptions | None = None,
+                flow_seen: FlowLimits | None = None) -> None:
         queue = message.get("queue")
         parked = "queue" if queue else None
         cur.execute(
@@ -180,7 +188,12 @@ class Messages:
              json_text(self.secrets.seal(cur, message))),
         )
         if fc is not None:
-            self.flow.touch(cur, message["user"], fc.key, fc.parallelism, fc.rate, fc.period_s)
+            key, limits = (message["user"], fc.key), (fc.parallelism, fc.rate, fc.period_s)
+            if flow_seen is None or flow_seen.get(key) != limits:
+                self.flow.touch(cur, message["user"], fc.key, fc.parallelism, fc.rate,
+                                fc.period_s)
+                if flow_seen is not None:
+                    flow_seen[key] = limits
         self.events.log(cur, message, "CREATED", now_ms, options=options)
         if queue:
             self.queues.refill(cur, message["user"], queue)
