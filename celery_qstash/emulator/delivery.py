@@ -574,7 +574,7 @@ class DeliveryLoop:
             if first is None:
                 return
             group = [first]
-            began = self.monotonic()
+            began = time.monotonic()
             ending = False
             while len(group) < MAX_GROUP:
                 try:
@@ -584,7 +584,7 @@ class DeliveryLoop:
                     # one commit for many, and the burst's sends go first.
                     with self._lock:
                         sending = self._sending
-                    left = GROUP_LINGER_SECONDS - (self.monotonic() - began)
+                    left = GROUP_LINGER_SECONDS - (time.monotonic() - began)
                     if sending == 0 or left <= 0:
                         break
                     try:
