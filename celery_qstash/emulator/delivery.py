@@ -520,11 +520,11 @@ class DeliveryLoop:
             due.append(heapq.heappop(self._prepared))
         if not due:
             return
-        keep = self.store.still_due([job.message["id"] for job in due], now_ms)
+        keep = {id(m) for m in self.store.release([job.message for job in due], now_ms)}
         if len(keep) < len(due):
             with self._lock:
                 self._held -= len(due) - len(keep)
-            due = [job for job in due if job.message["id"] in keep]
+            due = [job for job in due if id(job.message) in keep]
         self._hand_out(due)
 
     def _hand_out(self, jobs: list[_Job]) -> None:

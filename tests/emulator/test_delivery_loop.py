@@ -88,7 +88,12 @@ def _states(emulator: Emulator, message_id: str) -> list[str]:
 
 
 def _claimed(emulator: Emulator, *ids: str) -> bool:
-    return all("ACTIVE" in _states(emulator, i) for i in ids)
+    """All of ``ids`` are marked in flight in the store (claimed, ahead or not)."""
+    with emulator.store.db.lock:
+        rows = emulator.store._db.execute(
+            f"SELECT COUNT(*) FROM messages WHERE inflight = 1 AND id IN "
+            f"({','.join('?' * len(ids))})", ids).fetchone()
+    return int(rows[0]) == len(ids)
 
 
 def _advance(emulator: Emulator, seconds: float) -> None:
@@ -111,23 +116,24 @@ def test_messages_claimed_ahead_are_sent_at_their_not_before_never_before(
     }
     later = _publish(emulator, START_MS + 60_000)  # beyond the window: not claimed yet
     emulator.start_background()
-    # All three are claimed (ACTIVE is logged) while the clock still stands before them...
+    # All three are claimed while the clock still stands before them; the log says
+    # nothing yet (ACTIVE is logged when an attempt starts).
     wait_until(lambda: _claimed(emulator, *due), "the claim ahead")
     assert recorder.count() == 0
-    assert "ACTIVE" not in _states(emulator, later)
-    # ... and ACTIVE carries the time the attempt starts: the message's not-before.
-    for message_id, not_before in due.items():
-        [active] = [e for e in _events(emulator, message_id) if e["state"] == "ACTIVE"]
-        assert active["time"] == not_before
+    assert not _claimed(emulator, later)
+    assert all(_states(emulator, i) == ["CREATED"] for i in due)
 
     _advance(emulator, 0.1)
     wait_until(lambda: recorder.count() == 1, "the first delivery")
     _advance(emulator, PREPARE_AHEAD_MS / 1000 - 0.1)
     wait_until(lambda: recorder.count() == 3, "the other two")
+    wait_until(lambda: all(_states(emulator, i)[-1] == "DELIVERED" for i in due), "recorded")
     for message_id, not_before in due.items():
         [arrived] = recorder.arrivals[message_id]
         assert arrived * 1000 >= not_before  # the rule QStash keeps
-    wait_until(lambda: all(_states(emulator, i)[-1] == "DELIVERED" for i in due), "recorded")
+        assert _states(emulator, message_id) == ["CREATED", "ACTIVE", "DELIVERED"]
+        [active] = [e for e in _events(emulator, message_id) if e["state"] == "ACTIVE"]
+        assert not_before <= active["time"] <= arrived * 1000
     assert later not in recorder.arrivals
     assert emulator.store.pending_count() == 1
 
@@ -164,6 +170,8 @@ def test_a_message_cancelled_after_its_claim_ahead_is_not_sent(
     wait_until(lambda: _states(emulator, kept)[-1:] == ["DELIVERED"], "the kept one")
     wait_until(lambda: _states(emulator, cancelled)[-1:] == ["CANCELED"], "the cancel")
     assert list(recorder.arrivals) == [kept]
+    # As for a message cancelled before any claim: no attempt was ever logged.
+    assert _states(emulator, cancelled) == ["CREATED", "CANCEL_REQUESTED", "CANCELED"]
     assert emulator.store.pending_count() == 0
 
 
@@ -189,12 +197,13 @@ def test_stop_gives_back_what_was_claimed_and_not_sent(
     wait_until(lambda: _claimed(emulator, message_id), "the claim ahead")
     emulator.loop.stop()
     # Due again, as after a restart: the next claim at its due time takes it.
-    assert [m["id"] for m in emulator.store.claim_due(START_MS + 200)] == [message_id]
-    emulator.store.unclaim([message_id])
+    assert not _claimed(emulator, message_id)
+    assert emulator.store.claim(START_MS, 10) == []
     emulator.start_background()
     _advance(emulator, 0.2)
     wait_until(lambda: _states(emulator, message_id)[-1:] == ["DELIVERED"], "the delivery")
     assert len(recorder.arrivals[message_id]) == 1
+    assert _states(emulator, message_id) == ["CREATED", "ACTIVE", "DELIVERED"]
 
 
 # -- outcomes: one transaction for many -------------------------------------------

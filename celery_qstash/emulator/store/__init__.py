@@ -149,8 +149,8 @@ class Store:
               until_ms: int | None = None) -> list[tuple[int, JSON]]:
         return self.attempts.claim(now_ms, limit, until_ms)
 
-    def still_due(self, message_ids: list[str], now_ms: int) -> set[str]:
-        return self.attempts.still_due(message_ids, now_ms)
+    def release(self, claimed: list[JSON], now_ms: int) -> list[JSON]:
+        return self.attempts.release(claimed, now_ms)
 
     def unclaim(self, message_ids: list[str]) -> None:
         self.attempts.unclaim(message_ids)

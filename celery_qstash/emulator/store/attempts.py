@@ -90,8 +90,9 @@ class Attempts:
         """:meth:`claim_due`, also claiming ahead: a message due by ``until_ms`` (later
         than ``now_ms``) is claimed too when nothing but time holds it (no queue, no flow
         control, not cancelled), so the delivery loop can prepare it and send it the
-        moment it falls due. Returns (due time, message) pairs; ACTIVE is logged at the
-        due time, when the attempt will start."""
+        moment it falls due. Returns (due time, message) pairs. A message claimed ahead
+        is in flight (a restart sends it again) but logs ACTIVE only when
+        :meth:`release` hands it out."""
         claimed: list[tuple[int, JSON]] = []
         horizon = now_ms if until_ms is None else max(now_ms, until_ms)
         with self.db.tx() as cur:
@@ -114,7 +115,7 @@ class Attempts:
                 # roll back the whole claim every tick and so stop every delivery.
                 cur.execute("SAVEPOINT claim_row")
                 try:
-                    message = self._claim_row(cur, row, max(now_ms, due), gate)
+                    message = self._claim_row(cur, row, now_ms, gate, ahead=due > now_ms)
                 except Exception as exc:
                     cur.execute("ROLLBACK TO claim_row")
                     self._set_aside(cur, row["seq"], row["id"], exc)
@@ -130,27 +131,34 @@ class Attempts:
                     )
         return claimed
 
-    def still_due(self, message_ids: list[str], now_ms: int) -> set[str]:
-        """Of messages claimed ahead, those to send now: a message reset away or removed
-        since is dropped, and one cancelled since is finished here (CANCELED), as the
-        claim would have done had it been claimed now."""
-        found: dict[str, sqlite3.Row] = {}
-        with self.db.lock:
-            for start in range(0, len(message_ids), 500):
-                chunk = message_ids[start:start + 500]
-                for row in self.db.conn.execute(
+    def release(self, claimed: list[JSON], now_ms: int) -> list[JSON]:
+        """Of messages claimed ahead, those to send now, logged ACTIVE at ``now_ms``: a
+        message reset away or removed since is dropped, and one cancelled since is
+        finished here (CANCELED), as the claim would have done had it been made now.
+        One transaction for all of them."""
+        released: list[JSON] = []
+        with self.db.tx() as cur:
+            found: dict[str, sqlite3.Row] = {}
+            ids = [message["id"] for message in claimed]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                for row in cur.execute(
                     "SELECT seq, id, cancel, data FROM messages WHERE inflight = 1 AND id IN "
                     f"({','.join('?' * len(chunk))})", chunk,
                 ):
                     found[row["id"]] = row
-        cancelled = [row for row in found.values() if row["cancel"]]
-        if cancelled:
-            with self.db.tx() as cur:
-                for row in cancelled:
+            for message in claimed:
+                row = found.get(message["id"])
+                if row is None:
+                    continue
+                if row["cancel"]:  # logged from the stored form, as the claim does
                     self.messages.finish_cancelled(cur, row["seq"], json.loads(row["data"]),
                                                    now_ms)
-            self.db.changed()
-        return {message_id for message_id, row in found.items() if not row["cancel"]}
+                    continue
+                self.events.log(cur, message, "ACTIVE", now_ms)
+                released.append(message)
+        self.db.changed()
+        return released
 
     def unclaim(self, message_ids: list[str]) -> None:
         """Claimed messages that will not be attempted now (the loop stopped first): due
@@ -176,7 +184,7 @@ class Attempts:
         return gates[flow_key]
 
     def _claim_row(self, cur: sqlite3.Cursor, row: sqlite3.Row, now_ms: int,
-                   gate: FlowGate | None) -> JSON | None:
+                   gate: FlowGate | None, ahead: bool = False) -> JSON | None:
         """The message of ``row`` claimed for an attempt, or None (cancelled, parked)."""
         seq, user = row["seq"], row["user"]
         stored = json.loads(row["data"])
@@ -196,7 +204,8 @@ class Attempts:
             self.flow.park(cur, user, gate, now_ms)
             return None
         cur.execute("UPDATE messages SET inflight = 1, due_ms = NULL WHERE seq = ?", (seq,))
-        self.events.log(cur, message, "ACTIVE", now_ms)
+        if not ahead:  # claimed ahead: ACTIVE is logged when it is released (release())
+            self.events.log(cur, message, "ACTIVE", now_ms)
         return message
 
     @staticmethod
