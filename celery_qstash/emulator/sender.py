@@ -7,8 +7,11 @@ Two implementations of the same small interface (:class:`Exchange`):
   response models, URL merging, cookies, auth and redirect flows) was about half of the
   emulator's CPU per delivery; the pool alone costs about a third less per request
   (benchmarks/bench.py ``emulator_delivery``; the numbers are in the README's
-  "Throughput"). URLs are still parsed and normalised by ``httpx.URL`` and the TLS
-  context is httpx's, so what goes on the wire is what the client sent.
+  "Throughput"). URLs are still parsed and normalised by ``httpx.URL``, header values
+  encoded as httpx encodes them, and the TLS context is httpx's. What the client added
+  by itself and this does not: ``Accept: */*``, ``Accept-Encoding`` and ``Connection:
+  keep-alive`` (HTTP/1.1 keeps the connection anyway); not asking for a compressed
+  answer, a destination answers uncompressed, so the answer body is stored as sent.
 - :class:`ClientExchange`: a caller's ``httpx.Client`` (``http_client_factory``: tests
   hand in ``httpx.MockTransport``), used exactly as before.
 
