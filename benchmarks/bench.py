@@ -280,6 +280,34 @@ def emulator_flat(
     return ingest_small, ingest_large, ratio_in, out_small, out_large, ratio_out
 
 
+def emulator_flat_cpu(pending_small: int, pending_large: int, n: int,
+                      requests: int) -> tuple[float, float, float, float, float, float]:
+    """The ingest half of ``emulator_flat`` read from the emulators' own CPU time, which
+    the machine's load moves far less than rates: (CPU ms per single publish with few and
+    with many pending, capacity ratio many/few, then the same for a ``/v2/batch`` message in
+    us). Both emulators run side by side; the sides alternate five rounds."""
+    with emulator_process(pending=pending_small) as (url_small, token), emulator_process(
+        pending=pending_large
+    ) as (url_large, _):
+        small, large = sdk_publisher(url_small, token), sdk_publisher(url_large, token)
+        rate(small, 50)
+        rate(large, 50)
+        _batch_rate(url_small, token, 2)
+        _batch_rate(url_large, token, 2)
+        cpu = {url: ServerCpu(url) for url in (url_small, url_large)}
+        paired(lambda: cpu[url_large].measure(lambda: rate(large, n), n),
+               lambda: cpu[url_small].measure(lambda: rate(small, n), n))
+        single = (cpu[url_small].per_message_ms, cpu[url_large].per_message_ms)
+        cpu = {url: ServerCpu(url) for url in (url_small, url_large)}
+        paired(lambda: cpu[url_large].measure(
+                   lambda: _batch_rate(url_large, token, requests), requests * 100),
+               lambda: cpu[url_small].measure(
+                   lambda: _batch_rate(url_small, token, requests), requests * 100))
+        batch = (cpu[url_small].per_message_ms * 1000, cpu[url_large].per_message_ms * 1000)
+    return (single[0], single[1], single[0] / single[1],
+            batch[0], batch[1], batch[0] / batch[1])
+
+
 # --- the table ------------------------------------------------------------------------------
 
 
@@ -329,12 +357,16 @@ def main() -> None:
             1_000, 100_000 if not args.quick else 20_000, n, max(300, int(500 * scale)))
         add("flat_ingest", ours=large_in, anchor=small_in, ratio=ratio_in)
         add("flat_delivery", ours=large_out, anchor=small_out, ratio=ratio_out)
+        small_ms, large_ms, ratio_ms, small_us, large_us, ratio_us = emulator_flat_cpu(
+            1_000, 100_000 if not args.quick else 20_000, n, max(5, int(20 * scale)))
+        add("flat_ingest_cpu", ours=large_ms, anchor=small_ms, ratio=ratio_ms)
+        add("flat_batch_cpu", ours=large_us, anchor=small_us, ratio=ratio_us)
 
     def line(label: str, key: str, unit: str, anchor_label: str, target: str,
              met: Callable[[list[float]], bool] | None, ratio_fmt: str = "{:.2f}",
-             anchor_unit: str | None = None) -> str:
+             anchor_unit: str | None = None, ours_fmt: str = "{:,.0f}") -> str:
         values = rows.get(key, {})
-        ours = span(values.get("ours", [0.0])) + unit
+        ours = span(values.get("ours", [0.0]), ours_fmt) + unit
         anchor = "-"
         if values.get("anchor"):
             fmt = "{:,.2f}" if anchor_unit == " ms" else "{:,.0f}"
@@ -382,6 +414,12 @@ def main() -> None:
              "1k pending", ">= 0.9x (flat)", lambda r: min(r) >= 0.9),
         line(f"emulator delivery with {large} vs 1k pending delayed messages", "flat_delivery",
              "/s", "1k pending", ">= 0.9x (flat)", lambda r: min(r) >= 0.9),
+        line(f"emulator CPU per single publish with {large} vs 1k pending (ratio: capacity, "
+             "1k's CPU / the other's)", "flat_ingest_cpu", " ms", "1k pending",
+             ">= 0.9x (flat)", lambda r: min(r) >= 0.9, anchor_unit=" ms", ours_fmt="{:,.2f}"),
+        line(f"emulator CPU per `/v2/batch` message with {large} vs 1k pending (ratio: "
+             "capacity)", "flat_batch_cpu", " us", "1k pending", ">= 0.9x (flat)",
+             lambda r: min(r) >= 0.9),
     ]
     print(f"\n{args.runs} run(s); ranges are over the runs; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")

@@ -14,6 +14,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .cron import CronError, next_after
@@ -70,9 +71,11 @@ _NOT_FORWARDED = {
 Headers = list[tuple[str, str]]
 
 
+@lru_cache(maxsize=1024)
 def canonical(name: str) -> str:
     """Go-style canonical header name (``x-api-key`` -> ``X-Api-Key``), as QStash shows them;
-    ASGI servers hand us lower-cased names."""
+    ASGI servers hand us lower-cased names. Pure, so cached: the same few names come
+    with every message."""
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
@@ -201,6 +204,13 @@ def _check_url(url: str, header: str) -> str:
 
 
 def _parse_flow_control(key: str, value: str) -> FlowControl:
+    """A fresh :class:`FlowControl` from the two headers (parsed once per distinct pair:
+    every message a task publishes carries the same ones)."""
+    return dataclasses.replace(_flow_control(key, value))
+
+
+@lru_cache(maxsize=256)
+def _flow_control(key: str, value: str) -> FlowControl:
     if not key.strip():
         raise BadRequest("invalid Upstash-Flow-Control-Key header: empty key")
     fc = FlowControl(key=key.strip())
@@ -227,12 +237,23 @@ def _parse_flow_control(key: str, value: str) -> FlowControl:
     return fc
 
 
+_REDACT_HEADER = re.compile(r"headers?\[([^\]]+)\]", flags=re.IGNORECASE)
+
+
 def _parse_redact(text: str) -> Redaction:
+    """A fresh :class:`Redaction` (its lists are its own: a publish may extend them)."""
+    cached = _redaction(text)
+    return Redaction(body=cached.body, all_headers=cached.all_headers,
+                     headers=list(cached.headers), body_fields=list(cached.body_fields))
+
+
+@lru_cache(maxsize=256)
+def _redaction(text: str) -> Redaction:
     redaction = Redaction()
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        match = re.fullmatch(r"headers?\[([^\]]+)\]", item, flags=re.IGNORECASE)
+        match = _REDACT_HEADER.fullmatch(item)
         if item.lower() == "body":
             redaction.body = True
         elif item.lower() in ("header", "headers"):
@@ -248,7 +269,10 @@ def _callback_options(
     prefix: str, url: str | None, headers: Headers, base: CallbackOptions | None,
     max_timeout_ms: int,
 ) -> CallbackOptions | None:
-    """Collect ``Upstash-Callback-*`` or ``Upstash-Failure-Callback-*`` settings."""
+    """Collect ``Upstash-Callback-*`` or ``Upstash-Failure-Callback-*`` settings (none
+    without a callback URL: its other headers are then not looked at)."""
+    if url is None and base is None:
+        return None
     options = dataclasses.replace(base) if base is not None else None
     if url is not None:
         url = _check_url(url.strip(), prefix)
@@ -285,6 +309,9 @@ def _callback_options(
 def merge_query(headers: Headers, query: Iterable[tuple[str, str]]) -> Headers:
     """QStash accepts any ``upstash-*`` header as a lower-case query parameter too."""
     merged = list(headers)
+    query = list(query)
+    if not query:  # the usual publish: options in headers only
+        return merged
     present = {name.lower() for name, _ in headers}
     for name, value in query:
         if name.lower().startswith("upstash-") and name.lower() not in present:
@@ -305,9 +332,14 @@ def parse_publish_headers(
     options = dataclasses.replace(base) if base is not None else PublishOptions()
     options.body = body if base is None else base.body
     options.headers = {k: list(v) for k, v in options.headers.items()}
-    single: dict[str, str] = {}
+    single: dict[str, str] = {}  # the first value of each header, by lower-case name
+    forwards: Headers = []  # the Upstash-Forward-* headers, in order
     for name, value in headers:
-        single.setdefault(name.lower(), value)
+        lowered = name.lower()
+        if lowered not in single:
+            single[lowered] = value
+        if lowered.startswith("upstash-forward-"):
+            forwards.append((name, value))
 
     if base is None and "content-type" in single:
         options.headers["Content-Type"] = [check_header_value(single["content-type"],
@@ -320,15 +352,14 @@ def parse_publish_headers(
             check_header_name(name, name)
             check_header_value(value, canonical(name))
             options.headers.setdefault(canonical(name), []).append(value)
-    for name, value in headers:
-        if name.lower().startswith("upstash-forward-"):
-            check_header_name(name[len("upstash-forward-"):], name)
-            check_header_value(value, canonical(name))
-            forwarded = canonical(name[len("upstash-forward-"):])
-            if forwarded == "Content-Type":  # one content type, the explicit one wins
-                options.headers[forwarded] = [value]
-            else:
-                options.headers.setdefault(forwarded, []).append(value)
+    for name, value in forwards:
+        check_header_name(name[len("upstash-forward-"):], name)
+        check_header_value(value, canonical(name))
+        forwarded = canonical(name[len("upstash-forward-"):])
+        if forwarded == "Content-Type":  # one content type, the explicit one wins
+            options.headers[forwarded] = [value]
+        else:
+            options.headers.setdefault(forwarded, []).append(value)
 
     if "upstash-method" in single:
         options.method = parse_method(single["upstash-method"], "Upstash-Method")
@@ -380,11 +411,14 @@ def _redact_authorization(options: PublishOptions) -> None:
     """A forwarded ``Authorization`` (the AutoSend key) is a secret even unasked: shown
     redacted in logs, the DLQ and listings, stored apart (``store/secrets.py``), and
     still delivered as sent."""
-    maps = [options.headers] + [cb.headers for cb in (options.callback,
-                                                      options.failure_callback) if cb]
-    if any(name.lower() == "authorization" for m in maps for name in m) \
-            and not options.redact.hides_header("authorization"):
-        options.redact.headers = [*options.redact.headers, "authorization"]
+    if options.redact.hides_header("authorization"):
+        return
+    for headers in (options.headers, options.callback and options.callback.headers,
+                    options.failure_callback and options.failure_callback.headers):
+        for name in headers or ():
+            if name.lower() == "authorization":
+                options.redact.headers = [*options.redact.headers, "authorization"]
+                return
 
 
 def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = None, *,

@@ -27,9 +27,13 @@ __all__ = [
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|d|h|m|s)")
+_DIGITS = re.compile(r"[0-9]+")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _MAX_DIGITS = 30  # far beyond any bound below; keeps int() cheap on hostile input
 
 
+@lru_cache(maxsize=1024)
 def parse_duration_ms(text: str, header: str, maximum: int | None = None, *,
                       strict: bool = False) -> int:
     """``50s``, ``10h``, ``1d10h30m`` (or a bare number of seconds) as milliseconds.
@@ -37,9 +41,11 @@ def parse_duration_ms(text: str, header: str, maximum: int | None = None, *,
     ``strict``: only QStash's ``<value><unit>`` syntax with the units its OAS lists for
     ``Upstash-Delay`` and ``Upstash-Timeout`` (s, m, h, d): no bare number, no ``ms``.
     ``maximum`` (ms) bounds the result: larger values are a 400, never stored.
+    Pure, so cached (a refusal is raised again each time, never cached): every message
+    of a batch usually carries the same delay.
     """
     value = text.strip()
-    if re.fullmatch(r"[0-9]+", value) and not strict:
+    if _DIGITS.fullmatch(value) and not strict:
         parts = [(value, "s")]
     else:
         parts = _DURATION_PART.findall(value)
@@ -51,8 +57,7 @@ def parse_duration_ms(text: str, header: str, maximum: int | None = None, *,
             )
     if any(len(n) > _MAX_DIGITS for n, _ in parts):
         raise BadRequest(f"invalid {header} header: duration is too long")
-    unit_ms = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    total = sum(int(n) * unit_ms[u] for n, u in parts)
+    total = sum(int(n) * _UNIT_MS[u] for n, u in parts)
     if maximum is not None and total > maximum:
         raise BadRequest(
             f"invalid {header} header: {text!r} is longer than the maximum "
@@ -70,7 +75,7 @@ def format_ms(ms: int) -> str:
 
 def parse_int(text: str, header: str, low: int, high: int) -> int:
     stripped = text.strip()
-    if not re.fullmatch(r"[+-]?[0-9]{1,30}", stripped):
+    if not _INTEGER.fullmatch(stripped):
         raise BadRequest(f"invalid {header} header: {text!r} is not an integer")
     value = int(stripped)
     if not low <= value <= high:

@@ -130,9 +130,14 @@ def message_json(message: JSON) -> JSON:
     return out
 
 
-def log_entry(message: JSON, state: str, time_ms: int, extra: JSON | None = None) -> JSON:
-    """A LogEntry (``GET /v2/events`` / ``/v2/logs``); bodies are base64 there."""
-    options = PublishOptions.from_dict(message["opts"])
+def log_entry(message: JSON, state: str, time_ms: int, extra: JSON | None = None,
+              options: PublishOptions | None = None) -> JSON:
+    """A LogEntry (``GET /v2/events`` / ``/v2/logs``); bodies are base64 there.
+
+    ``options``: ``message["opts"]`` already parsed (a publish has them at hand), so
+    they are not read back from the dict."""
+    if options is None:
+        options = PublishOptions.from_dict(message["opts"])
     out: JSON = {
         "time": time_ms,
         "messageId": message["id"],

@@ -18,6 +18,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,14 +31,59 @@ from celery_qstash.clock import Clock, SystemClock
 from ..errors import BadRequest, NotFound
 from .schema import SCHEMA, TABLES, migrate
 
-__all__ = ["DB_FILENAME", "JSON", "Database", "decode_cursor", "encode_cursor", "new_id"]
+try:  # the ``local`` extra brings it; without it, the stdlib's encoder does the same job
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None  # type: ignore[assignment]
+
+__all__ = ["DB_FILENAME", "JSON", "Database", "decode_cursor", "encode_cursor", "json_text",
+           "new_id"]
 
 JSON = dict[str, Any]
 DB_FILENAME = "emulator.sqlite3"
 
 
+_id_lock = threading.Lock()
+_id_last_us = 0
+#: Random characters for ids, drawn from the OS 4 KiB at a time (one syscall and one
+#: base64 pass per 256 ids instead of one each), consumed 16 at a time.
+_id_random = ""
+_id_used = 0
+
+
 def new_id(prefix: str) -> str:
-    return prefix + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+    """``prefix`` + a time stamp (13 hex digits of microseconds, strictly increasing in a
+    process) + 16 random characters: unique, and each new id sorts after the ones before.
+
+    The order is for SQLite: the ``UNIQUE`` index on message ids (and the log's index by
+    message id) takes each new id at its right-hand end, so a batch dirties a few index
+    pages instead of one page per message. With random ids that was about half the
+    cost of a commit, and it grew with the number of messages stored. The wall clock
+    only orders ids; nothing reads a time back from one."""
+    global _id_last_us, _id_random, _id_used
+    with _id_lock:
+        now_us = time.time_ns() // 1000
+        _id_last_us = now_us if now_us > _id_last_us else _id_last_us + 1
+        if _id_used + 16 > len(_id_random):
+            _id_random = secrets.token_urlsafe(3072).replace("-", "x").replace("_", "y")
+            _id_used = 0
+        tail = _id_random[_id_used:_id_used + 16]
+        _id_used += 16
+        return f"{prefix}{_id_last_us:013x}{tail}"
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the JSON text a ``data`` column holds (what ``json.loads`` reads back).
+
+    Every publish writes two (the message and its log entry): ``orjson`` writes them in
+    about a ninth of the stdlib's time, a tenth of a batch's ingest. Anything it refuses
+    (an integer past 64 bits, a lone surrogate) goes through ``json.dumps`` as before."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(value).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    return json.dumps(value)
 
 
 def _url_host(url: str | None) -> str | None:

@@ -3,13 +3,13 @@ reading them back through the filters and cursors the official SDKs send."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..publish import PublishOptions
 from ..wire import log_entry
-from .db import JSON, Database
+from .db import JSON, Database, json_text
 
 __all__ = ["EventFilter", "Events", "filter_sql"]
 
@@ -70,15 +70,16 @@ class Events:
         self.db = db
 
     def log(self, cur: sqlite3.Cursor, message: JSON, state: str, now_ms: int,
-            extra: JSON | None = None) -> None:
-        entry = log_entry(message, state, now_ms, extra)
+            extra: JSON | None = None, options: PublishOptions | None = None) -> None:
+        """Append one log entry (``options``: ``message["opts"]`` parsed, if at hand)."""
+        entry = log_entry(message, state, now_ms, extra, options)
         fc = message["opts"].get("flow_control") or {}
         cur.execute(
             "INSERT INTO events (user, time_ms, message_id, state, url, topic, queue, "
             "schedule_id, fc_key, caller_ip, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message["user"], now_ms, message["id"], state, message["url"], message.get("topic"),
              message.get("queue"), message.get("schedule_id"), fc.get("key"),
-             message.get("caller_ip"), json.dumps(entry)),
+             message.get("caller_ip"), json_text(entry)),
         )
         seq = cur.lastrowid
         for label in message["opts"].get("labels") or []:

@@ -119,11 +119,15 @@ class FlowControl:
 
     def touch(self, cur: sqlite3.Cursor, user: str, key: str, parallelism: int | None,
                     rate: int | None, period_s: int) -> None:
-        # The latest publish defines the key's limits (pins override them).
+        # The latest publish defines the key's limits (pins override them). Limits that
+        # are already these are not written again: no page of ``flow`` is dirtied, and
+        # each page a publish dirties is one more to write at its commit.
         cur.execute(
             "INSERT INTO flow (user, key, parallelism, rate, period_s) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(user, key) DO UPDATE SET parallelism = excluded.parallelism, "
-            "rate = excluded.rate, period_s = excluded.period_s",
+            "rate = excluded.rate, period_s = excluded.period_s "
+            "WHERE parallelism IS NOT excluded.parallelism OR rate IS NOT excluded.rate "
+            "OR period_s IS NOT excluded.period_s",
             (user, key, parallelism, rate, period_s),
         )
 

@@ -27,11 +27,22 @@ CREATE TABLE IF NOT EXISTS messages (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages(due_ms);
-CREATE INDEX IF NOT EXISTS messages_queue ON messages(user, queue, parked, seq);
-CREATE INDEX IF NOT EXISTS messages_flow_wait ON messages(user, fc_key, parked, ready_ms, seq);
-CREATE INDEX IF NOT EXISTS messages_flow_inflight ON messages(user, fc_key, inflight);
+-- Partial: only a queued or flow-controlled message is in these indexes, so every other
+-- publish skips their upkeep. Each query on them names ``queue = ?`` or ``fc_key = ?``,
+-- which lets SQLite use an index whose rows all have that column set.
+CREATE INDEX IF NOT EXISTS messages_in_queue ON messages(user, queue, parked, seq)
+    WHERE queue IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_flow_waiting ON messages(user, fc_key, parked, ready_ms, seq)
+    WHERE fc_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_flow_active ON messages(user, fc_key, inflight)
+    WHERE fc_key IS NOT NULL;
 DROP INDEX IF EXISTS messages_flow;
-CREATE INDEX IF NOT EXISTS messages_user ON messages(user, created_ms);
+DROP INDEX IF EXISTS messages_queue;
+DROP INDEX IF EXISTS messages_flow_wait;
+DROP INDEX IF EXISTS messages_flow_inflight;
+-- No index by user alone: every lookup names an id, a due time, a queue or a flow key
+-- (each indexed above); one by user served nothing and cost every publish a page.
+DROP INDEX IF EXISTS messages_user;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     user TEXT NOT NULL,
