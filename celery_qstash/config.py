@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -116,12 +118,19 @@ _KEYS = (
     ("qstash_redact_authorization", None),
 )
 
-#: Per (prefix, renames) of a Celery conf: each key's spellings, lower then upper case.
+#: Celery's own settings a call reads, looked up as ``conf.get(name)`` is.
+CELERY_KEYS = (
+    "task_always_eager", "task_routes", "task_publish_retry", "task_publish_retry_policy",
+)
+
+#: Per (prefix, renames) of a Celery conf: each key's spellings, lower then upper case;
+#: each Celery key's spellings; and every spelling of both.
 _Spellings = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
-_spellings: dict[tuple[Any, Any], tuple[_Spellings, frozenset[str]]] = {}
+_Spelled = tuple[_Spellings, tuple[tuple[str, ...], ...], frozenset[str]]
+_spellings: dict[tuple[Any, Any], _Spelled] = {}
 
 
-def _spelled(conf: Any) -> tuple[_Spellings, frozenset[str]]:
+def _spelled(conf: Any) -> _Spelled:
     # The spellings depend only on the conf's prefix and renames, not on its contents.
     key = (getattr(conf, "prefix", None), getattr(conf, "_keys", None))
     found = _spellings.get(key)
@@ -130,52 +139,121 @@ def _spelled(conf: Any) -> tuple[_Spellings, frozenset[str]]:
             (tuple(conf._to_keys(name)), tuple(conf._to_keys(name.upper())))
             for name, _ in _KEYS
         )
-        every = frozenset(s for pair in table for names in pair for s in names)
-        found = _spellings[key] = (table, every)
+        celery = tuple(tuple(conf._to_keys(name)) for name in CELERY_KEYS)
+        every = frozenset(
+            [s for pair in table for names in pair for s in names]
+            + [s for names in celery for s in names]
+        )
+        found = _spellings[key] = (table, celery, every)
     return found
 
 
-def _conf_values(conf: Any) -> list[Any]:
+def _first(
+    candidates: tuple[str, ...], maps: Sequence[Any], present: Sequence[AbstractSet[str]]
+) -> tuple[bool, Any]:
+    """(found, value) of the first map holding one of ``candidates``, as Celery looks."""
+    for mapping, here in zip(maps, present, strict=True):
+        for name in candidates:
+            if name in here:
+                return True, mapping[name]
+    return False, None
+
+
+def _conf_read(conf: Any) -> tuple[list[Any], list[Any]]:
     """Each key's value in the conf (``None`` when unset): ``conf.get(key)``, else
-    ``conf.get(KEY)``, as Celery resolves them (namespace prefix, old names)."""
+    ``conf.get(KEY)``, as Celery resolves them (namespace prefix, old names); and each
+    of :data:`CELERY_KEYS` as ``conf.get(name)``."""
     if conf is None:
-        return [None] * len(_KEYS)
+        return [None] * len(_KEYS), [None] * len(CELERY_KEYS)
     if not (hasattr(conf, "_to_keys") and hasattr(conf, "maps")):  # a plain mapping
         values = []
         for name, _ in _KEYS:
             value = conf.get(name)
             values.append(conf.get(name.upper()) if value is None else value)
-        return values
-    # A Celery conf loads its config source (config_from_object, namespace) on its first
-    # real lookup; what follows reads its maps directly.
-    conf.get("qstash_token")
+        return values, [conf.get(name) for name in CELERY_KEYS]
     maps = conf.maps
-    table, every = _spelled(conf)
-    # Which spellings each map holds: a membership test each, where Celery's own lookup
-    # raises a KeyError per map and spelling for every key that is not set.
-    present = [{name for name in every if name in mapping} for mapping in maps]
+    if not all(type(mapping) is dict for mapping in maps):
+        # A Celery conf loads its config source (config_from_object, namespace) on its
+        # first real lookup; after that its maps are plain dicts, read directly below.
+        conf.get("qstash_token")
+        maps = conf.maps
+    table, celery, every = _spelled(conf)
+    # Which spellings each map holds (for a dict, one set operation in C), where Celery's
+    # own lookup raises a KeyError per map and spelling for every key that is not set.
+    present = [
+        mapping.keys() & every if type(mapping) is dict
+        else {name for name in every if name in mapping}
+        for mapping in maps
+    ]
     anywhere = set().union(*present)
     values = []
     for lower, upper in table:
-        value = None
         if anywhere.isdisjoint(lower) and anywhere.isdisjoint(upper):  # the usual: not set
             values.append(None)
             continue
-        for candidates in (lower, upper):
-            for mapping, here in zip(maps, present, strict=True):
-                hit = next((c for c in candidates if c in here), None)
-                if hit is not None:
-                    value = mapping[hit]  # the first map that has it decides, as in Celery
-                    break
-            if value is not None:
-                break
+        value = _first(lower, maps, present)[1]
+        if value is None:
+            value = _first(upper, maps, present)[1]
         values.append(value)
-    return values
+    return values, [_first(names, maps, present)[1] for names in celery]
+
+
+def _conf_values(conf: Any) -> list[Any]:
+    """Each key's value in the conf (``None`` when unset); see :func:`_conf_read`."""
+    return _conf_read(conf)[0]
+
+
+_ENV_NAMES = tuple(env for _, env in _KEYS if env is not None)
+_env_encoded: frozenset[Any] | None = None
+
+
+def _environment() -> dict[str, str]:
+    """The environment variables of :data:`_KEYS` that are set.
+
+    Usually none are: one set operation on the environment's own dict says so, where
+    a lookup each would encode every name and raise a KeyError per unset variable.
+    """
+    global _env_encoded
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    encode = getattr(environ, "encodekey", None)
+    if type(data) is dict and encode is not None:
+        if _env_encoded is None:
+            _env_encoded = frozenset(encode(name) for name in _ENV_NAMES)
+        if data.keys().isdisjoint(_env_encoded):
+            return {}
+    return {name: value for name in _ENV_NAMES if (value := environ.get(name)) is not None}
 
 
 @lru_cache(maxsize=64)
-def _resolve(raw: tuple[tuple[str, Any], ...]) -> Settings:
-    return _build(dict(raw))
+def _resolve(raw: tuple[Any, ...]) -> Settings:
+    return _build(dict(zip(_NAMES, raw, strict=True)))
+
+
+_NAMES = tuple(name for name, _ in _KEYS)
+
+
+@dataclass(frozen=True)
+class CallConf:
+    """What one call reads from the app's conf: the settings and Celery's own keys."""
+
+    settings: Settings
+    always_eager: bool
+    routes: Any
+    publish_retry: Any
+    publish_retry_policy: Any
+
+
+def _settings_from(values: list[Any]) -> Settings:
+    environ = _environment()
+    raw = tuple(
+        environ.get(env) if value is None and env is not None else value
+        for (_, env), value in zip(_KEYS, values, strict=True)
+    )
+    try:
+        return _resolve(raw)
+    except TypeError:  # an unhashable value somewhere: resolve without the cache
+        return _build(dict(zip(_NAMES, raw, strict=True)))
 
 
 def load_settings(conf: Any = None) -> Settings:
@@ -184,15 +262,20 @@ def load_settings(conf: Any = None) -> Settings:
     Cached on what the conf and environment hold for these keys, so a change between
     two calls is still seen and an unchanged conf is not parsed again.
     """
-    environ = os.environ
-    raw = tuple(
-        (name, environ.get(env) if value is None and env is not None else value)
-        for (name, env), value in zip(_KEYS, _conf_values(conf), strict=True)
+    return _settings_from(_conf_read(conf)[0])
+
+
+def call_conf(conf: Any) -> CallConf:
+    """:func:`load_settings` and the Celery settings a call reads, in one pass over the
+    conf (Celery's own attribute lookup costs microseconds per key)."""
+    values, (eager, routes, retry, policy) = _conf_read(conf)
+    return CallConf(
+        settings=_settings_from(values),
+        always_eager=bool(eager),
+        routes=routes,
+        publish_retry=retry,
+        publish_retry_policy=policy,
     )
-    try:
-        return _resolve(raw)
-    except TypeError:  # an unhashable value somewhere: resolve without the cache
-        return _build(dict(raw))
 
 
 def _flag(value: Any, setting: str) -> bool:

@@ -23,13 +23,15 @@ import celery
 from celery import Task, shared_task
 from celery import states as celery_states
 from celery._state import _task_stack
+from celery.app.task import Context
 from celery.canvas import Signature, _chain, _chord, group
 from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
 from celery.result import EagerResult, GroupResult, denied_join_result
-from celery.signals import before_task_publish
+from celery.signals import after_task_publish, before_task_publish
 from kombu.serialization import dumps, loads
 from kombu.utils.uuid import uuid
 
+from . import options as _options
 from .batch import (
     BatchChunks,
     BatchMap,
@@ -41,7 +43,7 @@ from .batch import (
     result_for,
     split_plan,
 )
-from .config import Settings, load_settings
+from .config import CallConf, Settings, call_conf, load_settings
 from .email import coerce_email, splitting_bulk
 from .errors import RetryNotSupported, UnsupportedOption
 from .options import PublishPlan, TaskAttrs, canvas_error, plan_publish
@@ -94,6 +96,52 @@ def task_attrs(task: Task) -> TaskAttrs:
     )
 
 
+#: Plans kept per task (one per settings and option set in use); a task that sees more
+#: starts over rather than grow without bound.
+_MAX_PLANS = 256
+
+
+def _plan_key(
+    task: Task,
+    merged: Mapping[str, Any],
+    settings: Settings,
+    link: Any,
+    link_error: Any,
+    display: str | None,
+) -> tuple[Any, ...] | None:
+    """Everything :func:`plan_publish` reads but the task id, as a cache key; ``None``
+    when the plan cannot be reused (it depends on the clock, or a value is unhashable).
+
+    Each value's type is part of the key: ``1 == True`` would otherwise let a cached
+    plan stand in for an option the table rejects.
+    """
+    if merged.get("expires") is not None:  # the expiry time is computed from "now"
+        return None
+    retry_kwargs = getattr(task, "retry_kwargs", None)
+    if isinstance(retry_kwargs, Mapping):
+        retry_kwargs = tuple((k, type(v), v) for k, v in retry_kwargs.items())
+    attrs = (
+        task.name, task.max_retries, task.default_retry_delay, task.rate_limit,
+        task.acks_late, getattr(task, "retry_backoff", False),
+        getattr(task, "retry_backoff_max", 600), getattr(task, "retry_jitter", True),
+        retry_kwargs, getattr(task, "autoretry_for", None), link, link_error, display,
+    )
+    key = (
+        # A plan made before reset_warnings() would skip the warnings its options give.
+        _options.warnings_generation,
+        id(settings),
+        tuple(merged.items()),
+        tuple(map(type, merged.values())),
+        attrs,
+        tuple(map(type, attrs)),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 @dataclass(frozen=True)
 class _Eager:
     task_id: str
@@ -127,18 +175,20 @@ class QStashTask(Task):  # type: ignore[misc]
     ) -> Any:
         app = self._get_app()
         task_id = task_id or uuid()
+        conf = call_conf(app.conf)
+        eager = conf.always_eager or eager_forced()
         plan, settings, now, merged = self._plan_call(
             app, args, kwargs, task_id,
             options if producer is None else {**options, "producer": producer},
-            link=link, link_error=link_error, shadow=shadow,
+            link=link, link_error=link_error, shadow=shadow, conf=conf,
         )
         if plan.is_expired(now):
-            return self._expired(task_id, eager=bool(app.conf.task_always_eager) or eager_forced())
+            return self._expired(task_id, eager=eager)
 
-        if app.conf.task_always_eager or eager_forced():
+        if eager:
             token = _eager.set(_Eager(task_id, plan, settings))
             try:
-                if not app.conf.task_always_eager:
+                if not conf.always_eager:
                     # Forced by the pytest plugin: what Celery's eager branch does, without
                     # changing the app's conf (another thread may be using the app). An
                     # error propagates, as it would from a production call.
@@ -158,7 +208,7 @@ class QStashTask(Task):  # type: ignore[misc]
             finally:
                 _eager.reset(token)
 
-        prepared = self._prepare(plan, settings, merged, args, kwargs)
+        prepared = self._prepare(plan, settings, merged, args, kwargs, conf=conf)
         if prepared is None:  # "nothing to send": returned None or raised Ignore
             return self._ignored(task_id)
         collector = current_collector()
@@ -191,13 +241,20 @@ class QStashTask(Task):  # type: ignore[misc]
                 check(*(args or ()), **(kwargs or {}))
 
     def _merged_options(
-        self, args: Any, kwargs: Any, producer: Any, options: Mapping[str, Any]
+        self,
+        args: Any,
+        kwargs: Any,
+        producer: Any,
+        options: Mapping[str, Any],
+        *,
+        conf: CallConf | None = None,
     ) -> dict[str, Any]:
         """The call's options over the task's defaults, with ``task_routes``' queue."""
         app = self._get_app()
         merged = dict(self._get_exec_options(), **options)
         merged.setdefault("ignore_result", self.ignore_result)
-        if not merged.get("queue") and app.conf.task_routes:
+        routes = app.conf.task_routes if conf is None else conf.routes
+        if routes and not merged.get("queue"):
             merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
         if producer is not None:
             merged["producer"] = producer
@@ -215,7 +272,16 @@ class QStashTask(Task):  # type: ignore[misc]
         link_error: Any = None,
         shadow: str | None = None,
     ) -> PublishPlan:
-        return plan_publish(
+        display = shadow or self.shadow_name(args, kwargs, merged)
+        key = _plan_key(self, merged, settings, link, link_error, display)
+        plans: dict[Any, tuple[Settings, PublishPlan]] = self.__dict__.setdefault(
+            "_celery_qstash_plans", {}
+        )
+        if key is not None:
+            cached = plans.get(key)
+            if cached is not None and cached[0] is settings:
+                return cached[1].with_task_id(task_id)
+        plan = plan_publish(
             task=task_attrs(self),
             task_id=task_id,
             options=merged,
@@ -223,8 +289,13 @@ class QStashTask(Task):  # type: ignore[misc]
             now=now,
             link=link,
             link_error=link_error,
-            shadow=shadow or self.shadow_name(args, kwargs, merged),
+            shadow=display,
         )
+        if key is not None:
+            if len(plans) >= _MAX_PLANS:
+                plans.clear()
+            plans[key] = (settings, plan)
+        return plan
 
     def _prepare(
         self,
@@ -235,6 +306,7 @@ class QStashTask(Task):  # type: ignore[misc]
         kwargs: Any,
         *,
         eager: bool = False,
+        conf: CallConf | None = None,
     ) -> Prepared | None:
         """Run the body, validate the email, send ``before_task_publish``: ready to publish.
 
@@ -253,6 +325,36 @@ class QStashTask(Task):  # type: ignore[misc]
         if not eager:
             settings.require_token()  # a missing token fails here, before the signal
 
+        if eager:  # Celery's eager path sends no publish signals
+            return Prepared(
+                self, plan, [p.request(e, settings, eager=True) for p, e in parts], False, {}
+            )
+        if conf is None:
+            conf = call_conf(app.conf)
+        added: Mapping[str, Any] | None = None
+        after_signal: dict[str, Any] | None = None
+        # The signals' arguments are built only for a receiver to read: Celery's own
+        # send returns at once without one, but building them is most of their cost.
+        if before_task_publish.receivers or after_task_publish.receivers:
+            added, after_signal = self._publish_signal(plan, merged, args, kwargs)
+        return Prepared(
+            task=self,
+            plan=plan,
+            requests=[p.request(e, settings, extra_headers=added) for p, e in parts],
+            retry=bool(merged.get("retry", conf.publish_retry)),
+            retry_policy={
+                **(conf.publish_retry_policy or {}),
+                **(merged.get("retry_policy") or {}),
+            },
+            after_signal=after_signal,
+        )
+
+    def _publish_signal(
+        self, plan: PublishPlan, merged: Mapping[str, Any], args: Any, kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Send ``before_task_publish``; (the headers its receivers added, the arguments
+        of ``after_task_publish``)."""
+        task_id = plan.task_id
         protocol = {
             "lang": "py",
             "task": self.name,
@@ -272,10 +374,6 @@ class QStashTask(Task):  # type: ignore[misc]
         embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
         body = (list(args), dict(kwargs), embed)
         signal_common = {"body": body, "exchange": "", "routing_key": plan.queue or ""}
-        if eager:  # Celery's eager path sends no publish signals
-            return Prepared(
-                self, plan, [p.request(e, settings, eager=True) for p, e in parts], False, {}
-            )
         before_task_publish.send(
             sender=self.name,
             headers=headers,
@@ -287,17 +385,7 @@ class QStashTask(Task):  # type: ignore[misc]
         added = {
             k: v for k, v in headers.items() if k not in protocol and plan.headers.get(k) != v
         }
-        return Prepared(
-            task=self,
-            plan=plan,
-            requests=[p.request(e, settings, extra_headers=added) for p, e in parts],
-            retry=bool(merged.get("retry", app.conf.task_publish_retry)),
-            retry_policy={
-                **(app.conf.task_publish_retry_policy or {}),
-                **(merged.get("retry_policy") or {}),
-            },
-            after_signal={"sender": self.name, "headers": headers, **signal_common},
-        )
+        return added, {"sender": self.name, "headers": headers, **signal_common}
 
     def delay_many(self, items: Iterable[Any], **options: Any) -> GroupResult:
         """Publish one message per item of ``items`` (each a tuple of positional args)
@@ -467,6 +555,7 @@ class QStashTask(Task):  # type: ignore[misc]
         link: Any,
         link_error: Any,
         shadow: str | None,
+        conf: CallConf | None = None,
     ) -> tuple[PublishPlan, Settings, float, dict[str, Any]]:
         """Check a call and plan its publish, as production does: shared by ``apply_async``
         and eager ``apply()``/canvas, so eager mode refuses exactly what production does.
@@ -475,8 +564,10 @@ class QStashTask(Task):  # type: ignore[misc]
         call's over them, ``ignore_result``, and the queue ``task_routes`` gives the call.
         """
         self._check_call(args, kwargs)
-        merged = self._merged_options(args, kwargs, None, options)
-        settings = load_settings(app.conf)
+        if conf is None:
+            conf = call_conf(app.conf)
+        merged = self._merged_options(args, kwargs, None, options, conf=conf)
+        settings = conf.settings
         now = time.time()
         plan = self._plan(task_id, merged, settings, now, args, kwargs, link, link_error, shadow)
         return plan, settings, now, merged
@@ -489,9 +580,7 @@ class QStashTask(Task):  # type: ignore[misc]
         if self.request_stack is None:
             _wait_until_bound(self)
         _task_stack.push(self)
-        self.push_request(
-            id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
-        )
+        _push_request(self, task_id, args, kwargs)
         try:
             return _run_body(self, args, kwargs)
         except Ignore:
@@ -523,6 +612,33 @@ class QStashTask(Task):  # type: ignore[misc]
     def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
         """``apply_async`` once the current Django transaction commits."""
         _on_commit(lambda: self.apply_async(*args, **kwargs))
+
+
+#: What ``Task.push_request`` adds to a request it makes from ``Context()``.
+_FRESH_REQUEST: tuple[dict[str, Any], ...] = ({}, {"headers": None})
+
+
+def _push_request(task: Task, task_id: str, args: Any, kwargs: Any) -> None:
+    """``task.push_request(id=..., args=..., kwargs=..., called_directly=False,
+    is_eager=False)``.
+
+    Celery's version merges the current request into the new one and then works out
+    which of the keys are custom headers (building a set of Context's names each
+    time); when the current request is a fresh one there is nothing to merge and none
+    of these keys is a header, so the result is known: build it directly.
+    """
+    current = task.request
+    if type(current) is not Context or current.__dict__ not in _FRESH_REQUEST:
+        task.push_request(
+            id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
+        )
+        return
+    request = object.__new__(Context)
+    request.__dict__.update(
+        id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False,
+        headers=None,
+    )
+    task.request_stack.push(request)
 
 
 def _run_body(task: Task, args: Any, kwargs: Any) -> Any:
