@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from .devserver import (
     AUTOSEND_URL,
@@ -123,40 +121,37 @@ CELERY_KEYS = (
     "task_always_eager", "task_routes", "task_publish_retry", "task_publish_retry_policy",
 )
 
-#: Per (prefix, renames) of a Celery conf: each key's spellings, lower then upper case;
-#: each Celery key's spellings; and every spelling of both.
-_Spellings = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
-_Spelled = tuple[_Spellings, tuple[tuple[str, ...], ...], frozenset[str]]
+@dataclass(frozen=True)
+class _Spelled:
+    """How a Celery conf spells the keys (from its prefix and renames, not its contents).
+
+    A key's value sits in a slot: ``2 * i`` for the lower-case spellings of ``_KEYS[i]``,
+    ``2 * i + 1`` for the upper-case ones, ``2 * len(_KEYS) + j`` for ``CELERY_KEYS[j]``.
+    ``slots`` maps each spelling to its (slot, rank) pairs, rank being its place among
+    the spellings Celery tries for that slot.
+    """
+
+    every: frozenset[str]
+    slots: dict[str, tuple[tuple[int, int], ...]]
+
+
 _spellings: dict[tuple[Any, Any], _Spelled] = {}
 
 
 def _spelled(conf: Any) -> _Spelled:
-    # The spellings depend only on the conf's prefix and renames, not on its contents.
     key = (getattr(conf, "prefix", None), getattr(conf, "_keys", None))
     found = _spellings.get(key)
     if found is None:
-        table = tuple(
-            (tuple(conf._to_keys(name)), tuple(conf._to_keys(name.upper())))
-            for name, _ in _KEYS
+        names = [spelling for name, _ in _KEYS for spelling in (name, name.upper())]
+        names += CELERY_KEYS
+        slots: dict[str, list[tuple[int, int]]] = {}
+        for slot, name in enumerate(names):
+            for rank, spelling in enumerate(conf._to_keys(name)):
+                slots.setdefault(spelling, []).append((slot, rank))
+        found = _spellings[key] = _Spelled(
+            frozenset(slots), {spelling: tuple(pairs) for spelling, pairs in slots.items()}
         )
-        celery = tuple(tuple(conf._to_keys(name)) for name in CELERY_KEYS)
-        every = frozenset(
-            [s for pair in table for names in pair for s in names]
-            + [s for names in celery for s in names]
-        )
-        found = _spellings[key] = (table, celery, every)
     return found
-
-
-def _first(
-    candidates: tuple[str, ...], maps: Sequence[Any], present: Sequence[AbstractSet[str]]
-) -> tuple[bool, Any]:
-    """(found, value) of the first map holding one of ``candidates``, as Celery looks."""
-    for mapping, here in zip(maps, present, strict=True):
-        for name in candidates:
-            if name in here:
-                return True, mapping[name]
-    return False, None
 
 
 def _conf_read(conf: Any) -> tuple[list[Any], list[Any]]:
@@ -177,25 +172,30 @@ def _conf_read(conf: Any) -> tuple[list[Any], list[Any]]:
         # first real lookup; after that its maps are plain dicts, read directly below.
         conf.get("qstash_token")
         maps = conf.maps
-    table, celery, every = _spelled(conf)
-    # Which spellings each map holds (for a dict, one set operation in C), where Celery's
-    # own lookup raises a KeyError per map and spelling for every key that is not set.
-    present = [
-        mapping.keys() & every if type(mapping) is dict
-        else {name for name in every if name in mapping}
-        for mapping in maps
-    ]
-    anywhere = set().union(*present)
+    spelled = _spelled(conf)
+    every, slots = spelled.every, spelled.slots
+    # Celery's lookup tries every spelling in every map, a KeyError for each miss; here
+    # one set operation per map (in C for a dict) finds the few spellings it holds.
+    found: dict[int, Any] = {}
+    for mapping in maps:
+        here = (
+            mapping.keys() & every if type(mapping) is dict
+            else {name for name in every if name in mapping}
+        )
+        best: dict[int, tuple[int, str]] = {}
+        for name in here:
+            for slot, rank in slots[name]:
+                if slot not in found and (slot not in best or rank < best[slot][0]):
+                    best[slot] = (rank, name)
+        for slot, (_, name) in best.items():  # the first map that has it decides
+            found[slot] = mapping[name]
+    get = found.get
     values = []
-    for lower, upper in table:
-        if anywhere.isdisjoint(lower) and anywhere.isdisjoint(upper):  # the usual: not set
-            values.append(None)
-            continue
-        value = _first(lower, maps, present)[1]
-        if value is None:
-            value = _first(upper, maps, present)[1]
-        values.append(value)
-    return values, [_first(names, maps, present)[1] for names in celery]
+    for i in range(len(_KEYS)):
+        value = get(2 * i)
+        values.append(get(2 * i + 1) if value is None else value)
+    base = 2 * len(_KEYS)
+    return values, [get(base + j) for j in range(len(CELERY_KEYS))]
 
 
 def _conf_values(conf: Any) -> list[Any]:
@@ -205,6 +205,7 @@ def _conf_values(conf: Any) -> list[Any]:
 
 _ENV_NAMES = tuple(env for _, env in _KEYS if env is not None)
 _env_encoded: frozenset[Any] | None = None
+_env_of: Any = None
 
 
 def _environment() -> dict[str, str]:
@@ -213,15 +214,18 @@ def _environment() -> dict[str, str]:
     Usually none are: one set operation on the environment's own dict says so, where
     a lookup each would encode every name and raise a KeyError per unset variable.
     """
-    global _env_encoded
+    global _env_encoded, _env_of
     environ = os.environ
-    data = getattr(environ, "_data", None)
-    encode = getattr(environ, "encodekey", None)
-    if type(data) is dict and encode is not None:
-        if _env_encoded is None:
-            _env_encoded = frozenset(encode(name) for name in _ENV_NAMES)
-        if data.keys().isdisjoint(_env_encoded):
-            return {}
+    if _env_of is not environ:  # first call, or os.environ was replaced
+        data = getattr(environ, "_data", None)
+        encode = getattr(environ, "encodekey", None)
+        _env_encoded = (
+            frozenset(encode(name) for name in _ENV_NAMES)
+            if type(data) is dict and encode is not None else None
+        )
+        _env_of = environ
+    if _env_encoded is not None and environ._data.keys().isdisjoint(_env_encoded):  # type: ignore[attr-defined]
+        return {}
     return {name: value for name in _ENV_NAMES if (value := environ.get(name)) is not None}
 
 
@@ -233,8 +237,7 @@ def _resolve(raw: tuple[Any, ...]) -> Settings:
 _NAMES = tuple(name for name, _ in _KEYS)
 
 
-@dataclass(frozen=True)
-class CallConf:
+class CallConf(NamedTuple):
     """What one call reads from the app's conf: the settings and Celery's own keys."""
 
     settings: Settings
@@ -249,7 +252,7 @@ def _settings_from(values: list[Any]) -> Settings:
     raw = tuple(
         environ.get(env) if value is None and env is not None else value
         for (_, env), value in zip(_KEYS, values, strict=True)
-    )
+    ) if environ else tuple(values)
     try:
         return _resolve(raw)
     except TypeError:  # an unhashable value somewhere: resolve without the cache

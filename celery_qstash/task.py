@@ -627,8 +627,13 @@ def _push_request(task: Task, task_id: str, args: Any, kwargs: Any) -> None:
     time); when the current request is a fresh one there is nothing to merge and none
     of these keys is a header, so the result is known: build it directly.
     """
-    current = task.request
-    if type(current) is not Context or current.__dict__ not in _FRESH_REQUEST:
+    stack = task.request_stack
+    current = stack.top
+    if current is None:  # what Task.request reads then: the task's default request
+        current = task._default_request
+    if current is not None and (
+        type(current) is not Context or current.__dict__ not in _FRESH_REQUEST
+    ):
         task.push_request(
             id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
         )
@@ -638,7 +643,7 @@ def _push_request(task: Task, task_id: str, args: Any, kwargs: Any) -> None:
         id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False,
         headers=None,
     )
-    task.request_stack.push(request)
+    stack.push(request)
 
 
 def _run_body(task: Task, args: Any, kwargs: Any) -> Any:
