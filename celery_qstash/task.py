@@ -9,6 +9,7 @@ publish signals, a passed ``task_id``, the args' JSON round trip, and eager mode
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -20,14 +21,19 @@ from types import CodeType, FrameType
 from typing import Any
 
 import celery
-from celery import Task, shared_task
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback  # type: ignore[import-untyped]
+from celery import Task, shared_task, signals
 from celery import states as celery_states
 from celery._state import _task_stack
 from celery.app.task import Context
+from celery.app.trace import build_tracer
+from celery.app.trace import logger as _trace_logger
 from celery.canvas import Signature, _chain, _chord, group
 from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
 from celery.result import EagerResult, GroupResult, denied_join_result
 from celery.signals import after_task_publish, before_task_publish
+from celery.utils.functional import maybe_list
+from celery.utils.nodenames import gethostname as _hostname
 from kombu.serialization import dumps, loads
 from kombu.utils.uuid import uuid
 
@@ -188,23 +194,28 @@ class QStashTask(Task):  # type: ignore[misc]
         if eager:
             token = _eager.set(_Eager(task_id, plan, settings))
             try:
-                if not conf.always_eager:
-                    # Forced by the pytest plugin: what Celery's eager branch does, without
-                    # changing the app's conf (another thread may be using the app). An
-                    # error propagates, as it would from a production call.
-                    args, kwargs = _roundtrip(
-                        args, kwargs, merged.get("serializer") or self.serializer
-                    )
-                    with denied_join_result():
-                        return self.apply(
-                            args, kwargs, task_id=task_id, link=link, link_error=link_error,
-                            shadow=shadow, throw=True, **options,
-                        )
-                # Celery's own eager path: JSON round trip of the args, task_eager_propagates,
-                # task_store_eager_result, an EagerResult. __call__ below does the sending.
-                return super().apply_async(
-                    args, kwargs, task_id=task_id, shadow=shadow, **options
+                # What Celery's eager branch of apply_async does (pydantic arguments
+                # dumped, the args' serializer round trip, apply() with the task's
+                # execution options under denied_join_result), without acquiring a
+                # producer that sends nothing, and through the JSON fast path. The
+                # serializer is JSON: the plan refused any other.
+                dump = getattr(self, "_dump_pydantic_arguments", None)
+                if dump is not None:
+                    args, kwargs = dump(args, kwargs)
+                args, kwargs = _roundtrip(
+                    args, kwargs, merged.get("serializer") or self.serializer
                 )
+                eager_options = dict(self._get_exec_options(), **options)
+                eager_options.setdefault("ignore_result", self.ignore_result)
+                with denied_join_result():
+                    return self.apply(
+                        args, kwargs, task_id=task_id, link=link, link_error=link_error,
+                        # Forced by the pytest plugin (the app's conf untouched, another
+                        # thread may use it): an error propagates, as it would from a
+                        # production call. Else task_eager_propagates decides, as in Celery.
+                        **({} if conf.always_eager else {"throw": True}),
+                        **eager_options,
+                    )
             finally:
                 _eager.reset(token)
 
@@ -446,20 +457,23 @@ class QStashTask(Task):  # type: ignore[misc]
         ``apply_async()``. It publishes through QStash and returns a
         :class:`QStashAsyncResult` whose ``get()`` waits for AutoSend's answer.
         """
-        step = _canvas_step()
-        if step is not None:
-            # What production refuses: the QStash task would be handed a continuation.
-            raise canvas_error(step)
         app = self._get_app()
         if headers is not None:
             options["headers"] = headers
-        if not (app.conf.task_always_eager or eager_forced()):
-            return self.apply_async(
-                args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
-            )
         pending = _eager.get()
         token = None
-        if pending is None or pending.task_id != task_id:
+        from_apply_async = pending is not None and pending.task_id == task_id
+        if not from_apply_async:
+            # Our own eager apply_async planned the call already; anything else may be
+            # Celery's canvas, or not eager at all.
+            step = _canvas_step()
+            if step is not None:
+                # What production refuses: the QStash task would be handed a continuation.
+                raise canvas_error(step)
+            if not (app.conf.task_always_eager or eager_forced()):
+                return self.apply_async(
+                    args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
+                )
             # task.apply() itself or Celery's eager canvas (group, chord body): nothing
             # went through our apply_async, so validate here what it would have.
             task_id = task_id or uuid()
@@ -476,8 +490,8 @@ class QStashTask(Task):  # type: ignore[misc]
         try:
             # link/link_error are QStash callback URLs (validated above), not signatures
             # Celery's tracer could call: they are not handed to it.
-            result = super().apply(
-                args, kwargs, task_id=task_id, retries=retries, throw=throw,
+            result = _traced_apply(
+                self, app, args, kwargs, task_id=task_id, retries=retries, throw=throw,
                 logfile=logfile, loglevel=loglevel, **options,
             )
         finally:
@@ -644,6 +658,117 @@ def _push_request(task: Task, task_id: str, args: Any, kwargs: Any) -> None:
         headers=None,
     )
     stack.push(request)
+
+
+def _tracer(task: Task, app: Any, propagate: bool) -> Any:
+    """Celery's eager tracer for ``task``, built once and kept while nothing it was built
+    from has changed.
+
+    ``Task.apply`` builds one per call. ``build_tracer`` reads, once, the task's class
+    hooks, the signal receiver lists, whether its logger logs INFO, the process id and
+    the task's request stack; the cached tracer is rebuilt whenever any of those is no
+    longer what it was built with. A receiver list is compared by identity: Celery
+    changes it in place (connect, disconnect, dropping dead receivers), which the tracer
+    sees, so only a list replaced from outside needs a new tracer. What else it reads
+    (deduplication of redelivered tasks, parent priority for callbacks) concerns a
+    worker: an eager request is never redelivered and is given no callbacks here.
+    """
+    cls = type(task)
+    key = (
+        propagate, app, os.getpid(), task.request_stack, task.resultrepr_maxsize,
+        _trace_logger.isEnabledFor(logging.INFO),
+        cls.__call__, cls.before_start, cls.on_success, cls.after_return, cls.run,
+        getattr(task, "_orig_run", None),
+    )
+    receivers = (
+        signals.task_prerun.receivers, signals.task_postrun.receivers,
+        signals.task_success.receivers,
+    )
+    cached = task.__dict__.get("_celery_qstash_tracer")
+    if cached is not None and cached[0] == key and all(
+        a is b for a, b in zip(cached[1], receivers, strict=True)
+    ):
+        return cached[2]
+    tracer = build_tracer(task.name, task, eager=True, propagate=propagate, app=app)
+    task.__dict__["_celery_qstash_tracer"] = (key, receivers, tracer)
+    return tracer
+
+
+def _traced_apply(
+    task: Task,
+    app: Any,
+    args: Any = None,
+    kwargs: Any = None,
+    link: Any = None,
+    link_error: Any = None,
+    task_id: str | None = None,
+    retries: int | None = None,
+    throw: bool | None = None,
+    logfile: Any = None,
+    loglevel: Any = None,
+    headers: Any = None,
+    **options: Any,
+) -> Any:
+    """Celery's ``Task.apply`` (celery/app/task.py), with the tracer kept between calls
+    (:func:`_tracer`) instead of built for each one. The same request, the same result."""
+    args = args or ()
+    kwargs = kwargs or {}
+    task_id = task_id or uuid()
+    retries = retries or 0
+    if throw is None:
+        throw = app.conf.task_eager_propagates
+
+    parent_task = _task_stack.top
+    if parent_task and parent_task.request:
+        parent_id = parent_task.request.id
+        root_id = parent_task.request.root_id or task_id
+    else:
+        parent_id = None
+        root_id = task_id
+
+    target = app._tasks[task.name]
+    request = {
+        "id": task_id,
+        "task": task.name,
+        "parent_id": parent_id,
+        "root_id": root_id,
+        "retries": retries,
+        "is_eager": True,
+        "logfile": logfile,
+        "loglevel": loglevel or 0,
+        "hostname": _hostname(),
+        "callbacks": maybe_list(link),
+        "errbacks": maybe_list(link_error),
+        "headers": headers,
+        "timelimit": (
+            None if task.time_limit is None and task.soft_time_limit is None
+            else [task.time_limit, task.soft_time_limit]
+        ),
+        "ignore_result": options.get("ignore_result", task.ignore_result),
+        "delivery_info": {
+            "is_eager": True,
+            "exchange": options.get("exchange"),
+            "routing_key": options.get("routing_key"),
+            "priority": options.get("priority"),
+        },
+    }
+    if "stamped_headers" in options:
+        request["stamped_headers"] = maybe_list(options["stamped_headers"])
+        request["stamps"] = {
+            header: maybe_list(options.get(header, [])) for header in request["stamped_headers"]
+        }
+
+    tb = None
+    ret = _tracer(target, app, bool(throw))(task_id, args, kwargs, request)
+    retval = ret.retval
+    if isinstance(retval, ExceptionInfo):
+        retval, tb = retval.exception, retval.traceback
+        if isinstance(retval, ExceptionWithTraceback):
+            retval = retval.exc
+    if isinstance(retval, Retry) and retval.sig is not None:
+        return retval.sig.apply(retries=retries + 1)
+    state = celery_states.SUCCESS if ret.info is None else ret.info.state
+    return EagerResult(task_id, retval, state, traceback=tb, name=task.name)
 
 
 def _run_body(task: Task, args: Any, kwargs: Any) -> Any:
