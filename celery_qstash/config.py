@@ -119,6 +119,7 @@ _KEYS = (
 #: Celery's own settings a call reads, looked up as ``conf.get(name)`` is.
 CELERY_KEYS = (
     "task_always_eager", "task_routes", "task_publish_retry", "task_publish_retry_policy",
+    "task_eager_propagates",
 )
 
 @dataclass(frozen=True)
@@ -245,6 +246,7 @@ class CallConf(NamedTuple):
     routes: Any
     publish_retry: Any
     publish_retry_policy: Any
+    eager_propagates: Any
 
 
 def _settings_from(values: list[Any]) -> Settings:
@@ -271,13 +273,14 @@ def load_settings(conf: Any = None) -> Settings:
 def call_conf(conf: Any) -> CallConf:
     """:func:`load_settings` and the Celery settings a call reads, in one pass over the
     conf (Celery's own attribute lookup costs microseconds per key)."""
-    values, (eager, routes, retry, policy) = _conf_read(conf)
+    values, (eager, routes, retry, policy, propagates) = _conf_read(conf)
     return CallConf(
         settings=_settings_from(values),
         always_eager=bool(eager),
         routes=routes,
         publish_retry=retry,
         publish_retry_policy=policy,
+        eager_propagates=propagates,
     )
 
 

@@ -15,10 +15,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import lru_cache
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import celery
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback  # type: ignore[import-untyped]
@@ -148,8 +147,7 @@ def _plan_key(
     return key
 
 
-@dataclass(frozen=True)
-class _Eager:
+class _Eager(NamedTuple):
     task_id: str
     plan: PublishPlan
     settings: Settings
@@ -213,7 +211,7 @@ class QStashTask(Task):  # type: ignore[misc]
                         # Forced by the pytest plugin (the app's conf untouched, another
                         # thread may use it): an error propagates, as it would from a
                         # production call. Else task_eager_propagates decides, as in Celery.
-                        **({} if conf.always_eager else {"throw": True}),
+                        throw=bool(conf.eager_propagates) if conf.always_eager else True,
                         **eager_options,
                     )
             finally:
@@ -665,17 +663,18 @@ def _tracer(task: Task, app: Any, propagate: bool) -> Any:
     from has changed.
 
     ``Task.apply`` builds one per call. ``build_tracer`` reads, once, the task's class
-    hooks, the signal receiver lists, whether its logger logs INFO, the process id and
-    the task's request stack; the cached tracer is rebuilt whenever any of those is no
+    hooks, the signal receiver lists, whether its logger logs INFO and the task's
+    request stack; the cached tracer is rebuilt whenever any of those is no
     longer what it was built with. A receiver list is compared by identity: Celery
     changes it in place (connect, disconnect, dropping dead receivers), which the tracer
     sees, so only a list replaced from outside needs a new tracer. What else it reads
-    (deduplication of redelivered tasks, parent priority for callbacks) concerns a
-    worker: an eager request is never redelivered and is given no callbacks here.
+    (deduplication of redelivered tasks, parent priority for callbacks, the process id
+    it stores with a STARTED state) concerns a worker: an eager request is never
+    redelivered, never tracked as started, and is given no callbacks here.
     """
     cls = type(task)
     key = (
-        propagate, app, os.getpid(), task.request_stack, task.resultrepr_maxsize,
+        propagate, app, task.request_stack, task.resultrepr_maxsize,
         _trace_logger.isEnabledFor(logging.INFO),
         cls.__call__, cls.before_start, cls.on_success, cls.after_return, cls.run,
         getattr(task, "_orig_run", None),
