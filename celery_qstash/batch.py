@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from celery import canvas
+from celery import Task, canvas
 from celery import states as celery_states
 from celery.result import EagerResult, GroupResult
 from celery.signals import after_task_publish
@@ -303,13 +303,23 @@ def prepare_many(
     slots: list[Slot] = []
     # Without task_routes the options do not depend on the arguments: merge them once.
     shared = None if app.conf.task_routes else task._merged_options((), None, None, options)
+    # ...and unless a shadow_name reads them, neither does the plan: plan the first call,
+    # then give each other call its own task id (dedup id, label, Idempotency-Key).
+    template: PublishPlan | None = None
+    plan_once = shared is not None and (
+        getattr(task.shadow_name, "__func__", None) is Task.shadow_name
+    )
     for args in calls:
         task._check_call(args, None)
         task_id = uuid()
         merged = dict(shared) if shared is not None else task._merged_options(
             args, None, None, options
         )
-        plan = task._plan(task_id, merged, settings, now, args, None)
+        if template is not None:
+            plan = replace(template, task_id=task_id)
+        else:
+            plan = task._plan(task_id, merged, settings, now, args, None)
+            template = plan if plan_once else None
         if plan.is_expired(now):
             slots.append((task_id, task._expired(task_id, eager=eager)))
             continue

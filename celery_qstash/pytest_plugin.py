@@ -201,11 +201,24 @@ class DevInbox:
             time.sleep(0.05)
 
 
+def _refuse_both(request: pytest.FixtureRequest, other: str) -> None:
+    # Eager mode wins over any URL, so with both every email would silently land in the
+    # outbox and the inbox would stay empty: say so instead of letting the test mislead.
+    # (The other may be static or requested through the autosend fixture.)
+    if other in request.fixturenames:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: autosend_outbox (eager, in-process) and qstash_dev (end "
+            "to end through the emulator) cannot be used by the same test; use one of them, "
+            "or the autosend fixture with @pytest.mark.autosend('eager' or 'dev')"
+        )
+
+
 @pytest.fixture
-def autosend_outbox() -> Iterator[OutboxFixture]:
+def autosend_outbox(request: pytest.FixtureRequest) -> Iterator[OutboxFixture]:
     """Eager mode for this test: every QStash task and the Django backend write to the outbox."""
     from .transports.eager import force_eager
 
+    _refuse_both(request, "qstash_dev")
     box = OutboxFixture()
     box.clear()
     force_eager(True)
@@ -237,13 +250,16 @@ def _celery_qstash_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def qstash_dev(
-    _celery_qstash_servers: DevServers, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    _celery_qstash_servers: DevServers,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[DevInbox]:
     """The emulator + sandbox (one pair per session), emptied for this test, with the
     environment (``QSTASH_URL``, ``QSTASH_TOKEN``, ``AUTOSEND_API_KEY``) and the current
     Celery app pointed at them."""
     from celery import current_app
 
+    _refuse_both(request, "autosend_outbox")
     servers = _celery_qstash_servers
     servers.reset()
     inbox = DevInbox(servers)

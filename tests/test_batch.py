@@ -87,6 +87,27 @@ def test_delay_many_results_resolve_to_their_own_tasks(app: Celery, qstash_mock:
     assert [r.message_id for r in result.results] == ["msg_1", "msg_2", "msg_3"]
 
 
+def _shadow_by_user(task: Any, args: Any, kwargs: Any, options: Any) -> str:
+    return f"welcome-for-{args[0]}"
+
+
+@autosend_task(name="batch.shadowed", shadow_name=_shadow_by_user)
+def send_shadowed(user_id: int) -> Email:
+    return Email(to=f"user{user_id}@example.com", from_="shop@example.com", subject="Hi", text="Hi")
+
+
+def test_a_shadow_name_that_reads_the_arguments_names_each_message(
+    app: Celery, qstash_mock: respx.MockRouter
+) -> None:
+    # delay_many plans the options once per call of it, unless the display name depends on
+    # the arguments: then each message still gets its own.
+    send_shadowed.delay_many([(1,), (2,)])
+    [items] = batch_items(qstash_mock)
+    assert [i["headers"]["Upstash-Forward-X-Celery-Task"] for i in items] == [
+        "welcome-for-1", "welcome-for-2",
+    ]
+
+
 def test_batch_items_carry_what_a_single_publish_carries(
     app: Celery, qstash_mock: respx.MockRouter, autosend_api_key: str
 ) -> None:

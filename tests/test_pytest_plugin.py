@@ -102,6 +102,28 @@ def test_qstash_dev_and_the_mode_switch_in_a_fresh_project(pytester: pytest.Pyte
     result.assert_outcomes(passed=1, deselected=3)
 
 
+BOTH_TESTS = '''
+import pytest
+from tasks import welcome
+
+def test_both_fixtures(autosend_outbox, qstash_dev):
+    welcome.delay("jane@example.com")
+
+@pytest.mark.autosend("dev")
+def test_outbox_and_the_dev_autosend(autosend_outbox, autosend):
+    welcome.delay("jane@example.com")
+'''
+
+
+@pytest.mark.slow
+def test_the_outbox_and_the_emulator_together_are_refused(pytester: pytest.Pytester) -> None:
+    # Eager mode would win and the inbox would stay empty: the test is told, not misled.
+    pytester.makepyfile(tasks=TASKS, test_both=BOTH_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*test_both_fixtures*autosend_outbox*qstash_dev*cannot be used*"])
+
+
 BLOCKED = '''
 import sys
 
