@@ -167,12 +167,11 @@ def _conf_read(conf: Any) -> tuple[list[Any], list[Any]]:
             value = conf.get(name)
             values.append(conf.get(name.upper()) if value is None else value)
         return values, [conf.get(name) for name in CELERY_KEYS]
+    # A Celery conf loads its config source (config_from_object, namespace) on its first
+    # real lookup, possibly in another thread right now: one real lookup first, as
+    # Celery's own attribute access would make, then its maps are read directly.
+    conf.get("qstash_token")
     maps = conf.maps
-    if not all(type(mapping) is dict for mapping in maps):
-        # A Celery conf loads its config source (config_from_object, namespace) on its
-        # first real lookup; after that its maps are plain dicts, read directly below.
-        conf.get("qstash_token")
-        maps = conf.maps
     spelled = _spelled(conf)
     every, slots = spelled.every, spelled.slots
     # Celery's lookup tries every spelling in every map, a KeyError for each miss; here

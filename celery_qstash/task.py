@@ -29,6 +29,7 @@ from celery.app.trace import build_tracer
 from celery.app.trace import logger as _trace_logger
 from celery.canvas import Signature, _chain, _chord, group
 from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
+from celery.loaders.base import BaseLoader
 from celery.result import EagerResult, GroupResult, denied_join_result
 from celery.signals import after_task_publish, before_task_publish
 from celery.utils.functional import maybe_list
@@ -514,6 +515,12 @@ class QStashTask(Task):  # type: ignore[misc]
         request = self.request
         if not request.is_eager or request.called_directly:
             return super().__call__(*args, **kwargs)  # a plain function call: return the email
+        replay = _replay.get()
+        if replay is not None and replay[0] == request.id:
+            # The lean eager run (_lean_trace) already ran the body, which raised this:
+            # Celery's tracer now gets the same exception, without a second run.
+            _replay.set(None)
+            raise replay[1]
         pending = _eager.get()
         if pending is not None and request.id == pending.task_id:
             plan, settings = pending.plan, pending.settings
@@ -693,6 +700,63 @@ def _tracer(task: Task, app: Any, propagate: bool) -> Any:
     return tracer
 
 
+#: (task id, exception) the lean eager run's body raised, for Celery's tracer to meet.
+_replay: ContextVar[tuple[str, BaseException] | None] = ContextVar(
+    "celery_qstash_replay", default=None
+)
+_RAISED = object()
+
+
+def _lean_possible(task: Task, app: Any, kwargs: Any) -> bool:
+    """Is nothing listening for what Celery's eager tracer does around a successful body?
+
+    Besides running the body (``__call__``) between pushing and popping the task and
+    its request, and calling ``after_return``, the tracer only feeds consumers: the
+    prerun/success/postrun signals, the INFO log line (with a ``saferepr`` of the result,
+    computed even when nothing logs it), ``on_success``/``before_start`` overrides, the
+    loader's task-init hook and, with ``task_store_eager_result``, the result backend.
+    With none of them there, the success path of the tracer has no effect but those.
+    """
+    cls = type(task)
+    return (
+        not signals.task_prerun.receivers
+        and not signals.task_success.receivers
+        and not signals.task_postrun.receivers
+        and not _trace_logger.isEnabledFor(logging.INFO)
+        and not task.store_eager_result
+        and cls.__call__ is QStashTask.__call__
+        and cls.after_return is QStashTask.after_return
+        and cls.before_start is Task.before_start
+        and cls.on_success is Task.on_success
+        and type(app.loader).on_task_init is BaseLoader.on_task_init
+        and isinstance(kwargs, Mapping)
+    )
+
+
+def _lean_trace(
+    task: Task, task_id: str, args: Any, kwargs: Any, request: dict[str, Any]
+) -> Any:
+    """Celery's tracer's success path (see :func:`_lean_possible`): the same request
+    context, the body, ``after_return``. If the body raises, nothing of the tracer's
+    failure handling is done here: the exception is kept in :data:`_replay` and
+    :data:`_RAISED` returned, and Celery's own tracer then runs the call, its ``__call__``
+    raising that exception at once (the body is not run twice)."""
+    task_request = Context(request, args=args, called_directly=False, kwargs=kwargs)
+    _task_stack.push(task)
+    task.request_stack.push(task_request)
+    try:
+        try:
+            retval = task(*args, **kwargs)
+        except Exception as exc:  # Ignore, Reject and Retry included: Celery handles them
+            _replay.set((task_id, exc))
+            return _RAISED
+        task.after_return(celery_states.SUCCESS, retval, task_id, args, kwargs, None)
+        return retval
+    finally:
+        _task_stack.pop()
+        task.request_stack.pop()
+
+
 def _traced_apply(
     task: Task,
     app: Any,
@@ -758,7 +822,15 @@ def _traced_apply(
         }
 
     tb = None
-    ret = _tracer(target, app, bool(throw))(task_id, args, kwargs, request)
+    if _lean_possible(target, app, kwargs):
+        outcome = _lean_trace(target, task_id, args, kwargs, request)
+        if outcome is not _RAISED:
+            return EagerResult(task_id, outcome, celery_states.SUCCESS, traceback=None,
+                               name=task.name)
+    try:
+        ret = _tracer(target, app, bool(throw))(task_id, args, kwargs, request)
+    finally:
+        _replay.set(None)
     retval = ret.retval
     if isinstance(retval, ExceptionInfo):
         retval, tb = retval.exception, retval.traceback

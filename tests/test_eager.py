@@ -480,3 +480,64 @@ def test_task_store_eager_result_is_read_for_each_call(eager: Celery, no_network
     backend = send_welcome.backend
     assert first.id not in backend._eager
     assert backend._eager[second.id]["status"] == states.SUCCESS
+
+
+# --- the lean success path and its replay ----------------------------------------------------
+
+
+def test_a_failing_body_runs_once_and_fails_as_celerys_tracer_has_it(eager: Celery, no_network: respx.MockRouter,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from celery import signals
+
+    runs: list[int] = []
+    failures: list[str] = []
+
+    @autosend_task(name="eager.fails_once", shared=False)
+    def fails(n: int) -> Email:
+        runs.append(n)
+        raise LookupError(f"no user {n}")
+
+    def on_failure(**kwargs: Any) -> None:
+        failures.append(kwargs["task_id"])
+
+    eager.conf.task_eager_propagates = False
+    signals.task_failure.connect(on_failure, weak=False)  # not a reason to leave the lean path
+    try:
+        with pytest.raises(LookupError, match="no user 1"):
+            fails.apply_async((1,), task_id="fail-1")
+    finally:
+        signals.task_failure.disconnect(on_failure)
+    assert runs == [1]
+    assert failures == ["fail-1"]  # Celery's tracer handled the failure
+    assert [r for r in caplog.records if r.levelname == "ERROR" and "no user 1" in r.getMessage()]
+    assert len(outbox) == 0
+
+
+def test_nothing_to_send_runs_the_body_once_and_reads_ignored(eager: Celery, no_network: respx.MockRouter) -> None:
+    runs: list[int] = []
+
+    @autosend_task(name="eager.nothing", shared=False)
+    def nothing(n: int) -> None:
+        runs.append(n)
+
+    result = nothing.delay(1)
+    assert runs == [1]
+    assert result.state == states.IGNORED
+    assert len(outbox) == 0
+
+
+def test_a_successful_eager_call_sees_celerys_request(eager: Celery, no_network: respx.MockRouter) -> None:
+    seen: list[Any] = []
+
+    @autosend_task(bind=True, name="eager.request", shared=False)
+    def look(self: Task, n: int) -> Email:
+        request = self.request
+        seen.append((request.id, request.is_eager, request.called_directly, request.args,
+                     request.delivery_info, request.root_id, request.hostname is not None))
+        return Email(to="a@example.com", from_="b@example.com", subject="s", text="t")
+
+    result = look.apply_async((5,), task_id="req-1")
+    assert result.state == states.SUCCESS
+    assert seen == [("req-1", True, False, [5],
+                     {"is_eager": True, "exchange": None, "routing_key": None, "priority": None},
+                     "req-1", True)]
