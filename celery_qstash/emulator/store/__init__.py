@@ -145,12 +145,26 @@ class Store:
     def claim_due(self, now_ms: int, limit: int = 256) -> list[JSON]:
         return self.attempts.claim_due(now_ms, limit)
 
+    def claim(self, now_ms: int, limit: int = 256,
+              until_ms: int | None = None) -> list[tuple[int, JSON]]:
+        return self.attempts.claim(now_ms, limit, until_ms)
+
+    def release(self, claimed: list[JSON], now_ms: int) -> list[JSON]:
+        return self.attempts.release(claimed, now_ms)
+
+    def unclaim(self, message_ids: list[str]) -> None:
+        self.attempts.unclaim(message_ids)
+
     def set_aside(self, message_id: str, exc: Exception) -> None:
         self.attempts.set_aside(message_id, exc)
 
     def finish_attempt(self, message: JSON, result: AttemptResult, now_ms: int,
                        callbacks: CallbackFactory | None = None) -> str:
         return self.attempts.finish_attempt(message, result, now_ms, callbacks)
+
+    def finish_many(self, outcomes: list[tuple[JSON, AttemptResult, int]],
+                    callbacks: CallbackFactory | None = None) -> list[str]:
+        return self.attempts.finish_many(outcomes, callbacks)
 
     def list_dlq(self, user: str, flt: EventFilter, cursor: str | None,
                  count: int) -> tuple[list[JSON], str | None]:

@@ -83,17 +83,31 @@ class Attempts:
         that frees them (a finished attempt, the next rate period), so a tick costs
         the same whether 1 or 100,000 messages wait on a key.
         """
-        claimed: list[JSON] = []
+        return [message for _, message in self.claim(now_ms, limit)]
+
+    def claim(self, now_ms: int, limit: int = 256,
+              until_ms: int | None = None) -> list[tuple[int, JSON]]:
+        """:meth:`claim_due`, also claiming ahead: a message due by ``until_ms`` (later
+        than ``now_ms``) is claimed too when nothing but time holds it (no queue, no flow
+        control, not cancelled), so the delivery loop can prepare it and send it the
+        moment it falls due. Returns (due time, message) pairs. A message claimed ahead
+        is in flight (a restart sends it again) but logs ACTIVE only when
+        :meth:`release` hands it out."""
+        claimed: list[tuple[int, JSON]] = []
+        horizon = now_ms if until_ms is None else max(now_ms, until_ms)
         with self.db.tx() as cur:
             self.flow.wake_rate_limited(cur, now_ms)
             self.dlq.expire(cur, now_ms)
             rows = cur.execute(
-                "SELECT seq, id, data, cancel, queue, fc_key, user FROM messages "
+                "SELECT seq, id, data, cancel, queue, fc_key, user, due_ms FROM messages "
                 "WHERE due_ms <= ? ORDER BY due_ms, seq LIMIT ?",
-                (now_ms, limit),
+                (horizon, limit),
             ).fetchall()
             gates: dict[tuple[str, str], FlowGate | None] = {}
             for row in rows:
+                due = row["due_ms"]
+                if due > now_ms and (row["cancel"] or row["queue"] or row["fc_key"]):
+                    continue  # held by more than time: claimed when it is due
                 gate = None if row["cancel"] else self._gate(cur, row, gates)
                 if gate is not None and gate.closed:
                     continue  # parked together with the key's other due messages
@@ -101,14 +115,14 @@ class Attempts:
                 # roll back the whole claim every tick and so stop every delivery.
                 cur.execute("SAVEPOINT claim_row")
                 try:
-                    message = self._claim_row(cur, row, now_ms, gate)
+                    message = self._claim_row(cur, row, now_ms, gate, ahead=due > now_ms)
                 except Exception as exc:
                     cur.execute("ROLLBACK TO claim_row")
                     self._set_aside(cur, row["seq"], row["id"], exc)
                     message = None
                 cur.execute("RELEASE claim_row")
                 if message is not None:
-                    claimed.append(message)
+                    claimed.append((max(now_ms, due), message))
             for (user, key), gate in gates.items():
                 if gate is not None and gate.rate_used_changed:
                     cur.execute(
@@ -116,6 +130,49 @@ class Attempts:
                         "WHERE user = ? AND key = ?", (gate.start, gate.used, user, key),
                     )
         return claimed
+
+    def release(self, claimed: list[JSON], now_ms: int) -> list[JSON]:
+        """Of messages claimed ahead, those to send now, logged ACTIVE at ``now_ms``: a
+        message reset away or removed since is dropped, and one cancelled since is
+        finished here (CANCELED), as the claim would have done had it been made now.
+        One transaction for all of them."""
+        released: list[JSON] = []
+        with self.db.tx() as cur:
+            found: dict[str, sqlite3.Row] = {}
+            ids = [message["id"] for message in claimed]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                for row in cur.execute(
+                    "SELECT seq, id, cancel, data FROM messages WHERE inflight = 1 AND id IN "
+                    f"({','.join('?' * len(chunk))})", chunk,
+                ):
+                    found[row["id"]] = row
+            for message in claimed:
+                row = found.get(message["id"])
+                if row is None:
+                    continue
+                if row["cancel"]:  # logged from the stored form, as the claim does
+                    self.messages.finish_cancelled(cur, row["seq"], json.loads(row["data"]),
+                                                   now_ms)
+                    continue
+                self.events.log(cur, message, "ACTIVE", now_ms)
+                released.append(message)
+        self.db.changed()
+        return released
+
+    def unclaim(self, message_ids: list[str]) -> None:
+        """Claimed messages that will not be attempted now (the loop stopped first): due
+        again at once, as a restart would make them."""
+        if not message_ids:
+            return
+        with self.db.tx() as cur:
+            for start in range(0, len(message_ids), 500):
+                chunk = message_ids[start:start + 500]
+                cur.execute(
+                    "UPDATE messages SET inflight = 0, due_ms = ready_ms WHERE inflight = 1 "
+                    f"AND id IN ({','.join('?' * len(chunk))})", chunk,
+                )
+        self.db.changed()
 
     def _gate(self, cur: sqlite3.Cursor, row: sqlite3.Row,
               gates: dict[tuple[str, str], FlowGate | None]) -> FlowGate | None:
@@ -127,7 +184,7 @@ class Attempts:
         return gates[flow_key]
 
     def _claim_row(self, cur: sqlite3.Cursor, row: sqlite3.Row, now_ms: int,
-                   gate: FlowGate | None) -> JSON | None:
+                   gate: FlowGate | None, ahead: bool = False) -> JSON | None:
         """The message of ``row`` claimed for an attempt, or None (cancelled, parked)."""
         seq, user = row["seq"], row["user"]
         stored = json.loads(row["data"])
@@ -147,7 +204,8 @@ class Attempts:
             self.flow.park(cur, user, gate, now_ms)
             return None
         cur.execute("UPDATE messages SET inflight = 1, due_ms = NULL WHERE seq = ?", (seq,))
-        self.events.log(cur, message, "ACTIVE", now_ms)
+        if not ahead:  # claimed ahead: ACTIVE is logged when it is released (release())
+            self.events.log(cur, message, "ACTIVE", now_ms)
         return message
 
     @staticmethod
@@ -170,57 +228,87 @@ class Attempts:
     def finish_attempt(self, message: JSON, result: AttemptResult, now_ms: int,
                        callbacks: CallbackFactory | None = None) -> str:
         """Record the outcome of an attempt; returns DELIVERED, RETRY, FAILED or CANCELED."""
+        with self.db.tx() as cur:
+            state = self._finish(cur, message, result, now_ms, callbacks)
+        self.db.changed()
+        return state
+
+    def finish_many(self, outcomes: list[tuple[JSON, AttemptResult, int]],
+                    callbacks: CallbackFactory | None = None) -> list[str]:
+        """Record many attempts' outcomes in one transaction (one commit: group commit).
+
+        Each outcome is its own savepoint: one whose data cannot be recorded (a damaged
+        database) is set aside alone (``SET_ASIDE``), the others are recorded.
+        """
+        states: list[str] = []
+        with self.db.tx() as cur:
+            for message, result, now_ms in outcomes:
+                cur.execute("SAVEPOINT finish_one")
+                try:
+                    state = self._finish(cur, message, result, now_ms, callbacks)
+                except Exception as exc:
+                    cur.execute("ROLLBACK TO finish_one")
+                    row = cur.execute("SELECT seq FROM messages WHERE id = ?",
+                                      (message["id"],)).fetchone()
+                    if row is not None:
+                        self._set_aside(cur, row["seq"], message["id"], exc)
+                    state = "SET_ASIDE"
+                cur.execute("RELEASE finish_one")
+                states.append(state)
+        self.db.changed()
+        return states
+
+    def _finish(self, cur: sqlite3.Cursor, message: JSON, result: AttemptResult, now_ms: int,
+                callbacks: CallbackFactory | None) -> str:
         attempted = dict(message)  # callbacks report the attempt's own retry count
         message = dict(message)
-        with self.db.tx() as cur:
-            row = cur.execute(
-                "SELECT seq, cancel FROM messages WHERE id = ?", (message["id"],)
-            ).fetchone()
-            if row is None:  # reset() while the attempt was running
-                return "CANCELED"
-            seq = row["seq"]
-            dlq_id: str | None = None
-            if result.ok:
-                state = "DELIVERED"
-                self.events.log(cur, message, state, now_ms, response_fields(
-                    result.status, result.headers, result.body, None))
-                self.messages.remove(cur, seq, message)
+        row = cur.execute(
+            "SELECT seq, cancel FROM messages WHERE id = ?", (message["id"],)
+        ).fetchone()
+        if row is None:  # reset() while the attempt was running
+            return "CANCELED"
+        seq = row["seq"]
+        dlq_id: str | None = None
+        if result.ok:
+            state = "DELIVERED"
+            self.events.log(cur, message, state, now_ms, response_fields(
+                result.status, result.headers, result.body, None))
+            self.messages.remove(cur, seq, message)
+        else:
+            self.events.log(cur, message, "ERROR", now_ms, response_fields(
+                result.status, result.headers, result.body, result.error))
+            retries = int(message["opts"].get("retries", 0))
+            if row["cancel"]:
+                state = "CANCELED"
+                self.messages.finish_cancelled(cur, seq, message, now_ms)
+            elif result.non_retryable or message["retried"] >= retries:
+                state = "FAILED"
+                dlq_id = self.dlq.add(cur, message, result, now_ms)
+                extra = response_fields(result.status, result.headers, result.body,
+                                        result.error)
+                extra["dlqId"] = dlq_id
+                self.events.log(cur, message, state, now_ms, extra)
+                self.messages.remove(cur, seq, message, keep_secrets=True)
             else:
-                self.events.log(cur, message, "ERROR", now_ms, response_fields(
-                    result.status, result.headers, result.body, result.error))
-                retries = int(message["opts"].get("retries", 0))
-                if row["cancel"]:
-                    state = "CANCELED"
-                    self.messages.finish_cancelled(cur, seq, message, now_ms)
-                elif result.non_retryable or message["retried"] >= retries:
-                    state = "FAILED"
-                    dlq_id = self.dlq.add(cur, message, result, now_ms)
-                    extra = response_fields(result.status, result.headers, result.body,
-                                            result.error)
-                    extra["dlqId"] = dlq_id
-                    self.events.log(cur, message, state, now_ms, extra)
-                    self.messages.remove(cur, seq, message, keep_secrets=True)
-                else:
-                    state = "RETRY"
-                    wake = now_ms + max(0, int(result.retry_delay_ms))
-                    message["retried"] += 1
-                    self.events.log(cur, message, state, now_ms, {"nextDeliveryTime": wake})
-                    stored = json.dumps(self.messages.secrets.seal(cur, message))
-                    cur.execute(
-                        "UPDATE messages SET inflight = 0, due_ms = ?, ready_ms = ?, data = ? "
-                        "WHERE seq = ?", (wake, wake, stored, seq),
-                    )
-                    # The slot is free while the retry waits: let the next message in.
-                    fc = message["opts"].get("flow_control")
-                    if fc:
-                        self.flow.refill(cur, message["user"], fc["key"])
-            if state in ("DELIVERED", "FAILED"):
-                self.schedules.record_state(cur, message, state)
-            if callbacks is not None and message.get("kind") == "message":
-                for spec in callbacks(attempted, result, state, dlq_id):
-                    self.messages.publish_in(
-                        cur, message["user"], spec.url, spec.options, queue=None,
-                        schedule_id=None, caller_ip=message.get("caller_ip"),
-                        kind=spec.kind, now_ms=now_ms)
-        self.db.changed()
+                state = "RETRY"
+                wake = now_ms + max(0, int(result.retry_delay_ms))
+                message["retried"] += 1
+                self.events.log(cur, message, state, now_ms, {"nextDeliveryTime": wake})
+                stored = json.dumps(self.messages.secrets.seal(cur, message))
+                cur.execute(
+                    "UPDATE messages SET inflight = 0, due_ms = ?, ready_ms = ?, data = ? "
+                    "WHERE seq = ?", (wake, wake, stored, seq),
+                )
+                # The slot is free while the retry waits: let the next message in.
+                fc = message["opts"].get("flow_control")
+                if fc:
+                    self.flow.refill(cur, message["user"], fc["key"])
+        if state in ("DELIVERED", "FAILED"):
+            self.schedules.record_state(cur, message, state)
+        if callbacks is not None and message.get("kind") == "message":
+            for spec in callbacks(attempted, result, state, dlq_id):
+                self.messages.publish_in(
+                    cur, message["user"], spec.url, spec.options, queue=None,
+                    schedule_id=None, caller_ip=message.get("caller_ip"),
+                    kind=spec.kind, now_ms=now_ms)
         return state
