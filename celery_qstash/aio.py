@@ -18,7 +18,7 @@ from kombu.utils.uuid import uuid
 
 from .batch import adelay_many as _adelay_many
 from .batch import is_eager
-from .config import load_settings
+from .config import call_conf
 from .result import EagerAsyncResult
 from .transports.aio import get_async_transport
 
@@ -44,14 +44,17 @@ async def aapply_async(
         )
         return EagerAsyncResult.of(result)
     task._check_call(args, kwargs)
-    merged = task._merged_options(args, kwargs, options.pop("producer", None), options)
+    conf = call_conf(app.conf)
+    merged = task._merged_options(
+        args, kwargs, options.pop("producer", None), options, conf=conf
+    )
     task_id = task_id or uuid()
-    settings = load_settings(app.conf)
+    settings = conf.settings
     now = time.time()
     plan = task._plan(task_id, merged, settings, now, args, kwargs, link, link_error, shadow)
     if plan.is_expired(now):
         return task._expired(task_id, eager=False)
-    prepared = task._prepare(plan, settings, merged, args, kwargs)
+    prepared = task._prepare(plan, settings, merged, args, kwargs, conf=conf)
     if prepared is None:  # nothing to send: the body returned None or raised Ignore
         return task._ignored(task_id)
     sent = await get_async_transport(settings).publish(

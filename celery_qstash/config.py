@@ -30,7 +30,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from .devserver import (
     AUTOSEND_URL,
@@ -116,66 +116,148 @@ _KEYS = (
     ("qstash_redact_authorization", None),
 )
 
-#: Per (prefix, renames) of a Celery conf: each key's spellings, lower then upper case.
-_Spellings = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
-_spellings: dict[tuple[Any, Any], tuple[_Spellings, frozenset[str]]] = {}
+#: Celery's own settings a call reads, looked up as ``conf.get(name)`` is.
+CELERY_KEYS = (
+    "task_always_eager", "task_routes", "task_publish_retry", "task_publish_retry_policy",
+    "task_eager_propagates",
+)
+
+@dataclass(frozen=True)
+class _Spelled:
+    """How a Celery conf spells the keys (from its prefix and renames, not its contents).
+
+    A key's value sits in a slot: ``2 * i`` for the lower-case spellings of ``_KEYS[i]``,
+    ``2 * i + 1`` for the upper-case ones, ``2 * len(_KEYS) + j`` for ``CELERY_KEYS[j]``.
+    ``slots`` maps each spelling to its (slot, rank) pairs, rank being its place among
+    the spellings Celery tries for that slot.
+    """
+
+    every: frozenset[str]
+    slots: dict[str, tuple[tuple[int, int], ...]]
 
 
-def _spelled(conf: Any) -> tuple[_Spellings, frozenset[str]]:
-    # The spellings depend only on the conf's prefix and renames, not on its contents.
+_spellings: dict[tuple[Any, Any], _Spelled] = {}
+
+
+def _spelled(conf: Any) -> _Spelled:
     key = (getattr(conf, "prefix", None), getattr(conf, "_keys", None))
     found = _spellings.get(key)
     if found is None:
-        table = tuple(
-            (tuple(conf._to_keys(name)), tuple(conf._to_keys(name.upper())))
-            for name, _ in _KEYS
+        names = [spelling for name, _ in _KEYS for spelling in (name, name.upper())]
+        names += CELERY_KEYS
+        slots: dict[str, list[tuple[int, int]]] = {}
+        for slot, name in enumerate(names):
+            for rank, spelling in enumerate(conf._to_keys(name)):
+                slots.setdefault(spelling, []).append((slot, rank))
+        found = _spellings[key] = _Spelled(
+            frozenset(slots), {spelling: tuple(pairs) for spelling, pairs in slots.items()}
         )
-        every = frozenset(s for pair in table for names in pair for s in names)
-        found = _spellings[key] = (table, every)
     return found
 
 
-def _conf_values(conf: Any) -> list[Any]:
+def _conf_read(conf: Any) -> tuple[list[Any], list[Any]]:
     """Each key's value in the conf (``None`` when unset): ``conf.get(key)``, else
-    ``conf.get(KEY)``, as Celery resolves them (namespace prefix, old names)."""
+    ``conf.get(KEY)``, as Celery resolves them (namespace prefix, old names); and each
+    of :data:`CELERY_KEYS` as ``conf.get(name)``."""
     if conf is None:
-        return [None] * len(_KEYS)
+        return [None] * len(_KEYS), [None] * len(CELERY_KEYS)
     if not (hasattr(conf, "_to_keys") and hasattr(conf, "maps")):  # a plain mapping
         values = []
         for name, _ in _KEYS:
             value = conf.get(name)
             values.append(conf.get(name.upper()) if value is None else value)
-        return values
+        return values, [conf.get(name) for name in CELERY_KEYS]
     # A Celery conf loads its config source (config_from_object, namespace) on its first
-    # real lookup; what follows reads its maps directly.
+    # real lookup, possibly in another thread right now: one real lookup first, as
+    # Celery's own attribute access would make, then its maps are read directly.
     conf.get("qstash_token")
     maps = conf.maps
-    table, every = _spelled(conf)
-    # Which spellings each map holds: a membership test each, where Celery's own lookup
-    # raises a KeyError per map and spelling for every key that is not set.
-    present = [{name for name in every if name in mapping} for mapping in maps]
-    anywhere = set().union(*present)
+    spelled = _spelled(conf)
+    every, slots = spelled.every, spelled.slots
+    # Celery's lookup tries every spelling in every map, a KeyError for each miss; here
+    # one set operation per map (in C for a dict) finds the few spellings it holds.
+    found: dict[int, Any] = {}
+    for mapping in maps:
+        here = (
+            mapping.keys() & every if type(mapping) is dict
+            else {name for name in every if name in mapping}
+        )
+        best: dict[int, tuple[int, str]] = {}
+        for name in here:
+            for slot, rank in slots[name]:
+                if slot not in found and (slot not in best or rank < best[slot][0]):
+                    best[slot] = (rank, name)
+        for slot, (_, name) in best.items():  # the first map that has it decides
+            found[slot] = mapping[name]
+    get = found.get
     values = []
-    for lower, upper in table:
-        value = None
-        if anywhere.isdisjoint(lower) and anywhere.isdisjoint(upper):  # the usual: not set
-            values.append(None)
-            continue
-        for candidates in (lower, upper):
-            for mapping, here in zip(maps, present, strict=True):
-                hit = next((c for c in candidates if c in here), None)
-                if hit is not None:
-                    value = mapping[hit]  # the first map that has it decides, as in Celery
-                    break
-            if value is not None:
-                break
-        values.append(value)
-    return values
+    for i in range(len(_KEYS)):
+        value = get(2 * i)
+        values.append(get(2 * i + 1) if value is None else value)
+    base = 2 * len(_KEYS)
+    return values, [get(base + j) for j in range(len(CELERY_KEYS))]
+
+
+def _conf_values(conf: Any) -> list[Any]:
+    """Each key's value in the conf (``None`` when unset); see :func:`_conf_read`."""
+    return _conf_read(conf)[0]
+
+
+_ENV_NAMES = tuple(env for _, env in _KEYS if env is not None)
+_env_encoded: frozenset[Any] | None = None
+_env_of: Any = None
+
+
+def _environment() -> dict[str, str]:
+    """The environment variables of :data:`_KEYS` that are set.
+
+    Usually none are: one set operation on the environment's own dict says so, where
+    a lookup each would encode every name and raise a KeyError per unset variable.
+    """
+    global _env_encoded, _env_of
+    environ = os.environ
+    if _env_of is not environ:  # first call, or os.environ was replaced
+        data = getattr(environ, "_data", None)
+        encode = getattr(environ, "encodekey", None)
+        _env_encoded = (
+            frozenset(encode(name) for name in _ENV_NAMES)
+            if type(data) is dict and encode is not None else None
+        )
+        _env_of = environ
+    if _env_encoded is not None and environ._data.keys().isdisjoint(_env_encoded):  # type: ignore[attr-defined]
+        return {}
+    return {name: value for name in _ENV_NAMES if (value := environ.get(name)) is not None}
 
 
 @lru_cache(maxsize=64)
-def _resolve(raw: tuple[tuple[str, Any], ...]) -> Settings:
-    return _build(dict(raw))
+def _resolve(raw: tuple[Any, ...]) -> Settings:
+    return _build(dict(zip(_NAMES, raw, strict=True)))
+
+
+_NAMES = tuple(name for name, _ in _KEYS)
+
+
+class CallConf(NamedTuple):
+    """What one call reads from the app's conf: the settings and Celery's own keys."""
+
+    settings: Settings
+    always_eager: bool
+    routes: Any
+    publish_retry: Any
+    publish_retry_policy: Any
+    eager_propagates: Any
+
+
+def _settings_from(values: list[Any]) -> Settings:
+    environ = _environment()
+    raw = tuple(
+        environ.get(env) if value is None and env is not None else value
+        for (_, env), value in zip(_KEYS, values, strict=True)
+    ) if environ else tuple(values)
+    try:
+        return _resolve(raw)
+    except TypeError:  # an unhashable value somewhere: resolve without the cache
+        return _build(dict(zip(_NAMES, raw, strict=True)))
 
 
 def load_settings(conf: Any = None) -> Settings:
@@ -184,15 +266,21 @@ def load_settings(conf: Any = None) -> Settings:
     Cached on what the conf and environment hold for these keys, so a change between
     two calls is still seen and an unchanged conf is not parsed again.
     """
-    environ = os.environ
-    raw = tuple(
-        (name, environ.get(env) if value is None and env is not None else value)
-        for (name, env), value in zip(_KEYS, _conf_values(conf), strict=True)
+    return _settings_from(_conf_read(conf)[0])
+
+
+def call_conf(conf: Any) -> CallConf:
+    """:func:`load_settings` and the Celery settings a call reads, in one pass over the
+    conf (Celery's own attribute lookup costs microseconds per key)."""
+    values, (eager, routes, retry, policy, propagates) = _conf_read(conf)
+    return CallConf(
+        settings=_settings_from(values),
+        always_eager=bool(eager),
+        routes=routes,
+        publish_retry=retry,
+        publish_retry_policy=policy,
+        eager_propagates=propagates,
     )
-    try:
-        return _resolve(raw)
-    except TypeError:  # an unhashable value somewhere: resolve without the cache
-        return _build(dict(raw))
 
 
 def _flag(value: Any, setting: str) -> bool:

@@ -112,6 +112,15 @@ class PublishRequest:
     def path(self) -> str:
         return self.url.split("://", 1)[-1].partition("/")[2]
 
+    @property
+    def body_text(self) -> str:
+        """The body as the SDK sends it (``json.dumps``), serialised once per request."""
+        text: str | None = self.__dict__.get("_body_text")
+        if text is None:
+            text = json.dumps(self.body)
+            object.__setattr__(self, "_body_text", text)  # a cache, not a field
+        return text
+
 
 @dataclass(frozen=True)
 class TaskAttrs:
@@ -483,8 +492,15 @@ def warn_once(option: str, message: str) -> None:
     )
 
 
+#: Bumped by :func:`reset_warnings`: a plan cached before it is not reused after it,
+#: so the once-per-process warnings its options give are given again.
+warnings_generation = 0
+
+
 def reset_warnings() -> None:
+    global warnings_generation
     _warned.clear()
+    warnings_generation += 1
 
 
 # --- task attributes --------------------------------------------------------------------
@@ -558,6 +574,19 @@ class PublishPlan:
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= self.deliver_at(now)
 
+    def with_task_id(self, task_id: str) -> PublishPlan:
+        """This plan for another task id (checked as :func:`plan_publish` checks it).
+
+        A plan depends on the task id only through the id itself, so a plan cached for
+        one call serves the next. Copying the instance dict is what ``dataclasses.replace``
+        does without re-running ``__init__`` on every field.
+        """
+        check_task_id(task_id)
+        plan = object.__new__(PublishPlan)
+        plan.__dict__.update(self.__dict__)
+        plan.__dict__["task_id"] = task_id
+        return plan
+
     def request(
         self,
         email: AnyEmail,
@@ -587,26 +616,20 @@ class PublishPlan:
             # AutoSend replays the first response for a repeated key, so QStash's
             # at-least-once delivery never sends the email twice.
             "Idempotency-Key": self.task_id,
-            "X-Celery-Task": encode_header_text(self.display_name),
+            "X-Celery-Task": _header_text(self.display_name),
         }
         if self.callback or self.failure_callback:
             # QStash's callback body carries the source message's headers: this is how
             # celery_qstash.receiver finds the task (the display name may be a shadow).
-            headers[TASK_NAME_HEADER] = encode_header_text(self.task.name)
+            headers[TASK_NAME_HEADER] = _header_text(self.task.name)
         flow = self.flow_control
         if flow is None and settings.rate_limit and not self.queue:
             flow = _autosend_flow(key, settings.rate_limit)
-        body = email.to_autosend()
-        # What QStash stores is the body as the SDK sends it (``json.dumps``); refuse it
-        # here, in eager mode too, rather than have QStash answer 413 (or nothing).
-        size = len(json.dumps(body).encode())
-        if size > settings.max_message_bytes:
-            raise MessageTooLarge(size, settings.max_message_bytes)
-        return PublishRequest(
+        request = PublishRequest(
             task_id=self.task_id,
             task_name=self.display_name,
             url=settings.autosend_base_url + email.path,
-            body=body,
+            body=email.to_autosend(),
             authorization=f"Bearer {key}",
             headers=headers,
             queue=self.queue,
@@ -622,6 +645,18 @@ class PublishPlan:
             label=self.task_id,
             redact_headers=("Authorization",) if settings.redact_authorization else (),
         )
+        # What QStash stores is the body as the SDK sends it (``json.dumps``, ASCII, so
+        # characters are bytes); refuse it here, in eager mode too, rather than have
+        # QStash answer 413 (or nothing). The text is kept for the transport to send.
+        size = len(request.body_text)
+        if size > settings.max_message_bytes:
+            raise MessageTooLarge(size, settings.max_message_bytes)
+        return request
+
+
+@lru_cache(maxsize=1024)
+def _header_text(text: str) -> str:
+    return encode_header_text(text)
 
 
 @lru_cache(maxsize=64)
@@ -630,6 +665,15 @@ def _autosend_flow(key: str, rate_limit: str) -> FlowControl:
     rate, period = parse_rate(rate_limit)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
     return FlowControl(key=f"autosend.{fingerprint}", rate=rate, period=period)
+
+
+def check_task_id(task_id: Any) -> None:
+    if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
+        raise UnsupportedOption(
+            "task_id",
+            f"{task_id!r}: it becomes QStash's deduplication id and label and AutoSend's "
+            "Idempotency-Key, so use 1-256 printable ASCII characters without spaces or commas",
+        )
 
 
 def plan_publish(
@@ -647,12 +691,7 @@ def plan_publish(
 
     Raises :class:`UnsupportedOption` naming the option; warns once per ignored option.
     """
-    if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
-        raise UnsupportedOption(
-            "task_id",
-            f"{task_id!r}: it becomes QStash's deduplication id and label and AutoSend's "
-            "Idempotency-Key, so use 1-256 printable ASCII characters without spaces or commas",
-        )
+    check_task_id(task_id)
     d = _Draft(settings=settings, now=now)
     if shadow is not None:
         _shadow(d, shadow)

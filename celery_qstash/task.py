@@ -9,27 +9,35 @@ publish signals, a passed ``task_id``, the args' JSON round trip, and eager mode
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import lru_cache
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import celery
-from celery import Task, shared_task
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback  # type: ignore[import-untyped]
+from celery import Task, shared_task, signals
 from celery import states as celery_states
 from celery._state import _task_stack
+from celery.app.task import Context
+from celery.app.trace import build_tracer
+from celery.app.trace import logger as _trace_logger
 from celery.canvas import Signature, _chain, _chord, group
 from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
+from celery.loaders.base import BaseLoader
 from celery.result import EagerResult, GroupResult, denied_join_result
-from celery.signals import before_task_publish
+from celery.signals import after_task_publish, before_task_publish
+from celery.utils.functional import maybe_list
+from celery.utils.nodenames import gethostname as _hostname
 from kombu.serialization import dumps, loads
 from kombu.utils.uuid import uuid
 
+from . import options as _options
 from .batch import (
     BatchChunks,
     BatchMap,
@@ -41,7 +49,7 @@ from .batch import (
     result_for,
     split_plan,
 )
-from .config import Settings, load_settings
+from .config import CallConf, Settings, call_conf, load_settings
 from .email import coerce_email, splitting_bulk
 from .errors import RetryNotSupported, UnsupportedOption
 from .options import PublishPlan, TaskAttrs, canvas_error, plan_publish
@@ -94,8 +102,53 @@ def task_attrs(task: Task) -> TaskAttrs:
     )
 
 
-@dataclass(frozen=True)
-class _Eager:
+#: Plans kept per task (one per settings and option set in use); a task that sees more
+#: starts over rather than grow without bound.
+_MAX_PLANS = 256
+
+
+def _plan_key(
+    task: Task,
+    merged: Mapping[str, Any],
+    settings: Settings,
+    link: Any,
+    link_error: Any,
+    display: str | None,
+) -> tuple[Any, ...] | None:
+    """Everything :func:`plan_publish` reads but the task id, as a cache key; ``None``
+    when the plan cannot be reused (it depends on the clock, or a value is unhashable).
+
+    Each value's type is part of the key: ``1 == True`` would otherwise let a cached
+    plan stand in for an option the table rejects.
+    """
+    if merged.get("expires") is not None:  # the expiry time is computed from "now"
+        return None
+    retry_kwargs = getattr(task, "retry_kwargs", None)
+    if isinstance(retry_kwargs, Mapping):
+        retry_kwargs = tuple((k, type(v), v) for k, v in retry_kwargs.items())
+    attrs = (
+        task.name, task.max_retries, task.default_retry_delay, task.rate_limit,
+        task.acks_late, getattr(task, "retry_backoff", False),
+        getattr(task, "retry_backoff_max", 600), getattr(task, "retry_jitter", True),
+        retry_kwargs, getattr(task, "autoretry_for", None), link, link_error, display,
+    )
+    key = (
+        # A plan made before reset_warnings() would skip the warnings its options give.
+        _options.warnings_generation,
+        id(settings),
+        tuple(merged.items()),
+        tuple(map(type, merged.values())),
+        attrs,
+        tuple(map(type, attrs)),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+class _Eager(NamedTuple):
     task_id: str
     plan: PublishPlan
     settings: Settings
@@ -127,38 +180,45 @@ class QStashTask(Task):  # type: ignore[misc]
     ) -> Any:
         app = self._get_app()
         task_id = task_id or uuid()
+        conf = call_conf(app.conf)
+        eager = conf.always_eager or eager_forced()
         plan, settings, now, merged = self._plan_call(
             app, args, kwargs, task_id,
             options if producer is None else {**options, "producer": producer},
-            link=link, link_error=link_error, shadow=shadow,
+            link=link, link_error=link_error, shadow=shadow, conf=conf,
         )
         if plan.is_expired(now):
-            return self._expired(task_id, eager=bool(app.conf.task_always_eager) or eager_forced())
+            return self._expired(task_id, eager=eager)
 
-        if app.conf.task_always_eager or eager_forced():
+        if eager:
             token = _eager.set(_Eager(task_id, plan, settings))
             try:
-                if not app.conf.task_always_eager:
-                    # Forced by the pytest plugin: what Celery's eager branch does, without
-                    # changing the app's conf (another thread may be using the app). An
-                    # error propagates, as it would from a production call.
-                    args, kwargs = _roundtrip(
-                        args, kwargs, merged.get("serializer") or self.serializer
-                    )
-                    with denied_join_result():
-                        return self.apply(
-                            args, kwargs, task_id=task_id, link=link, link_error=link_error,
-                            shadow=shadow, throw=True, **options,
-                        )
-                # Celery's own eager path: JSON round trip of the args, task_eager_propagates,
-                # task_store_eager_result, an EagerResult. __call__ below does the sending.
-                return super().apply_async(
-                    args, kwargs, task_id=task_id, shadow=shadow, **options
+                # What Celery's eager branch of apply_async does (pydantic arguments
+                # dumped, the args' serializer round trip, apply() with the task's
+                # execution options under denied_join_result), without acquiring a
+                # producer that sends nothing, and through the JSON fast path. The
+                # serializer is JSON: the plan refused any other.
+                dump = getattr(self, "_dump_pydantic_arguments", None)
+                if dump is not None:
+                    args, kwargs = dump(args, kwargs)
+                args, kwargs = _roundtrip(
+                    args, kwargs, merged.get("serializer") or self.serializer
                 )
+                eager_options = dict(self._get_exec_options(), **options)
+                eager_options.setdefault("ignore_result", self.ignore_result)
+                with denied_join_result():
+                    return self.apply(
+                        args, kwargs, task_id=task_id, link=link, link_error=link_error,
+                        # Forced by the pytest plugin (the app's conf untouched, another
+                        # thread may use it): an error propagates, as it would from a
+                        # production call. Else task_eager_propagates decides, as in Celery.
+                        throw=bool(conf.eager_propagates) if conf.always_eager else True,
+                        **eager_options,
+                    )
             finally:
                 _eager.reset(token)
 
-        prepared = self._prepare(plan, settings, merged, args, kwargs)
+        prepared = self._prepare(plan, settings, merged, args, kwargs, conf=conf)
         if prepared is None:  # "nothing to send": returned None or raised Ignore
             return self._ignored(task_id)
         collector = current_collector()
@@ -191,13 +251,20 @@ class QStashTask(Task):  # type: ignore[misc]
                 check(*(args or ()), **(kwargs or {}))
 
     def _merged_options(
-        self, args: Any, kwargs: Any, producer: Any, options: Mapping[str, Any]
+        self,
+        args: Any,
+        kwargs: Any,
+        producer: Any,
+        options: Mapping[str, Any],
+        *,
+        conf: CallConf | None = None,
     ) -> dict[str, Any]:
         """The call's options over the task's defaults, with ``task_routes``' queue."""
         app = self._get_app()
         merged = dict(self._get_exec_options(), **options)
         merged.setdefault("ignore_result", self.ignore_result)
-        if not merged.get("queue") and app.conf.task_routes:
+        routes = app.conf.task_routes if conf is None else conf.routes
+        if routes and not merged.get("queue"):
             merged["queue"] = _routed_queue(app, self, args, kwargs, merged)
         if producer is not None:
             merged["producer"] = producer
@@ -215,7 +282,16 @@ class QStashTask(Task):  # type: ignore[misc]
         link_error: Any = None,
         shadow: str | None = None,
     ) -> PublishPlan:
-        return plan_publish(
+        display = shadow or self.shadow_name(args, kwargs, merged)
+        key = _plan_key(self, merged, settings, link, link_error, display)
+        plans: dict[Any, tuple[Settings, PublishPlan]] = self.__dict__.setdefault(
+            "_celery_qstash_plans", {}
+        )
+        if key is not None:
+            cached = plans.get(key)
+            if cached is not None and cached[0] is settings:
+                return cached[1].with_task_id(task_id)
+        plan = plan_publish(
             task=task_attrs(self),
             task_id=task_id,
             options=merged,
@@ -223,8 +299,13 @@ class QStashTask(Task):  # type: ignore[misc]
             now=now,
             link=link,
             link_error=link_error,
-            shadow=shadow or self.shadow_name(args, kwargs, merged),
+            shadow=display,
         )
+        if key is not None:
+            if len(plans) >= _MAX_PLANS:
+                plans.clear()
+            plans[key] = (settings, plan)
+        return plan
 
     def _prepare(
         self,
@@ -235,6 +316,7 @@ class QStashTask(Task):  # type: ignore[misc]
         kwargs: Any,
         *,
         eager: bool = False,
+        conf: CallConf | None = None,
     ) -> Prepared | None:
         """Run the body, validate the email, send ``before_task_publish``: ready to publish.
 
@@ -253,6 +335,36 @@ class QStashTask(Task):  # type: ignore[misc]
         if not eager:
             settings.require_token()  # a missing token fails here, before the signal
 
+        if eager:  # Celery's eager path sends no publish signals
+            return Prepared(
+                self, plan, [p.request(e, settings, eager=True) for p, e in parts], False, {}
+            )
+        if conf is None:
+            conf = call_conf(app.conf)
+        added: Mapping[str, Any] | None = None
+        after_signal: dict[str, Any] | None = None
+        # The signals' arguments are built only for a receiver to read: Celery's own
+        # send returns at once without one, but building them is most of their cost.
+        if before_task_publish.receivers or after_task_publish.receivers:
+            added, after_signal = self._publish_signal(plan, merged, args, kwargs)
+        return Prepared(
+            task=self,
+            plan=plan,
+            requests=[p.request(e, settings, extra_headers=added) for p, e in parts],
+            retry=bool(merged.get("retry", conf.publish_retry)),
+            retry_policy={
+                **(conf.publish_retry_policy or {}),
+                **(merged.get("retry_policy") or {}),
+            },
+            after_signal=after_signal,
+        )
+
+    def _publish_signal(
+        self, plan: PublishPlan, merged: Mapping[str, Any], args: Any, kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Send ``before_task_publish``; (the headers its receivers added, the arguments
+        of ``after_task_publish``)."""
+        task_id = plan.task_id
         protocol = {
             "lang": "py",
             "task": self.name,
@@ -272,10 +384,6 @@ class QStashTask(Task):  # type: ignore[misc]
         embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
         body = (list(args), dict(kwargs), embed)
         signal_common = {"body": body, "exchange": "", "routing_key": plan.queue or ""}
-        if eager:  # Celery's eager path sends no publish signals
-            return Prepared(
-                self, plan, [p.request(e, settings, eager=True) for p, e in parts], False, {}
-            )
         before_task_publish.send(
             sender=self.name,
             headers=headers,
@@ -287,17 +395,7 @@ class QStashTask(Task):  # type: ignore[misc]
         added = {
             k: v for k, v in headers.items() if k not in protocol and plan.headers.get(k) != v
         }
-        return Prepared(
-            task=self,
-            plan=plan,
-            requests=[p.request(e, settings, extra_headers=added) for p, e in parts],
-            retry=bool(merged.get("retry", app.conf.task_publish_retry)),
-            retry_policy={
-                **(app.conf.task_publish_retry_policy or {}),
-                **(merged.get("retry_policy") or {}),
-            },
-            after_signal={"sender": self.name, "headers": headers, **signal_common},
-        )
+        return added, {"sender": self.name, "headers": headers, **signal_common}
 
     def delay_many(self, items: Iterable[Any], **options: Any) -> GroupResult:
         """Publish one message per item of ``items`` (each a tuple of positional args)
@@ -358,20 +456,23 @@ class QStashTask(Task):  # type: ignore[misc]
         ``apply_async()``. It publishes through QStash and returns a
         :class:`QStashAsyncResult` whose ``get()`` waits for AutoSend's answer.
         """
-        step = _canvas_step()
-        if step is not None:
-            # What production refuses: the QStash task would be handed a continuation.
-            raise canvas_error(step)
         app = self._get_app()
         if headers is not None:
             options["headers"] = headers
-        if not (app.conf.task_always_eager or eager_forced()):
-            return self.apply_async(
-                args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
-            )
         pending = _eager.get()
         token = None
-        if pending is None or pending.task_id != task_id:
+        from_apply_async = pending is not None and pending.task_id == task_id
+        if not from_apply_async:
+            # Our own eager apply_async planned the call already; anything else may be
+            # Celery's canvas, or not eager at all.
+            step = _canvas_step()
+            if step is not None:
+                # What production refuses: the QStash task would be handed a continuation.
+                raise canvas_error(step)
+            if not (app.conf.task_always_eager or eager_forced()):
+                return self.apply_async(
+                    args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
+                )
             # task.apply() itself or Celery's eager canvas (group, chord body): nothing
             # went through our apply_async, so validate here what it would have.
             task_id = task_id or uuid()
@@ -388,8 +489,8 @@ class QStashTask(Task):  # type: ignore[misc]
         try:
             # link/link_error are QStash callback URLs (validated above), not signatures
             # Celery's tracer could call: they are not handed to it.
-            result = super().apply(
-                args, kwargs, task_id=task_id, retries=retries, throw=throw,
+            result = _traced_apply(
+                self, app, args, kwargs, task_id=task_id, retries=retries, throw=throw,
                 logfile=logfile, loglevel=loglevel, **options,
             )
         finally:
@@ -414,6 +515,12 @@ class QStashTask(Task):  # type: ignore[misc]
         request = self.request
         if not request.is_eager or request.called_directly:
             return super().__call__(*args, **kwargs)  # a plain function call: return the email
+        replay = _replay.get()
+        if replay is not None and replay[0] == request.id:
+            # The lean eager run (_lean_trace) already ran the body, which raised this:
+            # Celery's tracer now gets the same exception, without a second run.
+            _replay.set(None)
+            raise replay[1]
         pending = _eager.get()
         if pending is not None and request.id == pending.task_id:
             plan, settings = pending.plan, pending.settings
@@ -467,6 +574,7 @@ class QStashTask(Task):  # type: ignore[misc]
         link: Any,
         link_error: Any,
         shadow: str | None,
+        conf: CallConf | None = None,
     ) -> tuple[PublishPlan, Settings, float, dict[str, Any]]:
         """Check a call and plan its publish, as production does: shared by ``apply_async``
         and eager ``apply()``/canvas, so eager mode refuses exactly what production does.
@@ -475,8 +583,10 @@ class QStashTask(Task):  # type: ignore[misc]
         call's over them, ``ignore_result``, and the queue ``task_routes`` gives the call.
         """
         self._check_call(args, kwargs)
-        merged = self._merged_options(args, kwargs, None, options)
-        settings = load_settings(app.conf)
+        if conf is None:
+            conf = call_conf(app.conf)
+        merged = self._merged_options(args, kwargs, None, options, conf=conf)
+        settings = conf.settings
         now = time.time()
         plan = self._plan(task_id, merged, settings, now, args, kwargs, link, link_error, shadow)
         return plan, settings, now, merged
@@ -489,9 +599,7 @@ class QStashTask(Task):  # type: ignore[misc]
         if self.request_stack is None:
             _wait_until_bound(self)
         _task_stack.push(self)
-        self.push_request(
-            id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
-        )
+        _push_request(self, task_id, args, kwargs)
         try:
             return _run_body(self, args, kwargs)
         except Ignore:
@@ -523,6 +631,215 @@ class QStashTask(Task):  # type: ignore[misc]
     def apply_async_on_commit(self, *args: Any, **kwargs: Any) -> None:
         """``apply_async`` once the current Django transaction commits."""
         _on_commit(lambda: self.apply_async(*args, **kwargs))
+
+
+#: What ``Task.push_request`` adds to a request it makes from ``Context()``.
+_FRESH_REQUEST: tuple[dict[str, Any], ...] = ({}, {"headers": None})
+
+
+def _push_request(task: Task, task_id: str, args: Any, kwargs: Any) -> None:
+    """``task.push_request(id=..., args=..., kwargs=..., called_directly=False,
+    is_eager=False)``.
+
+    Celery's version merges the current request into the new one and then works out
+    which of the keys are custom headers (building a set of Context's names each
+    time); when the current request is a fresh one there is nothing to merge and none
+    of these keys is a header, so the result is known: build it directly.
+    """
+    stack = task.request_stack
+    current = stack.top
+    if current is None:  # what Task.request reads then: the task's default request
+        current = task._default_request
+    if current is not None and (
+        type(current) is not Context or current.__dict__ not in _FRESH_REQUEST
+    ):
+        task.push_request(
+            id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
+        )
+        return
+    request = object.__new__(Context)
+    request.__dict__.update(
+        id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False,
+        headers=None,
+    )
+    stack.push(request)
+
+
+def _tracer(task: Task, app: Any, propagate: bool) -> Any:
+    """Celery's eager tracer for ``task``, built once and kept while nothing it was built
+    from has changed.
+
+    ``Task.apply`` builds one per call. ``build_tracer`` reads, once, the task's class
+    hooks, the signal receiver lists, whether its logger logs INFO and the task's
+    request stack; the cached tracer is rebuilt whenever any of those is no
+    longer what it was built with. A receiver list is compared by identity: Celery
+    changes it in place (connect, disconnect, dropping dead receivers), which the tracer
+    sees, so only a list replaced from outside needs a new tracer. What else it reads
+    (deduplication of redelivered tasks, parent priority for callbacks, the process id
+    it stores with a STARTED state) concerns a worker: an eager request is never
+    redelivered, never tracked as started, and is given no callbacks here.
+    """
+    cls = type(task)
+    key = (
+        propagate, app, task.request_stack, task.resultrepr_maxsize,
+        _trace_logger.isEnabledFor(logging.INFO),
+        cls.__call__, cls.before_start, cls.on_success, cls.after_return, cls.run,
+        getattr(task, "_orig_run", None),
+    )
+    receivers = (
+        signals.task_prerun.receivers, signals.task_postrun.receivers,
+        signals.task_success.receivers,
+    )
+    cached = task.__dict__.get("_celery_qstash_tracer")
+    if cached is not None and cached[0] == key and all(
+        a is b for a, b in zip(cached[1], receivers, strict=True)
+    ):
+        return cached[2]
+    tracer = build_tracer(task.name, task, eager=True, propagate=propagate, app=app)
+    task.__dict__["_celery_qstash_tracer"] = (key, receivers, tracer)
+    return tracer
+
+
+#: (task id, exception) the lean eager run's body raised, for Celery's tracer to meet.
+_replay: ContextVar[tuple[str, BaseException] | None] = ContextVar(
+    "celery_qstash_replay", default=None
+)
+_RAISED = object()
+
+
+def _lean_possible(task: Task, app: Any, kwargs: Any) -> bool:
+    """Is nothing listening for what Celery's eager tracer does around a successful body?
+
+    Besides running the body (``__call__``) between pushing and popping the task and
+    its request, and calling ``after_return``, the tracer only feeds consumers: the
+    prerun/success/postrun signals, the INFO log line (with a ``saferepr`` of the result,
+    computed even when nothing logs it), ``on_success``/``before_start`` overrides, the
+    loader's task-init hook and, with ``task_store_eager_result``, the result backend.
+    With none of them there, the success path of the tracer has no effect but those.
+    """
+    cls = type(task)
+    return (
+        not signals.task_prerun.receivers
+        and not signals.task_success.receivers
+        and not signals.task_postrun.receivers
+        and not _trace_logger.isEnabledFor(logging.INFO)
+        and not task.store_eager_result
+        and cls.__call__ is QStashTask.__call__
+        and cls.after_return is QStashTask.after_return
+        and cls.before_start is Task.before_start
+        and cls.on_success is Task.on_success
+        and type(app.loader).on_task_init is BaseLoader.on_task_init
+        and isinstance(kwargs, Mapping)
+    )
+
+
+def _lean_trace(
+    task: Task, task_id: str, args: Any, kwargs: Any, request: dict[str, Any]
+) -> Any:
+    """Celery's tracer's success path (see :func:`_lean_possible`): the same request
+    context, the body, ``after_return``. If the body raises, nothing of the tracer's
+    failure handling is done here: the exception is kept in :data:`_replay` and
+    :data:`_RAISED` returned, and Celery's own tracer then runs the call, its ``__call__``
+    raising that exception at once (the body is not run twice)."""
+    task_request = Context(request, args=args, called_directly=False, kwargs=kwargs)
+    _task_stack.push(task)
+    task.request_stack.push(task_request)
+    try:
+        try:
+            retval = task(*args, **kwargs)
+        except Exception as exc:  # Ignore, Reject and Retry included: Celery handles them
+            _replay.set((task_id, exc))
+            return _RAISED
+        task.after_return(celery_states.SUCCESS, retval, task_id, args, kwargs, None)
+        return retval
+    finally:
+        _task_stack.pop()
+        task.request_stack.pop()
+
+
+def _traced_apply(
+    task: Task,
+    app: Any,
+    args: Any = None,
+    kwargs: Any = None,
+    link: Any = None,
+    link_error: Any = None,
+    task_id: str | None = None,
+    retries: int | None = None,
+    throw: bool | None = None,
+    logfile: Any = None,
+    loglevel: Any = None,
+    headers: Any = None,
+    **options: Any,
+) -> Any:
+    """Celery's ``Task.apply`` (celery/app/task.py), with the tracer kept between calls
+    (:func:`_tracer`) instead of built for each one. The same request, the same result."""
+    args = args or ()
+    kwargs = kwargs or {}
+    task_id = task_id or uuid()
+    retries = retries or 0
+    if throw is None:
+        throw = app.conf.task_eager_propagates
+
+    parent_task = _task_stack.top
+    if parent_task and parent_task.request:
+        parent_id = parent_task.request.id
+        root_id = parent_task.request.root_id or task_id
+    else:
+        parent_id = None
+        root_id = task_id
+
+    target = app._tasks[task.name]
+    request = {
+        "id": task_id,
+        "task": task.name,
+        "parent_id": parent_id,
+        "root_id": root_id,
+        "retries": retries,
+        "is_eager": True,
+        "logfile": logfile,
+        "loglevel": loglevel or 0,
+        "hostname": _hostname(),
+        "callbacks": maybe_list(link),
+        "errbacks": maybe_list(link_error),
+        "headers": headers,
+        "timelimit": (
+            None if task.time_limit is None and task.soft_time_limit is None
+            else [task.time_limit, task.soft_time_limit]
+        ),
+        "ignore_result": options.get("ignore_result", task.ignore_result),
+        "delivery_info": {
+            "is_eager": True,
+            "exchange": options.get("exchange"),
+            "routing_key": options.get("routing_key"),
+            "priority": options.get("priority"),
+        },
+    }
+    if "stamped_headers" in options:
+        request["stamped_headers"] = maybe_list(options["stamped_headers"])
+        request["stamps"] = {
+            header: maybe_list(options.get(header, [])) for header in request["stamped_headers"]
+        }
+
+    tb = None
+    if _lean_possible(target, app, kwargs):
+        outcome = _lean_trace(target, task_id, args, kwargs, request)
+        if outcome is not _RAISED:
+            return EagerResult(task_id, outcome, celery_states.SUCCESS, traceback=None,
+                               name=task.name)
+    try:
+        ret = _tracer(target, app, bool(throw))(task_id, args, kwargs, request)
+    finally:
+        _replay.set(None)
+    retval = ret.retval
+    if isinstance(retval, ExceptionInfo):
+        retval, tb = retval.exception, retval.traceback
+        if isinstance(retval, ExceptionWithTraceback):
+            retval = retval.exc
+    if isinstance(retval, Retry) and retval.sig is not None:
+        return retval.sig.apply(retries=retries + 1)
+    state = celery_states.SUCCESS if ret.info is None else ret.info.state
+    return EagerResult(task_id, retval, state, traceback=tb, name=task.name)
 
 
 def _run_body(task: Task, args: Any, kwargs: Any) -> Any:

@@ -362,3 +362,182 @@ def test_eager_apply_checks_the_call_as_production_does(app: Celery) -> None:
     production, eager_mode = _call_both(app, lambda _: send_welcome.apply(args="42"))
     assert production == "TypeError: task args must be a list or tuple"
     assert eager_mode == production
+
+
+# --- the eager tracer, kept between calls ---------------------------------------------------
+
+
+def test_signal_receivers_connected_between_eager_calls_are_called(eager: Celery, no_network: respx.MockRouter) -> None:
+    from celery import signals
+
+    send_welcome.delay(1)  # a tracer is built (and kept) with no receivers
+    seen: list[str] = []
+
+    def prerun(**kwargs: Any) -> None:
+        seen.append("prerun")
+
+    def success(**kwargs: Any) -> None:
+        seen.append("success")
+
+    def postrun(**kwargs: Any) -> None:
+        seen.append("postrun")
+
+    for signal, receiver in ((signals.task_prerun, prerun), (signals.task_success, success),
+                             (signals.task_postrun, postrun)):
+        signal.connect(receiver, weak=False)
+    try:
+        send_welcome.delay(2)
+    finally:
+        signals.task_prerun.disconnect(prerun)
+        signals.task_success.disconnect(success)
+        signals.task_postrun.disconnect(postrun)
+    assert seen == ["prerun", "success", "postrun"]
+    send_welcome.delay(3)  # disconnected: not called again
+    assert seen == ["prerun", "success", "postrun"]
+
+
+def test_a_receiver_connected_after_dead_ones_are_dropped_is_called(eager: Celery, no_network: respx.MockRouter) -> None:
+    """A kept tracer reads the receiver lists as they are now, after Celery dropped a
+    dead weak receiver from them."""
+    import gc
+
+    from celery import signals
+
+    class Holder:
+        def success(self, **kwargs: Any) -> None:
+            pass
+
+    holder = Holder()
+    signals.task_success.connect(holder.success)  # weak: dies with holder
+    send_welcome.delay(1)
+    del holder
+    gc.collect()
+    seen: list[str] = []
+
+    def success(**kwargs: Any) -> None:
+        seen.append(kwargs["sender"].name)
+
+    signals.task_success.connect(success, weak=False)
+    try:
+        send_welcome.delay(2)
+    finally:
+        signals.task_success.disconnect(success)
+    assert seen == [send_welcome.name]
+
+
+def test_the_success_log_line_follows_the_logging_level(eager: Celery, no_network: respx.MockRouter,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="celery.app.trace")
+    send_welcome.delay(1)
+    assert not [r for r in caplog.records if "succeeded" in r.getMessage()]
+    caplog.set_level("INFO", logger="celery.app.trace")
+    result = send_welcome.delay(2)
+    assert [r for r in caplog.records if "succeeded" in r.getMessage() and result.id in r.getMessage()]
+
+
+def test_task_eager_propagates_is_read_for_each_call(eager: Celery, no_network: respx.MockRouter,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    @autosend_task(name="eager.broken", shared=False)
+    def broken() -> Email:
+        raise LookupError("no such user")
+
+    eager.conf.task_eager_propagates = False
+    with pytest.raises(LookupError):
+        broken.delay()
+    # Not propagated by the tracer: Celery's tracer logged the failure before we raised it.
+    assert [r for r in caplog.records if r.levelname == "ERROR" and "no such user" in r.getMessage()]
+    caplog.clear()
+    eager.conf.task_eager_propagates = True
+    with pytest.raises(LookupError):
+        broken.delay()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_receiver_list_replaced_from_outside_gets_a_new_tracer(eager: Celery, no_network: respx.MockRouter) -> None:
+    from celery import signals
+
+    send_welcome.delay(1)
+    seen: list[str] = []
+    original = signals.task_success.receivers
+    signals.task_success.receivers = list(original)  # e.g. a test helper that swaps it
+    try:
+        signals.task_success.connect(lambda **kwargs: seen.append("success"), weak=False)
+        send_welcome.delay(2)
+    finally:
+        signals.task_success.receivers = original
+        signals.task_success.sender_receivers_cache.clear()
+    assert seen == ["success"]
+
+
+def test_task_store_eager_result_is_read_for_each_call(eager: Celery, no_network: respx.MockRouter) -> None:
+    eager.conf.result_backend = "celery_qstash.result:QStashBackend"
+    first = send_welcome.delay(1)
+    send_welcome.store_eager_result = True
+    try:
+        second = send_welcome.delay(2)
+    finally:
+        del send_welcome.store_eager_result
+    backend = send_welcome.backend
+    assert first.id not in backend._eager
+    assert backend._eager[second.id]["status"] == states.SUCCESS
+
+
+# --- the lean success path and its replay ----------------------------------------------------
+
+
+def test_a_failing_body_runs_once_and_fails_as_celerys_tracer_has_it(eager: Celery, no_network: respx.MockRouter,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from celery import signals
+
+    runs: list[int] = []
+    failures: list[str] = []
+
+    @autosend_task(name="eager.fails_once", shared=False)
+    def fails(n: int) -> Email:
+        runs.append(n)
+        raise LookupError(f"no user {n}")
+
+    def on_failure(**kwargs: Any) -> None:
+        failures.append(kwargs["task_id"])
+
+    eager.conf.task_eager_propagates = False
+    signals.task_failure.connect(on_failure, weak=False)  # not a reason to leave the lean path
+    try:
+        with pytest.raises(LookupError, match="no user 1"):
+            fails.apply_async((1,), task_id="fail-1")
+    finally:
+        signals.task_failure.disconnect(on_failure)
+    assert runs == [1]
+    assert failures == ["fail-1"]  # Celery's tracer handled the failure
+    assert [r for r in caplog.records if r.levelname == "ERROR" and "no user 1" in r.getMessage()]
+    assert len(outbox) == 0
+
+
+def test_nothing_to_send_runs_the_body_once_and_reads_ignored(eager: Celery, no_network: respx.MockRouter) -> None:
+    runs: list[int] = []
+
+    @autosend_task(name="eager.nothing", shared=False)
+    def nothing(n: int) -> None:
+        runs.append(n)
+
+    result = nothing.delay(1)
+    assert runs == [1]
+    assert result.state == states.IGNORED
+    assert len(outbox) == 0
+
+
+def test_a_successful_eager_call_sees_celerys_request(eager: Celery, no_network: respx.MockRouter) -> None:
+    seen: list[Any] = []
+
+    @autosend_task(bind=True, name="eager.request", shared=False)
+    def look(self: Task, n: int) -> Email:
+        request = self.request
+        seen.append((request.id, request.is_eager, request.called_directly, request.args,
+                     request.delivery_info, request.root_id, request.hostname is not None))
+        return Email(to="a@example.com", from_="b@example.com", subject="s", text="t")
+
+    result = look.apply_async((5,), task_id="req-1")
+    assert result.state == states.SUCCESS
+    assert seen == [("req-1", True, False, [5],
+                     {"is_eager": True, "exchange": None, "routing_key": None, "priority": None},
+                     "req-1", True)]

@@ -343,3 +343,65 @@ def test_a_secret_is_scrubbed_before_the_text_is_shortened(transport: QStashTran
 def test_transport_secrets_come_from_settings() -> None:
     settings = load_settings({"qstash_token": TOKEN, "qstash_url": URL, "autosend_api_key": KEY})
     assert set(get_transport(settings)._secrets) == {TOKEN, KEY}
+
+
+# --- the SDK's HTTP client, configured for publishing ------------------------------------
+
+
+def test_get_transport_is_one_per_settings_and_new_with_a_clock() -> None:
+    settings = load_settings({"qstash_token": TOKEN, "qstash_url": URL, "autosend_api_key": KEY})
+    assert get_transport(settings) is get_transport(settings)
+    clock = FakeClock()
+    assert get_transport(settings, clock=clock).clock is clock
+    other = load_settings({"qstash_token": TOKEN, "qstash_url": URL, "autosend_api_key": KEY,
+                           "qstash_publish_timeout": 7})
+    assert get_transport(other).timeout == 7
+
+
+def test_the_body_goes_out_as_the_sdks_publish_json_sends_it(mock: respx.MockRouter) -> None:
+    """The transport hands the SDK the body it serialised once; the request is the
+    one ``publish_json``/``enqueue_json`` would make."""
+    settings = load_settings({"qstash_token": TOKEN, "qstash_url": URL, "autosend_api_key": KEY})
+    transport = get_transport(settings)
+    r = route(mock, ok(), ok(), ok(), ok())
+    body = {"to": {"email": "jané@example.com"}, "from": {"email": "shop@example.com"},
+            "subject": "Ünïcode ✉", "text": "x"}
+    for queue in (None, "emails"):
+        request = make_request(body=body, queue=queue, delay=None if queue else 30)
+        transport.publish(request)
+        ours = r.calls.last.request
+        sdk = client_for(settings).message
+        if queue:
+            sdk.enqueue_json(queue=queue, url=request.url, body=body)
+        else:
+            sdk.publish_json(url=request.url, body=body, delay=30)
+        theirs = r.calls.last.request
+        assert ours.content == theirs.content
+        assert ours.headers["Content-Type"] == theirs.headers["Content-Type"] == "application/json"
+        assert ours.url == theirs.url
+
+
+def test_the_client_keeps_a_cookie_an_answer_sets_and_sends_it_back(mock: respx.MockRouter) -> None:
+    settings = load_settings({"qstash_token": TOKEN, "qstash_url": URL, "autosend_api_key": KEY})
+    transport = get_transport(settings)
+    r = route(
+        mock,
+        httpx.Response(200, json={"messageId": "m1"}, headers={"Set-Cookie": "lb=node-7; Path=/"}),
+        ok("m2"),
+    )
+    transport.publish(make_request(task_id="c1"))
+    transport.publish(make_request(task_id="c2"))
+    assert "cookie" not in r.calls[0].request.headers
+    assert r.calls[1].request.headers["cookie"] == "lb=node-7"
+    client = client_for(settings).http._client
+    client.cookies.clear()
+    assert not client.cookies
+
+
+def test_a_parsed_url_is_reused_and_equals_httpxs_own(mock: respx.MockRouter) -> None:
+    from celery_qstash.transports.qstash import _parsed_url
+
+    text = f"{URL}/v2/publish/https://api.autosend.com/v1/mails/send?x=1#f"
+    assert _parsed_url(text) is _parsed_url(text)
+    assert _parsed_url(text) == httpx.URL(text)
+    assert str(_parsed_url(text)) == str(httpx.URL(text))

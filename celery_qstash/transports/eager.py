@@ -6,6 +6,7 @@ the response is shaped like AutoSend's, so code that reads ``emailId`` works in 
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -41,7 +42,8 @@ def autosend_success(body: dict[str, Any], *, now: datetime | None = None) -> di
         }
     total = 1 + len(body.get("cc") or ()) + len(body.get("bcc") or ())
     return {
-        "emailId": uuid.uuid4().hex[:24],
+        # 24 random hex digits, as AutoSend's ids look (os.urandom: a uuid4 costs more).
+        "emailId": os.urandom(12).hex(),
         "message": "Email queued successfully.",
         "status": "queued",
         "queuedAt": queued_at,
@@ -164,6 +166,6 @@ class EagerTransport:
         retry_policy: dict[str, Any] | None = None,
     ) -> PublishResult:
         response = autosend_success(request.body)
-        message_id = f"msg_eager_{uuid.uuid4().hex}"
+        message_id = f"msg_eager_{os.urandom(16).hex()}"
         self.outbox.append(SentEmail(request=request, message_id=message_id, response=response))
         return PublishResult(message_id=message_id, response=response)

@@ -33,6 +33,7 @@ import re
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -226,11 +227,15 @@ class QStashTransport:
 
     def _publish_once(self, request: PublishRequest) -> PublishResult:
         common, extra = sdk_arguments(request)
+        # What the SDK's publish_json/enqueue_json send, with the body serialised once
+        # (the size check already did it): ``json.dumps(body)`` as application/json.
+        common["body"] = request.body_text
+        common["content_type"] = "application/json"
         try:
             if request.queue:
-                res: Any = self.client.message.enqueue_json(queue=request.queue, **common)
+                res: Any = self.client.message.enqueue(queue=request.queue, **common)
             else:
-                res = self.client.message.publish_json(**extra, **common)
+                res = self.client.message.publish(**extra, **common)
         # The SDK parses any 2xx as JSON: an answer that is not QStash's fails there
         # (not JSON, ``{}``, a list, a string...).
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -443,10 +448,40 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, read only when an answer sets a cookie.
+
+    ``http.cookiejar`` takes nothing from a response without ``Set-Cookie`` (or
+    ``Set-Cookie2``) headers, yet httpx wraps every response and its request for it
+    first; QStash's answers set none, so this skips that work and nothing else.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+@lru_cache(maxsize=256)
+def _parsed_url(url: str) -> httpx.URL:
+    # httpx.URL is immutable; a publish goes to the same few URLs over and over.
+    return httpx.URL(url)
+
+
+def _timeouts(left: float) -> dict[str, float]:
+    """``httpx.Timeout(left, connect=min(left, 1.0)).as_dict()``, without the objects."""
+    return {"connect": min(left, 1.0), "read": left, "write": left, "pool": left}
+
+
 class _DeadlineClient(httpx.Client):
     """The SDK's HTTP client, with each request's timeout cut to what is left of the
     current publish call's budget, so retries included it stays within ``timeout``,
-    and every socket operation bounded by the same deadline (:class:`_DeadlineBackend`)."""
+    and every socket operation bounded by the same deadline (:class:`_DeadlineBackend`).
+
+    Per request it does less than httpx's default client where the outcome is the
+    same: a URL string is parsed once per process, and the cookie jar only reads
+    answers that set a cookie (:class:`_Cookies`).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         transport = httpx.HTTPTransport()
@@ -454,6 +489,20 @@ class _DeadlineClient(httpx.Client):
         pool = transport._pool
         pool._network_backend = _DeadlineBackend(pool._network_backend)
         super().__init__(transport=transport, **kwargs)
+        self.cookies = self._cookies  # through the setter below: a _Cookies jar
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._cookies = _Cookies(cookies)
+
+    def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
+        if isinstance(url, str):
+            url = _parsed_url(url)
+        return super().build_request(method, url, **kwargs)
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         current = _deadline.get()
@@ -461,7 +510,7 @@ class _DeadlineClient(httpx.Client):
             return super().send(request, **kwargs)
         deadline, clock = current
         left = max(0.05, deadline - clock.now())
-        request.extensions["timeout"] = httpx.Timeout(left, connect=min(left, 1.0)).as_dict()
+        request.extensions["timeout"] = _timeouts(left)
         try:
             response = super().send(request, **kwargs)
         except httpx.TimeoutException as exc:
@@ -495,12 +544,25 @@ def client_for(settings: Settings) -> QStash:
     return _client(settings.require_token(), settings.qstash_url)
 
 
+#: The transport for each settings object in use (a transport holds nothing per call).
+_transports: dict[int, tuple[Settings, QStashTransport]] = {}
+
+
 def get_transport(settings: Settings, *, clock: Clock | None = None) -> QStashTransport:
     """The process's transport for these settings (raises ConfigurationError without a token)."""
-    return QStashTransport(
+    if clock is None:
+        cached = _transports.get(id(settings))
+        if cached is not None and cached[0] is settings:
+            return cached[1]
+    transport = QStashTransport(
         client_for(settings),
         timeout=settings.publish_timeout,
         clock=clock,
         secrets=settings.secrets,
         url=settings.qstash_url,
     )
+    if clock is None:
+        if len(_transports) >= 64:
+            _transports.clear()
+        _transports[id(settings)] = (settings, transport)
+    return transport
