@@ -33,7 +33,7 @@ from celery.result import EagerResult, GroupResult
 from celery.signals import after_task_publish
 from kombu.utils.uuid import uuid
 
-from .config import Settings, load_settings
+from .config import Settings, call_conf
 from .email import MAX_BULK_RECIPIENTS, AnyEmail, BulkEmail
 from .errors import PublishError, UnsupportedOption
 from .options import MAX_TASK_ID, PublishPlan, PublishRequest
@@ -123,7 +123,8 @@ def get_batch_transport(settings: Settings) -> QStashBatchTransport:
 
 def _bucket_key(prepared: Prepared, settings: Settings) -> tuple[Any, ...]:
     # One /v2/batch request carries messages for one QStash account and one retry rule.
-    policy = json.dumps(prepared.retry_policy, sort_keys=True, default=repr)
+    rule = prepared.retry_policy
+    policy = json.dumps(rule, sort_keys=True, default=repr) if rule else ""
     return (settings, prepared.retry, policy)
 
 
@@ -295,14 +296,15 @@ def prepare_many(
             "group(task.s(...).set(task_id=...) for ...)",
         )
     app = task._get_app()
-    settings = load_settings(app.conf)
+    conf = call_conf(app.conf)  # once for the whole batch: each message reads the same
+    settings = conf.settings
     if not eager:
         settings.require_token()
         settings.require_api_key()
     now = time.time()
     slots: list[Slot] = []
     # Without task_routes the options do not depend on the arguments: merge them once.
-    shared = None if app.conf.task_routes else task._merged_options((), None, None, options)
+    shared = None if conf.routes else task._merged_options((), None, None, options, conf=conf)
     # ...and unless a shadow_name reads them, neither does the plan: plan the first call,
     # then give each other call its own task id (dedup id, label, Idempotency-Key).
     template: PublishPlan | None = None
@@ -313,17 +315,17 @@ def prepare_many(
         task._check_call(args, None)
         task_id = uuid()
         merged = dict(shared) if shared is not None else task._merged_options(
-            args, None, None, options
+            args, None, None, options, conf=conf
         )
         if template is not None:
-            plan = replace(template, task_id=task_id)
+            plan = template.with_task_id(task_id)
         else:
             plan = task._plan(task_id, merged, settings, now, args, None)
             template = plan if plan_once else None
         if plan.is_expired(now):
             slots.append((task_id, task._expired(task_id, eager=eager)))
             continue
-        prepared = task._prepare(plan, settings, merged, args, None, eager=eager)
+        prepared = task._prepare(plan, settings, merged, args, None, eager=eager, conf=conf)
         if prepared is None:  # nothing to send: the body returned None or raised Ignore
             ignored = (
                 EagerResult(task_id, None, celery_states.IGNORED, name=task.name) if eager

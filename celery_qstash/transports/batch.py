@@ -16,7 +16,6 @@ retry after a lost answer cannot publish anything twice.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -69,7 +68,7 @@ def batch_message(request: PublishRequest) -> dict[str, Any]:
     """One SDK ``BatchRequest`` for this request (only the keys that are set)."""
     msg: dict[str, Any] = {
         "url": request.url,
-        "body": json.dumps(request.body),
+        "body": request.body_text,  # serialised once: the size check did it already
         "content_type": "application/json",
         "headers": {**request.headers, "Authorization": request.authorization},
         "deduplication_id": request.deduplication_id,
