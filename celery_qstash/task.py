@@ -733,6 +733,23 @@ def _lean_possible(task: Task, app: Any, kwargs: Any) -> bool:
     )
 
 
+#: The names ``Context._get_custom_headers`` leaves out of a request's custom headers,
+#: which it gathers into a new set on every call.
+_CONTEXT_NAMES = frozenset(
+    {*Context.__dict__.keys(), "lang", "task", "argsrepr", "kwargsrepr", "compression"}
+)
+
+
+def _context(request: Mapping[str, Any], **more: Any) -> Context:
+    """``Context(request, **more)``, the custom headers found with a set built once."""
+    context = object.__new__(Context)
+    context.update(request, **more)
+    if context.headers is None:
+        custom = {k: v for k, v in {**request, **more}.items() if k not in _CONTEXT_NAMES}
+        context.headers = custom or None
+    return context
+
+
 def _lean_trace(
     task: Task, task_id: str, args: Any, kwargs: Any, request: dict[str, Any]
 ) -> Any:
@@ -741,7 +758,7 @@ def _lean_trace(
     failure handling is done here: the exception is kept in :data:`_replay` and
     :data:`_RAISED` returned, and Celery's own tracer then runs the call, its ``__call__``
     raising that exception at once (the body is not run twice)."""
-    task_request = Context(request, args=args, called_directly=False, kwargs=kwargs)
+    task_request = _context(request, args=args, called_directly=False, kwargs=kwargs)
     _task_stack.push(task)
     task.request_stack.push(task_request)
     try:

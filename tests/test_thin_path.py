@@ -384,3 +384,21 @@ def test_publish_signals_reach_a_receiver_connected_after_earlier_calls(app: Cel
         after_task_publish.disconnect(after)
     assert seen == [f"before:{result.id}", f"after:{result.id}"]
     assert qstash_mock["publish"].calls.last.request.headers["Upstash-Forward-traceparent"] == "00-abc-def-01"
+
+
+@pytest.mark.parametrize("request_dict", [
+    {"id": "t1", "task": "x", "retries": 0, "is_eager": True, "headers": None,
+     "timelimit": [10, 5], "delivery_info": {"is_eager": True}},
+    {"id": "t2", "task": "x", "headers": None, "traceparent": "00-abc", "x_custom": 1},
+    {"id": "t3", "task": "x", "headers": {"given": "yes"}, "x_custom": 1},
+    {"id": "t4", "task": "x", "headers": None, "timelimit": None},
+])
+def test_the_lean_request_context_is_celerys(request_dict: dict[str, Any]) -> None:
+    from celery.app.task import Context
+
+    from celery_qstash.task import _context
+
+    more = {"args": (1,), "called_directly": False, "kwargs": {"a": 2}}
+    ours, celerys = _context(request_dict, **more), Context(request_dict, **more)
+    assert vars(ours) == vars(celerys)
+    assert (ours.time_limit, ours.soft_time_limit) == (celerys.time_limit, celerys.soft_time_limit)
