@@ -8,15 +8,13 @@ its own background loop; waits poll with a deadline, nothing asserts on time.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import Any
 
 import click
 import httpx
 import pytest
 from celery import states
 from click.testing import CliRunner
+from waiting import wait_until
 
 from celery_qstash.cli.status import register
 from celery_qstash.errors import DeliveryFailed
@@ -29,18 +27,6 @@ FLOWER_FIELDS = {
     "revoked", "retries", "result", "exception", "traceback", "timestamp", "runtime", "eta",
     "expires", "args", "kwargs", "worker", "routing_key", "exchange", "client", "clock",
 }
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something truthy (the emulator delivers in background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def record_in(stack: Stack, task_id: str, *wanted: str) -> TaskRecord | None:
@@ -89,7 +75,7 @@ def test_a_failing_destination_retries_fails_lands_in_the_dlq_and_is_retried(
     stack.chaos(fail_next=2, status=500)
     try:
         result = stack.send.delay("bob@example.com", "Doomed")
-        exc = wait_for(lambda: result.ready() and result.get(propagate=False))
+        exc = wait_until(lambda: result.ready() and result.get(propagate=False))
     finally:
         stack.calm()
 
@@ -120,7 +106,7 @@ def test_a_failing_destination_retries_fails_lands_in_the_dlq_and_is_retried(
     retried = httpx.post(f"{stack.dashboard_url}{retry_action}", follow_redirects=True)
     assert retried.status_code == 200 and "Retried" in retried.text
     assert f"/tasks/{result.id}?done=Retried+" in str(retried.url)  # back on the task
-    wait_for(lambda: record_in(stack, result.id, "DELIVERED"))
+    wait_until(lambda: record_in(stack, result.id, "DELIVERED"))
     assert stack.app.AsyncResult(result.id).get(timeout=10)["emailId"]
     remaining = httpx.get(f"{stack.dashboard_url}/api/dlq").json()["messages"]
     assert result.id not in {m["task-id"] for m in remaining}
@@ -200,7 +186,7 @@ def test_a_failed_link_callback_never_turns_a_delivered_email_into_failure(
     assert data["emailId"]
 
     # Wait until the callback message has failed for good (retries: the task's, 1).
-    record = wait_for(lambda: (r := stack.status.task(result.id)) and r.callbacks
+    record = wait_until(lambda: (r := stack.status.task(result.id)) and r.callbacks
                       and r.callbacks[-1].qstash_state == "FAILED" and r)
     assert record.state == states.SUCCESS and record.qstash_state == "DELIVERED"
     assert record.result == data

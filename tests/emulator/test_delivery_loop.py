@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_until
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.emulator import Emulator
@@ -28,18 +28,6 @@ from .conftest import START, Client, Reply, Target
 
 USER = "defaultUser"
 START_MS = int(START * 1000)
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll ``predicate`` until it is truthy (a bound on real time, never an expectation)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        threading.Event().wait(0.01)
 
 
 class Recorder:

@@ -15,14 +15,14 @@ faults a test injects shape what happens. One stack per session, reset before ea
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from celery import Celery
+from waiting import wait_until
 
 from celery_qstash import Email, QStashTask
 from celery_qstash.clock import FakeClock
@@ -36,19 +36,6 @@ START = 1_800_000_000.0
 #: retries within a call have room on a loaded machine.
 PUBLISH_TIMEOUT = 2.0
 #: Longest any test waits for real delivery to happen (a bound, never an expectation).
-WAIT = 20.0
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 class Stack:
