@@ -35,7 +35,6 @@ START = 1_800_000_000.0
 #: The shim's publish deadline in these tests (seconds): the production default, so
 #: retries within a call have room on a loaded machine.
 PUBLISH_TIMEOUT = 2.0
-#: Longest any test waits for real delivery to happen (a bound, never an expectation).
 
 
 class Stack:
