@@ -152,9 +152,9 @@ class AsyncQStashTransport:
         common, extra = sdk_arguments(request)
         try:
             if request.queue:
-                res: Any = await self.client.message.enqueue_json(queue=request.queue, **common)
+                res: Any = await self.client.message.enqueue(queue=request.queue, **common)
             else:
-                res = await self.client.message.publish_json(**extra, **common)
+                res = await self.client.message.publish(**extra, **common)
         # The SDK parses any 2xx as JSON: an answer that is not QStash's fails there.
         except (ValueError, KeyError, TypeError, AttributeError):
             raise NotQStash(None, _NOT_A_PUBLISH_ANSWER) from None

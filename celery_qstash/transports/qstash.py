@@ -228,10 +228,6 @@ class QStashTransport:
 
     def _publish_once(self, request: PublishRequest) -> PublishResult:
         common, extra = sdk_arguments(request)
-        # What the SDK's publish_json/enqueue_json send, with the body serialised once
-        # (the size check already did it): ``json.dumps(body)`` as application/json.
-        common["body"] = request.body_text
-        common["content_type"] = "application/json"
         try:
             if request.queue:
                 res: Any = self.client.message.enqueue(queue=request.queue, **common)
@@ -245,10 +241,15 @@ class QStashTransport:
 
 
 def sdk_arguments(request: PublishRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The SDK's ``enqueue_json`` arguments, and what ``publish_json`` takes on top."""
+    """The SDK's ``enqueue`` arguments, and what ``publish`` takes on top.
+
+    What ``publish_json``/``enqueue_json`` would send, with the body serialised once (the
+    size check already did it): ``json.dumps(body)`` as ``application/json``.
+    """
     common: dict[str, Any] = {
         "url": request.url,
-        "body": request.body,
+        "body": request.body_text,
+        "content_type": "application/json",
         "headers": {**request.headers, "Authorization": request.authorization},
         "retries": request.retries,
         "retry_delay": request.retry_delay,
