@@ -66,7 +66,7 @@ from qstash.errors import SignatureError
 from ..clock import Clock, SystemClock
 from ..config import load_settings
 from ..errors import ConfigurationError, DeliveryFailed
-from ..publish.options import TASK_NAME_HEADER
+from ..publish.request import TASK_NAME_HEADER
 from ..signals import email_delivered, email_failed
 
 __all__ = [

@@ -27,7 +27,9 @@ from kombu.utils.uuid import uuid
 from ...config import Settings, load_settings
 from ...email import Email
 from ...errors import CeleryQStashError, EmailValidationError, UnsupportedOption
-from ...publish.options import PublishRequest, TaskAttrs, plan_publish, warn_once
+from ...publish.options import warn_once
+from ...publish.plan import plan_publish
+from ...publish.request import PublishRequest, TaskAttrs
 from ...publish.transports import EagerTransport, get_transport
 from ...publish.transports.base import PublishResult
 from ...publish.transports.eager import eager_forced

@@ -26,7 +26,7 @@ from qstash.message import prepare_batch_message_body
 
 from ...clock import Clock, SystemClock
 from ...errors import PublishError, scrub
-from ..options import PublishRequest
+from ..request import PublishRequest
 from .base import PublishResult
 from .qstash import (
     Attempts,

@@ -46,7 +46,7 @@ from qstash.errors import QStashError, RateLimitExceededError
 from ...clock import Clock, SystemClock
 from ...config import Settings
 from ...errors import PublishError, scrub
-from ..options import PublishRequest
+from ..request import PublishRequest
 from .base import PublishResult
 
 __all__ = ["DEFAULT_RETRY_POLICY", "QStashTransport", "client_for", "get_transport"]
