@@ -45,15 +45,9 @@ deduplication already apply to every kind.
 from __future__ import annotations
 
 from .adapters import asgi_app, fastapi_route, flask_route, wsgi_app
-from .core import (
-    MAX_BODY_BYTES,
-    CallbackReceiver,
-    Delivery,
-    ReceivedRequest,
-    ReceiverResponse,
-    classify,
-)
+from .core import CallbackReceiver, classify
 from .ledger import DEDUP_WINDOW_SECONDS, CallbackLedger, MemoryLedger
+from .request import MAX_BODY_BYTES, Delivery, ReceivedRequest, ReceiverResponse
 
 __all__ = [
     "DEDUP_WINDOW_SECONDS",

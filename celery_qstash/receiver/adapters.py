@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .core import CallbackReceiver, ReceivedRequest, ReceiverResponse
+from .core import CallbackReceiver
+from .request import ReceivedRequest, ReceiverResponse
 
 log = logging.getLogger("celery_qstash.receiver")
 

@@ -19,9 +19,10 @@ from celery.signals import task_failure, task_retry, task_success
 from ..errors import DeliveryFailed
 from ..publish.request import TASK_NAME_HEADER
 from ..signals import email_delivered, email_failed
+from .request import Delivery, ReceiverResponse
 
 if TYPE_CHECKING:
-    from .core import CallbackReceiver, Delivery, ReceiverResponse
+    from .core import CallbackReceiver
 
 
 log = logging.getLogger("celery_qstash.receiver")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -17,62 +16,17 @@ from ..config import load_settings
 from ..errors import ConfigurationError
 from .callbacks import _email_callback, _email_failure
 from .ledger import CallbackLedger, MemoryLedger
+from .request import (
+    EMAIL_CALLBACK,
+    EMAIL_FAILURE,
+    MAX_BODY_BYTES,
+    Delivery,
+    ReceivedRequest,
+    ReceiverResponse,
+)
 
 log = logging.getLogger("celery_qstash.receiver")
 
-#: A callback carries AutoSend's answer and the source body (QStash caps messages at 1 MB,
-#: base64 grows that by a third); anything larger is not a QStash callback.
-MAX_BODY_BYTES = 4 * 1024 * 1024
-
-EMAIL_CALLBACK = "email.callback"
-EMAIL_FAILURE = "email.failure"
-
-
-@dataclass(frozen=True)
-class ReceivedRequest:
-    """What an adapter hands the core: header names are matched case-insensitively."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == wanted:
-                return value
-        return None
-
-
-@dataclass(frozen=True)
-class ReceiverResponse:
-    status: int
-    payload: dict[str, Any]
-
-    @property
-    def content(self) -> bytes:
-        return json.dumps(self.payload).encode()
-
-    @property
-    def reason(self) -> str:
-        return _REASONS.get(self.status, "OK")
-
-
-_REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed",
-    413: "Content Too Large", 503: "Service Unavailable",
-}
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A verified, decoded request of one kind."""
-
-    kind: str
-    message_id: str
-    body: dict[str, Any]
-    request: ReceivedRequest = field(repr=False)
 
 
 def classify(request: ReceivedRequest, body: Any) -> str | None:
