@@ -15,8 +15,8 @@ that changes a value between two calls is seen by the next call.
 | ``qstash_publish_timeout`` | ``QSTASH_PUBLISH_TIMEOUT``| ``2.0`` seconds, all retries in |
 | ``qstash_redact_authorization`` | —                    | on                              |
 | ``qstash_callback_url``    | ``QSTASH_CALLBACK_URL``   | none (the receiver's URL)       |
-| ``qstash_receiver_url``    | ``QSTASH_RECEIVER_URL``   | ``qstash_callback_url`` (where deferred tasks run) |
-| ``qstash_ledger_url``      | ``QSTASH_LEDGER_URL``     | in-process (``redis://…``, ``django://alias``) |
+| ``qstash_receiver_url``    | ``QSTASH_RECEIVER_URL``   | callback URL (deferred tasks)   |
+| ``qstash_ledger_url``      | ``QSTASH_LEDGER_URL``     | in-process; redis://, django:// |
 | ``qstash_current_signing_key`` | ``…CURRENT_SIGNING_KEY`` | receiver; dev keys in dev mode |
 | ``qstash_next_signing_key``    | ``…NEXT_SIGNING_KEY``    | receiver; dev keys in dev mode |
 | ``qstash_max_message_bytes`` | ``QSTASH_MAX_MESSAGE_BYTES`` | ``1048576`` (QStash's 1 MB) |
