@@ -19,8 +19,9 @@ from celery import Celery
 from celery.result import AsyncResult
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
 from starlette.applications import Starlette
+from waiting import wait_until
 
-from celery_qstash import DeferredTask, UnsupportedOption
+from celery_qstash import DeferredTask, Email, UnsupportedOption, autosend_task
 from celery_qstash.local.emulator.signing import sign
 from celery_qstash.local.serving import ThreadedServer
 from celery_qstash.publish.message import MESSAGE_KIND
@@ -245,3 +246,30 @@ def test_a_task_that_is_not_deferred_is_refused_even_when_signed(
     assert answer.status_code == 489
     assert answer.headers["Upstash-NonRetryable-Error"] == "true"
     assert runs.of("plain") == []
+
+
+def test_a_deferred_email_renders_the_state_at_delivery(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    """The openwisp digest shape: what is unread when the digest goes out, not when it
+    was scheduled; nothing at all when everything was read meanwhile."""
+    unread: dict[str, list[str]] = {"ada": ["n1"], "bob": ["n1"]}
+
+    @autosend_task(deferred=True, name="live.digest")
+    def digest(user: str) -> Email | None:
+        items = unread[user]
+        if not items:
+            return None
+        return Email(to=f"{user}@example.com", from_="news@acme.example",
+                     subject=f"{len(items)} unread", text=", ".join(items))
+
+    ada = digest.apply_async(("ada",), countdown=1)
+    bob = digest.apply_async(("bob",), countdown=1)
+    unread["ada"].extend(["n2", "n3"])  # piled up before the digest goes out
+    unread["bob"].clear()  # read meanwhile
+    [email] = dev_servers.wait_for_emails(1, timeout=20)
+    assert email["subject"] == "3 unread" and email["to"]["email"] == "ada@example.com"
+    assert ada.get(timeout=20)["email_message_id"]
+    # Celery's IGNORED is not a ready state (get() would wait on): poll the state.
+    wait_until(lambda: bob.state == "IGNORED", "bob's digest read IGNORED")
+    assert len(dev_servers.emails()) == 1
