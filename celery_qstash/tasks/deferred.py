@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery, Task
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.functional import maybe_list
 from kombu.utils.uuid import uuid
@@ -35,8 +36,8 @@ from ..publish.options import APPLY_ASYNC_OPTIONS
 from ..publish.plan import plan_publish
 from ..publish.transports import get_transport
 from ..publish.transports.eager import EagerTransport, eager_forced
-from ..status.result import QStashAsyncResult
-from .batch import split_plan
+from ..status.result import QStashAsyncResult, QStashBackend
+from .batch import Prepared, current_collector, split_plan
 from .planning import task_attrs
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
@@ -89,8 +90,15 @@ class DeferredTask(Task):  # type: ignore[misc]
 
     abstract = True
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> QStashAsyncResult:
-        return QStashAsyncResult(task_id, app=self._get_app(), task_name=self.name, **kwargs)
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> Any:
+        """The result from QStash's logs (``result_backend="qstash://"`` or none), else
+        from the app's own Celery result backend, where the receiver's tracer stores it."""
+        app = self._get_app()
+        backend = app.backend
+        if isinstance(backend, (QStashBackend, DisabledBackend)):
+            return QStashAsyncResult(task_id, app=app, task_name=self.name, **kwargs)
+        kwargs.pop("message_id", None)
+        return app.AsyncResult(task_id, task_name=self.name, **kwargs)
 
     def apply_async(
         self,
@@ -123,7 +131,10 @@ class DeferredTask(Task):  # type: ignore[misc]
         conf = call_conf(app.conf)
         callbacks = _signatures("link", link)
         errbacks = _signatures("link_error", link_error)
-        carried = {k: options.pop(k) for k in _MESSAGE_OPTIONS if k in options}
+        # chain and headers mean other things to the table (a refusal, forwarded HTTP
+        # headers): here they are the worker's. The ids are the table's "internal" rows.
+        carried = {k: options.pop(k) for k in ("chain", "headers") if k in options}
+        carried.update({k: options[k] for k in _MESSAGE_OPTIONS if k in options})
         for name in _WORKER_ONLY:
             options.pop(name, None)
         if current_attempt.get() is not None and task_id == getattr(self.request, "id", None):
@@ -131,17 +142,19 @@ class DeferredTask(Task):  # type: ignore[misc]
             # delivery facts among them): keep what the option table knows.
             options = {k: v for k, v in options.items() if k in APPLY_ASYNC_OPTIONS}
         retries = int(options.pop("retries", 0) or 0)
-        if conf.always_eager or eager_forced():
-            options.pop("countdown", None)
-            options.pop("eta", None)
-            return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
-                              retries=retries, **options)
         settings = conf.settings
         now = time.time()
+        # The same table in eager mode: an option production would refuse is refused here.
         plan = plan_publish(
             task=task_attrs(self), task_id=task_id, options=options, settings=settings,
             now=now, link=False, link_error=False, shadow=shadow,
         )
+        if conf.always_eager or eager_forced():
+            # Celery's own eager run: no waiting (countdown/eta), self.retry() at once.
+            for name in ("countdown", "eta", "expires"):
+                options.pop(name, None)
+            return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
+                              retries=retries, **options)
         if plan.is_expired(now):
             return self.AsyncResult(task_id)
         message = task_message(
@@ -160,8 +173,13 @@ class DeferredTask(Task):  # type: ignore[misc]
         )
         request = plan.task_request(message, settings.require_receiver_url(), settings,
                                     attempt=retries)
-        get_transport(settings).publish(request)
-        return self.AsyncResult(task_id)
+        collector = current_collector()
+        if collector is not None:  # inside group(...).apply_async(): one /v2/batch
+            collector.add(Prepared(self, plan, [request], retry=True, retry_policy={}),
+                          settings)
+            return self.AsyncResult(task_id)
+        sent = get_transport(settings).publish(request)
+        return self.AsyncResult(task_id, message_id=sent.message_id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         attempt = current_attempt.get()
