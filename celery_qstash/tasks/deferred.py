@@ -133,7 +133,7 @@ class DeferredTask(Task):  # type: ignore[misc]
         errbacks = _signatures("link_error", link_error)
         # chain and headers mean other things to the table (a refusal, forwarded HTTP
         # headers): here they are the worker's. The ids are the table's "internal" rows.
-        carried = {k: options.pop(k) for k in ("chain", "headers") if k in options}
+        carried: dict[str, Any] = {k: options.pop(k) for k in ("chain", "headers") if k in options}
         carried.update({k: options[k] for k in _MESSAGE_OPTIONS if k in options})
         for name in _WORKER_ONLY:
             options.pop(name, None)

@@ -22,7 +22,13 @@ from celery.signals import task_failure, task_postrun, task_prerun, task_retry, 
 from starlette.applications import Starlette
 from waiting import wait_until
 
-from celery_qstash import DeferredTask, Email, UnsupportedOption, autosend_task
+from celery_qstash import (
+    CeleryQStashWarning,
+    DeferredTask,
+    Email,
+    UnsupportedOption,
+    autosend_task,
+)
 from celery_qstash.local.emulator.signing import sign
 from celery_qstash.local.serving import ThreadedServer
 from celery_qstash.publish.message import MESSAGE_KIND
@@ -317,3 +323,19 @@ def test_eager_mode_runs_the_body_at_call_time_with_the_same_refusals(
         add.delay(1, y=b"2")
     with pytest.raises(UnsupportedOption, match="not a Celery option"):
         add.apply_async((1, 2), countdwn=3)
+
+
+def test_an_email_task_that_sent_nothing_says_its_countdown_delayed_nothing(
+    live_app: Celery, dev_servers: DevServers
+) -> None:
+    """The IGNORED-with-no-warning trap: a non-email body under @autosend_task with an
+    eta ran its side effects at once."""
+    done: list[int] = []
+
+    @autosend_task(name="live.not_an_email")
+    def cleanup(n: int) -> None:
+        done.append(n)
+
+    with pytest.warns(CeleryQStashWarning, match="ran at call time.*@qstash_task"):
+        cleanup.apply_async((1,), countdown=60)
+    assert done == [1]
