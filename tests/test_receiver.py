@@ -507,7 +507,7 @@ def test_dev_mode_brings_the_dev_signing_keys() -> None:
     [("", "/hooks/qstash"), ("/hooks", "/qstash"), ("/hooks", "/hooks/qstash")],
 )
 def test_the_asgi_url_includes_the_mount_point_once(root_path: str, path: str) -> None:
-    from celery_qstash.receiver import _scope_url
+    from celery_qstash.receiver.adapters import _scope_url
 
     scope = {"scheme": "https", "root_path": root_path, "path": path, "query_string": b"a=1"}
     assert _scope_url(scope, {"host": "app.example"}) == "https://app.example/hooks/qstash?a=1"

@@ -17,16 +17,29 @@ from typing import Any
 
 from ..errors import UnsupportedOption
 
-__all__ = ["MESSAGE_KIND", "TASK_RUN", "is_task_message", "json_arguments", "task_message"]
+__all__ = [
+    "ANSWER_KIND", "MESSAGE_KIND", "TASK_RUN", "is_task_message", "json_arguments",
+    "task_answer", "task_message",
+]
 
 #: The body's marker and version; a receiver refuses a version it does not know.
 MESSAGE_KIND = "celery-qstash/task@1"
 #: The receiver's dispatch kind for a task delivery.
 TASK_RUN = "task.run"
+#: Marks the receiver's answer to a task delivery, which QStash's logs keep: how status
+#: reads a deferred task's outcome (``status``) and return value (``result``).
+ANSWER_KIND = "celery-qstash/result@1"
+
+
+def task_answer(response: Any) -> dict[str, Any] | None:
+    """The receiver's answer to a task delivery, if ``response`` is one."""
+    if isinstance(response, dict) and response.get("kind") == ANSWER_KIND:
+        return response
+    return None
 
 #: Request fields that travel as they are (each a JSON value Celery's tracer reads).
 CANVAS_FIELDS = ("root_id", "parent_id", "group", "group_index", "callbacks", "errbacks",
-                 "chain", "shadow", "eta", "expires", "ignore_result")
+                 "chain", "shadow", "eta", "expires", "ignore_result", "headers")
 
 
 def is_task_message(body: Any) -> bool:

@@ -46,15 +46,15 @@ from __future__ import annotations
 
 from .adapters import asgi_app, fastapi_route, flask_route, wsgi_app
 from .core import CallbackReceiver, classify
-from .ledger import DEDUP_WINDOW_SECONDS, CallbackLedger, MemoryLedger
+from .ledger import DEDUP_WINDOW_SECONDS, DeliveryLedger, MemoryLedger
 from .request import MAX_BODY_BYTES, Delivery, ReceivedRequest, ReceiverResponse
 
 __all__ = [
     "DEDUP_WINDOW_SECONDS",
     "MAX_BODY_BYTES",
-    "CallbackLedger",
     "CallbackReceiver",
     "Delivery",
+    "DeliveryLedger",
     "MemoryLedger",
     "ReceivedRequest",
     "ReceiverResponse",

@@ -49,7 +49,9 @@ class ReceiverASGI:
         await send({
             "type": "http.response.start",
             "status": response.status,
-            "headers": [(b"content-type", b"application/json")],
+            "headers": [(b"content-type", b"application/json"),
+                        *((k.encode("latin-1"), v.encode("latin-1"))
+                          for k, v in response.headers.items())],
         })
         await send({"type": "http.response.body", "body": response.content})
 
@@ -124,7 +126,8 @@ def wsgi_app(celery_app: Any, **options: Any) -> Callable[[dict[str, Any], Any],
         content = response.content
         start_response(
             f"{response.status} {response.reason}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(content)))],
+            [("Content-Type", "application/json"), ("Content-Length", str(len(content))),
+             *response.headers.items()],
         )
         return [content]
 
@@ -161,7 +164,7 @@ def flask_route(
                 request.method, request.url, dict(request.headers), body,
             ))
         return Response(response.content, status=response.status,
-                        content_type="application/json")
+                        content_type="application/json", headers=dict(response.headers))
 
     app.add_url_rule(path, endpoint=endpoint, view_func=view, methods=["POST"])
     return receiver

@@ -6,16 +6,20 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
-import jwt
 from qstash import Receiver
 from qstash.errors import SignatureError
 
 from ..clock import Clock, SystemClock
 from ..config import load_settings
 from ..errors import ConfigurationError
+from ..publish.message import TASK_RUN, is_task_message
+from ..tasks.deferred import DeferredTask
+from ..tasks.task import QStashTask
 from .callbacks import _email_callback, _email_failure
-from .ledger import CallbackLedger, MemoryLedger
+from .execute import run_task
+from .ledger import DEFAULT_LEASE_SECONDS, DeliveryLedger, ledger_from_settings
 from .request import (
     EMAIL_CALLBACK,
     EMAIL_FAILURE,
@@ -29,8 +33,30 @@ log = logging.getLogger("celery_qstash.receiver")
 
 
 
+#: Seconds a duplicate delivery is asked to wait while another one runs the same message.
+BUSY_RETRY_AFTER = 5
+
+
+def delivery_key(kind: str, body: Any) -> str | None:
+    """The ledger key of a delivery, from its signed body.
+
+    A task message carries a nonce of its own publish (each ``self.retry`` publishes
+    anew, so a Celery retry, which keeps its task id, is a new key); a callback is one
+    per attempt of its source message.
+    """
+    if kind == TASK_RUN:
+        nonce = body.get("delivery")
+        return f"task:{nonce}" if isinstance(nonce, str) and nonce else None
+    source = body.get("sourceMessageId")
+    if not isinstance(source, str) or not source:
+        return None
+    return f"{kind}:{source}:{body.get('retried')}:{body.get('dlqId') or ''}"
+
+
 def classify(request: ReceivedRequest, body: Any) -> str | None:
     """The kind of a verified request, or None if it is nothing this receiver handles."""
+    if is_task_message(body):
+        return TASK_RUN
     if not isinstance(body, dict) or "sourceMessageId" not in body or "status" not in body:
         return None
     # The failure callback is the only one that carries the DLQ id.
@@ -56,7 +82,7 @@ class CallbackReceiver:
         url: str | None = None,
         current_signing_key: str | None = None,
         next_signing_key: str | None = None,
-        ledger: CallbackLedger | None = None,
+        ledger: DeliveryLedger | None = None,
         clock: Clock | None = None,
         clock_tolerance: int = 0,
         max_body: int = MAX_BODY_BYTES,
@@ -64,46 +90,72 @@ class CallbackReceiver:
         self.app = celery_app
         self.url = url
         self._keys = (current_signing_key, next_signing_key)
-        self.ledger: CallbackLedger = ledger or MemoryLedger()
+        self.ledger: DeliveryLedger = ledger or ledger_from_settings(celery_app)
         self.clock: Clock = clock or SystemClock()
         self.clock_tolerance = clock_tolerance
         self.max_body = max_body
         self.handlers: dict[str, Handler] = {
             EMAIL_CALLBACK: _email_callback,
             EMAIL_FAILURE: _email_failure,
+            TASK_RUN: run_task,
         }
 
     # -- the four steps -----------------------------------------------------------
 
     def handle(self, request: ReceivedRequest) -> ReceiverResponse:
         if request.method.upper() != "POST":
-            return ReceiverResponse(405, {"error": "QStash callbacks are POST requests"})
+            return ReceiverResponse(405, {"error": "QStash deliveries are POST requests"})
         if len(request.body) > self.max_body:
             return ReceiverResponse(413, {"error": f"body over {self.max_body} bytes"})
         try:
             keys, url = self._config(request)
         except ConfigurationError as exc:
-            log.error("QStash callback refused: %s", exc)
+            log.error("QStash delivery refused: %s", exc)
             return ReceiverResponse(503, {"error": "receiver is not configured"})
-        token_id = self._verified(request, keys, url)
-        if token_id is None:
+        if not self._verified(request, keys, url):
             return ReceiverResponse(401, {"error": "invalid or missing Upstash-Signature"})
         try:
             body = json.loads(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return ReceiverResponse(400, {"error": "body is not JSON"})
         kind = classify(request, body)
         if kind is None or kind not in self.handlers:
-            return ReceiverResponse(400, {"error": "not a QStash callback this receiver knows"})
-        message_id = request.header("Upstash-Message-Id")
-        if not message_id:
-            return ReceiverResponse(400, {"error": "missing Upstash-Message-Id"})
-        # Upstash-Message-Id is not signed: a captured request replayed under a fresh id
-        # is caught by its token's own id (each delivery attempt is signed anew).
+            return ReceiverResponse(400, {"error": "not a QStash delivery this receiver knows"})
+        message_id = request.header("Upstash-Message-Id") or ""
+        key = delivery_key(kind, body)
+        if key is None:
+            return ReceiverResponse(400, {"error": "malformed delivery body"})
+        # The key comes from the signed body: a captured request replayed under a fresh
+        # Upstash-Message-Id (which is not signed) is still the same delivery.
         now = self.clock.now()
-        if not self.ledger.claim(token_id, now) or not self.ledger.claim(message_id, now):
+        claim = self.ledger.begin(key, now, self.lease_for(kind, body))
+        if claim == "done":
             return ReceiverResponse(200, {"outcome": "duplicate", "messageId": message_id})
-        return self.handlers[kind](self, Delivery(kind, message_id, body, request))
+        if claim == "busy":
+            # Not a 2xx: if the delivery that holds the lease fails, QStash must still
+            # have this message to retry.
+            return ReceiverResponse(409, {"outcome": "busy", "messageId": message_id},
+                                    headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+        try:
+            response = self.handlers[kind](self, Delivery(kind, message_id, body, request))
+        except BaseException:
+            self.ledger.release(key)
+            raise
+        if response.status < 300:
+            self.ledger.finish(key, self.clock.now())
+        else:
+            self.ledger.release(key)
+        return response
+
+    def lease_for(self, kind: str, body: Any) -> float:
+        """How long a delivery holds its key: the task's time limit (a running body must
+        keep its lease), else the default."""
+        if kind == TASK_RUN:
+            task = self.app.tasks.get(body.get("task")) if isinstance(body, dict) else None
+            limit = getattr(task, "time_limit", None) or getattr(task, "soft_time_limit", None)
+            if isinstance(limit, (int, float)) and limit > 0:
+                return float(limit) + BUSY_RETRY_AFTER
+        return DEFAULT_LEASE_SECONDS
 
     def _config(self, request: ReceivedRequest) -> tuple[tuple[str, str], str]:
         """Signing keys and the URL signatures must name (settings are read per request)."""
@@ -115,7 +167,14 @@ class CallbackReceiver:
             nxt = nxt or settings.next_signing_key or current
             # The Host header is the client's to choose: a configured URL is authoritative,
             # the URL the request reached is only trusted when nothing is configured.
-            url = url or settings.callback_url or request.url
+            # Deferred tasks may go to their own URL (qstash_receiver_url): the one whose
+            # path is the request's is the one QStash signed for.
+            configured = [u for u in (settings.receiver_url, settings.callback_url) if u]
+            path = urlsplit(request.url).path.rstrip("/")
+            url = url or next(
+                (u for u in configured if urlsplit(u).path.rstrip("/") == path),
+                configured[0] if configured else request.url,
+            )
         if not current or not nxt:
             raise ConfigurationError(
                 "qstash_current_signing_key",
@@ -124,32 +183,36 @@ class CallbackReceiver:
             )
         return (current, nxt), url
 
-    def _verified(
-        self, request: ReceivedRequest, keys: tuple[str, str], url: str
-    ) -> str | None:
-        """The verified token's ledger key (its ``jti``), or None if it does not verify."""
+    def _verified(self, request: ReceivedRequest, keys: tuple[str, str], url: str) -> bool:
+        """Does ``Upstash-Signature`` verify for this body and URL?"""
         signature = request.header("Upstash-Signature")
         if not signature:
-            return None
+            return False
         try:
             text = request.body.decode("utf-8")
         except UnicodeDecodeError:
-            return None
+            return False
         try:
             Receiver(*keys).verify(
                 signature=signature, body=text, url=url, clock_tolerance=self.clock_tolerance
             )
         except SignatureError as exc:
             # The SDK's reason names URLs and hashes, never a key: fine for an info log.
-            log.info("QStash callback refused: %s", exc)
-            return None
-        # Verified just above, so reading its claims without the key is safe.
-        claims = jwt.decode(signature, options={"verify_signature": False})
-        return "jwt:" + str(claims.get("jti") or claims.get("body"))
+            log.info("QStash delivery refused: %s", exc)
+            return False
+        except Exception as exc:
+            # A token whose claims are not what the SDK expects (a number where a string
+            # belongs) makes it raise other errors: still just an unverified request.
+            log.info("QStash delivery refused: malformed signature (%s)", type(exc).__name__)
+            return False
+        return True
 
     # -- shared by the email handlers ----------------------------------------------
 
     def find_task(self, name: str | None) -> Any:
+        """The app's task of that name, if it is one this library publishes (a signed
+        callback never runs the hooks of an ordinary task of the app)."""
         if not name:
             return None
-        return self.app.tasks.get(name)
+        task = self.app.tasks.get(name)
+        return task if isinstance(task, (QStashTask, DeferredTask)) else None

@@ -114,6 +114,9 @@ def ledger_from_settings(celery_app: Any) -> DeliveryLedger:
     url = load_settings(celery_app.conf).ledger_url
     if not url:
         return MemoryLedger()
-    from . import ledgers  # only when asked for: redis-py is an extra
+    import importlib
 
-    return ledgers.ledger_from_url(url)
+    # Only when asked for: redis-py is an extra.
+    ledgers = importlib.import_module("celery_qstash.receiver.ledgers")
+    ledger: DeliveryLedger = ledgers.ledger_from_url(url)
+    return ledger

@@ -36,6 +36,8 @@ class ReceivedRequest:
 class ReceiverResponse:
     status: int
     payload: dict[str, Any]
+    #: Extra response headers (``Retry-After``, ``Upstash-NonRetryable-Error``).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def content(self) -> bytes:
@@ -48,7 +50,8 @@ class ReceiverResponse:
 
 _REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed",
-    413: "Content Too Large", 503: "Service Unavailable",
+    409: "Conflict", 413: "Content Too Large", 489: "Non-Retryable Error",
+    500: "Internal Server Error", 503: "Service Unavailable",
 }
 
 

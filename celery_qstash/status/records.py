@@ -32,6 +32,7 @@ from urllib.parse import unquote
 
 from celery import states
 
+from ..publish.message import task_answer
 from ..redaction import safe_url
 
 #: QStash log state -> Celery state (documented in the README).
@@ -115,6 +116,7 @@ class CallbackRecord:
     def state(self) -> str:
         return celery_state(self.qstash_state)
 
+
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "message_id": self.message_id, "url": safe_url(self.url),
                 "state": self.state, "qstash_state": self.qstash_state,
@@ -150,7 +152,19 @@ class TaskRecord:
     callbacks: list[CallbackRecord] = field(default_factory=list)
 
     @property
+    def answer(self) -> dict[str, Any] | None:
+        """The receiver's answer, for a deferred task (its body ran at delivery)."""
+        return task_answer(self.response)
+
+    @property
     def state(self) -> str:
+        answer = self.answer
+        # A delivered task message whose body retried (self.retry published the next
+        # attempt), was ignored or had expired: the answer says which.
+        if answer and self.qstash_state == "DELIVERED" and answer.get("status") in (
+            states.RETRY, states.IGNORED, states.REVOKED,
+        ):
+            return str(answer["status"])
         return celery_state(self.qstash_state)
 
     @property
@@ -159,7 +173,11 @@ class TaskRecord:
 
     @property
     def result(self) -> Any:
-        """AutoSend's response ``data`` on success; its error text otherwise."""
+        """AutoSend's response ``data`` on success (a deferred task's return value); its
+        error text otherwise."""
+        answer = self.answer
+        if answer is not None and self.state == states.SUCCESS:
+            return answer.get("result")
         if isinstance(self.response, dict):
             if self.state == states.SUCCESS and isinstance(self.response.get("data"), dict):
                 return self.response["data"]
@@ -288,12 +306,33 @@ def build_record(events: Iterable[dict[str, Any]]) -> TaskRecord | None:
     record's state, response and retries are the task's own message's.
     """
     own, callbacks = _split(list(events))
-    record = _fold(own)
+    record = _fold_messages(own)
     if record is not None:
         record.callbacks = sorted(
             (_callback_record(mid, kind, group) for mid, (kind, group) in callbacks.items()),
             key=lambda c: c.updated or 0.0,
         )
+    return record
+
+
+def _fold_messages(events: list[dict[str, Any]]) -> TaskRecord | None:
+    """A task's record from its own messages' events: one message, or several when a
+    deferred task's ``self.retry()`` published the next attempts under the same task id
+    (the latest message is the task's state; each earlier one was an attempt)."""
+    by_message: dict[Any, list[dict[str, Any]]] = {}
+    for event in events:
+        by_message.setdefault(event.get("messageId"), []).append(event)
+    if len(by_message) < 2:
+        return _fold(events)
+    records = [r for r in map(_fold, by_message.values()) if r is not None]
+    records.sort(key=lambda r: (r.created or 0.0, r.updated or 0.0))
+    record = records[-1]
+    record.retries += sum(r.retries + 1 for r in records[:-1])
+    record.created = records[0].created
+    record.started = next((r.started for r in records if r.started), record.started)
+    record.events = _chronological(list(events))
+    if record.qstash_state in ("CREATED", "ACTIVE"):
+        record.qstash_state = "RETRY"  # the next attempt is waiting, as Celery says
     return record
 
 
