@@ -192,26 +192,30 @@ def test_a_done_marker_expires_after_the_window(subject: Subject) -> None:
     assert subject.after(SHORT, lambda: ledger.begin("msg_1", subject.now(), LONG)) == "run"
 
 
+def _race(ledger: DeliveryLedger, key: str, now: float, threads: int = 32) -> Counter[Claim]:
+    """Every thread's answer to ``begin(key)``, all released at once by a barrier."""
+    barrier = threading.Barrier(threads)
+    answers: list[Claim] = []
+    lock = threading.Lock()
+
+    def race() -> None:
+        barrier.wait()
+        claim = ledger.begin(key, now, LONG)
+        with lock:
+            answers.append(claim)
+
+    started = [threading.Thread(target=race) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(30)
+    return Counter(answers)
+
+
 def test_32_threads_racing_on_one_key_get_exactly_one_run(subject: Subject) -> None:
     ledger = subject.make()
-    now = subject.now()
     for round_ in range(5):
-        barrier = threading.Barrier(32)
-        answers: list[Claim] = []
-        lock = threading.Lock()
-
-        def race(key: str = f"race-{round_}", barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            claim = ledger.begin(key, now, LONG)
-            with lock:
-                answers.append(claim)
-
-        threads = [threading.Thread(target=race) for _ in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert Counter(answers) == {"run": 1, "busy": 31}, round_
+        assert _race(ledger, f"race-{round_}", subject.now()) == {"run": 1, "busy": 31}, round_
 
 
 def test_claim_once_takes_a_key_once(subject: Subject) -> None:
@@ -262,7 +266,8 @@ def test_redis_keys_expire_after_the_lease_and_the_window_on_the_server(
     ledger = RedisLedger(client, window=90.0, prefix=prefix)
     assert ledger.begin("msg_1", 0.0, 30.0) == "run"
     assert 0 < client.pttl(f"{prefix}msg_1") <= 30_000
-    assert client.get(f"{prefix}msg_1").startswith(b"lease:")
+    lease = client.get(f"{prefix}msg_1")
+    assert isinstance(lease, bytes) and lease.startswith(b"lease:")
     ledger.finish("msg_1", 0.0)
     assert 30_000 < client.pttl(f"{prefix}msg_1") <= 90_000
     assert client.get(f"{prefix}msg_1") == b"done"
