@@ -7,6 +7,8 @@
   talk to servers on loopback.
 * an autouse fixture that empties the eager outbox, resets the once-per-process
   warnings and removes ``QSTASH_*``/``AUTOSEND_*`` environment variables.
+* ``django_settings``: Django configured once (SQLite in memory, no apps) unless a test
+  configured it first.
 * ``redis_server``/``redis_url``: Debian's ``redis-server``, started once per session on a
   free loopback port and a unix socket with no persistence (``scripts/test`` installs
   it), for the shared delivery ledgers.
@@ -119,6 +121,20 @@ def qstash_mock() -> Iterator[respx.MockRouter]:
         )
         router.post(f"{QSTASH_URL}/v2/batch", name="batch").mock(side_effect=answer_batch)
         yield router
+
+
+@pytest.fixture(scope="session")
+def django_settings() -> None:
+    """Django's settings, configured once per session (SQLite in memory, no apps)."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            INSTALLED_APPS=[],
+        )
+        django.setup()
 
 
 class RedisServer(NamedTuple):

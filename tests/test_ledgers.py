@@ -73,21 +73,8 @@ class Subject:
         return claim
 
 
-@pytest.fixture(scope="module")
-def _django() -> None:
-    import django
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(
-            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-            INSTALLED_APPS=[],
-        )
-        django.setup()
-
-
 @pytest.fixture
-def django_caches(_django: None) -> Iterator[None]:
+def django_caches(django_settings: None) -> Iterator[None]:
     """``ledger`` (a LocMemCache), ``dummy`` (a DummyCache) and a LocMemCache default."""
     from django.core.cache import caches
     from django.test import override_settings
