@@ -90,7 +90,7 @@ class CallbackReceiver:
         self.app = celery_app
         self.url = url
         self._keys = (current_signing_key, next_signing_key)
-        self.ledger: DeliveryLedger = ledger or ledger_from_settings(celery_app)
+        self._ledger = ledger
         self.clock: Clock = clock or SystemClock()
         self.clock_tolerance = clock_tolerance
         self.max_body = max_body
@@ -121,7 +121,9 @@ class CallbackReceiver:
         kind = classify(request, body)
         if kind is None or kind not in self.handlers:
             return ReceiverResponse(400, {"error": "not a QStash delivery this receiver knows"})
-        message_id = request.header("Upstash-Message-Id") or ""
+        message_id = request.header("Upstash-Message-Id")
+        if not message_id:  # QStash sends it with every delivery
+            return ReceiverResponse(400, {"error": "missing Upstash-Message-Id"})
         key = delivery_key(kind, body)
         if key is None:
             return ReceiverResponse(400, {"error": "malformed delivery body"})
@@ -146,6 +148,14 @@ class CallbackReceiver:
         else:
             self.ledger.release(key)
         return response
+
+    @property
+    def ledger(self) -> DeliveryLedger:
+        """The delivery ledger: the one given, else ``qstash_ledger_url``'s (read on first
+        use, as settings are: a broken setting is a 503, not a failed import)."""
+        if self._ledger is None:
+            self._ledger = ledger_from_settings(self.app)
+        return self._ledger
 
     def lease_for(self, kind: str, body: Any) -> float:
         """How long a delivery holds its key: the task's time limit (a running body must
