@@ -56,6 +56,8 @@ class Attempt:
     final: bool
     #: Set when the body raised and QStash should retry this very message.
     requeue: bool = False
+    #: What the body raised, when it did (the answer reports its type and message).
+    error: BaseException | None = None
 
 
 #: The delivery whose body is running in this context (None outside the receiver).
@@ -191,6 +193,8 @@ class DeferredTask(Task):  # type: ignore[misc]
         except (Retry, Ignore, Reject):
             raise
         except Exception as exc:
+            if attempt is not None:
+                attempt.error = exc
             if attempt is None or attempt.final:
                 raise
             # QStash retries this very message (the task's retry delay): Celery's tracer
