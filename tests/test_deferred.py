@@ -240,3 +240,13 @@ def test_a_bad_ledger_setting_is_a_503_naming_nothing_secret(app: Celery) -> Non
     answer = CallbackReceiver(app).handle(_signed(body))
     assert answer.status == 503
     assert "hunter2" not in answer.content.decode()
+
+
+def test_an_app_wide_pickle_serializer_is_refused_at_the_call_site(app: Celery) -> None:
+    app.conf.task_serializer = "pickle"
+
+    @app.task(base=DeferredTask, name="u.pickled", shared=False)
+    def pickled() -> None: ...
+
+    with pytest.raises(UnsupportedOption, match="serializer"):
+        pickled.delay()

@@ -38,7 +38,7 @@ from ..publish.transports import get_transport
 from ..publish.transports.eager import EagerTransport, eager_forced
 from ..status.result import QStashAsyncResult, QStashBackend
 from .batch import Prepared, current_collector, split_plan
-from .planning import task_attrs
+from .planning import _routed_queue, task_attrs
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
 
@@ -134,6 +134,11 @@ class DeferredTask(Task):  # type: ignore[misc]
         json_arguments(self.name, args, kwargs)
         task_id = task_id or uuid()
         conf = call_conf(app.conf)
+        # The task's own execution options (its serializer, the app's task_serializer)
+        # under the call's, and task_routes' queue, as Celery's apply_async merges them.
+        options = dict(self._get_exec_options(), **options)
+        if conf.routes and not options.get("queue"):
+            options["queue"] = _routed_queue(app, self, args, kwargs, options)
         callbacks = _signatures("link", link)
         errbacks = _signatures("link_error", link_error)
         # chain and headers mean other things to the table (a refusal, forwarded HTTP
