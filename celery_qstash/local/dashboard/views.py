@@ -354,8 +354,10 @@ def task_page(request: Request) -> Response:
     ])
     request_kv = _kv([
         ("Destination", e(f"{method or 'POST'} {safe_url(record.url)}")),
-        ("Recipient", e(record.recipient)),
-        ("Subject", e(record.subject)),
+        # A deferred task (its body ran on the receiver) has arguments, not an email.
+        *([("Arguments", e(repr(tuple(record.args)))),
+           ("Keyword arguments", e(repr(record.kwargs)))] if record.args is not None else
+          [("Recipient", e(record.recipient)), ("Subject", e(record.subject))]),
     ])
     headers = redact_headers(header)
     header_table = table(["Header", "Value"], sorted(headers.items()),
