@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "CeleryQStashError",
     "CeleryQStashWarning",
     "ConfigurationError",
+    "DeferredTask",
     "DeliveryFailed",
     "Email",
     "EmailValidationError",
@@ -30,14 +31,15 @@ EXPECTED_ALL = [
     "autosend_task",
     "email_delivered",
     "email_failed",
+    "qstash_task",
 ]
 
 SERVER_SIDE = (
     "starlette",
     "uvicorn",
-    "celery_qstash.emulator",
-    "celery_qstash.sandbox",
-    "celery_qstash.dashboard",
+    "celery_qstash.local.emulator",
+    "celery_qstash.local.sandbox",
+    "celery_qstash.local.dashboard",
     "celery_qstash.cli",
 )
 

@@ -44,8 +44,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from celery_qstash._serving import ThreadedServer
-from celery_qstash.emulator import EmulatorServer
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.serving import ThreadedServer
 
 LIVE = os.environ.get("CELERY_QSTASH_CONTRACT") == "live"
 LIVE_ENV = ("QSTASH_URL", "QSTASH_TOKEN", "QSTASH_CURRENT_SIGNING_KEY",

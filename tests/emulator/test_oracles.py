@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import EmulatorServer
-from celery_qstash.emulator.store.db import DB_FILENAME
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.emulator.store.db import DB_FILENAME
 
 from .conftest import START, Client, Reply, Target
 
