@@ -427,7 +427,7 @@ TASK_ATTRIBUTES: dict[str, Rule] = {
     "autoretry_for": Rule(Outcome.IGNORED, "-", "the body runs at call time, so an exception there reaches the caller and nothing is published; QStash retries every failed delivery anyway"),
     "acks_late": Rule(Outcome.IGNORED, "-", "QStash delivers at least once in any case; AutoSend's Idempotency-Key makes a redelivery send nothing twice"),
     "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered"),
-    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (2/s)"),
+    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (0.5/s: one per 2 s)"),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up"),
 }
 

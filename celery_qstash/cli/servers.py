@@ -148,8 +148,9 @@ _retry_after = click.option(
     "retryAfter, so production retries on QStash's own backoff)",
 )
 _per_minute = click.option(
-    "--rate-per-minute", type=click.IntRange(min=0), default=0, show_default=True,
-    help="sandbox: a second, per-minute limit per key (0: off; AutoSend documents 2/s)",
+    "--rate-per-minute", type=click.IntRange(min=0), default=50, show_default=True,
+    help="sandbox: the per-minute limit per key, besides 2 per second (AutoSend's "
+    "documented limits; 0: off)",
 )
 
 

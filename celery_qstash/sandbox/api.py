@@ -40,8 +40,9 @@ Assumptions where AutoSend documents nothing (see the reference notes):
   256 characters are a 400. Only a 200 is recorded: a request that failed
   validation, was rate limited or hit a chaos rule can be retried with the same key.
 - ``X-RateLimit-Limit/Remaining/Reset`` describe the longest window configured
-  (AutoSend's current reference: 2 requests per second per key; the per-minute
-  window of the legacy page is off by default), ``Reset`` in epoch seconds.
+  (AutoSend's reference, "Rate Limits": 2 requests per second and 50 per minute per
+  key, so the minute window by default, as its ``X-RateLimit-Limit: 50`` example shows),
+  ``Reset`` in epoch seconds.
   ``retryAfter`` in the body is the wait imposed by whichever window refused the
   request; a ``Retry-After`` header is sent only when asked (``retry_after_header``):
   AutoSend does not document one, and QStash honours it, so by default a 429
