@@ -132,7 +132,8 @@ def emulator_process(*, deliver: bool = False, routes: dict[str, str] | None = N
     data = data_dir or tempfile.mkdtemp(prefix="bench-emulator-")
     code = (
         "import sys; sys.path.insert(0, %r); import _harness; "
-        "from celery_qstash.emulator import Emulator; from celery_qstash._serving import run; "
+        "from celery_qstash.local.emulator import Emulator; "
+        "from celery_qstash.local.serving import run; "
         f"e = Emulator({data!r}, routes={routes or {}!r}, start_delivery={deliver!r}, "
         f"**{options!r}); "
         f"_harness.fill_pending(e, {pending}); "
@@ -156,7 +157,7 @@ def fill_pending(emulator: Any, count: int) -> None:
     """Store ``count`` messages delayed by a day, in one transaction (setup, not measured)."""
     if not count:
         return
-    from celery_qstash.emulator.publish import parse_publish_headers
+    from celery_qstash.local.emulator.publish import parse_publish_headers
 
     options = parse_publish_headers([("Upstash-Delay", "1d")], b"{}")
     store = emulator.store

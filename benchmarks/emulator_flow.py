@@ -15,8 +15,8 @@ import time
 import httpx
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import Emulator
-from celery_qstash.emulator.publish import parse_publish_headers
+from celery_qstash.local.emulator import Emulator
+from celery_qstash.local.emulator.publish import parse_publish_headers
 
 SIZES = (1_000, 10_000)
 STEADY_TICKS = 50

@@ -11,8 +11,8 @@ import time
 import tracemalloc
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import Emulator
-from celery_qstash.emulator.publish import parse_publish_headers
+from celery_qstash.local.emulator import Emulator
+from celery_qstash.local.emulator.publish import parse_publish_headers
 
 PENDING = 100_000
 TICKS = 2_000

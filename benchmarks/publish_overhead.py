@@ -20,7 +20,7 @@ from celery import Celery
 from qstash import QStash
 
 from celery_qstash import Email, QStashTask
-from celery_qstash.emulator import EmulatorServer
+from celery_qstash.local.emulator import EmulatorServer
 from celery_qstash.testing import outbox
 
 

@@ -49,15 +49,15 @@ import httpx
 from celery import Celery
 
 from celery_qstash import Email, PublishError, QStashTask
-from celery_qstash._serving import ThreadedServer, free_port
 from celery_qstash.config import load_settings
-from celery_qstash.dashboard import create_app as dashboard_app
 from celery_qstash.devserver import AUTOSEND_URL
-from celery_qstash.emulator import EmulatorServer
-from celery_qstash.faultproxy import Fault, FaultProxy
-from celery_qstash.sandbox import SandboxServer
+from celery_qstash.local.dashboard import create_app as dashboard_app
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.faultproxy import Fault, FaultProxy
+from celery_qstash.local.sandbox import SandboxServer
+from celery_qstash.local.serving import ThreadedServer, free_port
+from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.status import StatusClient
-from celery_qstash.transports.qstash import client_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHERS = 4
@@ -153,7 +153,7 @@ class Stack:
         sandbox_port, emulator_port = free_port(), free_port()
         self.sandbox = Process(
             "sandbox",
-            "from celery_qstash.sandbox import serve; "
+            "from celery_qstash.local.sandbox import serve; "
             f"serve(port={sandbox_port}, data_dir={str(workdir / 'sandbox')!r}, "
             "rate_per_second=None, rate_per_minute=None, retry_after_header=True)",
             sandbox_port, "/_sandbox/health", workdir, {})
@@ -168,7 +168,7 @@ class Stack:
         self.autosend.start()
         self.emulator = Process(
             "emulator",
-            "import os; from celery_qstash.emulator import serve; "
+            "import os; from celery_qstash.local.emulator import serve; "
             f"serve(port={self.emulator_port}, data_dir={str(self.workdir / 'emulator')!r}, "
             f"routes={{{AUTOSEND_URL!r}: {self.autosend.url!r}}}, "
             "extra_tokens=[os.environ['RELIABILITY_QSTASH_TOKEN']])",
@@ -898,7 +898,7 @@ def report(faults: dict[str, Any], e2e: dict[str, Any], fault_rows: list[FaultRo
         f"Run {when} at commit `{_commit()}` on {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, in {took:.0f} s. Everything ran on 127.0.0.1: the QStash "
         "emulator and the AutoSend sandbox as separate processes with SQLite state, a fault "
-        "proxy (`celery_qstash/faultproxy.py`) in front of each, the shim publishing from "
+        "proxy (`celery_qstash/local/faultproxy.py`) in front of each, the shim publishing from "
         f"{PUBLISHERS} threads. The CI suites in `tests/reliability/` check the same faults "
         "on a smaller scale at every run.",
         "",

@@ -15,9 +15,9 @@ from .errors import (
     RetryNotSupported,
     UnsupportedOption,
 )
-from .result import QStashAsyncResult, QStashBackend
 from .signals import email_delivered, email_failed
-from .task import QStashTask, autosend_task
+from .status.result import QStashAsyncResult, QStashBackend
+from .tasks.task import QStashTask, autosend_task
 
 __version__ = "0.1.0"
 

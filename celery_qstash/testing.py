@@ -17,7 +17,7 @@ import httpx
 
 from .clock import FakeClock
 from .devserver import AUTOSEND_URL, DEV_AUTOSEND_API_KEY
-from .transports.eager import Outbox, SentEmail, outbox
+from .publish.transports.eager import Outbox, SentEmail, outbox
 
 __all__ = ["DevServers", "FakeClock", "Outbox", "SentEmail", "outbox"]
 
@@ -49,8 +49,8 @@ class DevServers:
     def start(self) -> DevServers:
         from pathlib import Path
 
-        from .emulator import EmulatorServer
-        from .sandbox import SandboxServer
+        from .local.emulator import EmulatorServer
+        from .local.sandbox import SandboxServer
 
         base = Path(self.data_dir) if self.data_dir else None
         self.sandbox = SandboxServer(

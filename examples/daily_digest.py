@@ -47,8 +47,8 @@ START = 1_803_880_740.0
 
 
 def main() -> None:
-    from celery_qstash.beat import sync
     from celery_qstash.clock import FakeClock
+    from celery_qstash.schedules.beat import sync
     from celery_qstash.testing import DevServers
 
     with DevServers(clock=FakeClock(START)) as servers:

@@ -16,13 +16,13 @@ import httpx
 from celery import Celery
 
 from celery_qstash import Email, QStashTask
-from celery_qstash._serving import ThreadedServer
 from celery_qstash.config import load_settings
-from celery_qstash.dashboard import create_app
-from celery_qstash.emulator import EmulatorServer
-from celery_qstash.sandbox import SandboxServer
+from celery_qstash.local.dashboard import create_app
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.sandbox import SandboxServer
+from celery_qstash.local.serving import ThreadedServer
+from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.status import StatusClient, TaskFilter
-from celery_qstash.transports.qstash import client_for
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "img"
@@ -100,7 +100,7 @@ def main() -> None:
         app = Celery("screenshots", set_as_current=False)
         app.conf.update(qstash_url=emulator.url, qstash_token=emulator.token,
                         autosend_api_key="AS_screenshots", autosend_rate_limit="off",
-                        result_backend="celery_qstash.result:QStashBackend")
+                        result_backend="celery_qstash.status.result:QStashBackend")
         settings = load_settings(app.conf)
         status = StatusClient(client_for(settings))
         board_app = create_app(status, secrets=settings.secrets, inbox_url=sandbox.url)

@@ -23,7 +23,7 @@ import pytest
 import respx
 from celery import Celery
 
-from celery_qstash import options as qstash_options
+from celery_qstash.publish import options as qstash_options
 from celery_qstash.testing import outbox
 
 QSTASH_URL = "http://qstash.test"

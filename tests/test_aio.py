@@ -26,8 +26,8 @@ from celery_qstash import (
     autosend_task,
 )
 from celery_qstash.config import load_settings
+from celery_qstash.publish.transports.aio import async_client_for
 from celery_qstash.testing import outbox
-from celery_qstash.transports.aio import async_client_for
 
 QSTASH_URL = "http://qstash.test"  # the app fixture's (tests/conftest.py)
 
@@ -182,7 +182,7 @@ async def test_aget_of_a_refused_batch_item_raises(app: Celery, qstash_mock: res
 
 
 async def test_forced_eager_async_goes_to_the_outbox(app: Celery, qstash_mock: respx.MockRouter) -> None:
-    from celery_qstash.transports.eager import force_eager
+    from celery_qstash.publish.transports.eager import force_eager
 
     force_eager(True)  # what the pytest plugin's outbox fixture does
     try:

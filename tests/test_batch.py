@@ -24,9 +24,9 @@ from celery_qstash import (
     UnsupportedOption,
     autosend_task,
 )
-from celery_qstash.options import FlowControl, PublishRequest
+from celery_qstash.publish.options import FlowControl, PublishRequest
+from celery_qstash.publish.transports.batch import QStashBatchTransport, batch_body
 from celery_qstash.testing import FakeClock, outbox
-from celery_qstash.transports.batch import QStashBatchTransport, batch_body
 
 QSTASH_URL = "http://qstash.test"  # the app fixture's (tests/conftest.py)
 
@@ -456,7 +456,7 @@ def test_large_bulk_in_delay_many_is_a_nested_result(app: Celery, qstash_mock: r
 
 
 def test_forced_eager_delay_many_goes_to_the_outbox(app: Celery, qstash_mock: respx.MockRouter) -> None:
-    from celery_qstash.transports.eager import force_eager
+    from celery_qstash.publish.transports.eager import force_eager
 
     force_eager(True)  # what the pytest plugin's outbox fixture does
     try:

@@ -1,4 +1,4 @@
-"""Celery beat timetables -> QStash cron (``celery_qstash.beat``), checked with croniter."""
+"""Celery beat timetables -> QStash cron (``celery_qstash.schedules.beat``), checked with croniter."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from celery_qstash import ConfigurationError
-from celery_qstash.beat import cron_for, schedule_id_for
+from celery_qstash.schedules.beat import cron_for, schedule_id_for
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from celery_qstash import (
     UnsupportedOption,
     autosend_task,
 )
-from celery_qstash.options import canvas_error
+from celery_qstash.publish.options import canvas_error
 from celery_qstash.testing import outbox
 
 calls: list[str] = []
@@ -332,7 +332,7 @@ def test_a_name_unlike_any_option_gets_only_the_header_hint(mode: Mode, app: Cel
 
 def test_the_last_chain_step_is_found_on_older_celery_too() -> None:
     # Celery < 5.7's chain.apply loops `for task in self.tasks` without index locals.
-    from celery_qstash.task import _last_step
+    from celery_qstash.tasks.task import _last_step
 
     steps = chain(plain.s(), send_one.si(1))
     first, last = steps.tasks
@@ -345,7 +345,7 @@ def test_the_last_chain_step_is_found_on_older_celery_too() -> None:
 def test_the_pytest_plugins_forced_eager_mode_is_eager_for_apply_too(
     app: Celery, qstash_mock: respx.MockRouter
 ) -> None:
-    from celery_qstash.transports.eager import force_eager
+    from celery_qstash.publish.transports.eager import force_eager
 
     force_eager(True)
     try:

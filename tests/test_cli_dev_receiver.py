@@ -17,9 +17,9 @@ from celery import Celery
 from click.testing import CliRunner
 
 from celery_qstash import Email, QStashTask
-from celery_qstash._serving import free_port
 from celery_qstash.cli import main
 from celery_qstash.cli.servers import RECEIVER_PATH, receiver_server
+from celery_qstash.local.serving import free_port
 from celery_qstash.signals import email_delivered
 from celery_qstash.testing import DevServers
 

@@ -17,9 +17,9 @@ from celery import Celery
 from click.testing import CliRunner
 
 from celery_qstash import Email, QStashTask
-from celery_qstash._serving import free_port
 from celery_qstash.cli import main
 from celery_qstash.devserver import DEV_AUTOSEND_API_KEY, DEV_TOKEN
+from celery_qstash.local.serving import free_port
 
 
 class Dev:

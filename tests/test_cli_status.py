@@ -501,7 +501,7 @@ def test_dlq_list_and_inspect_tell_a_callback_from_the_email(cli: click.Group, f
 def test_nothing_listening_names_the_url_and_suggests_dev(
     cli: click.Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from celery_qstash._serving import free_port
+    from celery_qstash.local.serving import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("QSTASH_URL", url)
@@ -521,8 +521,8 @@ def test_beat_sync_exits_as_the_other_commands_when_qstash_is_down(
     import textwrap
     from pathlib import Path
 
-    from celery_qstash._serving import free_port
     from celery_qstash.cli import main
+    from celery_qstash.local.serving import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     project = Path(str(tmp_path))

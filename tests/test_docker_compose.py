@@ -92,7 +92,7 @@ def test_server_commands_parse_with_our_cli_and_listen_where_published(services:
 
 
 def test_the_emulator_routes_autosend_to_the_sandbox_service(services: dict[str, Any]) -> None:
-    from celery_qstash.emulator import parse_route
+    from celery_qstash.local.emulator import parse_route
 
     prefix, target = parse_route(_flag(services["qstash"]["command"], "route"))  # as the CLI does
     assert prefix == AUTOSEND_URL
@@ -130,7 +130,7 @@ def test_the_health_checks_pass_against_the_real_servers(services: dict[str, Any
 
 
 def test_the_dashboard_health_check_uses_the_auth_the_dashboard_requires(services: dict[str, Any]) -> None:
-    from celery_qstash.dashboard import ROUTES
+    from celery_qstash.local.dashboard import ROUTES
 
     dashboard = services["dashboard"]
     auth_option = next(p for p in cli_main.commands["dashboard"].params if p.name == "auth_value")
@@ -182,7 +182,7 @@ def test_every_server_checks_the_host_by_the_names_it_is_reached_at(
     # Bound to 0.0.0.0 the servers accept any Host unless told the names: without them a
     # DNS-rebinding page reaches the inbox, the emulator (public dev token) and the
     # dashboard (public dev:dev) through the ports published on 127.0.0.1.
-    from celery_qstash._serving import ALLOWED_HOSTS_ENV
+    from celery_qstash.local.serving import ALLOWED_HOSTS_ENV
 
     reached: dict[str, set[str]] = {name: set() for name in ("qstash", "autosend", "dashboard")}
     text = yaml.safe_dump(services)

@@ -291,7 +291,7 @@ def test_outbox_is_list_like(eager: Celery, no_network: respx.MockRouter) -> Non
 
 
 def test_outbox_is_the_shared_instance() -> None:
-    from celery_qstash.transports import outbox as transport_outbox
+    from celery_qstash.publish.transports import outbox as transport_outbox
 
     assert outbox is transport_outbox
     assert isinstance(outbox, Outbox)
@@ -470,7 +470,7 @@ def test_a_receiver_list_replaced_from_outside_gets_a_new_tracer(eager: Celery, 
 
 
 def test_task_store_eager_result_is_read_for_each_call(eager: Celery, no_network: respx.MockRouter) -> None:
-    eager.conf.result_backend = "celery_qstash.result:QStashBackend"
+    eager.conf.result_backend = "celery_qstash.status.result:QStashBackend"
     first = send_welcome.delay(1)
     send_welcome.store_eager_result = True
     try:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from celery_qstash._serving import free_port
+from celery_qstash.local.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DJANGO_PROJECT = ROOT / "examples" / "django_project"

@@ -22,7 +22,7 @@ from celery_qstash import (
     UnsupportedOption,
     autosend_task,
 )
-from celery_qstash.options import APPLY_ASYNC_OPTIONS, TASK_ATTRIBUTES, Outcome
+from celery_qstash.publish.options import APPLY_ASYNC_OPTIONS, TASK_ATTRIBUTES, Outcome
 
 SEND_PATH = "/v2/publish/https://api.autosend.com/v1/mails/send"
 FUTURE = datetime(2031, 5, 17, 9, 30, 0, tzinfo=timezone.utc)

@@ -7,7 +7,7 @@ deduplication id, label and Idempotency-Key, well-formed QStash headers), ends
 typed errors with nothing published. An error never follows a publish. Eager mode
 gives the same outcome (and the same error type) without any network.
 
-The option strategies come from the option table in ``celery_qstash/options.py``:
+The option strategies come from the option table in ``celery_qstash/publish/options.py``:
 every option there is drawn, with values that fit it and values that do not.
 """
 
@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from celery_qstash import BulkEmail, Email, QStashTask
 from celery_qstash.email import wire_errors
 from celery_qstash.errors import CeleryQStashError
-from celery_qstash.options import APPLY_ASYNC_OPTIONS
+from celery_qstash.publish.options import APPLY_ASYNC_OPTIONS
 from celery_qstash.testing import outbox
 
 QSTASH_URL = "http://qstash-props.test"

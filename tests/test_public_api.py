@@ -35,9 +35,9 @@ EXPECTED_ALL = [
 SERVER_SIDE = (
     "starlette",
     "uvicorn",
-    "celery_qstash.emulator",
-    "celery_qstash.sandbox",
-    "celery_qstash.dashboard",
+    "celery_qstash.local.emulator",
+    "celery_qstash.local.sandbox",
+    "celery_qstash.local.dashboard",
     "celery_qstash.cli",
 )
 

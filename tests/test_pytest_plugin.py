@@ -50,11 +50,11 @@ def test_a_bad_email_raises_as_in_production(autosend_outbox):
     assert len(autosend_outbox) == 0
 
 def test_eager_is_off_again_after_the_fixture():
-    from celery_qstash.transports.eager import eager_forced
+    from celery_qstash.publish.transports.eager import eager_forced
     assert not eager_forced()
 
 def test_nothing_server_side_was_imported():
-    loaded = {"uvicorn", "starlette", "celery_qstash.emulator", "celery_qstash.sandbox"} & set(sys.modules)
+    loaded = {"uvicorn", "starlette", "celery_qstash.local.emulator", "celery_qstash.local.sandbox"} & set(sys.modules)
     assert not loaded
 '''
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_qstash.options import APPLY_ASYNC_OPTIONS, TASK_ATTRIBUTES
+from celery_qstash.publish.options import APPLY_ASYNC_OPTIONS, TASK_ATTRIBUTES
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START = "<!-- options-table:start -->"

@@ -20,7 +20,7 @@ from celery.signals import task_failure, task_retry, task_success
 from celery_qstash import DeliveryFailed, Email, QStashTask
 from celery_qstash.clock import FakeClock
 from celery_qstash.devserver import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
-from celery_qstash.emulator.signing import sign
+from celery_qstash.local.emulator.signing import sign
 from celery_qstash.receiver import (
     CallbackReceiver,
     MemoryLedger,

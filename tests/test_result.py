@@ -24,7 +24,7 @@ from dashboard.qstash_events import (
 )
 
 from celery_qstash.errors import DeliveryFailed
-from celery_qstash.result import QStashAsyncResult, QStashBackend
+from celery_qstash.status.result import QStashAsyncResult, QStashBackend
 
 QSTASH_URL = "http://qstash.test"  # the ``app`` fixture's QStash (tests/conftest.py)
 
@@ -173,7 +173,7 @@ def test_revoking_a_finished_or_unknown_task_is_a_no_op(app: Celery, qstash: Fak
 def test_a_plain_async_result_revokes_through_qstash(app: Celery, qstash: FakeQStash) -> None:
     # With QStash as the result backend, app.AsyncResult(id).revoke() (which calls
     # app.control.revoke) cancels the message instead of broadcasting to no worker.
-    app.conf.result_backend = "celery_qstash.result:QStashBackend"
+    app.conf.result_backend = "celery_qstash.status.result:QStashBackend"
     qstash.events = pending_events("t5", "msg_5")
 
     plain = app.AsyncResult("t5")
@@ -192,7 +192,7 @@ def test_an_app_with_another_result_backend_keeps_its_broadcast(app: Celery, qst
     assert not getattr(app.control, "_celery_qstash_revoke", False)
 
 
-@pytest.mark.parametrize("backend", ["celery_qstash.result:QStashBackend", "qstash://"])
+@pytest.mark.parametrize("backend", ["celery_qstash.status.result:QStashBackend", "qstash://"])
 def test_async_result_through_the_configured_backend(
     app: Celery, qstash: FakeQStash, backend: str
 ) -> None:

@@ -1,11 +1,11 @@
-"""The helpers every local server shares (celery_qstash._serving): one JSON parser,
+"""The helpers every local server shares (celery_qstash.local.serving): one JSON parser,
 one body limit, one size parser."""
 
 from __future__ import annotations
 
 import pytest
 
-from celery_qstash._serving import MAX_JSON_DEPTH, JSONBodyError, parse_json, parse_size
+from celery_qstash.local.serving import MAX_JSON_DEPTH, JSONBodyError, parse_json, parse_size
 
 
 def test_parse_json_accepts_ordinary_json() -> None:
@@ -47,7 +47,7 @@ def test_allowed_hosts_from_the_environment_keep_dns_rebinding_out_off_loopback(
 ) -> None:
     # Bound to 0.0.0.0 (a container) there was no Host check at all: a page whose name
     # resolves to 127.0.0.1 read and drove the servers through the published ports.
-    from celery_qstash._serving import ALLOWED_HOSTS_ENV, local_hosts
+    from celery_qstash.local.serving import ALLOWED_HOSTS_ENV, local_hosts
 
     monkeypatch.delenv(ALLOWED_HOSTS_ENV, raising=False)
     assert local_hosts("0.0.0.0") is None  # unchanged without the setting

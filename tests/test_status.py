@@ -23,7 +23,7 @@ from dashboard.qstash_events import (
 
 from celery_qstash.config import load_settings
 from celery_qstash.errors import DeliveryFailed
-from celery_qstash.result import meta_from_record
+from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.status import (
     REDACTED,
     STATE_MAP,
@@ -39,7 +39,7 @@ from celery_qstash.status import (
     safe_url,
     sort_records,
 )
-from celery_qstash.transports.qstash import client_for
+from celery_qstash.status.result import meta_from_record
 
 QSTASH_URL = "http://qstash.test"
 

@@ -29,9 +29,9 @@ from dashboard.qstash_events import (
 )
 
 from celery_qstash.config import load_settings
-from celery_qstash.result import meta_from_record
+from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.status import StatusClient, build_record, dlq_entry, flower_task
-from celery_qstash.transports.qstash import client_for
+from celery_qstash.status.result import meta_from_record
 
 URL = "http://qstash-callbacks.test"
 HOOK = "https://app.example/hooks/sent"

@@ -32,7 +32,7 @@ from celery_qstash import (
 )
 from celery_qstash.config import load_settings
 from celery_qstash.devserver import DEV_AUTOSEND_API_KEY, DEV_TOKEN
-from celery_qstash.options import TaskAttrs, plan_publish
+from celery_qstash.publish.options import TaskAttrs, plan_publish
 
 SEND_PATH = "/v2/publish/https://api.autosend.com/v1/mails/send"
 BULK_PATH = "/v2/publish/https://api.autosend.com/v1/mails/bulk"
@@ -180,7 +180,7 @@ def test_app_task_with_base(app: Celery, qstash_mock: respx.MockRouter) -> None:
     assert result.message_id == "msg_1"
 
 
-@pytest.mark.parametrize("task_cls", [QStashTask, "celery_qstash:QStashTask", "celery_qstash.task:QStashTask"])
+@pytest.mark.parametrize("task_cls", [QStashTask, "celery_qstash:QStashTask", "celery_qstash.tasks.task:QStashTask"])
 def test_app_task_cls(make_app: Callable[..., Celery], qstash_mock: respx.MockRouter, task_cls: Any) -> None:
     app = make_app(task_cls=task_cls)
 

@@ -12,10 +12,10 @@ from qstash import QStash
 
 from celery_qstash import PublishError
 from celery_qstash.config import load_settings
-from celery_qstash.options import FlowControl, PublishRequest
+from celery_qstash.publish.options import FlowControl, PublishRequest
+from celery_qstash.publish.transports import QStashTransport, get_transport
+from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.testing import FakeClock
-from celery_qstash.transports import QStashTransport, get_transport
-from celery_qstash.transports.qstash import client_for
 
 URL = "http://qstash.test"
 TOKEN = "transport-token-S3CRET-77aa"
@@ -399,7 +399,7 @@ def test_the_client_keeps_a_cookie_an_answer_sets_and_sends_it_back(mock: respx.
 
 
 def test_a_parsed_url_is_reused_and_equals_httpxs_own(mock: respx.MockRouter) -> None:
-    from celery_qstash.transports.qstash import _parsed_url
+    from celery_qstash.publish.transports.qstash import _parsed_url
 
     text = f"{URL}/v2/publish/https://api.autosend.com/v1/mails/send?x=1#f"
     assert _parsed_url(text) is _parsed_url(text)

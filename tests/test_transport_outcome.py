@@ -21,9 +21,9 @@ from qstash import QStash
 from celery_qstash import PublishError
 from celery_qstash.clock import SystemClock
 from celery_qstash.config import load_settings
-from celery_qstash.options import PublishRequest
+from celery_qstash.publish.options import PublishRequest
+from celery_qstash.publish.transports import QStashTransport, get_transport
 from celery_qstash.testing import FakeClock
-from celery_qstash.transports import QStashTransport, get_transport
 
 URL = "http://qstash.test"
 TOKEN = "outcome-token-S3CRET-31cc"

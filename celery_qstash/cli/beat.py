@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
-from ..beat import DEFAULT_PREFIX, sync
 from ..config import load_settings
 from ..errors import CeleryQStashError
+from ..schedules.beat import DEFAULT_PREFIX, sync
 from .apps import celery_cli_app, import_app
 from .status import Unavailable, unavailable_message
 

@@ -47,7 +47,7 @@ _route = click.option(
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
-    from .._serving import parse_size
+    from ..local.serving import parse_size
 
     try:
         return parse_size(value)
@@ -77,7 +77,7 @@ def _data_dir(default: str) -> Callable[[F], F]:
 
 
 def _routes(specs: tuple[str, ...]) -> dict[str, str]:
-    from ..emulator import parse_route, routes_from_env
+    from ..local.emulator import parse_route, routes_from_env
 
     routes = routes_from_env()
     for spec in specs:
@@ -210,13 +210,13 @@ def dev(
         from .beat import _load_app
 
         celery_app = _load_app(app_path, param_hint="--app")
-    from .._serving import ThreadedServer
-    from ..emulator import DEFAULT_MAX_BODY, EmulatorServer
-    from ..sandbox import SandboxServer
+    from ..local.emulator import DEFAULT_MAX_BODY, EmulatorServer
+    from ..local.sandbox import SandboxServer
+    from ..local.serving import ThreadedServer
 
     if not no_dashboard:
-        from ..dashboard import check_bind
         from ..errors import ConfigurationError
+        from ..local.dashboard import check_bind
 
         try:
             # The dev dashboard has no auth: it stays on loopback (`dashboard --auth` otherwise).
@@ -287,7 +287,7 @@ def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]
     """
     from starlette.applications import Starlette
 
-    from .._serving import SameSiteGuard, ThreadedServer, free_port, local_hosts
+    from ..local.serving import SameSiteGuard, ThreadedServer, free_port, local_hosts
     from ..receiver import fastapi_route
 
     port = port or free_port(host)
@@ -301,7 +301,7 @@ def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]
 def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:
     from qstash import QStash
 
-    from ..dashboard import create_app, local_hosts
+    from ..local.dashboard import create_app, local_hosts
     from ..status import StatusClient
 
     return create_app(
@@ -330,7 +330,7 @@ def emulator(
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
-    from ..emulator import DEFAULT_MAX_BODY, serve
+    from ..local.emulator import DEFAULT_MAX_BODY, serve
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_port(host, port, "--port", "QStash emulator")
@@ -359,7 +359,7 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
             rate_per_minute: int) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
-    from ..sandbox import DEFAULT_MAX_BODY, serve
+    from ..local.sandbox import DEFAULT_MAX_BODY, serve
 
     _check_port(host, port, "--port", "AutoSend sandbox")
     _logging()

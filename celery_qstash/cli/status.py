@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 import click
 import httpx
 
-from ..attempts import Step, human_duration, steps
 from ..config import Settings, load_settings
 from ..devserver import DASHBOARD_PORT
 from ..errors import CeleryQStashError, scrub, scrub_data
+from ..publish.transports.qstash import no_answer_hint
 from ..status import (
     DlqEntry,
     NotFound,
@@ -36,7 +36,7 @@ from ..status import (
     redact_headers,
     safe_url,
 )
-from ..transports.qstash import no_answer_hint
+from ..status.attempts import Step, human_duration, steps
 from .apps import celery_cli_app, import_app
 
 __all__ = [
@@ -70,7 +70,7 @@ def _settings(app_path: str | None) -> Settings:
 
 
 def _client(settings: Settings) -> StatusClient:
-    from ..transports.qstash import client_for
+    from ..publish.transports.qstash import client_for
 
     return StatusClient(client_for(settings))
 
@@ -628,7 +628,7 @@ def dashboard_cmd(host: str, port: int, auth_value: str | None, allow_public: bo
                   inbox_url: str | None, app_path: str | None) -> None:
     """Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)."""
     try:
-        from ..dashboard import serve
+        from ..local.dashboard import serve
     except ImportError as exc:  # starlette/uvicorn are the ``local`` extra
         raise click.ClickException(
             f"the dashboard needs the local extra: pip install 'celery-qstash[local]' ({exc})"

@@ -14,7 +14,7 @@ from emulator.conftest import Client, Received, Reply, Target
 from qstash import AsyncQStash, QStash, Receiver
 from qstash.log import LogState
 
-from celery_qstash.emulator import EmulatorServer
+from celery_qstash.local.emulator import EmulatorServer
 
 
 def tick(server: EmulatorServer) -> int:

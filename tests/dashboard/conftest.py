@@ -24,11 +24,11 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from celery_qstash import Email, QStashTask
-from celery_qstash._serving import ThreadedServer
 from celery_qstash.config import load_settings
-from celery_qstash.dashboard import create_app
+from celery_qstash.local.dashboard import create_app
+from celery_qstash.local.serving import ThreadedServer
+from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.status import StatusClient
-from celery_qstash.transports.qstash import client_for
 
 from .qstash_events import FakeQStash, fake_qstash
 
@@ -77,8 +77,8 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    from celery_qstash.emulator import EmulatorServer
-    from celery_qstash.sandbox import SandboxServer
+    from celery_qstash.local.emulator import EmulatorServer
+    from celery_qstash.local.sandbox import SandboxServer
 
     with SandboxServer(rate_per_second=None, rate_per_minute=None) as sandbox, \
             EmulatorServer(routes={"https://api.autosend.com": sandbox.url}) as emulator:
@@ -88,7 +88,7 @@ def stack() -> Iterator[Stack]:
             qstash_token=emulator.token,
             autosend_api_key="AS_test",
             autosend_rate_limit="off",
-            result_backend="celery_qstash.result:QStashBackend",
+            result_backend="celery_qstash.status.result:QStashBackend",
         )
 
         # max_retries=1, no delay: a failing destination fails fast (two attempts).

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from celery_qstash.dashboard import check_bind, create_app, is_loopback, local_hosts, serve
 from celery_qstash.errors import ConfigurationError
+from celery_qstash.local.dashboard import check_bind, create_app, is_loopback, local_hosts, serve
 from celery_qstash.status import StatusClient
 
 from .conftest import TOKEN, TestClient

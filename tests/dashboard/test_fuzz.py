@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from emulator.test_fuzz import DEEP, assert_garbage_is_never_a_500
 
-from celery_qstash._serving import ThreadedServer
 from celery_qstash.clock import FakeClock
-from celery_qstash.dashboard import MAX_BODY, create_app
+from celery_qstash.local.dashboard import MAX_BODY, create_app
+from celery_qstash.local.serving import ThreadedServer
 
 from .conftest import Stack
 

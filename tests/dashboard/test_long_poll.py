@@ -12,9 +12,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 
-from celery_qstash._serving import ThreadedServer
 from celery_qstash.clock import FakeClock
-from celery_qstash.dashboard import create_app
+from celery_qstash.local.dashboard import create_app
+from celery_qstash.local.serving import ThreadedServer
 
 from .conftest import Stack
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.dashboard import create_app
+from celery_qstash.local.dashboard import create_app
 from celery_qstash.status import StatusClient
 
 from .conftest import TOKEN

@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from celery_qstash._serving import ThreadedServer
 from celery_qstash.clock import FakeClock
 from celery_qstash.devserver import DEV_TOKEN
-from celery_qstash.emulator import EmulatorServer
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.serving import ThreadedServer
 
 START = 1_800_000_000.0
 #: The control plane's writes (reset, clock) take the token only in this header.

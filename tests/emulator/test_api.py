@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from celery_qstash.devserver import DEV_TOKEN, DEV_USERS
-from celery_qstash.emulator import EmulatorServer, parse_route, routes_from_env
+from celery_qstash.local.emulator import EmulatorServer, parse_route, routes_from_env
 
 from .conftest import Client, Target
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from celery_qstash.emulator.store import EventFilter
+from celery_qstash.local.emulator.store import EventFilter
 
 from .conftest import Client, Target
 
@@ -117,8 +117,8 @@ def test_dedup_ids_expire_even_between_sweeps(fake: Client, target: Target) -> N
 
 
 def test_delivery_concurrency_is_a_setting() -> None:
-    from celery_qstash.emulator import Emulator, EmulatorServer
-    from celery_qstash.emulator.delivery import DEFAULT_CONCURRENCY
+    from celery_qstash.local.emulator import Emulator, EmulatorServer
+    from celery_qstash.local.emulator.delivery import DEFAULT_CONCURRENCY
 
     for emulator, workers in ((Emulator(delivery_concurrency=3), 3), (Emulator(), DEFAULT_CONCURRENCY),
                               (EmulatorServer(start_delivery=False, delivery_concurrency=5).emulator, 5)):

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from celery_qstash.emulator.cron import CronError, next_after
+from celery_qstash.local.emulator.cron import CronError, next_after
 
 
 def ts(text: str) -> float:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import EmulatorServer
-from celery_qstash.emulator.store import DLQ_RETENTION_S
-from celery_qstash.emulator.store.attempts import UNREADABLE
-from celery_qstash.emulator.store.db import DB_FILENAME
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.emulator.store import DLQ_RETENTION_S
+from celery_qstash.local.emulator.store.attempts import UNREADABLE
+from celery_qstash.local.emulator.store.db import DB_FILENAME
 
 from .conftest import START, Client, Reply, Target
 
@@ -51,7 +51,7 @@ def test_one_damaged_message_does_not_stop_the_others(
         original = con.execute("SELECT data FROM messages WHERE id = ?", (bad,)).fetchone()[0]
         con.execute(f"UPDATE messages SET {damage} WHERE id = ?", (bad,))
 
-    with caplog.at_level(logging.ERROR, logger="celery_qstash.emulator"):
+    with caplog.at_level(logging.ERROR, logger="celery_qstash.local.emulator"):
         server.emulator.tick()
     assert [r.body for r in target.at("/good")] == [b"g"]
     assert client.states(good)[-1] == "DELIVERED"

@@ -13,7 +13,7 @@ import jwt
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.devserver import DEV_CURRENT_SIGNING_KEY, DEV_TOKEN
-from celery_qstash.emulator import Emulator
+from celery_qstash.local.emulator import Emulator
 
 from .conftest import START, Client, Reply, Target
 
@@ -532,14 +532,14 @@ def test_logs_filters_and_cursor_pagination(fake: Client, target: Target) -> Non
 
 
 def _options(**headers: str) -> Any:
-    from celery_qstash.emulator.publish import parse_publish_headers
+    from celery_qstash.local.emulator.publish import parse_publish_headers
 
     return parse_publish_headers([("Upstash-" + k.replace("_", "-"), v)
                                   for k, v in headers.items()], b"")
 
 
 def _filter() -> Any:
-    from celery_qstash.emulator.store import EventFilter
+    from celery_qstash.local.emulator.store import EventFilter
 
     return EventFilter()
 
@@ -548,8 +548,8 @@ _ = DEV_TOKEN
 
 
 def test_callbacks_are_made_only_for_the_outcomes_that_have_one() -> None:
-    from celery_qstash.emulator.publish import parse_publish_headers
-    from celery_qstash.emulator.store import AttemptResult
+    from celery_qstash.local.emulator.publish import parse_publish_headers
+    from celery_qstash.local.emulator.store import AttemptResult
 
     emulator = Emulator(clock=FakeClock(START))
     now_ms = int(START * 1000)

@@ -19,10 +19,10 @@ import pytest
 from waiting import wait_until
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import Emulator
-from celery_qstash.emulator.delivery import MAX_RESPONSE_BODY, PREPARE_AHEAD_MS
-from celery_qstash.emulator.publish import FlowControl, PublishOptions
-from celery_qstash.emulator.store import JSON, AttemptResult, EventFilter
+from celery_qstash.local.emulator import Emulator
+from celery_qstash.local.emulator.delivery import MAX_RESPONSE_BODY, PREPARE_AHEAD_MS
+from celery_qstash.local.emulator.publish import FlowControl, PublishOptions
+from celery_qstash.local.emulator.store import JSON, AttemptResult, EventFilter
 
 from .conftest import START, Client, Reply, Target
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from celery_qstash._serving import free_port
 from celery_qstash.devserver import DEV_TOKEN
+from celery_qstash.local.serving import free_port
 
 from .conftest import Target
 
 
 def _start(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     code = (
-        "from celery_qstash.emulator import serve; "
+        "from celery_qstash.local.emulator import serve; "
         f"serve(port={port}, data_dir={str(data_dir)!r})"
     )
     # The child imports the package from this checkout, wherever pytest was started.

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import Emulator
+from celery_qstash.local.emulator import Emulator
 
 from .conftest import AUTH, START, Client
 

@@ -17,7 +17,7 @@ import pytest
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.devserver import DEV_TOKEN
-from celery_qstash.emulator import DEFAULT_MAX_BODY, Emulator, EmulatorServer
+from celery_qstash.local.emulator import DEFAULT_MAX_BODY, Emulator, EmulatorServer
 
 from .conftest import AUTH, START, Client, Target
 

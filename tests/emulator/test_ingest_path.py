@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from celery_qstash._serving import _deeper_than
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator.errors import BadRequest
-from celery_qstash.emulator.publish import PublishOptions, parse_publish_headers
-from celery_qstash.emulator.store import AttemptResult, Store
-from celery_qstash.emulator.store import db as db_module
-from celery_qstash.emulator.store.db import json_text, new_id
-from celery_qstash.emulator.validate import parse_duration_ms
-from celery_qstash.emulator.wire import log_entry
+from celery_qstash.local.emulator.errors import BadRequest
+from celery_qstash.local.emulator.publish import PublishOptions, parse_publish_headers
+from celery_qstash.local.emulator.store import AttemptResult, Store
+from celery_qstash.local.emulator.store import db as db_module
+from celery_qstash.local.emulator.store.db import json_text, new_id
+from celery_qstash.local.emulator.validate import parse_duration_ms
+from celery_qstash.local.emulator.wire import log_entry
+from celery_qstash.local.serving import _deeper_than
 
 START = 1_800_000_000.0
 

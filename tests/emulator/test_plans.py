@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from celery_qstash.cli.servers import dev
 from celery_qstash.cli.servers import emulator as emulator_command
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import EmulatorServer
-from celery_qstash.emulator.plans import PLANS, Plan
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.emulator.plans import PLANS, Plan
 
 from .conftest import START, Client, Target
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from celery_qstash.emulator.retry_delay import (
+from celery_qstash.local.emulator.retry_delay import (
     RetryDelayError,
     compile_retry_delay,
     default_backoff_ms,

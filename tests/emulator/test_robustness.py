@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import Emulator
-from celery_qstash.emulator.delivery import MAX_RESPONSE_BODY
-from celery_qstash.emulator.publish import PublishOptions, parse_publish_headers
-from celery_qstash.emulator.store import EventFilter, Store
+from celery_qstash.local.emulator import Emulator
+from celery_qstash.local.emulator.delivery import MAX_RESPONSE_BODY
+from celery_qstash.local.emulator.publish import PublishOptions, parse_publish_headers
+from celery_qstash.local.emulator.store import EventFilter, Store
 
 from .conftest import START, Client, Target
 

@@ -10,7 +10,7 @@ from qstash import Receiver
 from qstash.errors import SignatureError
 
 from celery_qstash.devserver import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
-from celery_qstash.emulator.signing import body_hash, generate_signing_key, sign
+from celery_qstash.local.emulator.signing import body_hash, generate_signing_key, sign
 
 
 def test_claims_are_exactly_what_qstash_sends() -> None:

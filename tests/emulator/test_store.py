@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator.errors import BadRequest, NotFound
-from celery_qstash.emulator.publish import parse_publish_headers
-from celery_qstash.emulator.store import AttemptResult, EventFilter, Store
+from celery_qstash.local.emulator.errors import BadRequest, NotFound
+from celery_qstash.local.emulator.publish import parse_publish_headers
+from celery_qstash.local.emulator.store import AttemptResult, EventFilter, Store
 
 START = 1_800_000_000.0
 

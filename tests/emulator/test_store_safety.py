@@ -17,10 +17,10 @@ import stat
 from pathlib import Path
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.emulator import EmulatorServer
-from celery_qstash.emulator.publish import parse_publish_headers
-from celery_qstash.emulator.store import DLQ_RETENTION_S, EventFilter, Store
-from celery_qstash.emulator.store.db import DB_FILENAME
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.emulator.publish import parse_publish_headers
+from celery_qstash.local.emulator.store import DLQ_RETENTION_S, EventFilter, Store
+from celery_qstash.local.emulator.store.db import DB_FILENAME
 
 from .conftest import START, Client, Reply, Target
 
@@ -115,7 +115,7 @@ def test_the_retention_is_a_parameter_and_ticks_expire_too() -> None:
     store = Store(None, clock, dlq_retention_s=60)
     [published] = store.publish("u", "https://a.example/x",
                                 parse_publish_headers([("Upstash-Retries", "0")], b"x"))
-    from celery_qstash.emulator.store import AttemptResult
+    from celery_qstash.local.emulator.store import AttemptResult
 
     [message] = store.claim_due(int(START * 1000))
     store.finish_attempt(message, AttemptResult(500), int(START * 1000))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from celery_qstash.emulator.validate import _url_problem, url_problem
+from celery_qstash.local.emulator.validate import _url_problem, url_problem
 
 AUTHORITIES = ["https://api.example.com", "http://127.0.0.1:8000", "https://a.example:99999",
                "https://user@host.example", "http://[::1]:80", "https://ex ample.com",

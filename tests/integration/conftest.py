@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
-from celery_qstash.pytest_plugin import DevInbox
+from celery_qstash.contrib.pytest_plugin import DevInbox
 from celery_qstash.testing import DevServers
 
 

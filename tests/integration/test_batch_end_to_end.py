@@ -12,11 +12,11 @@ import pytest
 from celery import Celery, group
 
 from celery_qstash import BulkEmail, Email, PublishError, QStashTask
-from celery_qstash.batch import get_batch_transport
 from celery_qstash.config import load_settings
-from celery_qstash.options import PublishRequest
+from celery_qstash.publish.options import PublishRequest
+from celery_qstash.publish.transports import PublishResult
+from celery_qstash.tasks.batch import get_batch_transport
 from celery_qstash.testing import DevServers
-from celery_qstash.transports import PublishResult
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from qstash import QStash
 
 from celery_qstash import Email, QStashTask
-from celery_qstash.beat import schedule_id_for, sync
 from celery_qstash.cli import main
+from celery_qstash.schedules.beat import schedule_id_for, sync
 from celery_qstash.testing import DevServers
 
 

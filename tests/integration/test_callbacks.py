@@ -16,7 +16,7 @@ from celery.signals import task_failure, task_retry, task_success
 from starlette.applications import Starlette
 
 from celery_qstash import DeliveryFailed, Email, QStashTask
-from celery_qstash._serving import ThreadedServer
+from celery_qstash.local.serving import ThreadedServer
 from celery_qstash.receiver import fastapi_route
 from celery_qstash.signals import email_delivered, email_failed
 from celery_qstash.testing import DevServers

@@ -109,7 +109,7 @@ def test_a_newsletter_to_thousands_goes_in_bulk_chunks_through_the_queue(clocked
 
 
 def test_the_daily_digest_is_a_qstash_schedule_from_beat(monkeypatch: pytest.MonkeyPatch) -> None:
-    from celery_qstash.beat import sync
+    from celery_qstash.schedules.beat import sync
 
     with DevServers(clock=FakeClock(daily_digest.START)) as servers:
         servers.configure(daily_digest.app)

@@ -14,9 +14,9 @@ import respx
 from celery import Celery
 
 from celery_qstash.config import load_settings
+from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.status import StatusClient
 from celery_qstash.testing import DevServers, outbox
-from celery_qstash.transports.qstash import client_for
 
 from . import shapes
 

@@ -10,7 +10,7 @@ import pytest
 from celery import chain, states
 
 from celery_qstash import CeleryQStashWarning, RetryNotSupported, UnsupportedOption
-from celery_qstash.options import canvas_error
+from celery_qstash.publish.options import canvas_error
 
 from . import shapes
 from .conftest import Port

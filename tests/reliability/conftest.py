@@ -27,9 +27,9 @@ from waiting import wait_until
 from celery_qstash import Email, QStashTask
 from celery_qstash.clock import FakeClock
 from celery_qstash.devserver import AUTOSEND_URL, DEV_AUTOSEND_API_KEY, DEV_TOKEN
-from celery_qstash.emulator import EmulatorServer
-from celery_qstash.faultproxy import FaultProxy
-from celery_qstash.sandbox import SandboxServer
+from celery_qstash.local.emulator import EmulatorServer
+from celery_qstash.local.faultproxy import FaultProxy
+from celery_qstash.local.sandbox import SandboxServer
 
 START = 1_800_000_000.0
 #: The shim's publish deadline in these tests (seconds): the production default, so

@@ -22,8 +22,8 @@ import pytest
 from celery import Celery
 
 from celery_qstash import PublishError
-from celery_qstash._serving import free_port
 from celery_qstash.devserver import AUTOSEND_URL
+from celery_qstash.local.serving import free_port
 
 from .conftest import Stack, wait_until, welcome_task
 
@@ -32,9 +32,9 @@ KILL_AFTER = 25
 
 
 def start_emulator(port: int, data_dir: Path, sandbox_url: str) -> subprocess.Popen[bytes]:
-    """``celery_qstash.emulator.serve`` in a child process, ready to answer."""
+    """``celery_qstash.local.emulator.serve`` in a child process, ready to answer."""
     code = (
-        "from celery_qstash.emulator import serve; "
+        "from celery_qstash.local.emulator import serve; "
         f"serve(port={port}, data_dir={str(data_dir)!r}, routes={{{AUTOSEND_URL!r}: "
         f"{sandbox_url!r}}})"
     )

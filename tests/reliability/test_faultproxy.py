@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from celery_qstash.faultproxy import Fault, FaultProxy
+from celery_qstash.local.faultproxy import Fault, FaultProxy
 
 from .conftest import Stack
 

@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from celery_qstash import PublishError
-from celery_qstash.faultproxy import Fault
+from celery_qstash.local.faultproxy import Fault
 
 from .conftest import PUBLISH_TIMEOUT, Stack, wait_until, welcome_task
 

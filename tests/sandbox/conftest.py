@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox
+from celery_qstash.local.sandbox import Sandbox
 
 from .helpers import START, TestClient
 

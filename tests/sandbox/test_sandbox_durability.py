@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox
-from celery_qstash.sandbox.store import DB_FILENAME
+from celery_qstash.local.sandbox import Sandbox
+from celery_qstash.local.sandbox.store import DB_FILENAME
 
 from .helpers import API_KEY, AUTH, TestClient, bulk, email
 

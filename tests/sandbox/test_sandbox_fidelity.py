@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from celery_qstash.cli.servers import dev
 from celery_qstash.cli.servers import sandbox as sandbox_command
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox
+from celery_qstash.local.sandbox import Sandbox
 
 from .helpers import AUTH, TestClient, bulk, email
 

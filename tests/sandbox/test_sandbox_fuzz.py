@@ -8,7 +8,7 @@ import pytest
 from emulator.test_fuzz import BAD_BODIES, DEEP, assert_garbage_is_never_a_500
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox, SandboxServer
+from celery_qstash.local.sandbox import Sandbox, SandboxServer
 
 from .helpers import AUTH, START, TestClient, email
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-import celery_qstash.sandbox as sandbox_module
+import celery_qstash.local.sandbox as sandbox_module
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox, SandboxServer, create_app, serve
+from celery_qstash.local.sandbox import Sandbox, SandboxServer, create_app, serve
 
 from .helpers import AUTH, TestClient, email
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox
+from celery_qstash.local.sandbox import Sandbox
 
 from .helpers import AUTH, TestClient, bulk, email
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import DEFAULT_MAX_BODY, Sandbox, SandboxServer
+from celery_qstash.local.sandbox import DEFAULT_MAX_BODY, Sandbox, SandboxServer
 
 from .helpers import AUTH, START, TestClient, email
 

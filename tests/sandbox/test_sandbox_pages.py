@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox
+from celery_qstash.local.sandbox import Sandbox
 
 from .helpers import AUTH, TestClient, email
 

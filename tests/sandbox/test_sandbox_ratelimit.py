@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox
-from celery_qstash.sandbox.store import RateLimiter
+from celery_qstash.local.sandbox import Sandbox
+from celery_qstash.local.sandbox.store import RateLimiter
 
 from .helpers import AUTH, START, TestClient, email
 

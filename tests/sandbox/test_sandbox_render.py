@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from celery_qstash.sandbox.render import escape_handlebars, merge_data, render
+from celery_qstash.local.sandbox.render import escape_handlebars, merge_data, render
 
 from .helpers import AUTH, TestClient, bulk, email
 

@@ -6,7 +6,7 @@ import re
 import uuid
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox, create_app
+from celery_qstash.local.sandbox import Sandbox, create_app
 
 from .helpers import AUTH, TestClient, bulk, email
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from celery_qstash.clock import FakeClock
-from celery_qstash.sandbox import Sandbox, SandboxServer
+from celery_qstash.local.sandbox import Sandbox, SandboxServer
 
 from .helpers import AUTH, email
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from celery_qstash.sandbox.api import MAX_JSON_DEPTH
+from celery_qstash.local.sandbox.api import MAX_JSON_DEPTH
 
 from .helpers import AUTH, TestClient, bulk, email
 

@@ -24,14 +24,14 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 from kombu.utils.uuid import uuid
 
-from ...batch import get_batch_transport
 from ...config import Settings, load_settings
 from ...email import Email
 from ...errors import CeleryQStashError, EmailValidationError, UnsupportedOption
-from ...options import PublishRequest, TaskAttrs, plan_publish, warn_once
-from ...transports import EagerTransport, get_transport
-from ...transports.base import PublishResult
-from ...transports.eager import eager_forced
+from ...publish.options import PublishRequest, TaskAttrs, plan_publish, warn_once
+from ...publish.transports import EagerTransport, get_transport
+from ...publish.transports.base import PublishResult
+from ...publish.transports.eager import eager_forced
+from ...tasks.batch import get_batch_transport
 
 __all__ = ["TASK_NAME", "EmailBackend", "message_to_email"]
 

@@ -1,0 +1,244 @@
+"""Celery results read from QStash's logs: ``QStashAsyncResult`` and ``QStashBackend``.
+
+``result_backend = "celery_qstash.status.result:QStashBackend"`` (or ``"qstash://"``) makes
+``AsyncResult(task_id)`` anywhere in the app answer from QStash's logs API, found
+by the label the task id was published with. One logs request per state read;
+Celery caches the meta once the state is final.
+
+QStash state -> Celery state: see :data:`celery_qstash.status.STATE_MAP`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import states
+from celery.backends.base import BaseBackend
+from celery.exceptions import TaskRevokedError
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult, EagerResult
+
+from ..config import load_settings
+from ..errors import DeliveryFailed
+from ..publish.options import canvas_error
+from ..publish.transports.aio import async_client_for
+from ..publish.transports.qstash import client_for
+from . import NotFound, StatusClient, TaskRecord, record_from_events
+
+__all__ = ["EagerAsyncResult", "QStashAsyncResult", "QStashBackend", "meta_from_record"]
+
+log = logging.getLogger("celery_qstash.status.result")
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def meta_from_record(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
+    """Celery's result meta for a task, from its QStash record."""
+    if record is None:
+        return {"task_id": task_id, "status": states.PENDING, "result": None,
+                "traceback": None, "children": [], "date_done": None, "retries": 0}
+    state = record.state
+    result: Any = None
+    if state == states.SUCCESS:
+        result = record.result
+    elif state in (states.FAILURE, states.RETRY):
+        result = DeliveryFailed(record.response_status, record.error_message or record.qstash_state)
+    elif state == states.REVOKED:
+        result = TaskRevokedError(f"QStash message {record.message_id} was {record.qstash_state}")
+    return {
+        "task_id": task_id,
+        "status": state,
+        "result": result,
+        "traceback": None,
+        "children": [],
+        "date_done": _iso(record.updated) if state in states.READY_STATES else None,
+        "retries": record.retries,
+        "name": record.name,
+        "queue": record.queue,
+        "message_id": record.message_id,
+    }
+
+
+class QStashBackend(BaseBackend):  # type: ignore[misc]
+    """A read-only result backend over QStash's logs API."""
+
+    supports_native_join = False
+
+    def __init__(
+        self, app: Any, url: str | None = None, *, route_revokes: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(app, url=url, **kwargs)
+        self._eager: dict[str, dict[str, Any]] = {}
+        if route_revokes:
+            _route_revokes(app, self)
+
+    def _status(self) -> StatusClient:
+        return StatusClient(client_for(load_settings(self.app.conf)))
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        if task_id in self._eager:
+            return self._eager[task_id]
+        return meta_from_record(task_id, self._status().task(task_id, callbacks=False))
+
+    def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
+                      request: Any = None, **kwargs: Any) -> Any:
+        # Only eager mode (task_store_eager_result) stores anything: keep it in memory.
+        self._eager[task_id] = {"task_id": task_id, "status": state, "result": result,
+                                "traceback": traceback, "children": [],
+                                "date_done": datetime.now(timezone.utc).isoformat()}
+        return result
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
+        """Refused before Celery sends its ``chord_unlock`` task to a broker: QStash's logs
+        cannot join a chord, and a QStash task in the header is refused anyway (the same
+        error as eager mode's)."""
+        raise canvas_error("chord")
+
+    def _forget(self, task_id: str) -> None:
+        self._eager.pop(task_id, None)
+
+    def revoke(self, task_id: str, message_id: str | None = None) -> bool:
+        """Cancel the task's QStash message. Like Celery's revoke, fire and forget: a task
+        QStash does not know, or whose message is already gone (delivered), is a no-op.
+        Returns whether a message was cancelled."""
+        status = self._status()
+        if message_id is None:
+            record = status.task(task_id, callbacks=False)
+            if record is None:
+                log.debug("revoke %s: QStash knows no such task", task_id)
+                return False
+            message_id = record.message_id
+        try:
+            status.revoke(message_id)
+        except NotFound:
+            log.debug("revoke %s: message %s is already gone", task_id, message_id)
+            return False
+        return True
+
+
+def _route_revokes(app: Any, backend: QStashBackend) -> None:
+    """With QStash as the app's result backend, ``app.control.revoke`` (which a plain
+    ``AsyncResult.revoke()`` calls) cancels QStash messages instead of broadcasting to
+    workers that do not exist."""
+    control = app.control
+    if getattr(control, "_celery_qstash_revoke", False):
+        return
+
+    def revoke(task_id: str | list[str], destination: Any = None, terminate: bool = False,
+               signal: Any = None, **kwargs: Any) -> None:
+        for one in [task_id] if isinstance(task_id, str) else task_id:
+            backend.revoke(one)
+
+    control.revoke = revoke
+    control._celery_qstash_revoke = True
+
+
+_backends: weakref.WeakKeyDictionary[Any, QStashBackend] = weakref.WeakKeyDictionary()
+
+
+def _backend_for(app: Any) -> QStashBackend:
+    """One QStashBackend per app, for apps whose own result_backend is something else."""
+    backend = _backends.get(app)
+    if backend is None:
+        backend = _backends[app] = QStashBackend(app, route_revokes=False)
+    return backend
+
+
+class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
+    """``AsyncResult`` whose state comes from QStash; ``message_id`` is QStash's id."""
+
+    def __init__(self, id: str, backend: Any = None, task_name: str | None = None,
+                 app: Any = None, parent: Any = None, message_id: str | None = None) -> None:
+        super().__init__(id, backend=backend, task_name=task_name, app=app, parent=parent)
+        if not isinstance(getattr(self, "backend", None), QStashBackend):
+            # Works whatever result_backend the app has: status lives in QStash.
+            self.backend = _backend_for(self.app)
+        self.message_id = message_id
+
+    def mark_locally(self, state: str, result: Any) -> None:
+        """A task that was never published reads ``state`` without asking QStash:
+        REVOKED (expired before its delivery time) or IGNORED (nothing to send)."""
+        self._cache: dict[str, Any] | None = {
+            "task_id": self.id, "status": state, "result": result,
+            "traceback": None, "children": [], "date_done": None,
+        }
+
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
+    ) -> Any:
+        """``get()`` for asyncio code: polls QStash's logs over the loop's ``AsyncQStash``.
+
+        Raises Celery's ``TimeoutError`` after ``timeout`` seconds; with ``propagate``
+        a FAILURE raises its exception (``DeliveryFailed``, ``PublishError``) and a
+        REVOKED task ``TaskRevokedError``, as ``get()`` does.
+        """
+        if getattr(self, "ignored", False):
+            return None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            meta = await self._aget_task_meta()
+            if meta["status"] in states.READY_STATES or meta["status"] == states.IGNORED:
+                self._cache = meta
+                break
+            if timeout is not None and loop.time() - start + interval > timeout:
+                raise CeleryTimeoutError("The operation timed out.")
+            await asyncio.sleep(interval)
+        if propagate and meta["status"] in states.PROPAGATE_STATES:
+            raise meta["result"]
+        return meta["result"]
+
+    async def _aget_task_meta(self) -> dict[str, Any]:
+        cache = getattr(self, "_cache", None)
+        if cache:
+            return cache  # type: ignore[no-any-return]
+        backend = self.backend
+        if self.id in backend._eager:
+            return backend._eager[self.id]
+        client = async_client_for(load_settings(self.app.conf))
+        data = await client.http.request(
+            path="/v2/events", method="GET", params={"label": self.id, "count": "1000"}
+        )
+        events = list(data.get("events") or data.get("logs") or [])
+        return meta_from_record(self.id, record_from_events(self.id, events))
+
+    def ready(self) -> bool:
+        # IGNORED is final for a task that was never published (Celery's READY_STATES
+        # leave it out because a worker may still be running the task).
+        cache = getattr(self, "_cache", None)
+        if cache and cache["status"] == states.IGNORED:
+            return True
+        return bool(super().ready())
+
+    def revoke(self, connection: Any = None, terminate: bool = False, signal: Any = None,
+               wait: bool = False, timeout: float | None = None) -> None:
+        """Cancel the QStash message (Celery's broadcast to workers has no meaning here)."""
+        self.backend.revoke(self.id, self.message_id)
+        self._cache = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id} message_id={self.message_id}>"
+
+
+class EagerAsyncResult(EagerResult):  # type: ignore[misc]
+    """Eager mode's result for ``adelay``/``aapply_async``: an ``EagerResult`` with ``aget``."""
+
+    @classmethod
+    def of(cls, result: Any) -> Any:
+        if not isinstance(result, EagerResult):
+            return result
+        return cls(result.id, result._result, result._state, traceback=result.traceback,
+                   name=result.name)
+
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
+    ) -> Any:
+        return self.get(timeout=timeout, propagate=propagate)
