@@ -166,6 +166,25 @@ def test_dev_with_a_port_in_use_says_which_and_how_to_change_it(
     assert not (tmp_path / "d").exists()  # refused before anything started
 
 
+def test_dev_names_every_busy_port_at_once(tmp_path: Path) -> None:
+    ports = [free_port() for _ in range(3)]
+    with socket.socket() as one, socket.socket() as other:
+        for sock, port in ((one, ports[0]), (other, ports[2])):
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        result = CliRunner().invoke(
+            main, ["dev", "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
+                   "--dashboard-port", str(ports[2]), "--data-dir", str(tmp_path / "d")],
+        )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: port {ports[0]} (QStash emulator) on 127.0.0.1 is in use: "
+        "pick another with --port PORT",
+        f"port {ports[2]} (dashboard) on 127.0.0.1 is in use: pick another with "
+        "--dashboard-port PORT",
+    ]
+
+
 @pytest.mark.parametrize("command", ["emulator", "sandbox"])
 def test_single_servers_with_a_port_in_use_say_so(tmp_path: Path, command: str) -> None:
     with socket.socket() as busy:

@@ -99,13 +99,12 @@ def _need_local() -> None:
         ) from None
 
 
-def _check_port(host: str, port: int, flag: str, what: str) -> None:
-    """One line naming the port and the flag to change it, instead of uvicorn's traceback.
-
-    Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT is not called busy.
-    """
+def _port_problem(host: str, port: int, flag: str, what: str) -> str | None:
+    """Why ``port`` cannot be bound, in one line naming the flag that changes it; ``None``
+    when it can. Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT (a
+    server stopped a moment ago) is not called busy."""
     if port == 0:
-        return
+        return None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -114,9 +113,17 @@ def _check_port(host: str, port: int, flag: str, what: str) -> None:
         except OSError as exc:
             in_use = exc.errno == errno.EADDRINUSE
             why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
-            raise click.ClickException(
-                f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
-            ) from None
+            return f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
+    return None
+
+
+def _check_ports(host: str, *wanted: tuple[int, str, str]) -> None:
+    """Every busy port at once (one line each), instead of uvicorn's traceback, and
+    instead of one per run."""
+    problems = [found for port, flag, what in wanted
+                if (found := _port_problem(host, port, flag, what))]
+    if problems:
+        raise click.ClickException("\n".join(problems))
 
 
 def _logging() -> None:
@@ -224,10 +231,9 @@ def dev(
         except ConfigurationError as exc:
             raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
     extra_routes = _routes(route_specs)  # a usage error comes before a busy port
-    _check_port(host, port, "--port", "QStash emulator")
-    _check_port(host, sandbox_port, "--sandbox-port", "AutoSend sandbox")
-    if not no_dashboard:
-        _check_port(host, dashboard_port, "--dashboard-port", "dashboard")
+    _check_ports(host, (port, "--port", "QStash emulator"),
+                 (sandbox_port, "--sandbox-port", "AutoSend sandbox"),
+                 *([] if no_dashboard else [(dashboard_port, "--dashboard-port", "dashboard")]))
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Any] = []
@@ -333,7 +339,7 @@ def emulator(
     from ..local.emulator import DEFAULT_MAX_BODY, serve
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
-    _check_port(host, port, "--port", "QStash emulator")
+    _check_ports(host, (port, "--port", "QStash emulator"))
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, routes=routes,
@@ -361,7 +367,7 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
     _need_local()
     from ..local.sandbox import DEFAULT_MAX_BODY, serve
 
-    _check_port(host, port, "--port", "AutoSend sandbox")
+    _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
