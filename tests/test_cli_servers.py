@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from celery import Celery
+from children import INTERRUPTIBLE
 from click.testing import CliRunner
 
 from celery_qstash import Email, QStashTask
@@ -46,7 +47,7 @@ class Dev:
              "--sandbox-port", str(self.ports[1]), "--dashboard-port", str(self.ports[2]),
              "--data-dir", str(self.data_dir), "--max-body", "64KiB"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **INTERRUPTIBLE,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -197,3 +198,25 @@ def test_single_servers_with_a_port_in_use_say_so(tmp_path: Path, command: str) 
     assert result.exit_code == 1
     assert f"port {port}" in result.output and "--port PORT" in result.output
     assert "Traceback" not in result.output
+
+
+def test_ctrl_c_reaches_a_child_even_when_the_suite_ignores_it() -> None:
+    # `scripts/test &` starts the suite with SIGINT ignored; its children inherit that.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time\ntry:\n    time.sleep(60)\n"
+             "except KeyboardInterrupt:\n    print('interrupted')"],
+            stdout=subprocess.PIPE, text=True, **INTERRUPTIBLE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        # Early or late, SIGINT stops it: killed by it, or as KeyboardInterrupt.
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode in (0, -signal.SIGINT)
+    assert child.returncode == -signal.SIGINT or out.strip() == "interrupted"

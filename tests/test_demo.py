@@ -78,9 +78,9 @@ def _time_wait_port() -> int:
 def test_a_rerun_soon_after_ctrl_c_keeps_the_usual_ports() -> None:
     demo = _demo_module()
     port = _time_wait_port()
-    with socket.socket() as plain:  # what the demo's probe did before: "in use"
-        with pytest.raises(OSError):
-            plain.bind(("127.0.0.1", port))
+    # what the demo's probe did before: "in use"
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))
 
     ports, notes = demo.choose_ports({"emulator": port})
 

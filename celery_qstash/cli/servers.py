@@ -127,7 +127,9 @@ def _check_ports(host: str, *wanted: tuple[int, str, str]) -> None:
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # A time on each line: a delivery log is read against what the app did when.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     # One line per delivery comes from the emulator itself; httpx would repeat each.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
