@@ -106,6 +106,7 @@ def test_qstash_errors_are_one_line_without_the_token(cli: click.Group, fake: Fa
     assert code == 69  # EX_UNAVAILABLE, as Celery's CLI exits when its broker refuses
     assert "QStash request failed" in out and TOKEN not in out
     assert "Traceback" not in out
+    assert "check qstash_token / QSTASH_TOKEN" in out  # what to fix, by both names
 
 
 def test_inspect_shows_the_timeline(cli: click.Group, fake: FakeQStash) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sys
 import textwrap
 import time
@@ -24,7 +25,7 @@ import httpx
 from ..config import Settings, load_settings
 from ..devserver import DASHBOARD_PORT
 from ..errors import CeleryQStashError, scrub, scrub_data
-from ..publish.transports.qstash import no_answer_hint
+from ..publish.transports.qstash import no_answer_hint, refusal_hint
 from ..status import (
     CELERY_STATES,
     KNOWN_STATES,
@@ -122,6 +123,8 @@ def unavailable_message(exc: Exception, settings: Settings | None, command: str 
     secrets = settings.secrets if settings is not None else ()
     what = f"Unable to run `{command}`: " if command else ""
     message = f"{what}QStash request failed: {scrub(str(exc), secrets)}"
+    refused = re.match(r"Request failed with status: (\d+)", str(exc))
+    message += refusal_hint(int(refused.group(1)) if refused else None)
     if settings is not None and isinstance(exc, httpx.TransportError):
         message += ". " + no_answer_hint(settings.qstash_url)
     return message
