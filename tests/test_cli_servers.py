@@ -220,3 +220,24 @@ def test_ctrl_c_reaches_a_child_even_when_the_suite_ignores_it() -> None:
             child.wait()
     assert child.returncode in (0, -signal.SIGINT)
     assert child.returncode == -signal.SIGINT or out.strip() == "interrupted"
+
+
+@pytest.mark.parametrize("command", ["emulator", "sandbox"])
+def test_the_state_directory_ignores_itself_in_git(tmp_path: Path, command: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery_qstash.cli import servers
+
+    monkeypatch.setattr(servers, "_check_ports", lambda *a: None)
+    started: list[Path] = []
+    module = "celery_qstash.local.emulator" if command == "emulator" \
+        else "celery_qstash.local.sandbox"
+    monkeypatch.setattr(f"{module}.serve", lambda **kw: started.append(kw["data_dir"]))
+    state = tmp_path / ".qstash-dev" / command
+    result = CliRunner().invoke(main, [command, "--data-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    assert started == [state]
+    assert (state / ".gitignore").read_text().splitlines()[-1] == "*"
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    ignored = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                             cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert ignored.stdout == ""  # nothing under .qstash-dev/ shows up

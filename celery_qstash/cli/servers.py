@@ -99,6 +99,16 @@ def _need_local() -> None:
         ) from None
 
 
+def _state_dir(path: Path) -> None:
+    """Create the state directory with a ``.gitignore`` of ``*`` in it (as pytest does for
+    ``.pytest_cache``), so a ``.qstash-dev/`` in a project's checkout never shows up in
+    ``git status``; an existing ``.gitignore`` is left alone."""
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Created by celery-qstash: local emulator and sandbox state.\n*\n")
+
+
 def _port_problem(host: str, port: int, flag: str, what: str) -> str | None:
     """Why ``port`` cannot be bound, in one line naming the flag that changes it; ``None``
     when it can. Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT (a
@@ -237,7 +247,7 @@ def dev(
                  (sandbox_port, "--sandbox-port", "AutoSend sandbox"),
                  *([] if no_dashboard else [(dashboard_port, "--dashboard-port", "dashboard")]))
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _state_dir(data_dir)
     servers: list[Any] = []
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
@@ -262,7 +272,8 @@ def dev(
             hosted = receiver_server(celery_app, host, receiver_port, keys).start()
             servers.append(hosted)
             callback_url = hosted.url + RECEIVER_PATH
-        click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
+        click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'}; "
+                   "git ignores it)")
         for prefix, target in routes.items():
             click.echo(f"  route {prefix} -> {target}")
         click.echo(f"AutoSend sandbox  {box.url}   (inbox: {box.url}/)")
@@ -343,7 +354,7 @@ def emulator(
     routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_ports(host, (port, "--port", "QStash emulator"))
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _state_dir(data_dir)
     serve(host=host, port=port, data_dir=data_dir, routes=routes,
           extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
 
@@ -371,7 +382,7 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
 
     _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _state_dir(data_dir)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
           max_body=max_body or DEFAULT_MAX_BODY,
           verified_domains=verified_domains or None, retry_after_header=retry_after,
