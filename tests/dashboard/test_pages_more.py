@@ -66,7 +66,7 @@ def test_the_chart_is_an_svg_of_delivered_and_failed_per_bucket(
     assert svg is not None
     assert "1 delivered, 1 failed" in svg.group(0)  # the bucket both finished in
     assert "UTC</text>" in svg.group(0)
-    assert "<script" not in page
+    assert "<script" not in svg.group(0)
 
 
 def test_the_list_is_compact_and_links_names_to_their_filter(

@@ -146,7 +146,15 @@ def test_an_email_links_to_its_task_on_the_dashboard(sandbox: Sandbox,
     assert "No email matches." in client.get("/inbox", params={"key": "t-2"}).text
 
 
-def test_pages_run_no_script_and_forms_post_only_here(client: TestClient) -> None:
-    csp = client.get("/inbox").headers["content-security-policy"]
+def test_pages_run_only_their_own_script_and_forms_post_only_here(client: TestClient) -> None:
+    page = client.get("/inbox")
+    csp = page.headers["content-security-policy"]
 
-    assert "script-src 'none'" in csp and "form-action 'self'" in csp
+    # One script, the sandbox's own /live.js: no inline script, no eval, no other origin.
+    assert "script-src 'self';" in csp and "unsafe" not in csp and "form-action 'self'" in csp
+    assert re.findall(r"<script\b[^>]*>(.*?)</script>", page.text) == [""]
+    assert '<script src="/live.js" defer></script>' in page.text
+    served = client.get("/live.js")
+    assert served.status_code == 200 and served.headers["content-type"].startswith(
+        "text/javascript")
+    assert "data-live" in served.text

@@ -83,6 +83,8 @@ from starlette.routing import BaseRoute, Route
 
 from ...email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_errors
 from ...errors import EmailValidationError
+from ..live import SCRIPT_PATH
+from ..live import script as live_script
 from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
 from . import pages
 from .render import merge_data, render
@@ -250,6 +252,7 @@ class SandboxAPI:
             Route("/inbox/{id}", self.message_page, methods=["GET"]),
             Route("/inbox/{id}/delete", self.delete_page, methods=["POST"]),
             Route("/rejected", self.rejected_page, methods=["GET"]),
+            Route(SCRIPT_PATH, live_script, methods=["GET"]),
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
             Route("/api/v1/messages", self._keyed(self.delete_messages), methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
@@ -681,10 +684,11 @@ class SandboxAPI:
 
 
 def _page(content: str, status: int = 200) -> HTMLResponse:
-    # Captured HTML is shown only inside <iframe sandbox>; no script runs on our pages at
-    # all, and the only forms post back here (delete, clear all).
-    csp = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-           "frame-ancestors 'none'")
+    # Captured HTML is shown only inside <iframe sandbox> (no script runs there); our
+    # pages run one script, our own /live.js (no inline script, no eval, no other
+    # origin), and the only forms post back here (delete, clear all).
+    csp = ("script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+           "form-action 'self'; frame-ancestors 'none'")
     return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
 
 
@@ -700,8 +704,14 @@ def refusal(response: Response, raw: bytes, path: str, idempotency_key: str | No
         answer = None
     reason = ""
     if isinstance(answer, dict):
-        reason = str(answer.get("message") or "")
-        details = answer.get("errors")
+        # Either shape AutoSend has documented, or a chaos rule's own body: the legacy
+        # top-level message/errors, the current error: {message, details}, a bare string.
+        nested = answer.get("error")
+        nested = nested if isinstance(nested, dict) else {"message": nested}
+        reason = str(answer.get("message") or nested.get("message") or "")
+        details = answer.get("errors") or nested.get("details")
+        if not reason:
+            reason = json.dumps(answer, sort_keys=True)[:200]
         if isinstance(details, list):
             parts = [f"{d.get('field')}: {d.get('message')}" for d in details
                      if isinstance(d, dict)]
