@@ -223,3 +223,11 @@ def test_a_task_id_with_url_characters_links_to_its_own_page(
     from urllib.parse import quote
     assert board.get("/task/" + quote(ODD_ID, safe="")).status_code == 200
     assert board.get("/tasks/" + quote(ODD_ID, safe="")).status_code == 200
+
+
+def test_an_empty_dashboard_says_how_tasks_arrive(board: TestClient, fake: FakeQStash) -> None:
+    fake.events = []
+    assert "No task yet: call .delay() on a QStash task" in board.get("/tasks").text
+    assert "No task matches." in board.get("/tasks", params={"search": "nobody"}).text
+    icon = board.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"

@@ -123,6 +123,7 @@ ROUTES = [
     Route("/", _home),
     Route("/healthcheck", _healthcheck),
     Route(live.SCRIPT_PATH, live.script),
+    Route("/favicon.ico", live.favicon),
     # Pages
     Route("/tasks", views.tasks_page),
     # A task id may contain "/" (any printable but space and comma): the rest of the path.

@@ -247,7 +247,10 @@ def tasks_page(request: Request) -> Response:
         target = f"-{key}" if sort_by == key else key
         return link("/tasks?" + query({**params, "sort_by": target}), text)
 
-    listing = _task_table(request, window, sort_link)
+    filtered = any(q.get(k) for k in ("state", "name", "since", "search"))
+    listing = _task_table(request, window, sort_link, empty="No task matches." if filtered else
+                          "No task yet: call .delay() on a QStash task and it appears here "
+                          "within seconds.")
     first = (page - 1) * per_page + 1 if shown else 0
     last = (page - 1) * per_page + len(window)
     nav = [f"<span>Showing {first}&ndash;{last} of {len(shown)}</span>"]

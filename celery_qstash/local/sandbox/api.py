@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -83,7 +83,7 @@ from starlette.routing import BaseRoute, Route
 
 from ...email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_errors
 from ...errors import EmailValidationError
-from ..live import SCRIPT_PATH
+from ..live import SCRIPT_PATH, favicon
 from ..live import script as live_script
 from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
 from . import pages
@@ -253,6 +253,7 @@ class SandboxAPI:
             Route("/inbox/{id}/delete", self.delete_page, methods=["POST"]),
             Route("/rejected", self.rejected_page, methods=["GET"]),
             Route(SCRIPT_PATH, live_script, methods=["GET"]),
+            Route("/favicon.ico", favicon, methods=["GET"]),
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
             Route("/api/v1/messages", self._keyed(self.delete_messages), methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
@@ -622,6 +623,10 @@ class SandboxAPI:
             limit=pages.PER_PAGE, offset=(page - 1) * pages.PER_PAGE,
             search=search or None, idempotency_key=key or None,
         )
+        if key and total == 1 and not search and page == 1:
+            # A task's "email in the inbox" link: the email itself, not a one-row list.
+            return RedirectResponse(f"/inbox/{quote(messages[0]['id'], safe='')}",
+                                    status_code=303)
         rejected, _ = self.store.rejections(limit=1)
         view = pages.InboxView(total=total, messages=messages, page=page, search=search,
                                key=key, refresh=refresh, token=self.page_token,

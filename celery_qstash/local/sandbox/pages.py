@@ -182,6 +182,7 @@ def inbox(view: InboxView) -> str:
         + (f'<input type="hidden" name="refresh" value="{view.refresh}">'
            if view.refresh != REFRESH else "")
         + '<button type="submit" class="primary">Search</button>'
+        + (f'<span class="pill" id="key-filter">Task {_e(view.key)}</span>' if view.key else "")
         + ('<a class="pill" href="/inbox">Clear search</a>' if view.search or view.key else "")
         + "</form>"
     )
