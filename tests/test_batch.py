@@ -24,7 +24,7 @@ from celery_qstash import (
     UnsupportedOption,
     autosend_task,
 )
-from celery_qstash.publish.options import FlowControl, PublishRequest
+from celery_qstash.publish.request import FlowControl, PublishRequest
 from celery_qstash.publish.transports.batch import QStashBatchTransport, batch_body
 from celery_qstash.testing import FakeClock, outbox
 

@@ -332,7 +332,7 @@ def test_a_name_unlike_any_option_gets_only_the_header_hint(mode: Mode, app: Cel
 
 def test_the_last_chain_step_is_found_on_older_celery_too() -> None:
     # Celery < 5.7's chain.apply loops `for task in self.tasks` without index locals.
-    from celery_qstash.tasks.task import _last_step
+    from celery_qstash.tasks.planning import _last_step
 
     steps = chain(plain.s(), send_one.si(1))
     first, last = steps.tasks

@@ -32,7 +32,8 @@ from celery_qstash import (
 )
 from celery_qstash.config import load_settings
 from celery_qstash.devserver import DEV_AUTOSEND_API_KEY, DEV_TOKEN
-from celery_qstash.publish.options import TaskAttrs, plan_publish
+from celery_qstash.publish.plan import plan_publish
+from celery_qstash.publish.request import TaskAttrs
 
 SEND_PATH = "/v2/publish/https://api.autosend.com/v1/mails/send"
 BULK_PATH = "/v2/publish/https://api.autosend.com/v1/mails/bulk"

@@ -23,7 +23,7 @@ from celery_qstash import (
 from celery_qstash.config import load_settings
 from celery_qstash.email import Address
 from celery_qstash.errors import CeleryQStashWarning
-from celery_qstash.tasks.task import _roundtrip
+from celery_qstash.tasks.planning import _roundtrip
 from celery_qstash.testing import outbox
 
 
@@ -198,8 +198,8 @@ def _thin_task(app: Celery) -> Any:
 
 
 def test_a_cached_plan_is_the_plan_of_the_call(app: Celery) -> None:
-    from celery_qstash.publish.options import plan_publish
-    from celery_qstash.tasks.task import task_attrs
+    from celery_qstash.publish.plan import plan_publish
+    from celery_qstash.tasks.planning import task_attrs
 
     welcome = _thin_task(app)
     settings = load_settings(app.conf)
@@ -262,7 +262,7 @@ def test_warnings_come_again_after_reset_warnings_with_a_cached_plan(app: Celery
 
 
 def test_the_plan_cache_of_a_task_is_bounded(app: Celery, qstash_mock: Any) -> None:
-    from celery_qstash.tasks.task import _MAX_PLANS
+    from celery_qstash.tasks.planning import _MAX_PLANS
 
     welcome = _thin_task(app)
     for n in range(_MAX_PLANS + 10):
@@ -274,7 +274,7 @@ def test_the_plan_cache_of_a_task_is_bounded(app: Celery, qstash_mock: Any) -> N
 
 
 def test_the_request_pushed_for_the_body_is_celerys(app: Celery) -> None:
-    from celery_qstash.tasks.task import _push_request
+    from celery_qstash.tasks.tracing import _push_request
 
     welcome = _thin_task(app)
     seen = []
@@ -289,7 +289,7 @@ def test_the_request_pushed_for_the_body_is_celerys(app: Celery) -> None:
 
 
 def test_a_call_inside_the_same_tasks_request_keeps_celerys_merge(app: Celery) -> None:
-    from celery_qstash.tasks.task import _push_request
+    from celery_qstash.tasks.tracing import _push_request
 
     welcome = _thin_task(app)
     welcome.push_request(id="outer", hostname="w1", custom="x")
@@ -396,7 +396,7 @@ def test_publish_signals_reach_a_receiver_connected_after_earlier_calls(app: Cel
 def test_the_lean_request_context_is_celerys(request_dict: dict[str, Any]) -> None:
     from celery.app.task import Context
 
-    from celery_qstash.tasks.task import _context
+    from celery_qstash.tasks.tracing import _context
 
     more = {"args": (1,), "called_directly": False, "kwargs": {"a": 2}}
     ours, celerys = _context(request_dict, **more), Context(request_dict, **more)

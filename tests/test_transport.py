@@ -12,7 +12,7 @@ from qstash import QStash
 
 from celery_qstash import PublishError
 from celery_qstash.config import load_settings
-from celery_qstash.publish.options import FlowControl, PublishRequest
+from celery_qstash.publish.request import FlowControl, PublishRequest
 from celery_qstash.publish.transports import QStashTransport, get_transport
 from celery_qstash.publish.transports.qstash import client_for
 from celery_qstash.testing import FakeClock

@@ -21,7 +21,7 @@ from qstash import QStash
 from celery_qstash import PublishError
 from celery_qstash.clock import SystemClock
 from celery_qstash.config import load_settings
-from celery_qstash.publish.options import PublishRequest
+from celery_qstash.publish.request import PublishRequest
 from celery_qstash.publish.transports import QStashTransport, get_transport
 from celery_qstash.testing import FakeClock
 

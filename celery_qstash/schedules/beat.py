@@ -202,8 +202,9 @@ def desired_schedules(
     app: Any, *, prefix: str = DEFAULT_PREFIX, settings: Settings | None = None
 ) -> tuple[list[DesiredSchedule], list[Change]]:
     """The schedules the app's ``beat_schedule`` asks for, and the entries left to beat."""
-    from ..publish.options import plan_publish
-    from ..tasks.task import QStashTask, task_attrs
+    from ..publish.plan import plan_publish
+    from ..tasks.planning import task_attrs
+    from ..tasks.task import QStashTask
 
     settings = settings or load_settings(app.conf)
     wanted: list[DesiredSchedule] = []

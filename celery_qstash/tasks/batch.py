@@ -36,7 +36,8 @@ from kombu.utils.uuid import uuid
 from ..config import Settings, call_conf
 from ..email import MAX_BULK_RECIPIENTS, AnyEmail, BulkEmail
 from ..errors import PublishError, UnsupportedOption
-from ..publish.options import MAX_TASK_ID, PublishPlan, PublishRequest
+from ..publish.plan import PublishPlan
+from ..publish.request import MAX_TASK_ID, PublishRequest
 from ..publish.transports.base import PublishResult
 from ..publish.transports.batch import BatchOutcome, QStashBatchTransport
 from ..publish.transports.eager import EagerTransport, eager_forced

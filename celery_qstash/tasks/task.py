@@ -9,39 +9,24 @@ publish signals, a passed ``task_id``, the args' JSON round trip, and eager mode
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from functools import lru_cache
-from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
-import celery
-from billiard.einfo import ExceptionInfo, ExceptionWithTraceback  # type: ignore[import-untyped]
-from celery import Task, shared_task, signals
+from celery import Task, shared_task
 from celery import states as celery_states
 from celery._state import _task_stack
-from celery.app.task import Context
-from celery.app.trace import build_tracer
-from celery.app.trace import logger as _trace_logger
-from celery.canvas import Signature, _chain, _chord, group
-from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
-from celery.loaders.base import BaseLoader
+from celery.exceptions import Ignore, TaskRevokedError
 from celery.result import EagerResult, GroupResult, denied_join_result
 from celery.signals import after_task_publish, before_task_publish
-from celery.utils.functional import maybe_list
-from celery.utils.nodenames import gethostname as _hostname
-from kombu.serialization import dumps, loads
 from kombu.utils.uuid import uuid
 
 from ..config import CallConf, Settings, call_conf, load_settings
 from ..email import coerce_email, splitting_bulk
 from ..errors import RetryNotSupported, UnsupportedOption
-from ..publish import options as _options
-from ..publish.options import PublishPlan, TaskAttrs, canvas_error, plan_publish
+from ..publish.options import canvas_error
+from ..publish.plan import PublishPlan, plan_publish
 from ..publish.transports import EagerTransport, get_transport
 from ..publish.transports.eager import eager_forced
 from ..signals import email_delivered
@@ -57,96 +42,10 @@ from .batch import (
     result_for,
     split_plan,
 )
+from .planning import _MAX_PLANS, _canvas_step, _plan_key, _roundtrip, _routed_queue, task_attrs
+from .tracing import _push_request, _replay, _run_body, _traced_apply
 
 __all__ = ["QStashTask", "autosend_task"]
-
-_ATTRS = (
-    "default_retry_delay", "retry_backoff", "retry_backoff_max", "retry_jitter", "max_retries",
-)
-
-
-def _declared(task: Task, name: str) -> bool:
-    """Did the task (its decorator or a base below Celery's Task) set ``name`` itself?"""
-    cls: Any = type(task)
-    try:
-        return _declared_on(cls, name, getattr(cls, name, None))
-    except TypeError:  # an unhashable attribute value: look without the cache
-        return _declared_on.__wrapped__(cls, name, None)
-
-
-@lru_cache(maxsize=1024)
-def _declared_on(cls: Any, name: str, value: Any) -> bool:
-    # ``value`` is part of the cache key: a class attribute changed later is seen.
-    for klass in cls.__mro__:
-        if klass is Task or klass.__module__.startswith("celery."):
-            return False
-        if name in vars(klass):
-            return True
-    return False
-
-
-def task_attrs(task: Task) -> TaskAttrs:
-    return TaskAttrs(
-        name=task.name,
-        max_retries=task.max_retries,
-        default_retry_delay=task.default_retry_delay,
-        # Not Task attributes unless set: Celery's autoretry reads them with these defaults.
-        retry_backoff=getattr(task, "retry_backoff", False),
-        retry_backoff_max=getattr(task, "retry_backoff_max", 600),
-        retry_jitter=getattr(task, "retry_jitter", True),
-        rate_limit=task.rate_limit,
-        retry_kwargs=dict(getattr(task, "retry_kwargs", None) or {}),
-        autoretry_for=tuple(getattr(task, "autoretry_for", None) or ()),
-        acks_late=bool(task.acks_late) and _declared(task, "acks_late"),
-        declared=frozenset(name for name in _ATTRS if _declared(task, name)),
-    )
-
-
-#: Plans kept per task (one per settings and option set in use); a task that sees more
-#: starts over rather than grow without bound.
-_MAX_PLANS = 256
-
-
-def _plan_key(
-    task: Task,
-    merged: Mapping[str, Any],
-    settings: Settings,
-    link: Any,
-    link_error: Any,
-    display: str | None,
-) -> tuple[Any, ...] | None:
-    """Everything :func:`plan_publish` reads but the task id, as a cache key; ``None``
-    when the plan cannot be reused (it depends on the clock, or a value is unhashable).
-
-    Each value's type is part of the key: ``1 == True`` would otherwise let a cached
-    plan stand in for an option the table rejects.
-    """
-    if merged.get("expires") is not None:  # the expiry time is computed from "now"
-        return None
-    retry_kwargs = getattr(task, "retry_kwargs", None)
-    if isinstance(retry_kwargs, Mapping):
-        retry_kwargs = tuple((k, type(v), v) for k, v in retry_kwargs.items())
-    attrs = (
-        task.name, task.max_retries, task.default_retry_delay, task.rate_limit,
-        task.acks_late, getattr(task, "retry_backoff", False),
-        getattr(task, "retry_backoff_max", 600), getattr(task, "retry_jitter", True),
-        retry_kwargs, getattr(task, "autoretry_for", None), link, link_error, display,
-    )
-    key = (
-        # A plan made before reset_warnings() would skip the warnings its options give.
-        _options.warnings_generation,
-        id(settings),
-        tuple(merged.items()),
-        tuple(map(type, merged.values())),
-        attrs,
-        tuple(map(type, attrs)),
-    )
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
-
 
 class _Eager(NamedTuple):
     task_id: str
@@ -633,296 +532,14 @@ class QStashTask(Task):  # type: ignore[misc]
         _on_commit(lambda: self.apply_async(*args, **kwargs))
 
 
-#: What ``Task.push_request`` adds to a request it makes from ``Context()``.
-_FRESH_REQUEST: tuple[dict[str, Any], ...] = ({}, {"headers": None})
-
-
-def _push_request(task: Task, task_id: str, args: Any, kwargs: Any) -> None:
-    """``task.push_request(id=..., args=..., kwargs=..., called_directly=False,
-    is_eager=False)``.
-
-    Celery's version merges the current request into the new one and then works out
-    which of the keys are custom headers (building a set of Context's names each
-    time); when the current request is a fresh one there is nothing to merge and none
-    of these keys is a header, so the result is known: build it directly.
-    """
-    stack = task.request_stack
-    current = stack.top
-    if current is None:  # what Task.request reads then: the task's default request
-        current = task._default_request
-    if current is not None and (
-        type(current) is not Context or current.__dict__ not in _FRESH_REQUEST
-    ):
-        task.push_request(
-            id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False
-        )
-        return
-    request = object.__new__(Context)
-    request.__dict__.update(
-        id=task_id, args=args, kwargs=kwargs, called_directly=False, is_eager=False,
-        headers=None,
-    )
-    stack.push(request)
-
-
-def _tracer(task: Task, app: Any, propagate: bool) -> Any:
-    """Celery's eager tracer for ``task``, built once and kept while nothing it was built
-    from has changed.
-
-    ``Task.apply`` builds one per call. ``build_tracer`` reads, once, the task's class
-    hooks, the signal receiver lists, whether its logger logs INFO and the task's
-    request stack; the cached tracer is rebuilt whenever any of those is no
-    longer what it was built with. A receiver list is compared by identity: Celery
-    changes it in place (connect, disconnect, dropping dead receivers), which the tracer
-    sees, so only a list replaced from outside needs a new tracer. What else it reads
-    (deduplication of redelivered tasks, parent priority for callbacks, the process id
-    it stores with a STARTED state) concerns a worker: an eager request is never
-    redelivered, never tracked as started, and is given no callbacks here.
-    """
-    cls = type(task)
-    key = (
-        propagate, app, task.request_stack, task.resultrepr_maxsize,
-        _trace_logger.isEnabledFor(logging.INFO),
-        cls.__call__, cls.before_start, cls.on_success, cls.after_return, cls.run,
-        getattr(task, "_orig_run", None),
-    )
-    receivers = (
-        signals.task_prerun.receivers, signals.task_postrun.receivers,
-        signals.task_success.receivers,
-    )
-    cached = task.__dict__.get("_celery_qstash_tracer")
-    if cached is not None and cached[0] == key and all(
-        a is b for a, b in zip(cached[1], receivers, strict=True)
-    ):
-        return cached[2]
-    tracer = build_tracer(task.name, task, eager=True, propagate=propagate, app=app)
-    task.__dict__["_celery_qstash_tracer"] = (key, receivers, tracer)
-    return tracer
-
-
-#: (task id, exception) the lean eager run's body raised, for Celery's tracer to meet.
-_replay: ContextVar[tuple[str, BaseException] | None] = ContextVar(
-    "celery_qstash_replay", default=None
-)
-_RAISED = object()
-
-
-def _lean_possible(task: Task, app: Any, kwargs: Any) -> bool:
-    """Is nothing listening for what Celery's eager tracer does around a successful body?
-
-    Besides running the body (``__call__``) between pushing and popping the task and
-    its request, and calling ``after_return``, the tracer only feeds consumers: the
-    prerun/success/postrun signals, the INFO log line (with a ``saferepr`` of the result,
-    computed even when nothing logs it), ``on_success``/``before_start`` overrides, the
-    loader's task-init hook and, with ``task_store_eager_result``, the result backend.
-    With none of them there, the success path of the tracer has no effect but those.
-    """
-    cls = type(task)
-    return (
-        not signals.task_prerun.receivers
-        and not signals.task_success.receivers
-        and not signals.task_postrun.receivers
-        and not _trace_logger.isEnabledFor(logging.INFO)
-        and not task.store_eager_result
-        and cls.__call__ is QStashTask.__call__
-        and cls.after_return is QStashTask.after_return
-        and cls.before_start is Task.before_start
-        and cls.on_success is Task.on_success
-        and type(app.loader).on_task_init is BaseLoader.on_task_init
-        and isinstance(kwargs, Mapping)
-    )
-
-
-#: The names ``Context._get_custom_headers`` leaves out of a request's custom headers,
-#: which it gathers into a new set on every call.
-_CONTEXT_NAMES = frozenset(
-    {*Context.__dict__.keys(), "lang", "task", "argsrepr", "kwargsrepr", "compression"}
-)
-
-
-def _context(request: Mapping[str, Any], **more: Any) -> Context:
-    """``Context(request, **more)``, the custom headers found with a set built once."""
-    context = object.__new__(Context)
-    context.update(request, **more)
-    if context.headers is None:
-        custom = {k: v for k, v in {**request, **more}.items() if k not in _CONTEXT_NAMES}
-        context.headers = custom or None
-    return context
-
-
-def _lean_trace(
-    task: Task, task_id: str, args: Any, kwargs: Any, request: dict[str, Any]
-) -> Any:
-    """Celery's tracer's success path (see :func:`_lean_possible`): the same request
-    context, the body, ``after_return``. If the body raises, nothing of the tracer's
-    failure handling is done here: the exception is kept in :data:`_replay` and
-    :data:`_RAISED` returned, and Celery's own tracer then runs the call, its ``__call__``
-    raising that exception at once (the body is not run twice)."""
-    task_request = _context(request, args=args, called_directly=False, kwargs=kwargs)
-    _task_stack.push(task)
-    task.request_stack.push(task_request)
-    try:
-        try:
-            retval = task(*args, **kwargs)
-        except Exception as exc:  # Ignore, Reject and Retry included: Celery handles them
-            _replay.set((task_id, exc))
-            return _RAISED
-        task.after_return(celery_states.SUCCESS, retval, task_id, args, kwargs, None)
-        return retval
-    finally:
-        _task_stack.pop()
-        task.request_stack.pop()
-
-
-def _traced_apply(
-    task: Task,
-    app: Any,
-    args: Any = None,
-    kwargs: Any = None,
-    link: Any = None,
-    link_error: Any = None,
-    task_id: str | None = None,
-    retries: int | None = None,
-    throw: bool | None = None,
-    logfile: Any = None,
-    loglevel: Any = None,
-    headers: Any = None,
-    **options: Any,
-) -> Any:
-    """Celery's ``Task.apply`` (celery/app/task.py), with the tracer kept between calls
-    (:func:`_tracer`) instead of built for each one. The same request, the same result."""
-    args = args or ()
-    kwargs = kwargs or {}
-    task_id = task_id or uuid()
-    retries = retries or 0
-    if throw is None:
-        throw = app.conf.task_eager_propagates
-
-    parent_task = _task_stack.top
-    if parent_task and parent_task.request:
-        parent_id = parent_task.request.id
-        root_id = parent_task.request.root_id or task_id
-    else:
-        parent_id = None
-        root_id = task_id
-
-    target = app._tasks[task.name]
-    request = {
-        "id": task_id,
-        "task": task.name,
-        "parent_id": parent_id,
-        "root_id": root_id,
-        "retries": retries,
-        "is_eager": True,
-        "logfile": logfile,
-        "loglevel": loglevel or 0,
-        "hostname": _hostname(),
-        "callbacks": maybe_list(link),
-        "errbacks": maybe_list(link_error),
-        "headers": headers,
-        "timelimit": (
-            None if task.time_limit is None and task.soft_time_limit is None
-            else [task.time_limit, task.soft_time_limit]
-        ),
-        "ignore_result": options.get("ignore_result", task.ignore_result),
-        "delivery_info": {
-            "is_eager": True,
-            "exchange": options.get("exchange"),
-            "routing_key": options.get("routing_key"),
-            "priority": options.get("priority"),
-        },
-    }
-    if "stamped_headers" in options:
-        request["stamped_headers"] = maybe_list(options["stamped_headers"])
-        request["stamps"] = {
-            header: maybe_list(options.get(header, [])) for header in request["stamped_headers"]
-        }
-
-    tb = None
-    if _lean_possible(target, app, kwargs):
-        outcome = _lean_trace(target, task_id, args, kwargs, request)
-        if outcome is not _RAISED:
-            return EagerResult(task_id, outcome, celery_states.SUCCESS, traceback=None,
-                               name=task.name)
-    try:
-        ret = _tracer(target, app, bool(throw))(task_id, args, kwargs, request)
-    finally:
-        _replay.set(None)
-    retval = ret.retval
-    if isinstance(retval, ExceptionInfo):
-        retval, tb = retval.exception, retval.traceback
-        if isinstance(retval, ExceptionWithTraceback):
-            retval = retval.exc
-    if isinstance(retval, Retry) and retval.sig is not None:
-        return retval.sig.apply(retries=retries + 1)
-    state = celery_states.SUCCESS if ret.info is None else ret.info.state
-    return EagerResult(task_id, retval, state, traceback=tb, name=task.name)
-
-
-def _run_body(task: Task, args: Any, kwargs: Any) -> Any:
-    """The task body; Celery's own retry and reject exceptions become :class:`RetryNotSupported`
-    (a retry from inside the body would publish the task again from the caller's process)."""
-    # Celery's autoretry_for wraps run() and keeps the body as _orig_run; at call time a
-    # retry would re-run the body in the caller, so QStash's delivery retries replace it.
-    body = getattr(task, "_orig_run", task.run)
-    try:
-        return body(*args, **kwargs)
-    except (Retry, Reject) as exc:
-        raise RetryNotSupported(type(exc).__name__) from exc
-
-
-# Celery's in-process canvas: which apply() is running us decides chain/chord/group.
-_SIGNATURE_APPLY: CodeType = Signature.apply.__code__
-_GROUP_APPLY: CodeType = group.apply.__code__
-_CHAIN_APPLY: CodeType = _chain.apply.__code__
-_CHORD_APPLY: CodeType = _chord.apply.__code__
-_CELERY_DIR = os.path.dirname(os.path.abspath(celery.__file__)) + os.sep
-
-
-def _canvas_step() -> str | None:
-    """``"chain"`` or ``"chord"`` when Celery's canvas applies this task in-process in a
-    place where production would hand it a continuation, else ``None``.
-
-    Production rejects the ``chain=``/``chord=`` option a canvas passes to the first
-    task of a chain (any step but the last) and to a chord's header tasks; Celery's
-    eager canvas calls ``Task.apply`` without those options, so look at which canvas
-    ``apply`` is on the stack, stopping at the first frame outside Celery.
-    """
-    frame: FrameType | None = sys._getframe(2)  # apply()'s caller
-    in_group = False
-    for _ in range(32):
-        if frame is None:
-            return None
-        code = frame.f_code
-        if code is _GROUP_APPLY:
-            in_group = True
-        elif code is _CHORD_APPLY:
-            return "chord" if in_group else None  # the header, not the body
-        elif code is _CHAIN_APPLY:
-            return None if _last_step(frame.f_locals) else "chain"
-        elif code is not _SIGNATURE_APPLY and not os.path.abspath(
-            code.co_filename
-        ).startswith(_CELERY_DIR):
-            return None
-        frame = frame.f_back
-    return None
-
-
-def _last_step(local: Mapping[str, Any]) -> bool:
-    """Is ``_chain.apply`` (its frame's locals) applying its last step? Production accepts
-    a QStash task there: the previous step's worker publishes it with an empty chain."""
-    index, last = local.get("index"), local.get("last_index")
-    if isinstance(index, int) and isinstance(last, int):  # Celery 5.7 skips empty groups
-        return index >= last
-    chain_sig, step = local.get("self"), local.get("task")  # older: `for task in self.tasks`
-    tasks: Any = getattr(chain_sig, "tasks", None)
-    return bool(tasks) and step is tasks[-1]
-
-
 #: (task id, AutoSend's response) of the eager call whose email_delivered is still due.
 _eager_delivery: ContextVar[tuple[str, Any] | None] = ContextVar(
     "celery_qstash_eager_delivery", default=None
 )
+
+
+# The lean eager run (tracing._lean_possible) stands in for these two methods.
+QStashTask._lean_base = QStashTask
 
 
 def _report_eager_delivery(task: Task, status: str, task_id: str) -> None:
@@ -954,15 +571,6 @@ def _wait_until_bound(task: Task) -> None:
         time.sleep(0)  # yield the GIL to the thread that is binding it
 
 
-def _routed_queue(app: Any, task: Task, args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
-    """The queue ``task_routes`` gives this call, if any (Celery's own router decides)."""
-    route = app.amqp.router.lookup_route(task.name, args or (), kwargs or {}, options, task)
-    if not route:
-        return None
-    queue = route.get("queue") if isinstance(route, Mapping) else route
-    return getattr(queue, "name", queue)
-
-
 def _on_commit(fn: Callable[[], Any]) -> None:
     try:
         from django.conf import settings
@@ -974,49 +582,6 @@ def _on_commit(fn: Callable[[], Any]) -> None:
         fn()
         return
     transaction.on_commit(fn)
-
-
-class _NotPlain(Exception):
-    pass
-
-
-_SCALARS = (str, int, bool, type(None))
-
-
-def _json_copy(value: Any) -> Any:
-    """What a JSON round trip gives back, for plain JSON data; raises _NotPlain otherwise."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return value
-    if kind is float:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise _NotPlain
-        return value
-    if kind is list or kind is tuple:
-        return [_json_copy(item) for item in value]
-    if kind is dict:
-        if not all(type(key) is str for key in value):
-            raise _NotPlain
-        return {key: _json_copy(item) for key, item in value.items()}
-    raise _NotPlain
-
-
-def _roundtrip(args: Any, kwargs: Any, serializer: str) -> tuple[Any, Any]:
-    """Celery serialises args on the way to a worker; do the same so the body sees what it would.
-
-    Plain JSON data (the usual ids and strings) is copied directly, which gives the
-    same result as kombu's dumps/loads for a fraction of the cost.
-    """
-    if serializer == "json":
-        try:
-            return _json_copy(list(args or ())), _json_copy(dict(kwargs or {}))
-        except _NotPlain:
-            pass
-    content_type, encoding, payload = dumps(  # type: ignore[no-untyped-call]
-        (list(args or ()), dict(kwargs or {})), serializer=serializer
-    )
-    a, k = loads(payload, content_type, encoding, accept=[content_type])  # type: ignore[no-untyped-call]
-    return a, k
 
 
 def autosend_task(*args: Any, **options: Any) -> Any:

@@ -13,7 +13,7 @@ from celery import Celery, group
 
 from celery_qstash import BulkEmail, Email, PublishError, QStashTask
 from celery_qstash.config import load_settings
-from celery_qstash.publish.options import PublishRequest
+from celery_qstash.publish.request import PublishRequest
 from celery_qstash.publish.transports import PublishResult
 from celery_qstash.tasks.batch import get_batch_transport
 from celery_qstash.testing import DevServers

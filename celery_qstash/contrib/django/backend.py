@@ -32,7 +32,9 @@ from ...errors import (
     EmailValidationError,
     UnsupportedOption,
 )
-from ...publish.options import PublishRequest, TaskAttrs, plan_publish, warn_once
+from ...publish.options import warn_once
+from ...publish.plan import plan_publish
+from ...publish.request import PublishRequest, TaskAttrs
 from ...publish.transports import EagerTransport, get_transport
 from ...publish.transports.base import PublishResult
 from ...publish.transports.eager import eager_forced

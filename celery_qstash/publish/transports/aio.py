@@ -21,7 +21,7 @@ from qstash.errors import QStashError
 from ...clock import Clock, SystemClock
 from ...config import Settings
 from ...errors import PublishError
-from ..options import PublishRequest
+from ..request import PublishRequest
 from .base import PublishResult
 from .batch import (
     Attempts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..options import PublishRequest
+from ..request import PublishRequest
 
 __all__ = ["PublishResult", "Transport"]
 

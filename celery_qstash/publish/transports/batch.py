@@ -26,7 +26,7 @@ from qstash.message import prepare_batch_message_body
 
 from ...clock import Clock, SystemClock
 from ...errors import PublishError, scrub
-from ..options import PublishRequest
+from ..request import PublishRequest
 from .base import PublishResult
 from .qstash import (
     Attempts,
@@ -71,7 +71,7 @@ def batch_message(request: PublishRequest) -> dict[str, Any]:
         "url": request.url,
         "body": request.body_text,  # serialised once: the size check did it already
         "content_type": "application/json",
-        "headers": {**request.headers, "Authorization": request.authorization},
+        "headers": request.sent_headers,
         "deduplication_id": request.deduplication_id,
         "label": request.label,
     }

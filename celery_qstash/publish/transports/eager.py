@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, overload
 
 from ...email import AnyEmail, coerce_email
-from ..options import PublishRequest
+from ..request import PublishRequest
 from .base import PublishResult
 
 __all__ = [

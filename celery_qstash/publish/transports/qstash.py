@@ -46,7 +46,7 @@ from qstash.errors import QStashError, RateLimitExceededError
 from ...clock import Clock, SystemClock
 from ...config import Settings
 from ...errors import PublishError, scrub
-from ..options import PublishRequest
+from ..request import PublishRequest
 from .base import PublishResult
 
 __all__ = ["DEFAULT_RETRY_POLICY", "QStashTransport", "client_for", "get_transport"]
@@ -259,7 +259,7 @@ def sdk_arguments(request: PublishRequest) -> tuple[dict[str, Any], dict[str, An
         "url": request.url,
         "body": request.body_text,
         "content_type": "application/json",
-        "headers": {**request.headers, "Authorization": request.authorization},
+        "headers": request.sent_headers,
         "retries": request.retries,
         "retry_delay": request.retry_delay,
         "callback": request.callback,
