@@ -163,9 +163,7 @@ def test_a_failed_task_page_links_its_dead_letter_and_retries(browser: Any, stac
         page.reload()
         expect(page.locator("h1 .badge")).to_have_text("SUCCESS")
         # Delivered now: its page links the email, and the email links back.
-        page.click("#inbox-link")
-        expect(page.locator("table.inbox tbody tr")).to_have_count(1)
-        page.locator("td.subject a").click()
+        page.click("#inbox-link")  # the email itself, not a one-row list
         expect(page.locator("h1")).to_have_text("Retry me")
         page.click("#task-link")
         expect(page).to_have_url(f"{stack.dashboard_url}/tasks/{failed.id}")

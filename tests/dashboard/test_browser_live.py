@@ -8,6 +8,8 @@ updates, a new row), and a marker set on ``window`` proves the page never reload
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -16,6 +18,16 @@ from waiting import wait_until
 from .conftest import Stack
 
 pytestmark = pytest.mark.browser
+
+
+@contextmanager
+def _page(browser: Any, url: str, height: int = 900) -> Iterator[Any]:
+    page = browser.new_page(viewport={"width": 1280, "height": height})
+    try:
+        page.goto(url)
+        yield page
+    finally:
+        page.close()
 
 
 def _updates(page: Any) -> int:
@@ -31,9 +43,7 @@ def test_inbox_search_text_survives_two_refresh_periods(browser: Any, stack: Sta
     from playwright.sync_api import expect
 
     stack.send.delay("live1@inbox.example", "Live inbox one").get(timeout=15)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
-        page.goto(f"{stack.sandbox.url}/inbox?refresh=1")
+    with _page(browser, f"{stack.sandbox.url}/inbox?refresh=1") as page:
         page.evaluate("window.__notReloaded = true")
         page.click("input[name=q]")
         page.keyboard.type("half-typed sear")
@@ -45,23 +55,17 @@ def test_inbox_search_text_survives_two_refresh_periods(browser: Any, stack: Sta
         assert page.evaluate("window.__notReloaded") is True
         assert page.input_value("input[name=q]") == "half-typed sear"
         assert page.evaluate("document.activeElement.name") == "q"
-    finally:
-        page.close()
 
 
 def test_inbox_clear_all_confirmation_stays_open(browser: Any, stack: Stack) -> None:
     from playwright.sync_api import expect
 
     stack.send.delay("keep@inbox.example", "Keep me").get(timeout=15)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
-        page.goto(f"{stack.sandbox.url}/inbox?refresh=1")
+    with _page(browser, f"{stack.sandbox.url}/inbox?refresh=1") as page:
         page.click("#clear-all")
         seen = _updates(page)
         _wait_updates(page, seen + 2)
         expect(page.locator("#clear-confirm")).to_be_visible()
-    finally:
-        page.close()
 
 
 def test_tasks_search_and_scroll_survive_two_refresh_periods(browser: Any, stack: Stack
@@ -70,9 +74,7 @@ def test_tasks_search_and_scroll_survive_two_refresh_periods(browser: Any, stack
 
     for n in range(30):
         stack.send.apply_async((f"scroll{n}@live.example", f"Scroll {n}"), countdown=3600)
-    page = browser.new_page(viewport={"width": 1280, "height": 500})
-    try:
-        page.goto(f"{stack.dashboard_url}/tasks?refresh=1&per_page=50")
+    with _page(browser, f"{stack.dashboard_url}/tasks?refresh=1&per_page=50", height=500) as page:
         page.evaluate("window.__notReloaded = true")
         page.click("input[name=search]")
         page.keyboard.type("scroll1")
@@ -86,24 +88,18 @@ def test_tasks_search_and_scroll_survive_two_refresh_periods(browser: Any, stack
         assert page.evaluate("window.__notReloaded") is True
         assert page.input_value("input[name=search]") == "scroll1"
         assert page.evaluate("window.scrollY") == scrolled
-    finally:
-        page.close()
 
 
 def test_a_task_revoke_confirmation_stays_open(browser: Any, stack: Stack) -> None:
     from playwright.sync_api import expect
 
     result = stack.send.apply_async(("confirm@live.example", "Confirm me"), countdown=3600)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
-        page.goto(f"{stack.dashboard_url}/tasks/{result.id}")
+    with _page(browser, f"{stack.dashboard_url}/tasks/{result.id}") as page:
         page.evaluate("document.body.dataset.refresh")  # the pending task's page is live
         page.click("#revoke")
         seen = _updates(page)
         _wait_updates(page, seen + 1)  # the task page refreshes every 10 s
         expect(page.get_by_role("button", name="Yes, revoke")).to_be_visible()
-    finally:
-        page.close()
 
 
 def test_without_javascript_the_page_still_refreshes(browser: Any, stack: Stack) -> None:

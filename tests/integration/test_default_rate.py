@@ -17,7 +17,7 @@ from celery import Celery
 from celery_qstash import Email, autosend_task
 from celery_qstash.clock import FakeClock
 from celery_qstash.config import load_settings
-from celery_qstash.publish.options import parse_rate
+from celery_qstash.publish.plan import parse_rate
 from celery_qstash.testing import DevServers
 
 
