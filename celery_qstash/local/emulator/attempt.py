@@ -84,7 +84,8 @@ class Attempts:
         states = self.store.finish_many(items, self.callbacks) if items else []
         if log.isEnabledFor(logging.INFO):
             for (message, result, _), state in zip(items, states, strict=True):
-                log.info("%s %s -> %s (%s)", message["id"], _host(message["url"]), state,
+                log.info("%s%s -> %s %s (%s)", _who(message), message["id"],
+                         _host(message["url"]), state,
                          result.status if result.status is not None else result.error)
         return states
 
@@ -189,6 +190,19 @@ class Attempts:
 def _header(headers: list[tuple[str, str]], name: str) -> str:
     """One header's values as httpx's ``headers.get`` gives them ("" when absent)."""
     return ", ".join(value for key, value in headers if key.lower() == name)
+
+
+def _who(message: JSON) -> str:
+    """``task <label> <name>, message `` for the dev log: the task id a user greps for
+    (the shim labels each message with it) and the task's name, before QStash's id."""
+    opts = message.get("opts") or {}
+    labels = [label for label in opts.get("labels") or [] if label]
+    headers = opts.get("headers") or {}
+    names = headers.get("X-Celery-Task") or headers.get("Upstash-Forward-X-Celery-Task") or []
+    if not labels and not names:
+        return ""
+    parts = ["task", *labels[:1], *names[:1]]
+    return " ".join(str(p) for p in parts) + ", message "
 
 
 def _host(url: str) -> str:
