@@ -31,6 +31,6 @@ USER qstash
 VOLUME ["/data"]
 
 # emulator, sandbox inbox, dashboard, example app
-EXPOSE 8080 8025 5555 8000
+EXPOSE 8080 8625 8655 8000
 
 CMD ["celery-qstash", "--help"]

@@ -47,6 +47,10 @@ DEV_USERS: dict[str, tuple[str, str, str]] = {
 DEV_AUTOSEND_API_KEY = "AS_sandbox_dev_key"
 
 AUTOSEND_URL = "https://api.autosend.com"
+#: ``qstash dev``'s own port, which ``QSTASH_DEV=true`` and the SDKs' dev mode point at.
 EMULATOR_PORT = 8080
-SANDBOX_PORT = 8025
-DASHBOARD_PORT = 5555
+#: Not Mailpit's 8025 nor Flower's 5555: a project often runs those beside this one (the
+#: Django app's mail in Mailpit, its remaining Celery workers in Flower). 86 followed by
+#: the last two digits of the tool each one imitates.
+SANDBOX_PORT = 8625
+DASHBOARD_PORT = 8655

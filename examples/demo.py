@@ -53,7 +53,7 @@ def cli_command() -> str:
         return str(script)
 
 
-DEFAULT_PORTS = {"emulator": 8080, "sandbox": 8025, "dashboard": 5555}
+DEFAULT_PORTS = {"emulator": 8080, "sandbox": 8625, "dashboard": 8655}
 _WHAT = {"emulator": "QStash emulator", "sandbox": "AutoSend sandbox", "dashboard": "dashboard"}
 
 

@@ -20,7 +20,7 @@ from celery_qstash.config import load_settings
 from celery_qstash.devserver import AUTOSEND_URL, DEV_USERS
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"qstash": 8080, "autosend": 8025, "dashboard": 5555, "app": 8000}
+OURS = {"qstash": 8080, "autosend": 8625, "dashboard": 8655, "app": 8000}
 OFFICIAL_IMAGE = "public.ecr.aws/upstash/qstash:latest"
 
 
@@ -68,27 +68,60 @@ def test_our_four_services_and_the_official_profile(services: dict[str, Any]) ->
     assert official["command"] == ["qstash", "dev"]
     assert official["profiles"] == ["official"]
     assert services["app-official"]["profiles"] == ["official"]
+    assert services["dashboard-official"]["profiles"] == ["official"]
 
 
 def test_ports_are_published_on_loopback_only(services: dict[str, Any]) -> None:
     for name, port in OURS.items():
         published = _published(services[name])
         assert published == {port: f"127.0.0.1:{port}"}, name
-    for name in ("qstash-official", "app-official"):
+    for name in ("qstash-official", "app-official", "dashboard-official"):
         assert all(b.startswith("127.0.0.1:") for b in _published(services[name]).values())
     hosts = [b for s in services.values() for b in _published(s).values()]
     assert len(hosts) == len(set(hosts)), "two services publish the same host port"
 
 
-@pytest.mark.parametrize("name", ["qstash", "autosend", "dashboard"])
-def test_server_commands_parse_with_our_cli_and_listen_where_published(services: dict[str, Any], name: str) -> None:
+def _params(services: dict[str, Any], name: str) -> dict[str, Any]:
     command = services[name]["command"]
     assert command[0] == "celery-qstash"
     sub = cli_main.commands[command[1]]
     with click.Context(cli_main) as parent:
         ctx = sub.make_context(command[1], list(command[2:]), parent=parent)  # unknown options raise
-    assert ctx.params["host"] == "0.0.0.0"  # reachable from the other containers
-    assert ctx.params["port"] == OURS[name]
+    return ctx.params
+
+
+@pytest.mark.parametrize("name", ["qstash", "autosend", "dashboard", "dashboard-official"])
+def test_server_commands_parse_with_our_cli_and_listen_where_published(services: dict[str, Any], name: str) -> None:
+    params = _params(services, name)
+    assert params["host"] == "0.0.0.0"  # reachable from the other containers
+    assert params["port"] in _published(services[name])
+
+
+def test_the_inbox_and_the_dashboard_link_to_each_other_where_a_browser_finds_them(
+    services: dict[str, Any],
+) -> None:
+    # As `celery-qstash dev` does: each email links to its task, each task to its email.
+    # The links are opened by a browser on the host: the published ports, not service names.
+    inbox = f"http://{_published(services['autosend'])[OURS['autosend']]}"
+    assert _params(services, "autosend")["dashboard_url"] == \
+        f"http://{_published(services['dashboard'])[OURS['dashboard']]}"
+    assert _params(services, "dashboard")["inbox_url"] == inbox
+    assert _params(services, "dashboard-official")["inbox_url"] == inbox
+
+
+def test_the_default_ports_are_not_flowers_or_mailpits(services: dict[str, Any]) -> None:
+    # Flower (5555) and Mailpit (8025 and SMTP 1025) often run beside this stack.
+    from celery_qstash.devserver import DASHBOARD_PORT, EMULATOR_PORT, SANDBOX_PORT
+
+    assert {DASHBOARD_PORT, SANDBOX_PORT}.isdisjoint({5555, 8025, 1025})
+    assert EMULATOR_PORT == 8080  # `qstash dev`'s, where QSTASH_DEV=true points
+    assert OURS == {"qstash": EMULATOR_PORT, "autosend": SANDBOX_PORT,
+                    "dashboard": DASHBOARD_PORT, "app": 8000}
+    dev = {p.name: p.default for p in cli_main.commands["dev"].params}
+    assert (dev["port"], dev["sandbox_port"], dev["dashboard_port"]) == (
+        EMULATOR_PORT, SANDBOX_PORT, DASHBOARD_PORT)
+    published = {int(b.split(":")[1]) for s in services.values() for b in _published(s).values()}
+    assert published.isdisjoint({5555, 8025, 1025})
 
 
 def test_the_emulator_routes_autosend_to_the_sandbox_service(services: dict[str, Any]) -> None:
@@ -140,7 +173,7 @@ def test_the_dashboard_health_check_uses_the_auth_the_dashboard_requires(service
     assert "/healthcheck" in {route.path for route in ROUTES}
 
 
-@pytest.mark.parametrize(("name", "qstash_service"), [("app", "qstash"), ("dashboard", "qstash"), ("app-official", "qstash-official")])
+@pytest.mark.parametrize(("name", "qstash_service"), [("app", "qstash"), ("dashboard", "qstash"), ("app-official", "qstash-official"), ("dashboard-official", "qstash-official")])
 def test_environment_is_all_the_settings_need(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch, name: str, qstash_service: str) -> None:
     env = services[name]["environment"]
     for key, value in env.items():
@@ -184,7 +217,8 @@ def test_every_server_checks_the_host_by_the_names_it_is_reached_at(
     # dashboard (public dev:dev) through the ports published on 127.0.0.1.
     from celery_qstash.local.serving import ALLOWED_HOSTS_ENV
 
-    reached: dict[str, set[str]] = {name: set() for name in ("qstash", "autosend", "dashboard")}
+    reached: dict[str, set[str]] = {name: set() for name in ("qstash", "autosend", "dashboard",
+                                                              "dashboard-official")}
     text = yaml.safe_dump(services)
     for host in re.findall(r"https?://([a-z0-9-]+)(?::\d+)?", text):
         if host in reached:

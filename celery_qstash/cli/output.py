@@ -25,6 +25,7 @@ __all__ = [
     "budget",
     "colour",
     "cut",
+    "http_url",
     "cut_start",
     "iso",
     "out",
@@ -162,3 +163,15 @@ class WholeHelpGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: an ``http(s)://host...`` URL a browser is sent to, or ``None``."""
+    if value is None or value == "":
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")

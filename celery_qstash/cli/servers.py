@@ -25,6 +25,7 @@ from ..devserver import (
     EMULATOR_PORT,
     SANDBOX_PORT,
 )
+from .output import http_url
 
 __all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "dev", "emulator", "receiver_server", "sandbox"]
 
@@ -253,7 +254,7 @@ def dev(
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
                             verified_domains=verified_domains or None,
                             retry_after_header=retry_after,
-                            rate_per_minute=rate_per_minute or None).start()
+                            rate_per_minute=rate_per_minute or None, dashboard_url=dashboard_url).start()
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
@@ -373,9 +374,12 @@ def emulator(
 @_verified
 @_retry_after
 @_per_minute
+@click.option("--dashboard-url", envvar="CELERY_QSTASH_DASHBOARD_URL", metavar="URL",
+              callback=http_url,
+              help="the dashboard as a browser reaches it, to link each email to its task")
 def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
             max_body: int | None, verified_domains: tuple[str, ...], retry_after: bool,
-            rate_per_minute: int) -> None:
+            rate_per_minute: int, dashboard_url: str | None) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
     from ..local.sandbox import DEFAULT_MAX_BODY, serve
@@ -386,4 +390,4 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
           max_body=max_body or DEFAULT_MAX_BODY,
           verified_domains=verified_domains or None, retry_after_header=retry_after,
-          rate_per_minute=rate_per_minute or None)
+          rate_per_minute=rate_per_minute or None, dashboard_url=dashboard_url)

@@ -46,6 +46,7 @@ from .output import (
     WholeHelpGroup,
     budget,
     cut,
+    http_url,
     iso,
     out,
     paint,
@@ -604,12 +605,12 @@ def _auth(value: str | None) -> tuple[str, str] | None:
               help="require HTTP basic auth (or set CELERY_QSTASH_DASHBOARD_AUTH)")
 @click.option("--allow-public", is_flag=True,
               help="allow a non-loopback --host without --auth (anyone could revoke tasks)")
-@click.option("--inbox-url", envvar="CELERY_QSTASH_INBOX_URL", metavar="URL",
+@click.option("--inbox-url", envvar="CELERY_QSTASH_INBOX_URL", metavar="URL", callback=http_url,
               help="the AutoSend sandbox, to link each task to its captured email")
 @_app_option
 def dashboard_cmd(host: str, port: int, auth_value: str | None, allow_public: bool,
                   inbox_url: str | None, app_path: str | None) -> None:
-    """Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)."""
+    """Serve the dashboard and Flower's JSON API (127.0.0.1:8655 by default)."""
     try:
         from ..local.dashboard import serve
     except ImportError as exc:  # starlette/uvicorn are the ``local`` extra

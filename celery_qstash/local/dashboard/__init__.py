@@ -2,7 +2,7 @@
 
 ``create_app(status)`` builds the Starlette app over a
 :class:`~celery_qstash.status.StatusClient` (or a callable returning one);
-``serve()`` runs it, on 127.0.0.1:5555 by default. The whole HTTP surface is the
+``serve()`` runs it, on 127.0.0.1:8655 by default. The whole HTTP surface is the
 route table below: pages live in :mod:`.views`, the JSON API in :mod:`.api`,
 and both query QStash only through :mod:`celery_qstash.status`.
 

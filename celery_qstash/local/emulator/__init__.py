@@ -9,7 +9,7 @@ Use it in three ways:
 
 It accepts the public ``qstash dev`` credentials (``celery_qstash.devserver``),
 so apps configured for ``qstash dev`` work unchanged. ``routes`` rewrite where
-deliveries really go (``{"https://api.autosend.com": "http://127.0.0.1:8025"}``)
+deliveries really go (``{"https://api.autosend.com": "http://127.0.0.1:8625"}``)
 while messages, logs and signatures keep the original URL.
 
 A web page must not drive the emulator: as the sandbox and the dashboard do, it
@@ -65,7 +65,7 @@ Tokens = Mapping[str, str] | Iterable[str]
 
 
 def parse_route(spec: str) -> tuple[str, str]:
-    """``"https://api.autosend.com=http://127.0.0.1:8025"`` -> (prefix, target)."""
+    """``"https://api.autosend.com=http://127.0.0.1:8625"`` -> (prefix, target)."""
     match = re.fullmatch(r"\s*(https?://\S+?)=(https?://\S+)\s*", spec)
     if not match:
         raise ValueError(f"invalid route {spec!r}: expected PREFIX=URL, both http(s) URLs")

@@ -19,7 +19,7 @@ Use::
         httpx.post(f"{server.url}/v1/mails/send", ...)
         server.sandbox.store.messages()
 
-    serve(port=8025, data_dir=".qstash-dev/sandbox")   # development, blocks until Ctrl-C
+    serve(port=8625, data_dir=".qstash-dev/sandbox")   # development, blocks until Ctrl-C
 
 API keys are kept only as sha256 digests and appear nowhere (per-key state is
 keyed by a 16-hex fingerprint); any bearer key is accepted unless ``api_keys``
@@ -226,8 +226,13 @@ def serve(
     retry_after_header: bool = False,
     max_body: int = DEFAULT_MAX_BODY,
     verified_domains: Iterable[str] | None = None,
+    dashboard_url: str | None = None,
 ) -> None:
-    """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory)."""
+    """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory).
+
+    ``dashboard_url``: the dashboard as a browser reaches it, so each captured email links
+    to its task there (``celery-qstash dev`` sets it; ``None``: no link).
+    """
     sandbox = Sandbox(
         data_dir=data_dir,
         api_keys=api_keys,
@@ -238,6 +243,7 @@ def serve(
         max_body=max_body,
         verified_domains=verified_domains,
     )
+    sandbox.api.dashboard_url = dashboard_url
     where = sandbox.store.path or "memory"
     logger.info("AutoSend sandbox on http://%s:%s (inbox in %s)", host, port, where)
     try:
