@@ -151,5 +151,17 @@ def test_queues_page(client: TestClient, fake: FakeQStash) -> None:
 
     page = client.get("/queues").text
 
-    assert '<td><a href="/queues/emails">emails</a></td><td>7</td><td>2</td>' in page
+    assert ('<td data-label="Queue"><a href="/queues/emails">emails</a></td>'
+            '<td data-label="Messages waiting">7</td><td data-label="Parallelism">2</td>') in page
     assert ">PAUSED</span>" in page and 'action="/queues/emails/resume"' in page
+
+
+@pytest.mark.parametrize("path", ["/dlq", "/queues", "/queues/emails", "/schedules"])
+def test_the_lists_update_in_place_like_the_tasks_page(client: TestClient, fake: FakeQStash,
+                                                       path: str) -> None:
+    fake.queues = [{"name": "emails", "parallelism": 1, "createdAt": 1, "updatedAt": 1,
+                    "lag": 0, "paused": False}]
+    page = client.get(path).text
+    assert 'data-refresh="10"' in page and "data-live" in page
+    assert '<script src="/live.js" defer></script>' in page
+    assert 'data-refresh' not in client.get(path + "?refresh=0").text

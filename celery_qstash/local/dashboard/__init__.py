@@ -35,7 +35,7 @@ from ...errors import ConfigurationError
 from ...status import StatusClient
 from .. import live
 from ..serving import LOOPBACK_HOSTS, BodyLimit, SameSiteGuard, is_loopback, local_hosts
-from . import api, views
+from . import api, queues, views
 from .html import task_path
 
 __all__ = ["LOOPBACK_HOSTS", "check_bind", "create_app", "is_loopback", "local_hosts", "serve"]
@@ -134,9 +134,11 @@ ROUTES = [
     Route("/dlq/bulk", views.dlq_bulk, methods=["POST"]),
     Route("/dlq/{dlq_id}/retry", views.dlq_retry, methods=["POST"]),
     Route("/dlq/{dlq_id}/delete", views.dlq_delete, methods=["POST"]),
-    Route("/queues", views.queues_page),
-    Route("/queues/{name}", views.queue_page),
-    Route("/queues/{name}/{action}", views.queue_action, methods=["POST"]),
+    Route("/queues", queues.queues_page),
+    Route("/queues/{name}", queues.queue_page),
+    Route("/queues/{name}/{action}", queues.queue_action, methods=["POST"]),
+    Route("/schedules", queues.schedules_page),
+    Route("/schedules/{schedule_id}/{action}", queues.schedule_action, methods=["POST"]),
     # Flower's task API
     Route("/api/tasks", api.tasks),
     Route("/api/task/types", api.task_types),

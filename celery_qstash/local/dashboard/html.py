@@ -23,8 +23,8 @@ from ...status.attempts import relative
 from .. import live
 
 __all__ = [
-    "Safe", "badge", "chart", "confirm", "e", "fmt_time", "id_link", "layout", "link", "pretty",
-    "query", "rel_time", "state_class", "table", "task_path", "utc_text",
+    "Safe", "badge", "cell", "chart", "confirm", "e", "fmt_time", "id_link", "layout", "link",
+    "pretty", "query", "rel_time", "state_class", "table", "task_path", "utc_text",
 ]
 
 
@@ -176,11 +176,20 @@ def link(href: str, text: Any) -> Safe:
     return Safe(f'<a href="{e(href)}">{e(text)}</a>')
 
 
+def cell(label: str, value: Any, cls: str = "") -> str:
+    """One ``<td>``, labelled with its column's name: on a phone a row is a card and each
+    cell shows its label (``data-label``, through CSS)."""
+    attr = f' class="{e(cls)}"' if cls else ""
+    return f'<td data-label="{e(label)}"{attr}>{e(value)}</td>'
+
+
 def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], *, empty: str = "Nothing here.",
           cls: str = "") -> Safe:
     """A table; cells are escaped unless they are :class:`Safe`."""
+    headers = list(headers)
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(cell(h, c) for h, c in zip(headers, row, strict=True)) + "</tr>"
+                   for row in rows)
     if not body:
         return Safe(f'<p class="empty">{e(empty)}</p>')
     return Safe(
@@ -258,10 +267,34 @@ background:#fff4f2;border:1px solid #f1b7ae;border-radius:.25rem;padding:.15rem 
 .card{background:#fff;border:1px solid #e3e6ec;border-radius:.35rem;padding:.5rem .8rem;
 max-width:40rem}
 .tl-fail td{background:#fff6f5}.tl-ok td{background:#f4fbf5}
+select{max-width:100%}
+@media (max-width:700px){
+header{flex-wrap:wrap;gap:.25rem .9rem;padding:.45rem .7rem}header .utc{margin-left:0}
+main{padding:.5rem .6rem}
+form.filters label{flex:1 1 9rem}form.filters input,form.filters select,
+input[name=search]{width:100%!important}
+.summary{display:block}.counts{margin-bottom:.4rem}.count{min-width:4rem}
+.chart svg{width:100%;height:auto}
+table,tbody,tr,td{display:block}thead,colgroup{display:none}
+table{background:none}
+tr{background:#fff;border:1px solid #e3e6ec;border-radius:.35rem;margin:.4rem 0;
+padding:.25rem .55rem}
+td,table.tasks td,table.dlq td{display:flex;gap:.5rem;border:0;padding:.08rem 0;
+white-space:normal;overflow-wrap:anywhere;min-width:0;text-align:left}
+td[data-label]::before{content:attr(data-label);flex:0 0 5.6rem;color:#555;font-size:11px;
+padding-top:.12rem}
+td.lo{display:none}
+dl.kv{grid-template-columns:minmax(5rem,max-content) minmax(0,1fr)}
+dl.kv dd{overflow-wrap:anywhere;min-width:0}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}
+.actions,form#bulk{flex-wrap:wrap}
+details.confirm .ask{display:flex;flex-wrap:wrap;margin:.3rem 0 0}
+}
 """
 
 _NAV = (
-    ("tasks", "/tasks", "Tasks"), ("dlq", "/dlq", "Dead letters"), ("queues", "/queues", "Queues")
+    ("tasks", "/tasks", "Tasks"), ("dlq", "/dlq", "Dead letters"), ("queues", "/queues", "Queues"),
+    ("schedules", "/schedules", "Schedules"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The dashboard's HTML pages: tasks, one task, dead letters, queues and one queue.
+"""The dashboard's HTML pages: tasks, one task and dead letters (queues and schedules
+are in :mod:`.queues`).
 
 Every page reads QStash through :class:`~celery_qstash.status.StatusClient` on
 each request (no local state), escapes every value it shows
@@ -40,6 +41,7 @@ from .common import BadRequest, get_status, int_param, page_errors
 from .html import (
     Safe,
     badge,
+    cell,
     chart,
     confirm,
     e,
@@ -56,8 +58,7 @@ from .html import (
 )
 
 __all__ = [
-    "dlq_bulk", "dlq_delete", "dlq_page", "dlq_retry", "queue_action", "queue_page",
-    "queues_page", "task_page", "task_revoke", "tasks_page",
+    "dlq_bulk", "dlq_delete", "dlq_page", "dlq_retry", "task_page", "task_revoke", "tasks_page",
 ]
 
 STATE_CHOICES = ("All", states.PENDING, states.STARTED, states.RETRY, states.SUCCESS,
@@ -86,6 +87,12 @@ def _options(choices: Any, current: Any) -> str:
 
 def _now(request: Request) -> float:
     return float(request.app.state.clock.now())
+
+
+def _refresh(request: Request, default: int = 10) -> int | None:
+    """How often a page updates in place (``?refresh=`` seconds; ``0``: never)."""
+    refresh = int_param(request.query_params.get("refresh"), "refresh")
+    return (default if refresh is None else refresh) or None
 
 
 def _notice(request: Request) -> str:
@@ -139,9 +146,11 @@ def _task_table(request: Request, records: Sequence[TaskRecord],
         f"{sort_link(key, h) if sort_link and key else e(h)}</th>"
         for h, _, key in _TASK_COLUMNS
     )
+    # On a phone each row is a card; the HTTP status and the retry count are left out there.
     body = "".join(
         "<tr>" + "".join(
-            f'<td class="{"num" if i >= 7 else ""}">{c}</td>' for i, c in enumerate(row)
+            cell(h, c, "num lo" if i >= 7 else "") for i, ((h, _, _), c)
+            in enumerate(zip(_TASK_COLUMNS, row, strict=True))
         ) + "</tr>"
         for row in _task_rows(request, records)
     )
@@ -273,6 +282,8 @@ def tasks_page(request: Request) -> Response:
 
 
 def _timeline(request: Request, record: TaskRecord) -> Safe:
+    heads = ("Time", "+Δ", "Attempt", "QStash state", "Celery state", "Duration", "Response",
+             "AutoSend said", "Next delivery")
     rows = []
     for step in steps(record):
         said = step.message if step.failed else None
@@ -283,18 +294,13 @@ def _timeline(request: Request, record: TaskRecord) -> Safe:
         cls = "tl-fail" if step.failed else "tl-ok" if step.state == "DELIVERED" else ""
         delta = "+" + human_duration(step.delta) if step.delta is not None else None
         took = human_duration(step.duration) if step.duration is not None else None
-        rows.append(
-            f'<tr class="{cls}"><td>{fmt_time(step.time)}</td>'
-            f'<td class="num">{e(delta)}</td>'
-            f'<td class="num">{e(step.attempt)}</td>'
-            f"<td><code>{e(step.state)}</code></td><td>{badge(step.celery_state)}</td>"
-            f'<td class="num">{e(took)}</td>'
-            f"<td>{e(step.response_status)}</td>"
-            f"<td>{e(_clean(request, said))}</td>"
-            f"<td>{fmt_time(step.next_delivery)}</td></tr>"
-        )
-    heads = ("Time", "+Δ", "Attempt", "QStash state", "Celery state", "Duration", "Response",
-             "AutoSend said", "Next delivery")
+        cells = (fmt_time(step.time), e(delta), e(step.attempt),
+                 Safe(f"<code>{e(step.state)}</code>"), badge(step.celery_state), e(took),
+                 e(step.response_status), e(_clean(request, said)),
+                 fmt_time(step.next_delivery))
+        rows.append(f'<tr class="{cls}">' + "".join(
+            cell(h, c, "num" if h in ("+Δ", "Attempt", "Duration") else "")
+            for h, c in zip(heads, cells, strict=True)) + "</tr>")
     return Safe('<table class="timeline"><thead><tr>'
                 + "".join(f"<th>{e(h)}</th>" for h in heads)
                 + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
@@ -474,17 +480,18 @@ def dlq_page(request: Request) -> Response:
         what = (f' <span class="badge warn" title="{e(d.what)} to {e(safe_url(d.url))} '
                 f'failed; the email&#39;s own state is on the task&#39;s page">{e(d.what)}, '
                 "not the email</span>") if d.is_callback else ""
+        error = _clean(request, d.error_message)
         rows.append(
             f'<tr id="dlq-{e(d.dlq_id)}">'
-            f'<td><input type="checkbox" name="id" value="{e(d.dlq_id)}" form="bulk" '
-            f'aria-label="select {e(d.dlq_id)}"></td>'
-            f"<td>{id_link(task_path(d.task_id), d.task_id)}{what}</td>"
-            f'<td title="{e(d.name)}">{e(d.name)}</td>'
-            f'<td title="{e(d.recipient)}">{e(d.recipient)}</td>'
-            f'<td title="{e(d.subject)}">{e(d.subject)}</td>'
-            f"<td>{rel_time(d.failed, now)}</td><td>{e(d.response_status)}</td>"
-            f'<td title="{e(_clean(request, d.error_message))}">'
-            f"{e(_clean(request, d.error_message))}</td>"
+            f'<td data-label="Select"><input type="checkbox" name="id" value="{e(d.dlq_id)}" '
+            f'form="bulk" aria-label="select {e(d.dlq_id)}"></td>'
+            f'<td data-label="Task">{id_link(task_path(d.task_id), d.task_id)}{what}</td>'
+            f'<td data-label="Name" title="{e(d.name)}">{e(d.name)}</td>'
+            f'<td data-label="Recipient" title="{e(d.recipient)}">{e(d.recipient)}</td>'
+            f'<td data-label="Subject" title="{e(d.subject)}">{e(d.subject)}</td>'
+            f'<td data-label="Failed">{rel_time(d.failed, now)}</td>'
+            f'<td data-label="Status">{e(d.response_status)}</td>'
+            f'<td data-label="Error" title="{e(error)}">{e(error)}</td>'
             f'<td style="overflow:visible">{actions}</td></tr>'
         )
     widths = ("3%", "10%", "14%", "15%", "17%", "8%", "5%", "14%", "14%")
@@ -524,9 +531,12 @@ def dlq_page(request: Request) -> Response:
                                       "status": status_filter}), "Next page »"))
             if next_cursor else "")
     count = f"{len(shown)} of {len(entries)}" if len(shown) != len(entries) else f"{len(shown)}"
-    body = (f'<h1>Dead letters <span class="badge muted">{e(count)}</span></h1>'
-            f"{_notice(request)}{form}{bulk}{listing}<p>{more}</p>")
-    return HTMLResponse(layout("Dead letters", body, here="dlq"))
+    # The filter form is not live (what is typed there stays); the entries and the bulk
+    # form that names them update together, unless a box is checked or a confirm is open.
+    body = (f'<h1>Dead letters <span class="badge muted" id="live-count" data-live>{e(count)}'
+            f"</span></h1>{_notice(request)}{form}"
+            f'<div id="live-dlq" data-live>{bulk}{listing}<p>{more}</p></div>')
+    return HTMLResponse(layout("Dead letters", body, here="dlq", refresh=_refresh(request)))
 
 
 def _back(request: Request, default: str) -> str:
@@ -624,60 +634,3 @@ def _dlq_bulk(request: Request, fields: dict[str, list[str]]) -> Response:
     if missing:
         text += f" {missing} no longer existed."
     return RedirectResponse(_with(back, done=text), status_code=303)
-
-
-# -- queues ---------------------------------------------------------------------------
-
-
-def _pause_button(name: str, paused: bool) -> Safe:
-    verb = "resume" if paused else "pause"
-    return Safe(f'<form class="inline" method="post" action="/queues/{e(name)}/{verb}">'
-                f'<button type="submit" class="act" id="{verb}">{verb.title()}</button></form>')
-
-
-@page_errors
-def queues_page(request: Request) -> Response:
-    """QStash queues: how many messages wait in each, pause and resume."""
-    rows = [[link(f"/queues/{q.name}", q.name), e(q.messages), e(q.parallelism),
-             badge("PAUSED") if q.paused else badge("ACTIVE"), _pause_button(q.name, q.paused)]
-            for q in get_status(request).queues()]
-    listing = table(["Queue", "Messages waiting", "Parallelism", "State", ""], rows,
-                    empty="No QStash queue: tasks without a queue option are published directly.")
-    body = f"<h1>Queues</h1>{_notice(request)}{listing}"
-    return HTMLResponse(layout("Queues", body, here="queues"))
-
-
-@page_errors
-def queue_page(request: Request) -> Response:
-    """One queue: its state, pause/resume, and its recent tasks."""
-    name = request.path_params["name"]
-    status = get_status(request)
-    found = next((q for q in status.queues() if q.name == name), None)
-    if found is None:
-        body = f'<h1>Unknown queue</h1><p class="error">QStash has no queue {e(name)}.</p>'
-        return HTMLResponse(layout("Unknown queue", body, here="queues"), status_code=404)
-    records = [r for r in status.recent(pages=request.app.state.pages) if r.queue == name]
-    info = _kv([
-        ("State", badge("PAUSED") if found.paused else badge("ACTIVE")),
-        ("Messages waiting", e(found.messages)),
-        ("Parallelism", e(found.parallelism)),
-    ])
-    body = (f"<h1>Queue {e(name)} {_pause_button(name, found.paused)}</h1>{_notice(request)}"
-            f"{info}<h2>Recent tasks ({len(records)})</h2>"
-            f"{_task_table(request, records[:100], empty='No recent task went through it.')}")
-    return HTMLResponse(layout(f"Queue {name}", body, here="queues"))
-
-
-@page_errors
-def queue_action(request: Request) -> Response:
-    """Pause or resume a queue (QStash stops or restarts delivering its messages)."""
-    name, verb = request.path_params["name"], request.path_params["action"]
-    client = get_status(request).client
-    if verb == "pause":
-        client.queue.pause(name)
-    elif verb == "resume":
-        client.queue.resume(name)
-    else:
-        raise BadRequest("action must be pause or resume")
-    done = f"{'Paused' if verb == 'pause' else 'Resumed'} queue {name}."
-    return RedirectResponse(_with(f"/queues/{name}", done=done), status_code=303)
