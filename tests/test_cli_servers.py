@@ -126,6 +126,16 @@ def test_a_bad_route_is_a_usage_error() -> None:
     assert "PREFIX=URL" in result.output
 
 
+@pytest.mark.parametrize(("command", "flag"), [("sandbox", "--dashboard-url"),
+                                              ("dashboard", "--inbox-url")])
+@pytest.mark.parametrize("url", ["127.0.0.1:8655", "javascript:alert(1)", "ftp://host/"])
+def test_the_cross_links_take_http_urls_only(command: str, flag: str, url: str) -> None:
+    # The URL becomes a link on every page: only a web address, said at start-up.
+    result = CliRunner().invoke(main, [command, flag, url])
+    assert result.exit_code == 2
+    assert "expected an http:// or https:// URL" in result.output
+
+
 @pytest.mark.parametrize("command", ["dev", "emulator", "sandbox"])
 def test_a_bad_max_body_is_a_usage_error(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--max-body", "lots"])

@@ -254,7 +254,7 @@ def dev(
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
                             verified_domains=verified_domains or None,
                             retry_after_header=retry_after,
-                            rate_per_minute=rate_per_minute or None, dashboard_url=dashboard_url).start()
+                            rate_per_minute=rate_per_minute or None).start()
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,

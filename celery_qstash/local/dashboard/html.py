@@ -179,8 +179,11 @@ def link(href: str, text: Any) -> Safe:
 def cell(label: str, value: Any, cls: str = "") -> str:
     """One ``<td>``, labelled with its column's name: on a phone a row is a card and each
     cell shows its label (``data-label``, through CSS)."""
+    shown = e(value)
+    if shown == "&mdash;":  # nothing to say: a phone's card leaves the line out
+        cls = f"{cls} none".strip()
     attr = f' class="{e(cls)}"' if cls else ""
-    return f'<td data-label="{e(label)}"{attr}>{e(value)}</td>'
+    return f'<td data-label="{e(label)}"{attr}>{shown}</td>'
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], *, empty: str = "Nothing here.",
@@ -264,6 +267,8 @@ details.confirm summary::-webkit-details-marker{display:none}
 details.confirm[open] summary{opacity:.6}
 details.confirm .ask{display:inline-flex;gap:.4rem;align-items:center;margin-left:.4rem;
 background:#fff4f2;border:1px solid #f1b7ae;border-radius:.25rem;padding:.15rem .5rem}
+td details.confirm .ask{display:flex;flex-wrap:wrap;margin:.3rem 0 0;white-space:normal}
+table.dlq td.acts{overflow:visible;white-space:normal}
 .card{background:#fff;border:1px solid #e3e6ec;border-radius:.35rem;padding:.5rem .8rem;
 max-width:40rem}
 .tl-fail td{background:#fff6f5}.tl-ok td{background:#f4fbf5}
@@ -283,7 +288,9 @@ td,table.tasks td,table.dlq td{display:flex;gap:.5rem;border:0;padding:.08rem 0;
 white-space:normal;overflow-wrap:anywhere;min-width:0;text-align:left}
 td[data-label]::before{content:attr(data-label);flex:0 0 5.6rem;color:#555;font-size:11px;
 padding-top:.12rem}
-td.lo{display:none}
+table td.lo,table td.none{display:none}table td.num{text-align:left}
+table a.id{display:block;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+td details.confirm .ask{white-space:normal}
 dl.kv{grid-template-columns:minmax(5rem,max-content) minmax(0,1fr)}
 dl.kv dd{overflow-wrap:anywhere;min-width:0}
 pre{white-space:pre-wrap;overflow-wrap:anywhere}

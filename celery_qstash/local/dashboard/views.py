@@ -492,7 +492,7 @@ def dlq_page(request: Request) -> Response:
             f'<td data-label="Failed">{rel_time(d.failed, now)}</td>'
             f'<td data-label="Status">{e(d.response_status)}</td>'
             f'<td data-label="Error" title="{e(error)}">{e(error)}</td>'
-            f'<td style="overflow:visible">{actions}</td></tr>'
+            f'<td class="acts">{actions}</td></tr>'
         )
     widths = ("3%", "10%", "14%", "15%", "17%", "8%", "5%", "14%", "14%")
     heads = ("", "Task", "Name", "Recipient", "Subject", "Failed", "Status", "Error", "")

@@ -87,6 +87,22 @@ dl.headers{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;mar
 dl.headers dt{font-weight:600}dl.headers dd{margin:0}
 .card{background:#fff;border:1px solid #d0d7de;border-radius:.4rem;padding:.7rem .9rem}
 .notice{background:#ddf4ff;border:1px solid #54aeff;border-radius:.3rem;padding:.4rem .8rem}
+iframe{max-width:100%}dl.headers dd{overflow-wrap:anywhere;min-width:0}
+@media (max-width:700px){
+header{flex-wrap:wrap;gap:.25rem .9rem;padding:.5rem .7rem}main{padding:.5rem .6rem}
+.bar form{flex-wrap:wrap;width:100%}input[type=search]{width:auto;flex:1 1 12rem;min-width:0}
+table,tbody,tr,td{display:block}thead,colgroup{display:none}table{background:none}
+tr{background:#fff;border:1px solid #d0d7de;border-radius:.4rem;margin:.4rem 0;
+padding:.3rem .6rem}
+td{display:flex;gap:.5rem;border:0;padding:.08rem 0;white-space:normal;
+overflow-wrap:anywhere;min-width:0}
+td[data-label]::before{content:attr(data-label);flex:0 0 4.6rem;color:#656d76;
+font-size:11px;padding-top:.12rem}
+td:empty{display:none}td.subject{display:block}td.subject a{display:block}
+nav.tabs{flex-wrap:wrap}nav.tabs a{padding:.3rem .55rem}
+.panel{padding:.5rem}dl.headers{grid-template-columns:minmax(4rem,max-content) minmax(0,1fr)}
+pre{overflow-wrap:anywhere}
+}
 """
 
 
@@ -225,14 +241,17 @@ def inbox(view: InboxView) -> str:
     rows = []
     for msg in view.messages:
         link = f"/inbox/{_e(quote(msg['id'], safe=''))}"
+        # data-label: on a phone each row is a card, each cell under its column's name.
         rows.append(
             "<tr>"
-            f'<td class="muted" title="{_e(msg["createdAt"])}">{_e(_when(msg["createdAt"]))}</td>'
-            f'<td title="{_e(_address(msg["from"]))}">{_e(_address(msg["from"]))}</td>'
-            f'<td title="{_e(_address(msg["to"]))}">{_e(_address(msg["to"]))}</td>'
+            f'<td class="muted" data-label="Received" title="{_e(msg["createdAt"])}">'
+            f'{_e(_when(msg["createdAt"]))}</td>'
+            f'<td data-label="From" title="{_e(_address(msg["from"]))}">'
+            f'{_e(_address(msg["from"]))}</td>'
+            f'<td data-label="To" title="{_e(_address(msg["to"]))}">{_e(_address(msg["to"]))}</td>'
             f'<td class="subject"><a href="{link}">{_e(_subject(msg))}</a>{_test_badge(msg)}'
             f' <span class="snippet">{_e(_snippet(msg))}</span></td>'
-            f'<td class="muted">{_e(msg.get("batchId") or "")}</td>'
+            f'<td class="muted" data-label="Batch">{_e(msg.get("batchId") or "")}</td>'
             "</tr>"
         )
     body = (
@@ -405,12 +424,14 @@ def rejected(total: int, rows: list[dict[str, Any]], *, page: int = 1,
         cls = "bchaos" if kind == "chaos" else f"b{_e(r.get('status'))}"
         lines.append(
             "<tr>"
-            f'<td class="muted">{_e(stamp)}</td>'
-            f'<td><span class="badge {cls}">{_e(r.get("status"))} {_e(kind)}</span></td>'
-            f'<td class="reason">{_e(r.get("reason"))}</td>'
-            f'<td title="{_e(r.get("to"))}">{_e(r.get("to"))}</td>'
-            f'<td title="{_e(r.get("subject"))}">{_e(r.get("subject"))}</td>'
-            f"<td>{task}</td><td class=\"muted\">{_e(r.get('endpoint'))}</td>"
+            f'<td class="muted" data-label="When">{_e(stamp)}</td>'
+            f'<td data-label="Status"><span class="badge {cls}">{_e(r.get("status"))} '
+            f"{_e(kind)}</span></td>"
+            f'<td class="reason" data-label="Reason">{_e(r.get("reason"))}</td>'
+            f'<td data-label="To" title="{_e(r.get("to"))}">{_e(r.get("to"))}</td>'
+            f'<td data-label="Subject" title="{_e(r.get("subject"))}">{_e(r.get("subject"))}</td>'
+            f'<td data-label="Task">{task}</td>'
+            f"<td class=\"muted\" data-label=\"Endpoint\">{_e(r.get('endpoint'))}</td>"
             "</tr>"
         )
     pages = max(1, -(-total // PER_PAGE))
