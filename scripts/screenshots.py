@@ -29,6 +29,9 @@ OUT = ROOT / "docs" / "img"
 #: The sandbox's destructive endpoints (chaos) take the key a send takes.
 SANDBOX_AUTH = {"Authorization": "Bearer AS_screenshots"}
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+#: name -> (width, height, device pixel ratio): a desktop, and a phone (390x844, as an
+#: iPhone 12-15 reports its viewport) drawn at twice the pixels, as the phone does.
+SIZES = {"desktop": (1280, 900, 1), "phone": (390, 844, 2)}
 PEOPLE = ["ada", "grace", "alan", "edsger", "barbara", "donald", "margaret", "ken", "dennis",
           "linus", "guido", "bjarne", "john", "frances", "radia", "shafi", "leslie", "tim"]
 
@@ -110,29 +113,36 @@ def main() -> None:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--no-sandbox", "--disable-gpu"])
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
                 shots = {
-                    "dashboard.png": f"{board.url}/tasks",
-                    "inbox.png": f"{sandbox.url}/inbox",
+                    "dashboard": f"{board.url}/tasks?refresh=0",
+                    "inbox": f"{sandbox.url}/inbox?refresh=0",
                 }
-                if "--more" in sys.argv:  # the other pages, to artifacts/ (not committed)
+                folder = OUT
+                if "--more" in sys.argv:  # every other page, to artifacts/ (not committed)
                     failed = status.tasks(TaskFilter(state="FAILURE"))[0].task_id
                     first = httpx.get(f"{sandbox.url}/api/v1/messages").json()["messages"][0]
                     shots.update({
-                        "../../artifacts/task.png": f"{board.url}/tasks/{failed}",
-                        "../../artifacts/dlq.png": f"{board.url}/dlq",
-                        "../../artifacts/queues.png": f"{board.url}/queues",
-                        "../../artifacts/message.png": f"{sandbox.url}/inbox/{first['id']}",
-                        "../../artifacts/source.png":
-                            f"{sandbox.url}/inbox/{first['id']}?tab=source",
-                        "../../artifacts/rejected.png": f"{sandbox.url}/rejected",
+                        "task": f"{board.url}/tasks/{failed}",
+                        "dlq": f"{board.url}/dlq?refresh=0",
+                        "queues": f"{board.url}/queues?refresh=0",
+                        "message": f"{sandbox.url}/inbox/{first['id']}",
+                        "source": f"{sandbox.url}/inbox/{first['id']}?tab=source",
+                        "rejected": f"{sandbox.url}/rejected",
                     })
-                    (ROOT / "artifacts").mkdir(exist_ok=True)
-                for name, url in shots.items():
-                    page.goto(url)
-                    target = (OUT / name).resolve()
-                    page.screenshot(path=str(target))
-                    print(f"{target}: {target.stat().st_size // 1024} KiB")
+                    folder = ROOT / "artifacts"
+                    folder.mkdir(exist_ok=True)
+                for size, (width, height, scale) in SIZES.items():
+                    phone = size == "phone"
+                    context = browser.new_context(viewport={"width": width, "height": height},
+                                                  device_scale_factor=scale, is_mobile=phone,
+                                                  has_touch=phone)
+                    page = context.new_page()
+                    for name, url in shots.items():
+                        page.goto(url)
+                        target = (folder / f"{name}{'-phone' if phone else ''}.png").resolve()
+                        page.screenshot(path=str(target))
+                        print(f"{target}: {target.stat().st_size // 1024} KiB")
+                    context.close()
                 browser.close()
         app.close()
 
