@@ -1,9 +1,8 @@
 """A daily digest at 07:00 (Europe/Paris), sent by QStash's scheduler: ``celery-qstash beat sync``.
 
-Seed: ``001_c310bb11d3864366.txt`` (QStash's getting-started examples: "Schedule to run
-once a day", ``Upstash-Cron: 0 0 * * *`` / ``client.schedule.create(...)``), and
-``000_6dd35d62fa563f86.txt`` ("Scheduled email delivery - send emails at a specific time
-without a cron job").
+From QStash's getting-started examples (on upstash.com/docs/qstash): "Schedule to run
+once a day", ``Upstash-Cron: 0 0 * * *`` / ``client.schedule.create(...)``; and
+AutoSend's guide "Send Emails with QStash" (on docs.autosend.com): "Scheduled email delivery - send emails at a specific time without a cron job".
 
 The beat entry stays in ``beat_schedule`` as it would for celery beat;
 ``celery-qstash beat sync -A examples.daily_digest:app`` turns it into a QStash schedule

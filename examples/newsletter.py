@@ -1,8 +1,8 @@
 """A newsletter to a few thousand readers: AutoSend's bulk endpoint in chunks, through a queue.
 
-Seed: ``000_6dd35d62fa563f86.txt`` (AutoSend's "Send Emails with QStash": "Send a Bulk
+From AutoSend's guide "Send Emails with QStash" (on docs.autosend.com): "Send a Bulk
 Email" with a ``recipients`` array, and "Scheduling and Retries": ``enqueueJSON`` to an
-``email-queue`` so the sends go one at a time).
+``email-queue`` so the sends go one at a time.
 
 AutoSend's bulk endpoint takes up to 100 recipients per call, so 3,000 readers are 30
 messages, one per chunk. The queue delivers them in order, one at a time; when AutoSend

@@ -1,8 +1,8 @@
 """An onboarding drip: emails at day 0, 1, 3 and 7 after signup, each sent once.
 
-Seed: ``000_6dd35d62fa563f86.txt`` (AutoSend's "Send Emails with QStash": the
+From AutoSend's guide "Send Emails with QStash" (on docs.autosend.com): the
 "Onboarding Drip Sequence" example, ``delay: "1d" / "3d" / "7d"`` and
-``deduplicationId: `onboard-day{n}-${user.id}```).
+``deduplicationId: `onboard-day{n}-${user.id}```.
 
 Each step is one ``apply_async`` with a ``countdown``: QStash holds the message until
 it is due, so there is no beat process and no worker.

@@ -1,8 +1,8 @@
 """An email from an AutoSend template: ``templateId`` plus ``dynamicData``, no inline HTML.
 
-Seed: ``000_6dd35d62fa563f86.txt`` (AutoSend's "Send Emails with QStash": "Send Using a
+From AutoSend's guide "Send Emails with QStash" (on docs.autosend.com): "Send Using a
 Template", ``templateId: "your-template-id"`` and ``dynamicData: {firstName,
-orderNumber, trackingUrl}``).
+orderNumber, trackingUrl}``.
 
 Run it offline: ``python -m examples.template_email``
 """

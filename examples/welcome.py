@@ -1,7 +1,7 @@
 """A signup welcome email, deduplicated per user: a second signup sends nothing.
 
-Seed: ``000_6dd35d62fa563f86.txt`` (AutoSend's "Send Emails with QStash": "Using
-Deduplication" and the signup example, ``deduplicationId: `welcome-${userId}```).
+From AutoSend's guide "Send Emails with QStash" (on docs.autosend.com): "Using
+Deduplication" and its signup example, ``deduplicationId: `welcome-${userId}```.
 
 The task id is the deduplication id: QStash drops a second publish with the same id
 within its window, and AutoSend's ``Idempotency-Key`` (the same id) replays the first

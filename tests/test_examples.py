@@ -52,7 +52,7 @@ def fastapi_client(examples_importable: None) -> Iterator[Any]:
         yield client
 
 
-def test_the_fastapi_app_publishes_from_its_threadpool_and_reports_success(qstash_dev: Any, fastapi_client: Any) -> None:
+def test_the_fastapi_app_publishes_with_the_asyncio_api_and_reports_success(qstash_dev: Any, fastapi_client: Any) -> None:
     answer = fastapi_client.post("/signup", json={"email": "omar@example.com", "first_name": "Omar"})
     assert answer.status_code == 202, answer.text
     task_id = answer.json()["task_id"]
@@ -70,7 +70,7 @@ def test_the_fastapi_app_answers_422_for_a_bad_address_and_publishes_nothing(aut
     assert answer.json()["detail"][0]["field"] == "to.email"
     assert len(autosend_outbox) == 0
     assert fastapi_client.post("/signup", json={"email": "li@example.com", "first_name": "Li"}).status_code == 202
-    autosend_outbox.assert_sent(to="li@example.com", count=1)  # eager from FastAPI's threadpool
+    autosend_outbox.assert_sent(to="li@example.com", count=1)  # adelay, eager
 
 
 @pytest.fixture

@@ -222,7 +222,10 @@ def _serializer(d: _Draft, value: Any) -> None:
     if value not in (None, "json"):
         raise UnsupportedOption(
             "serializer",
-            f"{value!r}: the message body is AutoSend's JSON, so only 'json' is possible",
+            f"{value!r}: QStash carries the message as JSON, so only 'json' is possible. "
+            "Without serializer= in the call it is the task's serializer attribute or the "
+            "app's task_serializer setting (CELERY_TASK_SERIALIZER under Django): set it to "
+            "'json', Celery's default",
         )
 
 

@@ -18,9 +18,11 @@ from typing import Any
 import celery
 from celery import Task
 from celery.canvas import Signature, _chain, _chord, group
+from kombu.exceptions import EncodeError
 from kombu.serialization import dumps, loads
 
 from ..config import Settings
+from ..errors import UnsupportedOption
 from ..publish import options as _options
 from ..publish.request import TaskAttrs
 
@@ -206,8 +208,29 @@ def _roundtrip(args: Any, kwargs: Any, serializer: str) -> tuple[Any, Any]:
             return _json_copy(list(args or ())), _json_copy(dict(kwargs or {}))
         except _NotPlain:
             pass
-    content_type, encoding, payload = dumps(  # type: ignore[no-untyped-call]
-        (list(args or ()), dict(kwargs or {})), serializer=serializer
-    )
+    try:
+        content_type, encoding, payload = dumps(  # type: ignore[no-untyped-call]
+            (list(args or ()), dict(kwargs or {})), serializer=serializer
+        )
+    except EncodeError as exc:
+        raise _unencodable(args, kwargs, serializer, exc) from exc
     a, k = loads(payload, content_type, encoding, accept=[content_type])  # type: ignore[no-untyped-call]
     return a, k
+
+
+def _unencodable(args: Any, kwargs: Any, serializer: str, exc: Exception) -> Exception:
+    """kombu's bare "Object of type set is not JSON serializable", made to name the
+    argument and the fix (as a deferred task's refusal does)."""
+    for where, value in [*((f"args[{i}]", v) for i, v in enumerate(args or ())),
+                         *((f"kwargs[{k!r}]", v) for k, v in dict(kwargs or {}).items())]:
+        try:
+            dumps(value, serializer=serializer)  # type: ignore[no-untyped-call]
+        except EncodeError as one:
+            return UnsupportedOption(
+                where,
+                f"{type(value).__name__} cannot be serialised with {serializer!r} ({one}), as "
+                "Celery would refuse it on .delay(): pass lists, dicts, strings, numbers, "
+                "booleans or None (an id instead of a model instance, a list instead of a "
+                "set, text instead of bytes)",
+            )
+    return exc

@@ -303,7 +303,8 @@ def message_to_email(
         elif lowered == "from":
             data["from"] = value
         else:
-            _header_refused(name, headers, "its API has no custom headers")
+            _header_refused(name, headers, "celery-qstash sends no custom email headers: "
+                            "AutoSend's field for them is not confirmed")
     if len(reply_to) > 1:
         raise UnsupportedOption("reply_to", "AutoSend takes one reply-to address")
     if reply_to:
