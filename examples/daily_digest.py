@@ -2,7 +2,8 @@
 
 From QStash's getting-started examples (on upstash.com/docs/qstash): "Schedule to run
 once a day", ``Upstash-Cron: 0 0 * * *`` / ``client.schedule.create(...)``; and
-AutoSend's guide "Send Emails with QStash" (on docs.autosend.com): "Scheduled email delivery - send emails at a specific time without a cron job".
+AutoSend's guide "Send Emails with QStash" (on docs.autosend.com): "Scheduled email
+delivery - send emails at a specific time without a cron job".
 
 The beat entry stays in ``beat_schedule`` as it would for celery beat;
 ``celery-qstash beat sync -A examples.daily_digest:app`` turns it into a QStash schedule

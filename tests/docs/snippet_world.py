@@ -25,7 +25,7 @@ class User:
     id: int
     email: str
 
-    class objects:  # noqa: N801 - Django's manager, as the snippets call it
+    class objects:  # Django's manager, as the snippets call it
         rows: dict[int, User] = {}
 
         @classmethod
