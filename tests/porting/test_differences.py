@@ -19,7 +19,7 @@ import pytest
 from celery import Task, chain, chord, shared_task
 from celery.exceptions import Ignore, Reject, Retry
 
-from celery_qstash import CeleryQStashError, CeleryQStashWarning, Email, autosend_task
+from celery_qstash import CeleryQStashError, CeleryQStashWarning, Email, QStashTask, autosend_task
 
 from .conftest import Port
 
@@ -49,6 +49,9 @@ def send_bound(self: Task, how: str) -> Any:
         return None
     if how == "text":
         return "Hello!"
+    if how == "several":
+        return Email(to=["ann@example.com", "bob@example.com"], from_="shop@example.com",
+                     subject="Hi", text="hi")
     return _email()
 
 
@@ -103,6 +106,17 @@ def _observe(port: Port, call: Callable[[], Any]) -> str:
     return f"state {result.state}"
 
 
+def _app_pickle(port: Port) -> Any:
+    # An app-wide task_serializer reaches each task as Celery binds it to the app.
+    port.app.conf.task_serializer = "pickle"
+
+    @port.app.task(base=QStashTask, name="porting.pickled", shared=False)
+    def pickled() -> Email:
+        return _email()
+
+    return pickled.delay()
+
+
 def _chord(port: Port) -> Any:
     # Production needs a result backend to start a chord at all (Celery refuses first
     # without one); with one, the header tasks are refused as below.
@@ -125,6 +139,9 @@ SCENARIOS: dict[str, Callable[[Port], Any]] = {
     "typo": lambda port: send.apply_async((1,), countdwn=5),
     "unknown-option": lambda port: send.apply_async((1,), tenant="acme"),
     "serializer": lambda port: send.apply_async((1,), serializer="pickle"),
+    "task_serializer": _app_pickle,
+    "set-argument": lambda port: send.delay({1, 2}),
+    "several-to": lambda port: send_bound.delay("several"),
     "priority": lambda port: send.apply_async((1,), priority=9),
     "routing_key": lambda port: send.apply_async((1,), routing_key="email.high"),
     "compression": lambda port: send.apply_async((1,), compression="zlib"),
