@@ -184,7 +184,6 @@ class PublishPlan:
         )
         return _within_limit(request, settings)
 
-
     def task_request(
         self, message: dict[str, Any], url: str, settings: Settings, *, attempt: int = 0
     ) -> PublishRequest:
