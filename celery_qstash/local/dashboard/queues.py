@@ -65,19 +65,27 @@ def queue_page(request: Request) -> Response:
     return HTMLResponse(layout(f"Queue {name}", body, here="queues", refresh=_refresh(request)))
 
 
+def _pause_or_resume(request: Request, resource: Any, what: str, name: str,
+                     back: str) -> Response:
+    """Pause or resume a queue or a schedule through the SDK (``client.queue`` or
+    ``client.schedule``), then back to ``back`` with what was done."""
+    verb = request.path_params["action"]
+    if verb == "pause":
+        resource.pause(name)
+    elif verb == "resume":
+        resource.resume(name)
+    else:
+        raise BadRequest("action must be pause or resume")
+    done = f"{'Paused' if verb == 'pause' else 'Resumed'} {what} {name}."
+    return RedirectResponse(_with(back, done=done), status_code=303)
+
+
 @page_errors
 def queue_action(request: Request) -> Response:
     """Pause or resume a queue (QStash stops or restarts delivering its messages)."""
-    name, verb = request.path_params["name"], request.path_params["action"]
-    client = get_status(request).client
-    if verb == "pause":
-        client.queue.pause(name)
-    elif verb == "resume":
-        client.queue.resume(name)
-    else:
-        raise BadRequest("action must be pause or resume")
-    done = f"{'Paused' if verb == 'pause' else 'Resumed'} queue {name}."
-    return RedirectResponse(_with(f"/queues/{name}", done=done), status_code=303)
+    name = request.path_params["name"]
+    return _pause_or_resume(request, get_status(request).client.queue, "queue", name,
+                            f"/queues/{name}")
 
 
 # -- schedules ------------------------------------------------------------------------
@@ -141,13 +149,5 @@ def schedules_page(request: Request) -> Response:
 @page_errors
 def schedule_action(request: Request) -> Response:
     """Pause or resume a schedule (QStash skips or resumes its firings)."""
-    schedule_id, verb = request.path_params["schedule_id"], request.path_params["action"]
-    client = get_status(request).client
-    if verb == "pause":
-        client.schedule.pause(schedule_id)
-    elif verb == "resume":
-        client.schedule.resume(schedule_id)
-    else:
-        raise BadRequest("action must be pause or resume")
-    done = f"{'Paused' if verb == 'pause' else 'Resumed'} schedule {schedule_id}."
-    return RedirectResponse(_with("/schedules", done=done), status_code=303)
+    return _pause_or_resume(request, get_status(request).client.schedule, "schedule",
+                            request.path_params["schedule_id"], "/schedules")
