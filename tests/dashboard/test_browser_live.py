@@ -117,3 +117,28 @@ def test_without_javascript_the_page_still_refreshes(browser: Any, stack: Stack)
         assert "Seen without JS" in page.content()
     finally:
         context.close()
+
+
+def test_the_dead_letters_update_in_place_and_a_checked_box_stays(browser: Any, stack: Stack
+                                                                   ) -> None:
+    from playwright.sync_api import expect
+
+    from .test_browser import _fail
+
+    _fail(stack, "first.dead@live.example", "First dead letter")
+    with _page(browser, f"{stack.dashboard_url}/dlq?refresh=1") as page:
+        page.evaluate("window.__notReloaded = true")
+        page.click("input[name=q]")
+        page.keyboard.type("dead")
+        seen = _updates(page)
+        second = _fail(stack, "second.dead@live.example", "Second dead letter")
+        _wait_updates(page, seen + 2)
+        expect(page.locator("#live-dlq")).to_contain_text(second.id)  # arrived in place
+        assert page.evaluate("window.__notReloaded") is True
+        assert page.input_value("input[name=q]") == "dead"
+        # A checked box holds the list still: what is selected is what bulk acts on.
+        box = page.locator(f'tr:has-text("{second.id}") input[type=checkbox]')
+        box.check()
+        seen = _updates(page)
+        _wait_updates(page, seen + 2)
+        assert box.is_checked()
