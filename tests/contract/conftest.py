@@ -164,6 +164,17 @@ def client(qstash: Backend) -> QStash:
     return qstash.client()
 
 
+@pytest.fixture
+def label(qstash: Backend, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A label unique to this test for its messages: whatever still waits under it is
+    cancelled after the test, and its DLQ entries deleted (by label, never account-wide)."""
+    name = qstash.unique(request.node.name.removeprefix("test_")[:20])
+    yield name
+    client = qstash.client()
+    client.http.request(path="/v2/messages", method="DELETE", params={"label": name})
+    client.http.request(path="/v2/dlq", method="DELETE", params={"label": name})
+
+
 def ids_of(items: list[Any]) -> list[str]:
     return sorted(str(item.message_id) for item in items)
 

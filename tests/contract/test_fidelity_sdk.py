@@ -8,24 +8,11 @@ the DLQ by their unique label, and every test removes what it left there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from qstash import QStash
 from qstash.log import LogState
 from qstash.message import BatchRequest
 
 from .conftest import Backend, dead_letters, eventually, states
-
-
-@pytest.fixture
-def label(qstash: Backend, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A label for this test's messages; its DLQ entries and waiting messages go after."""
-    name = qstash.unique(request.node.name.removeprefix("test_")[:20])
-    yield name
-    client = qstash.client()
-    client.http.request(path="/v2/messages", method="DELETE", params={"label": name})
-    client.http.request(path="/v2/dlq", method="DELETE", params={"label": name})
 
 
 def fail(client: QStash, qstash: Backend, label: str, *statuses: int) -> list[str]:

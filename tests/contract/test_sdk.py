@@ -17,22 +17,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from qstash import AsyncQStash, QStash
 from qstash.log import LogState
 from qstash.message import PublishResponse
 
-from .conftest import EVENTUALLY_SECONDS, Backend, dead_letters, eventually, reach, states
-
-
-@pytest.fixture
-def label(qstash: Backend, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A label for this test's messages; whatever still waits under it is cancelled."""
-    name = qstash.unique(request.node.name.removeprefix("test_")[:20])
-    yield name
-    qstash.client().http.request(path="/v2/messages", method="DELETE", params={"label": name})
+from .conftest import (
+    EVENTUALLY_SECONDS,
+    Backend,
+    dead_letters,
+    eventually,
+    ids_of,
+    reach,
+    states,
+)
 
 
 def cancel_by_label(client: QStash, label: str) -> int:
@@ -195,37 +195,33 @@ def test_dlq_list_get_delete_and_rest_retry(client: QStash, qstash: Backend,
                                             label: str) -> None:
     ids = [client.message.publish(url=qstash.status_url(500), body=str(i), retries=0,
                                   label=label).message_id for i in range(4)]
-    try:
-        eventually(lambda: ids_in(dead_letters(client, label), ids), "four dead letters")
-        listing = dead_letters(client, label)
-        first = listing[0]
-        assert first.response_status == 500
-        assert first.response_body == "500 Internal Server Error"
-        assert first.dlq_id and client.dlq.get(first.dlq_id).message_id == first.message_id
-        filtered = client.dlq.list(filter={"response_status": 500, "label": label}).messages
-        assert len(filtered) == 4
-        assert len(client.dlq.list(count=2, filter={"label": label}).messages) == 2
-        client.dlq.delete(first.dlq_id)
-        remaining = [m.dlq_id for m in dead_letters(client, label)]
-        assert len(remaining) == 3
-        assert client.dlq.delete_many([remaining[0]]) == 1
-        # The REST API's retries (the SDK has none): 201 and a new message each; both
-        # fail again (the destination still answers 500) and are logged FAILED.
-        retried = client.http.request(path=f"/v2/dlq/retry/{remaining[1]}", method="POST")
-        bulk = client.http.request(path="/v2/dlq/retry", method="POST",
-                                   params={"dlqIds": remaining[2]})
-        assert len(bulk["responses"]) == 1
-        again = [retried["messageId"], bulk["responses"][0]["messageId"]]
-        assert all(m.startswith("msg_") for m in again) and not set(again) & set(ids)
-        assert not {m.dlq_id for m in dead_letters(client, label)} & set(remaining)
-        reach(client, "FAILED", *again)
-    finally:
-        client.http.request(path="/v2/dlq", method="DELETE", params={"label": label})
 
+    def four() -> list[Any]:
+        found = dead_letters(client, label)
+        assert ids_of(found) == sorted(ids)
+        return found
 
-def ids_in(messages: list[object], wanted: list[str]) -> None:
-    assert sorted(m.message_id for m in messages  # type: ignore[attr-defined]
-                  if m.message_id in wanted) == sorted(wanted)  # type: ignore[attr-defined]
+    first = eventually(four, "four dead letters")[0]
+    assert first.response_status == 500
+    assert first.response_body == "500 Internal Server Error"
+    assert first.dlq_id and client.dlq.get(first.dlq_id).message_id == first.message_id
+    filtered = client.dlq.list(filter={"response_status": 500, "label": label}).messages
+    assert len(filtered) == 4
+    assert len(client.dlq.list(count=2, filter={"label": label}).messages) == 2
+    client.dlq.delete(first.dlq_id)
+    remaining = [m.dlq_id for m in dead_letters(client, label)]
+    assert len(remaining) == 3
+    assert client.dlq.delete_many([remaining[0]]) == 1
+    # The REST API's retries (the SDK has none): 201 and a new message each; both fail
+    # again (the destination still answers 500) and are logged FAILED.
+    retried = client.http.request(path=f"/v2/dlq/retry/{remaining[1]}", method="POST")
+    bulk = client.http.request(path="/v2/dlq/retry", method="POST",
+                               params={"dlqIds": remaining[2]})
+    assert len(bulk["responses"]) == 1
+    again = [retried["messageId"], bulk["responses"][0]["messageId"]]
+    assert all(m.startswith("msg_") for m in again) and not set(again) & set(ids)
+    assert not {m.dlq_id for m in dead_letters(client, label)} & set(remaining)
+    reach(client, "FAILED", *again)
 
 
 def test_url_groups(client: QStash, qstash: Backend, label: str) -> None:
