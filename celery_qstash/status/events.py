@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from celery import states
 
 from ..publish.message import task_answer
-from .records import _RANK, _b64json, _task_name
+from .records import _b64json, _task_name
 
 if TYPE_CHECKING:
     from .query import StatusClient
@@ -166,5 +166,9 @@ def read_new_events(
         if not cursor:
             break
     complete = cursor is None
-    found.sort(key=lambda e: (e.time_ms, _RANK.get(e.state, 0)))
+    # QStash lists newest first; within one millisecond its order is the only truth (a
+    # zero-delay retry's ERROR, RETRY and next ACTIVE share one): reversed, then a stable
+    # sort by time in case a server's order is not strictly by time.
+    found.reverse()
+    found.sort(key=lambda e: e.time_ms)
     return found, complete

@@ -70,6 +70,8 @@ LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 #: An attempt without an outcome in the logs stops counting as running after its
 #: ``Upstash-Timeout``, or after this long when it has none (QStash's longest plan limit).
 RUNNING_CAP_MS = 2 * 3600 * 1000
+#: How a delivery attempt ended.
+OUTCOMES = ("delivered", "refused", "unanswered")
 #: A gateway answering for a host that is down: that host reads offline.
 _GATEWAY_DOWN = frozenset({502, 503, 504})
 _STATE_VERSION = 1
@@ -257,6 +259,10 @@ class Metrics:
             state.events.setdefault((task, worker, name), 0)
         state.dead_letters.setdefault(pair, 0)
         state.prefetch_time.setdefault(pair, 0.0)
+        for outcome in OUTCOMES:
+            state.attempts.setdefault((task, worker, outcome), 0)
+        for code in ("200", "429"):  # the codes dashboards and alerts ask for by name
+            state.responses.setdefault((task, worker, code), 0)
         kind = flower_event_type(event)
         if kind is not None:
             state.events[(task, worker, kind)] += 1
