@@ -181,6 +181,18 @@ def scraped(world: tuple[Any, Any, Prometheus, str]) -> Prometheus:
     return prom
 
 
+Answers = dict[str, list[dict[str, Any]]]
+
+
+def _single(answers: Answers, title: str) -> float:
+    [only] = answers[title]
+    return float(only["value"][1])
+
+
+def _labelled(answers: Answers, title: str, label: str) -> dict[str, float]:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in answers[title]}
+
+
 def test_the_raw_series_hold_the_counts(scraped: Prometheus) -> None:
     counts = scraped.by(f'flower_events_total{{task="{TASK}", worker="{AUTOSEND}"}}', "type")
     # 2 + 3 + the 429 one + the launched one succeeded; the dead one failed; its retry and
@@ -203,11 +215,10 @@ def test_every_expression_of_flowers_dashboard_has_data(scraped: Prometheus) -> 
         assert result, f"Flower's panel {title!r} has no data"
 
     def single(title: str) -> float:
-        [only] = answers[title]
-        return float(only["value"][1])
+        return _single(answers, title)
 
     def by_worker(title: str) -> dict[str, float]:
-        return {r["metric"].get("worker", ""): float(r["value"][1]) for r in answers[title]}
+        return _labelled(answers, title, "worker")
 
     assert single("stat:Online Workers") == 1
     assert single("stat:Offline Workers") == 0
@@ -246,11 +257,10 @@ def test_every_expression_of_our_dashboard_has_the_right_data(scraped: Prometheu
         assert result, f"our panel {title!r} has no data"
 
     def single(title: str) -> float:
-        [only] = answers[title]
-        return float(only["value"][1])
+        return _single(answers, title)
 
     def labelled(title: str, label: str) -> dict[str, float]:
-        return {r["metric"][label]: float(r["value"][1]) for r in answers[title]}
+        return _labelled(answers, title, label)
 
     assert 1 <= single("stat:Dead Letters") <= 1.5
     assert 1 <= single("stat:AutoSend 429s") <= 1.5
