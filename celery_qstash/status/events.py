@@ -30,16 +30,15 @@ for an email task, the receiver's host for a deferred task): what runs the task.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from celery import states
 
 from ..publish.message import task_answer
+from .query import PAGE_SIZE, StatusClient
 from .records import _b64json, _task_name
 
-if TYPE_CHECKING:
-    from .query import StatusClient
 
 __all__ = ["FLOWER_EVENT_TYPES", "LogEvent", "flower_event_type", "read_new_events"]
 
@@ -149,13 +148,14 @@ def flower_event_type(event: LogEvent) -> str | None:
 
 
 def read_new_events(
-    status: StatusClient, since_ms: int, *, page_size: int = 1000, max_pages: int = 100
+    status: StatusClient, since_ms: int, *, page_size: int = PAGE_SIZE, max_pages: int = 1000
 ) -> tuple[list[LogEvent], bool]:
     """Every event at or after ``since_ms``, oldest first, and whether all were read.
 
-    One paged read (``fromDate``, then QStash's cursor) of what is new: its cost is the
-    number of new events, never the size of the history. ``max_pages`` bounds one read;
-    when it is reached the oldest new events are left unread and the flag is False.
+    One paged read (``fromDate``, then QStash's cursor, :data:`PAGE_SIZE` events a page) of
+    what is new: its cost is the number of new events, never the size of the history.
+    ``max_pages`` bounds one read; when it is reached the oldest new events are left unread
+    and the flag is False.
     """
     found: list[LogEvent] = []
     cursor: str | None = None

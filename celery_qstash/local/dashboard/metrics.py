@@ -8,7 +8,7 @@ the table of every series and what it means on QStash.
 
 **Cost.** A scrape reads the log events that are new since the previous scrape: one paged
 read (``fromDate`` = the newest event already counted, less :data:`SETTLE_MS`, then QStash's
-cursor), never the history again. Events inside that overlap are recognised and not
+cursor, 100 events a page), never the history again. Events inside that overlap are recognised and not
 counted twice; the overlap is there because a log entry may become readable a moment
 after a later one (the emulator writes outcomes in batches). Scrapes are serialised, so
 two Prometheus servers scraping at once read each new event once.
@@ -181,7 +181,7 @@ class Metrics:
 
     def __init__(self, status: Any, *, clock: Clock | None = None,
                  state_file: str | os.PathLike[str] | None = None,
-                 settle_ms: int = SETTLE_MS, max_pages: int = 100) -> None:
+                 settle_ms: int = SETTLE_MS, max_pages: int = 1000) -> None:
         self.status = status
         self.clock: Clock = clock or SystemClock()
         self.state_file = Path(state_file) if state_file else None
