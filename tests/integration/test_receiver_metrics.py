@@ -87,7 +87,8 @@ def test_the_receiver_measures_each_deferred_body(
 
     results = [measured.delay(n) for n in range(3)]
     assert [AsyncResult(r.id, app=live_app).get(timeout=20) for r in results] == [0, 2, 4]
-    assert seen == [1, 1, 1]  # each body saw itself running
+    # Each body saw itself running, and at most the three (QStash delivers concurrently).
+    assert len(seen) == 3 and all(1 <= n <= 3 for n in seen), seen
     text = httpx.get(f"{url}/metrics/").text
     assert value(text, "flower_task_runtime_seconds_count", worker="web-1",
                  task="live.measured") == 3
