@@ -445,7 +445,7 @@ def test_help_summaries_are_whole_at_80_columns() -> None:
     assert "..." not in out.partition("Commands:")[2]
     assert max(map(len, out.splitlines())) <= 80
     flat = " ".join(out.split())
-    assert "Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)." in flat
+    assert "Serve the dashboard, Flower's JSON API and /metrics (127.0.0.1:5555 by default)." in flat
     dlq = " ".join(CliRunner().invoke(main, ["dlq", "--help"], env={"COLUMNS": "80"})
                    .output.split())
     assert "Remove a dead letter for good; a task id removes every dead letter of that " \
