@@ -39,7 +39,6 @@ from ..publish.message import task_answer
 from .query import PAGE_SIZE, StatusClient
 from .records import _b64json, _task_name
 
-
 __all__ = ["FLOWER_EVENT_TYPES", "LogEvent", "flower_event_type", "read_new_events"]
 
 #: Every Flower event type a QStash event can count as (series are created for each).

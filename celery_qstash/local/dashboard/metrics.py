@@ -7,11 +7,11 @@ AutoSend have are under the ``celery_qstash_`` prefix. The README's status secti
 the table of every series and what it means on QStash.
 
 **Cost.** A scrape reads the log events that are new since the previous scrape: one paged
-read (``fromDate`` = the newest event already counted, less :data:`SETTLE_MS`, then QStash's
-cursor, 100 events a page), never the history again. Events inside that overlap are recognised and not
-counted twice; the overlap is there because a log entry may become readable a moment
-after a later one (the emulator writes outcomes in batches). Scrapes are serialised, so
-two Prometheus servers scraping at once read each new event once.
+read (``fromDate`` = the newest event already counted, less :data:`SETTLE_MS`, then
+QStash's cursor, 100 events a page), never the history again. Events inside that overlap
+are recognised and not counted twice; the overlap is there because a log entry may become
+readable a moment after a later one (the emulator writes outcomes in batches). Scrapes
+are serialised, so two Prometheus servers scraping at once read each new event once.
 
 **Restarts.** Counters start at zero when the dashboard first starts, as Flower's do; a
 restart without a state file starts them again at zero, which Prometheus reads as a
