@@ -12,7 +12,14 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ALLOWED_HOSTS_ENV", "LOOPBACK_HOSTS", "SameSiteGuard", "is_loopback", "local_hosts"]
+__all__ = [
+    "ALLOWED_HOSTS_ENV",
+    "LOOPBACK_HOSTS",
+    "SameSiteGuard",
+    "is_loopback",
+    "local_hosts",
+    "send_text",
+]
 
 log = logging.getLogger("celery_qstash.guard")
 
@@ -69,7 +76,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _plain(send: Send, status: int, text: str) -> None:
+async def send_text(send: Send, status: int, text: str) -> None:
+    """A plain-text answer, sent on a bare ASGI ``send``."""
     body = text.encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
@@ -101,12 +109,12 @@ class SameSiteGuard:
             # arrives (the name to add is in the line; the value is the client's, so cut).
             log.warning("refused a request for Host %r: not one of this server's names "
                         "(add it to %s)", host[:100], ALLOWED_HOSTS_ENV)
-            await _plain(send, 421, "Unknown host")
+            await send_text(send, 421, "Unknown host")
             return
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
             origin = _header(scope, b"origin")
             foreign = origin is not None and urlsplit(origin).netloc.lower() != host
             if foreign or _header(scope, b"sec-fetch-site") == "cross-site":
-                await _plain(send, 403, "Cross-origin request refused")
+                await send_text(send, 403, "Cross-origin request refused")
                 return
         await self.app(scope, receive, send)

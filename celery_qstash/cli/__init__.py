@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from .beat import beat_group
+from .serve import serve
 from .servers import dev, emulator, sandbox
 from .status import register as _register_status
 
@@ -25,5 +26,6 @@ def main() -> None:
 main.add_command(dev)
 main.add_command(emulator)
 main.add_command(sandbox)
+main.add_command(serve)
 main.add_command(beat_group)
 _register_status(main)

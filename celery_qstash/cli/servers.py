@@ -26,7 +26,9 @@ from ..devserver import (
     SANDBOX_PORT,
 )
 
-__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "dev", "emulator", "receiver_server", "sandbox"]
+__all__ = [
+    "RECEIVER_PATH", "RECEIVER_PORT", "bind_port", "dev", "emulator", "receiver_server", "sandbox",
+]
 
 #: Where ``dev --app`` hosts the app's callback receiver.
 RECEIVER_PORT = 8090
@@ -99,24 +101,31 @@ def _need_local() -> None:
         ) from None
 
 
-def _check_port(host: str, port: int, flag: str, what: str) -> None:
-    """One line naming the port and the flag to change it, instead of uvicorn's traceback.
+def bind_port(host: str, port: int, flag: str, what: str) -> socket.socket:
+    """A socket bound to ``host:port`` (not listening yet), or one line naming the port and
+    the flag to change it, instead of uvicorn's traceback.
 
     Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT is not called busy.
     """
-    if port == 0:
-        return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            in_use = exc.errno == errno.EADDRINUSE
-            why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
-            raise click.ClickException(
-                f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
-            ) from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        in_use = exc.errno == errno.EADDRINUSE
+        why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
+        raise click.ClickException(
+            f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
+        ) from None
+    return sock
+
+
+def _check_port(host: str, port: int, flag: str, what: str) -> None:
+    """:func:`bind_port`, for servers that bind by themselves a moment later."""
+    if port != 0:
+        bind_port(host, port, flag, what).close()
 
 
 def _logging() -> None:
