@@ -30,7 +30,7 @@ __all__ = [
     "RECEIVER_PATH", "RECEIVER_PORT", "bind_port", "dev", "emulator", "receiver_server", "sandbox",
 ]
 
-#: Where ``dev --app`` hosts the app's callback receiver.
+#: Where ``dev --app`` hosts the app's receiver (callbacks and deferred tasks alike).
 RECEIVER_PORT = 8090
 RECEIVER_PATH = "/qstash/callback"
 
@@ -185,11 +185,12 @@ _plan = click.option(
 @_plan
 @click.option(
     "--app", "-A", "app_path", metavar="MODULE:APP", default=None,
-    help="also host this Celery app's callback receiver (on_success, task_success, "
-    "email_delivered... run here); export the QSTASH_CALLBACK_URL it prints in the app",
+    help="also host this Celery app's receiver: deferred tasks' bodies and the email "
+    "callbacks (on_success, email_delivered...) run here; export the QSTASH_RECEIVER_URL "
+    "and QSTASH_CALLBACK_URL it prints in the app",
 )
 @click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
-              help="port of the callback receiver (with --app)")
+              help="port of the app's receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 def dev(
     host: str,
@@ -269,7 +270,8 @@ def dev(
         if board_url:
             click.echo(f"Dashboard         {board_url}/")
         if callback_url:
-            click.echo(f"Callback receiver {callback_url}   (app {app_path})")
+            click.echo(f"App receiver      {callback_url}   (app {app_path}: callbacks and "
+                       "deferred tasks run here)")
         click.echo(
             "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
             f"export QSTASH_URL={qstash.url}\n"
@@ -277,7 +279,9 @@ def dev(
             f"export QSTASH_CURRENT_SIGNING_KEY={keys[0]}\n"
             f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
             f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
-            + (f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + ("\nand for the app's receiver (with QSTASH_DEV=true too):\n"
+               f"export QSTASH_RECEIVER_URL={callback_url}\n"
+               f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
@@ -288,10 +292,11 @@ def dev(
 
 
 def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
-    """``celery_app``'s callback receiver at ``RECEIVER_PATH``, guarded like every dev server.
+    """``celery_app``'s receiver at ``RECEIVER_PATH``, guarded like every dev server.
 
     It verifies against the URL it is served at and the emulator's signing keys, so the
-    app's own settings need nothing but ``QSTASH_CALLBACK_URL``.
+    app's own settings need nothing but ``QSTASH_RECEIVER_URL`` (deferred tasks) and
+    ``QSTASH_CALLBACK_URL`` (email outcomes).
     """
     from starlette.applications import Starlette
 
