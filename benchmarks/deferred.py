@@ -1,0 +1,159 @@
+"""Deferred tasks (issue 18) against a Celery worker on Redis, for ``bench.py --only deferred``.
+
+Ours: ``.delay()`` of a no-op :class:`DeferredTask` -> the emulator (its own process,
+delivering) -> ``celery-qstash serve`` (its own process) runs the body. The anchor:
+``.delay()`` of the same no-op body as a plain task -> Redis -> ``celery worker --pool
+solo`` (its own process, gossip, mingle and heartbeat off: the anchor at its cheapest).
+Each body appends a byte to a file of its process; a round is ``n`` sequential calls, from
+the first publish until the file holds ``n`` more bytes (publish to body done).
+
+Each round also reads the CPU time the receiver's and the worker's processes used
+(``/proc``): their cost per task, whatever the rest of the machine is doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from _harness import HOST, PIDS, cpu_seconds, emulator_process, free_port, paired, redis_server
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("QSTASH_", "AUTOSEND_"))}
+    return {**clean, "PYTHONPATH": HERE, **extra}
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str], url: str, ready: Callable[[], bool],
+             ) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, *args], env=env, cwd=HERE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    PIDS[url] = proc.pid
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{' '.join(args)} did not start")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        PIDS.pop(url, None)
+        proc.terminate()
+        proc.wait(30)
+
+
+def _serve(emulator_url: str, done: Path) -> Any:
+    """``celery-qstash serve`` on the benchmark's app (the emulator's dev signing keys)."""
+    import httpx
+
+    from celery_qstash.devserver import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
+
+    url = f"http://{HOST}:{free_port()}/qstash/receive"
+    port = url.rsplit(":", 1)[1].split("/")[0]
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(url, timeout=1).status_code == 405
+        return False
+
+    env = _env(QSTASH_CURRENT_SIGNING_KEY=DEV_CURRENT_SIGNING_KEY,
+               QSTASH_NEXT_SIGNING_KEY=DEV_NEXT_SIGNING_KEY, QSTASH_RECEIVER_URL=url,
+               BENCH_DONE_FILE=str(done))
+    args = ["-m", "celery_qstash", "serve", "-A", "_deferred_app:app", "--port", port,
+            "-l", "WARNING"]
+    return url, _process(args, env, url, ready)
+
+
+def _worker(broker: str, done: Path) -> Any:
+    key = f"worker:{broker}"
+    args = ["-m", "celery", "-A", "_deferred_app", "worker", "--pool", "solo", "-c", "1",
+            "-l", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    env = _env(BENCH_BROKER=broker, BENCH_DONE_FILE=str(done))
+    # Ready once it has run a task: the warm-up below waits for that.
+    return key, _process(args, env, key, lambda: True)
+
+
+class Side:
+    """One side: publish ``n`` no-op tasks, wait for their bodies; CPU of the process that
+    runs them, per task, over every measured round."""
+
+    def __init__(self, publish: Callable[[int], object], done: Path, cpu_key: str) -> None:
+        self.publish, self.done, self.cpu_key = publish, done, cpu_key
+        self.cpu, self.tasks = 0.0, 0
+
+    def _count(self) -> int:
+        return self.done.stat().st_size if self.done.exists() else 0
+
+    def run(self, n: int, measure: bool = True, timeout: float = 120.0) -> float:
+        """Tasks per second, from the first publish to the last body done."""
+        goal = self._count() + n
+        cpu = cpu_seconds(self.cpu_key)
+        began = time.perf_counter()
+        for i in range(n):
+            self.publish(i)
+        deadline = time.monotonic() + timeout
+        while self._count() < goal:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {n - goal + self._count()} of {n} bodies ran")
+            time.sleep(0.002)
+        rate = n / (time.perf_counter() - began)
+        if measure:
+            self.cpu += cpu_seconds(self.cpu_key) - cpu
+            self.tasks += n
+        return rate
+
+    @property
+    def cpu_per_task_us(self) -> float:
+        return 1e6 * self.cpu / max(1, self.tasks)
+
+
+def deferred_vs_worker(n: int, rounds: int = 5) -> tuple[tuple[float, float, float],
+                                                        tuple[float, float, float]]:
+    """((ours tasks/s, the worker's, ratio), (receiver CPU us per task, the worker's,
+    ratio receiver/worker))."""
+    import _deferred_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-deferred-"))
+    ours_done, anchor_done = tmp / "serve.done", tmp / "worker.done"
+    with emulator_process(deliver=True) as (emulator_url, token), \
+            redis_server() as broker:
+        if broker is None:
+            raise SystemExit("redis-server is missing: scripts/bench installs it")
+        receiver_url, serving = _serve(emulator_url, ours_done)
+        worker_key, working = _worker(broker, anchor_done)
+        with serving, working:
+            app = _deferred_app.app
+            app.conf.update(qstash_url=emulator_url, qstash_token=token,
+                            qstash_receiver_url=receiver_url, qstash_publish_timeout=30,
+                            broker_url=broker)
+            ours = Side(lambda i: _deferred_app.noop_deferred.delay(i), ours_done, receiver_url)
+            anchor = Side(lambda i: _deferred_app.noop.delay(i), anchor_done, worker_key)
+            try:
+                ours.run(50, measure=False)
+                anchor.run(50, measure=False)
+                rates = paired(lambda: ours.run(n), lambda: anchor.run(n), rounds=rounds)
+            finally:
+                app.close()
+    for path in (ours_done, anchor_done):
+        path.unlink(missing_ok=True)
+    tmp.rmdir()
+    cpu = (ours.cpu_per_task_us, anchor.cpu_per_task_us,
+           ours.cpu_per_task_us / max(1e-9, anchor.cpu_per_task_us))
+    return rates, cpu
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, HERE)
+    (o, a, r), (oc, ac, rc) = deferred_vs_worker(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    print(f"end to end: {o:,.0f}/s vs {a:,.0f}/s (worker) = {r:.2f}x")
+    print(f"CPU per task: {oc:,.0f} us vs {ac:,.0f} us (worker) = {rc:.2f}x")
