@@ -384,9 +384,10 @@ def main() -> None:
             add("flat_ingest_cpu", ours=large_ms, anchor=small_ms, ratio=ratio_ms)
             add("flat_batch_cpu", ours=large_us, anchor=small_us, ratio=ratio_us)
         if "deferred" in only:
-            (ours, anchor, ratio), (cpu_us, anchor_us, ratio_cpu) = deferred_vs_worker(n)
-            add("deferred", ours=ours, anchor=anchor, ratio=ratio)
-            add("deferred_cpu", ours=cpu_us, anchor=anchor_us, ratio=ratio_cpu)
+            rates, receiver, pipeline = deferred_vs_worker(n)
+            for key, (ours, anchor, ratio) in (("deferred", rates), ("deferred_cpu", receiver),
+                                               ("deferred_pipeline", pipeline)):
+                add(key, ours=ours, anchor=anchor, ratio=ratio)
 
     def line(label: str, key: str, unit: str, anchor_label: str, target: str,
              met: Callable[[list[float]], bool] | None, ratio_fmt: str = "{:.2f}",
@@ -452,6 +453,9 @@ def main() -> None:
         line("the receiver's CPU per delivered task (HTTP, verify, dedup, trace; its process) "
              "vs the solo worker's CPU per task (ratio: ours / the worker's)", "deferred_cpu",
              " us", "worker", "<= 1.5x", lambda r: max(r) <= 1.5, anchor_unit=" us"),
+        line("the whole pipeline's CPU per task: caller + emulator + receiver vs caller + "
+             "worker (Redis left out)", "deferred_pipeline", " us", "worker",
+             "(context, no target)", None, anchor_unit=" us"),
     ]
     print(f"\n{args.runs} run(s); ranges are over the runs; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")

@@ -84,20 +84,27 @@ def _worker(broker: str, done: Path) -> Any:
 
 
 class Side:
-    """One side: publish ``n`` no-op tasks, wait for their bodies; CPU of the process that
-    runs them, per task, over every measured round."""
+    """One side: publish ``n`` no-op tasks, wait for their bodies. Over every measured round
+    it adds up the CPU time of the process that runs the bodies (``cpu_key``), and of the
+    whole pipeline: that process, the servers in between (``via``) and this process, the
+    caller (Redis, in C, is left out of the anchor's)."""
 
-    def __init__(self, publish: Callable[[int], object], done: Path, cpu_key: str) -> None:
-        self.publish, self.done, self.cpu_key = publish, done, cpu_key
-        self.cpu, self.tasks = 0.0, 0
+    def __init__(self, publish: Callable[[int], object], done: Path, cpu_key: str,
+                 via: tuple[str, ...] = ()) -> None:
+        self.publish, self.done, self.cpu_key, self.via = publish, done, cpu_key, via
+        self.cpu, self.pipeline_cpu, self.tasks = 0.0, 0.0, 0
 
     def _count(self) -> int:
         return self.done.stat().st_size if self.done.exists() else 0
 
+    def _cpu(self) -> tuple[float, float]:
+        runner = cpu_seconds(self.cpu_key)
+        return runner, runner + sum(cpu_seconds(k) for k in self.via) + time.process_time()
+
     def run(self, n: int, measure: bool = True, timeout: float = 120.0) -> float:
         """Tasks per second, from the first publish to the last body done."""
         goal = self._count() + n
-        cpu = cpu_seconds(self.cpu_key)
+        cpu, pipeline = self._cpu()
         began = time.perf_counter()
         for i in range(n):
             self.publish(i)
@@ -108,7 +115,9 @@ class Side:
             time.sleep(0.002)
         rate = n / (time.perf_counter() - began)
         if measure:
-            self.cpu += cpu_seconds(self.cpu_key) - cpu
+            cpu_after, pipeline_after = self._cpu()
+            self.cpu += cpu_after - cpu
+            self.pipeline_cpu += pipeline_after - pipeline
             self.tasks += n
         return rate
 
@@ -116,13 +125,39 @@ class Side:
     def cpu_per_task_us(self) -> float:
         return 1e6 * self.cpu / max(1, self.tasks)
 
+    @property
+    def pipeline_per_task_us(self) -> float:
+        return 1e6 * self.pipeline_cpu / max(1, self.tasks)
 
-def deferred_vs_worker(n: int, rounds: int = 5) -> tuple[tuple[float, float, float],
-                                                        tuple[float, float, float]]:
-    """((ours tasks/s, the worker's, ratio), (receiver CPU us per task, the worker's,
-    ratio receiver/worker))."""
-    import _deferred_app
 
+def _publisher(**conf: Any) -> tuple[Any, Any, Any]:
+    """A fresh app for the caller's side (each run has its own servers): the two tasks
+    under the names ``_deferred_app`` registers; their bodies run elsewhere."""
+    from celery import Celery
+
+    from celery_qstash import DeferredTask
+
+    app = Celery("bench-publisher", set_as_current=False)
+    app.conf.update(**conf)
+
+    @app.task(base=DeferredTask, name="bench.noop_deferred", shared=False, ignore_result=True)
+    def noop_deferred(i: int) -> None:
+        raise AssertionError("runs in the serve process")
+
+    @app.task(name="bench.noop", shared=False, ignore_result=True)
+    def noop(i: int) -> None:
+        raise AssertionError("runs in the worker process")
+
+    return app, noop_deferred, noop
+
+
+Triple = tuple[float, float, float]
+
+
+def deferred_vs_worker(n: int, rounds: int = 5) -> tuple[Triple, Triple, Triple]:
+    """((ours tasks/s, the worker's, ratio), (receiver CPU us per task, the worker's, ratio
+    receiver/worker), (the pipeline's CPU us per task: caller + emulator + receiver, caller
+    + worker, ratio))."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-deferred-"))
     ours_done, anchor_done = tmp / "serve.done", tmp / "worker.done"
     with emulator_process(deliver=True) as (emulator_url, token), \
@@ -132,12 +167,12 @@ def deferred_vs_worker(n: int, rounds: int = 5) -> tuple[tuple[float, float, flo
         receiver_url, serving = _serve(emulator_url, ours_done)
         worker_key, working = _worker(broker, anchor_done)
         with serving, working:
-            app = _deferred_app.app
-            app.conf.update(qstash_url=emulator_url, qstash_token=token,
-                            qstash_receiver_url=receiver_url, qstash_publish_timeout=30,
-                            broker_url=broker)
-            ours = Side(lambda i: _deferred_app.noop_deferred.delay(i), ours_done, receiver_url)
-            anchor = Side(lambda i: _deferred_app.noop.delay(i), anchor_done, worker_key)
+            app, noop_deferred, noop = _publisher(
+                broker_url=broker, qstash_url=emulator_url, qstash_token=token,
+                qstash_receiver_url=receiver_url, qstash_publish_timeout=30)
+            ours = Side(lambda i: noop_deferred.delay(i), ours_done, receiver_url,
+                        via=(emulator_url,))
+            anchor = Side(lambda i: noop.delay(i), anchor_done, worker_key)
             try:
                 ours.run(50, measure=False)
                 anchor.run(50, measure=False)
@@ -147,13 +182,17 @@ def deferred_vs_worker(n: int, rounds: int = 5) -> tuple[tuple[float, float, flo
     for path in (ours_done, anchor_done):
         path.unlink(missing_ok=True)
     tmp.rmdir()
-    cpu = (ours.cpu_per_task_us, anchor.cpu_per_task_us,
-           ours.cpu_per_task_us / max(1e-9, anchor.cpu_per_task_us))
-    return rates, cpu
+    def per_task(a: float, b: float) -> tuple[float, float, float]:
+        return a, b, a / max(1e-9, b)
+
+    return (rates, per_task(ours.cpu_per_task_us, anchor.cpu_per_task_us),
+            per_task(ours.pipeline_per_task_us, anchor.pipeline_per_task_us))
 
 
 if __name__ == "__main__":
     sys.path.insert(0, HERE)
-    (o, a, r), (oc, ac, rc) = deferred_vs_worker(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    (o, a, r), (oc, ac, rc), (op, ap, rp) = deferred_vs_worker(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 200)
     print(f"end to end: {o:,.0f}/s vs {a:,.0f}/s (worker) = {r:.2f}x")
     print(f"CPU per task: {oc:,.0f} us vs {ac:,.0f} us (worker) = {rc:.2f}x")
+    print(f"pipeline CPU per task: {op:,.0f} us vs {ap:,.0f} us (worker) = {rp:.2f}x")

@@ -125,8 +125,12 @@ def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str) 
     # Bound before uvicorn starts: the port is known (--port 0), and a busy one is one line.
     sock = bind_port(host, port, "--port", "receiver")
     try:
-        url = _url(host, sock.getsockname()[1], path)
-        _announce(celery_app, url, path, settings)
+        bound = sock.getsockname()[1]
+        # Bound to every address: this machine reaches it on loopback (a container's
+        # publisher, by its service name: the line printed says to use the public URL).
+        _announce(celery_app, _url(host, bound, path),
+                  _url("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, bound, path),
+                  path, settings)
         level = loglevel.upper()
         logging.basicConfig(level=level, format="[%(levelname)s] %(name)s: %(message)s")
         app = receiver_app(celery_app, path, allowed_hosts(host, settings))
@@ -146,11 +150,11 @@ def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str) 
     click.echo("stopped")
 
 
-def _announce(celery_app: Any, url: str, path: str, settings: Settings) -> None:
+def _announce(celery_app: Any, listening: str, url: str, path: str, settings: Settings) -> None:
     name = celery_app.main or "app"
     dev_keys = settings.current_signing_key == DEV_CURRENT_SIGNING_KEY
     keys = " (QSTASH_DEV: the public dev signing keys)" if dev_keys else ""
-    click.echo(f"Receiver of {name} listening on {url}{keys}")
+    click.echo(f"Receiver of {name} listening on {listening}{keys}")
     configured = settings.receiver_url or settings.callback_url
     if configured:
         click.echo(f"Signatures must name {configured} (the configured receiver URL).")
