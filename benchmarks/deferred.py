@@ -85,26 +85,27 @@ def _worker(broker: str, done: Path) -> Any:
 
 class Side:
     """One side: publish ``n`` no-op tasks, wait for their bodies. Over every measured round
-    it adds up the CPU time of the process that runs the bodies (``cpu_key``), and of the
-    whole pipeline: that process, the servers in between (``via``) and this process, the
-    caller (Redis, in C, is left out of the anchor's)."""
+    it adds up the CPU time of each process of the pipeline: the one that runs the bodies
+    (``runner``), the servers in between (``via``) and this one, the caller (Redis, in C,
+    is left out of the anchor's)."""
 
-    def __init__(self, publish: Callable[[int], object], done: Path, cpu_key: str,
+    def __init__(self, publish: Callable[[int], object], done: Path, runner: str,
                  via: tuple[str, ...] = ()) -> None:
-        self.publish, self.done, self.cpu_key, self.via = publish, done, cpu_key, via
-        self.cpu, self.pipeline_cpu, self.tasks = 0.0, 0.0, 0
+        self.publish, self.done, self.runner, self.via = publish, done, runner, via
+        self.cpu: dict[str, float] = {}
+        self.tasks = 0
 
     def _count(self) -> int:
         return self.done.stat().st_size if self.done.exists() else 0
 
-    def _cpu(self) -> tuple[float, float]:
-        runner = cpu_seconds(self.cpu_key)
-        return runner, runner + sum(cpu_seconds(k) for k in self.via) + time.process_time()
+    def _cpu(self) -> dict[str, float]:
+        times = {key: cpu_seconds(key) for key in (self.runner, *self.via)}
+        return {**times, "caller": time.process_time()}
 
     def run(self, n: int, measure: bool = True, timeout: float = 120.0) -> float:
         """Tasks per second, from the first publish to the last body done."""
         goal = self._count() + n
-        cpu, pipeline = self._cpu()
+        before = self._cpu()
         began = time.perf_counter()
         for i in range(n):
             self.publish(i)
@@ -115,19 +116,15 @@ class Side:
             time.sleep(0.002)
         rate = n / (time.perf_counter() - began)
         if measure:
-            cpu_after, pipeline_after = self._cpu()
-            self.cpu += cpu_after - cpu
-            self.pipeline_cpu += pipeline_after - pipeline
+            for key, seconds in self._cpu().items():
+                self.cpu[key] = self.cpu.get(key, 0.0) + seconds - before[key]
             self.tasks += n
         return rate
 
-    @property
-    def cpu_per_task_us(self) -> float:
-        return 1e6 * self.cpu / max(1, self.tasks)
-
-    @property
-    def pipeline_per_task_us(self) -> float:
-        return 1e6 * self.pipeline_cpu / max(1, self.tasks)
+    def per_task_us(self, *keys: str) -> float:
+        """CPU per task of these processes (all of them when none is named)."""
+        total = sum(self.cpu.get(key, 0.0) for key in keys or tuple(self.cpu))
+        return 1e6 * total / max(1, self.tasks)
 
 
 def _publisher(**conf: Any) -> tuple[Any, Any, Any]:
@@ -152,6 +149,8 @@ def _publisher(**conf: Any) -> tuple[Any, Any, Any]:
 
 
 Triple = tuple[float, float, float]
+#: The last run's CPU per task of each process, in us (for the script's own printout).
+PARTS: dict[str, float] = {}
 
 
 def deferred_vs_worker(n: int, rounds: int = 5) -> tuple[Triple, Triple, Triple]:
@@ -185,8 +184,12 @@ def deferred_vs_worker(n: int, rounds: int = 5) -> tuple[Triple, Triple, Triple]
     def per_task(a: float, b: float) -> tuple[float, float, float]:
         return a, b, a / max(1e-9, b)
 
-    return (rates, per_task(ours.cpu_per_task_us, anchor.cpu_per_task_us),
-            per_task(ours.pipeline_per_task_us, anchor.pipeline_per_task_us))
+    PARTS.update({f"{name} {part}": side.per_task_us(key)
+                  for name, side in (("ours", ours), ("anchor", anchor))
+                  for part, key in (("caller", "caller"), ("runner", side.runner),
+                                    *(("emulator", k) for k in side.via))})
+    return (rates, per_task(ours.per_task_us(receiver_url), anchor.per_task_us(worker_key)),
+            per_task(ours.per_task_us(), anchor.per_task_us()))
 
 
 if __name__ == "__main__":
@@ -196,3 +199,5 @@ if __name__ == "__main__":
     print(f"end to end: {o:,.0f}/s vs {a:,.0f}/s (worker) = {r:.2f}x")
     print(f"CPU per task: {oc:,.0f} us vs {ac:,.0f} us (worker) = {rc:.2f}x")
     print(f"pipeline CPU per task: {op:,.0f} us vs {ap:,.0f} us (worker) = {rp:.2f}x")
+    for part, us in PARTS.items():
+        print(f"  {part}: {us:,.0f} us per task")
