@@ -167,7 +167,7 @@ def test_with_qstash_dev_it_starts_on_the_dev_keys_and_sigterm_stops_it(tmp_path
         code, out = _stop(proc, signal.SIGTERM)
     assert answer.status_code == 200 and answer.json()["result"] == "DEV"
     assert code == 0, out
-    assert "QSTASH_DEV: the public dev signing keys" in out
+    assert "(the public dev signing keys: for `celery-qstash dev` only)" in out
     assert out.splitlines()[-1] == "stopped"
 
 

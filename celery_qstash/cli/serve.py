@@ -153,7 +153,7 @@ def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str) 
 def _announce(celery_app: Any, listening: str, url: str, path: str, settings: Settings) -> None:
     name = celery_app.main or "app"
     dev_keys = settings.current_signing_key == DEV_CURRENT_SIGNING_KEY
-    keys = " (QSTASH_DEV: the public dev signing keys)" if dev_keys else ""
+    keys = " (the public dev signing keys: for `celery-qstash dev` only)" if dev_keys else ""
     click.echo(f"Receiver of {name} listening on {listening}{keys}")
     configured = settings.receiver_url or settings.callback_url
     if configured:
