@@ -191,9 +191,7 @@ def _answer(
     if state == states.RETRY and not attempt.requeue:
         # self.retry() published the next attempt: this message is done.
         return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": state})
-    exc = getattr(info, "retval", None)
-    if state == states.RETRY:
-        exc = getattr(exc, "exc", None) or exc
+    exc = attempt.error if attempt.error is not None else getattr(info, "retval", None)
     failure = _failure(receiver, task, exc)
     if state == states.REJECTED:
         return ReceiverResponse(489, {"kind": ANSWER_KIND, "status": state, **failure},

@@ -38,7 +38,7 @@ from ..publish.transports import get_transport
 from ..publish.transports.eager import EagerTransport, eager_forced
 from ..status.result import QStashAsyncResult, QStashBackend
 from .batch import Prepared, current_collector, split_plan
-from .planning import task_attrs
+from .planning import _routed_queue, task_attrs
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
 
@@ -56,6 +56,8 @@ class Attempt:
     final: bool
     #: Set when the body raised and QStash should retry this very message.
     requeue: bool = False
+    #: What the body raised, when it did (the answer reports its type and message).
+    error: BaseException | None = None
 
 
 #: The delivery whose body is running in this context (None outside the receiver).
@@ -132,6 +134,11 @@ class DeferredTask(Task):  # type: ignore[misc]
         json_arguments(self.name, args, kwargs)
         task_id = task_id or uuid()
         conf = call_conf(app.conf)
+        # The task's own execution options (its serializer, the app's task_serializer)
+        # under the call's, and task_routes' queue, as Celery's apply_async merges them.
+        options = dict(self._get_exec_options(), **options)
+        if conf.routes and not options.get("queue"):
+            options["queue"] = _routed_queue(app, self, args, kwargs, options)
         callbacks = _signatures("link", link)
         errbacks = _signatures("link_error", link_error)
         # chain and headers mean other things to the table (a refusal, forwarded HTTP
@@ -191,6 +198,8 @@ class DeferredTask(Task):  # type: ignore[misc]
         except (Retry, Ignore, Reject):
             raise
         except Exception as exc:
+            if attempt is not None:
+                attempt.error = exc
             if attempt is None or attempt.final:
                 raise
             # QStash retries this very message (the task's retry delay): Celery's tracer

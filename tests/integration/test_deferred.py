@@ -339,3 +339,13 @@ def test_an_email_task_that_sent_nothing_says_its_countdown_delayed_nothing(
     with pytest.warns(CeleryQStashWarning, match="ran at call time.*@qstash_task"):
         cleanup.apply_async((1,), countdown=60)
     assert done == [1]
+
+
+def test_task_routes_pick_the_queue(live_app: Celery, receiver_url: str, runs: Runs) -> None:
+    """task_routes' queue becomes QStash's queue (one at a time), as for an email task."""
+    live_app.conf.task_routes = {"live.add": {"queue": "reports"}}
+    add = _add(live_app, runs)
+    result = add.delay(1, 1)
+    assert result.get(timeout=20) == 2
+    record = result.backend._status().task(result.id, callbacks=False)
+    assert record is not None and record.queue == "reports"
