@@ -26,11 +26,11 @@ def _body() -> None:
     _done[0].write(b".")
 
 
-@app.task(base=DeferredTask, name="bench.noop_deferred", ignore_result=True)
+@app.task(base=DeferredTask, name="bench.noop_deferred", shared=False, ignore_result=True)
 def noop_deferred(i: int) -> None:
     _body()
 
 
-@app.task(name="bench.noop", ignore_result=True)
+@app.task(name="bench.noop", shared=False, ignore_result=True)
 def noop(i: int) -> None:
     _body()

@@ -42,7 +42,7 @@ APP_MODULE = textwrap.dedent('''
         with open(os.environ["DEVLOOP_LOG"], "a") as log:
             log.write(f"{task_id} {email_id}\\n")
 
-    @app.task(base=DeferredTask, name="devloop.tally")
+    @app.task(base=DeferredTask, name="devloop.tally", shared=False)
     def tally(n):
         with open(os.environ["DEVLOOP_RAN"], "a") as ran:
             ran.write(f"{os.getpid()} {n}\\n")

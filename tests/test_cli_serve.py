@@ -37,7 +37,7 @@ APP_MODULE = textwrap.dedent('''
 
     app = Celery("servapp")
 
-    @app.task(base=DeferredTask, name="servapp.record")
+    @app.task(base=DeferredTask, name="servapp.record", shared=False)
     def record(word):
         with open(os.environ["SERVAPP_LOG"], "a") as log:
             log.write(f"{os.getpid()} {word}\\n")
