@@ -11,7 +11,8 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,6 +88,31 @@ def _routes(specs: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(str(exc), param_hint="--route") from None
         routes[prefix] = target
     return routes
+
+
+class _UnsafeData(click.ClickException):
+    """A data folder that is not the user's alone: one line, exit 2 (a usage problem)."""
+
+    exit_code = 2
+
+
+@contextmanager
+def _refusing_unsafe_data() -> Iterator[None]:
+    """A data folder or database file that is not the user's alone (``local/files.py``)
+    becomes one line naming it, what is wrong and the fix, and exit status 2."""
+    from ..local.files import UnsafeDataDir
+
+    try:
+        yield
+    except UnsafeDataDir as exc:
+        raise _UnsafeData(str(exc)) from None
+
+
+def _own_data_dir(data_dir: Path) -> None:
+    from ..local.files import private_dir
+
+    with _refusing_unsafe_data():
+        private_dir(data_dir)
 
 
 def _need_local() -> None:
@@ -210,6 +236,7 @@ def dev(
 
         celery_app = _load_app(app_path, param_hint="--app")
     from ..local.emulator import DEFAULT_MAX_BODY, EmulatorServer
+    from ..local.files import UnsafeDataDir
     from ..local.sandbox import SandboxServer
     from ..local.serving import ThreadedServer
 
@@ -228,7 +255,7 @@ def dev(
     if not no_dashboard:
         _check_port(host, dashboard_port, "--dashboard-port", "dashboard")
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _own_data_dir(data_dir)
     servers: list[Any] = []
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
@@ -272,10 +299,16 @@ def dev(
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
+    except UnsafeDataDir as exc:
+        for server in reversed(servers):
+            server.stop()
+        servers.clear()  # nothing to say but the refusal
+        raise _UnsafeData(str(exc)) from None
     finally:
         for server in reversed(servers):
             server.stop()
-        click.echo("stopped")
+        if servers:
+            click.echo("stopped")
 
 
 def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
@@ -334,9 +367,10 @@ def emulator(
     routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_port(host, port, "--port", "QStash emulator")
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, routes=routes,
-          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
+    _own_data_dir(data_dir)
+    with _refusing_unsafe_data():
+        serve(host=host, port=port, data_dir=data_dir, routes=routes,
+              extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
 
 
 @click.command()
@@ -362,8 +396,9 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
 
     _check_port(host, port, "--port", "AutoSend sandbox")
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
-          max_body=max_body or DEFAULT_MAX_BODY,
-          verified_domains=verified_domains or None, retry_after_header=retry_after,
-          rate_per_minute=rate_per_minute or None)
+    _own_data_dir(data_dir)
+    with _refusing_unsafe_data():
+        serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
+              max_body=max_body or DEFAULT_MAX_BODY,
+              verified_domains=verified_domains or None, retry_after_header=retry_after,
+              rate_per_minute=rate_per_minute or None)
