@@ -9,6 +9,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -78,7 +79,15 @@ def local_hosts(bind_host: str) -> tuple[str, ...] | None:
     return (*LOOPBACK_HOSTS, bind_host.strip("[]").lower(), *configured)
 
 
-def _host_name(value: str) -> str:
+#: A ``Host`` header as RFC 9110 allows it: a name, an IPv4 address or a bracketed IPv6
+#: address, and a port. No userinfo: ``evil.example@127.0.0.1`` is no host at all.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(:[0-9]{0,5})?")
+
+
+def _host_name(value: str) -> str | None:
+    """The host name of a ``Host`` header, lower-cased; None if it is not one."""
+    if value and not _HOST.fullmatch(value):
+        return None
     return (urlsplit("//" + value).hostname or "").lower()
 
 
@@ -102,7 +111,8 @@ class SameSiteGuard:
             return
         headers = Headers(scope=scope)
         host = headers.get("host", "").lower()
-        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
+        name = _host_name(host)
+        if name is None or (self.allowed_hosts is not None and name not in self.allowed_hosts):
             await PlainTextResponse("Unknown host", status_code=421)(scope, receive, send)
             return
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
