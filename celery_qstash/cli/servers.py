@@ -179,6 +179,33 @@ _per_minute = click.option(
 )
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from ..local.emulator.errors import BadRequest
+    from ..local.emulator.validate import parse_duration_ms
+
+    try:
+        ms = parse_duration_ms(value, "--max-delay", strict=True)
+    except BadRequest as exc:
+        raise click.BadParameter(exc.message) from None
+    if ms <= 0:
+        raise click.BadParameter("must be longer than 0s")
+    return ms
+
+
+_max_delay = click.option(
+    "--max-delay", default=None, callback=_duration, metavar="DURATION",
+    help="emulator: the longest Upstash-Delay, and the furthest Upstash-Not-Before from "
+    "now (default 365d, QStash's pay-as-you-go maximum); longer ones get 400",
+)
+_link_local = click.option(
+    "--allow-link-local", is_flag=True,
+    help="emulator: deliver to link-local and cloud metadata addresses (169.254.0.0/16, "
+    "fe80::/10, ...); refused with 400 by default",
+)
+
+
 _plan = click.option(
     "--plan", type=click.Choice(["free", "payg", "pro"]), default=None,
     help="emulator: enforce this QStash plan's quotas (daily messages, per-second burst, "
@@ -208,6 +235,8 @@ _plan = click.option(
 @click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
               help="port of the callback receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
+@_max_delay
+@_link_local
 def dev(
     host: str,
     port: int,
@@ -223,6 +252,8 @@ def dev(
     app_path: str | None,
     receiver_port: int,
     max_body: int | None,
+    max_delay: int | None,
+    allow_link_local: bool,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -236,6 +267,7 @@ def dev(
 
         celery_app = _load_app(app_path, param_hint="--app")
     from ..local.emulator import DEFAULT_MAX_BODY, EmulatorServer
+    from ..local.emulator.publish import MAX_DELAY_MS
     from ..local.files import UnsafeDataDir
     from ..local.sandbox import SandboxServer
     from ..local.serving import ThreadedServer
@@ -265,7 +297,9 @@ def dev(
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
-                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan).start()
+                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan,
+                                max_delay_ms=max_delay or MAX_DELAY_MS,
+                                allow_link_local=allow_link_local).start()
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
@@ -351,6 +385,8 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 @_plan
+@_max_delay
+@_link_local
 def emulator(
     host: str,
     port: int,
@@ -359,10 +395,13 @@ def emulator(
     tokens: tuple[str, ...],
     max_body: int | None,
     plan: str | None,
+    max_delay: int | None,
+    allow_link_local: bool,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
     from ..local.emulator import DEFAULT_MAX_BODY, serve
+    from ..local.emulator.publish import MAX_DELAY_MS
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_port(host, port, "--port", "QStash emulator")
@@ -370,7 +409,8 @@ def emulator(
     _own_data_dir(data_dir)
     with _refusing_unsafe_data():
         serve(host=host, port=port, data_dir=data_dir, routes=routes,
-              extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
+              extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan,
+              max_delay_ms=max_delay or MAX_DELAY_MS, allow_link_local=allow_link_local)
 
 
 @click.command()

@@ -26,7 +26,8 @@ class UrlGroups:
                 destination: str) -> list[tuple[str, str | None, str | None]]:
         """(url, group, endpoint name) for each delivery a publish to ``destination`` makes."""
         if is_url(destination):
-            return [(check_url(destination, "destination url"), None, None)]
+            return [(check_url(destination, "destination url",
+                               allow_link_local=self.db.allow_link_local), None, None)]
         row = cur.execute(
             "SELECT endpoints FROM topics WHERE user = ? AND name = ?", (user, destination)
         ).fetchone()
@@ -53,7 +54,7 @@ class UrlGroups:
                 url = endpoint.get("url")
                 if not isinstance(url, str):
                     raise BadRequest("invalid endpoint url: add http:// or https://")
-                check_url(url, "endpoint url")
+                check_url(url, "endpoint url", allow_link_local=self.db.allow_link_local)
                 label = endpoint.get("name")
                 if label is not None and not isinstance(label, str):
                     raise BadRequest("invalid endpoint name: must be a string")
