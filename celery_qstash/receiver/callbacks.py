@@ -53,7 +53,7 @@ def _decoded_response(body: Mapping[str, Any]) -> Any:
         return None
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return data.decode("utf-8", "replace")
 
 
@@ -74,7 +74,7 @@ def _error_text(response: Any) -> str:
 def _int(value: Any, default: int = 0) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # None, "x", 1e400 (inf)
         return default
 
 
