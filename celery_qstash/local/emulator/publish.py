@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery_qstash.clock import Clock
+from celery_qstash.redaction import is_secret_name
 
 from .cron import CronError, next_after
 from .errors import BadRequest
@@ -436,22 +437,22 @@ def parse_publish_headers(
         "Upstash-Failure-Callback", single.get("upstash-failure-callback"), headers,
         options.failure_callback, limits,
     )
-    _redact_authorization(options)
+    _redact_credentials(options)
     return options
 
 
-def _redact_authorization(options: PublishOptions) -> None:
-    """A forwarded ``Authorization`` (the AutoSend key) is a secret even unasked: shown
-    redacted in logs, the DLQ and listings, stored apart (``store/secrets.py``), and
-    still delivered as sent."""
-    if options.redact.hides_header("authorization"):
+def _redact_credentials(options: PublishOptions) -> None:
+    """A forwarded credential (``Authorization``: the AutoSend key; ``X-Api-Key``, a
+    cookie, anything the one rule of :mod:`celery_qstash.redaction` calls secret) is
+    redacted even unasked: shown redacted in logs, the DLQ and listings, stored apart
+    (``store/secrets.py``), and still delivered as sent."""
+    if options.redact.all_headers:
         return
     for headers in (options.headers, options.callback and options.callback.headers,
                     options.failure_callback and options.failure_callback.headers):
         for name in headers or ():
-            if name.lower() == "authorization":
-                options.redact.headers = [*options.redact.headers, "authorization"]
-                return
+            if is_secret_name(name) and not options.redact.hides_header(name):
+                options.redact.headers = [*options.redact.headers, name.lower()]
 
 
 def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = None, *,
