@@ -250,3 +250,32 @@ def test_an_app_wide_pickle_serializer_is_refused_at_the_call_site(app: Celery) 
 
     with pytest.raises(UnsupportedOption, match="serializer"):
         pickled.delay()
+
+
+def test_an_expired_message_is_revoked_and_its_body_never_runs(app: Celery) -> None:
+    """Celery's worker checks ``expires`` before running (Request.revoked): so does the
+    receiver, on its clock."""
+    from celery.signals import task_revoked
+
+    ran: list[int] = []
+    revoked: list[str] = []
+
+    @app.task(base=DeferredTask, name="u.late", shared=False)
+    def late() -> None:
+        ran.append(1)
+
+    def on_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+        revoked.append(kwargs.get("expired"))
+
+    clock = FakeClock(time.time())
+    body = {"kind": MESSAGE_KIND, "task": "u.late", "id": "h", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n9",
+            "expires": "2000-01-01T00:00:00+00:00"}
+    task_revoked.connect(on_revoked, weak=False)
+    try:
+        answer = CallbackReceiver(app, ledger=MemoryLedger(), clock=clock).handle(_signed(body))
+    finally:
+        task_revoked.disconnect(on_revoked)
+    assert answer.status == 200 and answer.payload["status"] == "REVOKED"
+    assert ran == []
+    assert revoked == [True]

@@ -108,13 +108,6 @@ def _refusing_unsafe_data() -> Iterator[None]:
         raise _UnsafeData(str(exc)) from None
 
 
-def _own_data_dir(data_dir: Path) -> None:
-    from ..local.files import private_dir
-
-    with _refusing_unsafe_data():
-        private_dir(data_dir)
-
-
 def _need_local() -> None:
     try:
         import starlette  # noqa: F401
@@ -125,13 +118,26 @@ def _need_local() -> None:
         ) from None
 
 
-def _check_port(host: str, port: int, flag: str, what: str) -> None:
-    """One line naming the port and the flag to change it, instead of uvicorn's traceback.
+def _state_dir(path: Path) -> None:
+    """Create the state directory (0700, the user's alone: ``local/files.py``; else one
+    line and exit 2) with a ``.gitignore`` of ``*`` in it (as pytest does for
+    ``.pytest_cache``), so a ``.qstash-dev/`` in a project's checkout never shows up in
+    ``git status``; an existing ``.gitignore`` is left alone."""
+    from ..local.files import private_dir
 
-    Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT is not called busy.
-    """
+    with _refusing_unsafe_data():
+        private_dir(path)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Created by celery-qstash: local emulator and sandbox state.\n*\n")
+
+
+def _port_problem(host: str, port: int, flag: str, what: str) -> str | None:
+    """Why ``port`` cannot be bound, in one line naming the flag that changes it; ``None``
+    when it can. Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT (a
+    server stopped a moment ago) is not called busy."""
     if port == 0:
-        return
+        return None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,13 +146,23 @@ def _check_port(host: str, port: int, flag: str, what: str) -> None:
         except OSError as exc:
             in_use = exc.errno == errno.EADDRINUSE
             why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
-            raise click.ClickException(
-                f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
-            ) from None
+            return f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
+    return None
+
+
+def _check_ports(host: str, *wanted: tuple[int, str, str]) -> None:
+    """Every busy port at once (one line each), instead of uvicorn's traceback, and
+    instead of one per run."""
+    problems = [found for port, flag, what in wanted
+                if (found := _port_problem(host, port, flag, what))]
+    if problems:
+        raise click.ClickException("\n".join(problems))
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # A time on each line: a delivery log is read against what the app did when.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     # One line per delivery comes from the emulator itself; httpx would repeat each.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -174,8 +190,9 @@ _retry_after = click.option(
     "retryAfter, so production retries on QStash's own backoff)",
 )
 _per_minute = click.option(
-    "--rate-per-minute", type=click.IntRange(min=0), default=0, show_default=True,
-    help="sandbox: a second, per-minute limit per key (0: off; AutoSend documents 2/s)",
+    "--rate-per-minute", type=click.IntRange(min=0), default=50, show_default=True,
+    help="sandbox: the per-minute limit per key, besides 2 per second (AutoSend's "
+    "documented limits; 0: off)",
 )
 
 
@@ -282,12 +299,11 @@ def dev(
         except ConfigurationError as exc:
             raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
     extra_routes = _routes(route_specs)  # a usage error comes before a busy port
-    _check_port(host, port, "--port", "QStash emulator")
-    _check_port(host, sandbox_port, "--sandbox-port", "AutoSend sandbox")
-    if not no_dashboard:
-        _check_port(host, dashboard_port, "--dashboard-port", "dashboard")
+    _check_ports(host, (port, "--port", "QStash emulator"),
+                 (sandbox_port, "--sandbox-port", "AutoSend sandbox"),
+                 *([] if no_dashboard else [(dashboard_port, "--dashboard-port", "dashboard")]))
     _logging()
-    _own_data_dir(data_dir)
+    _state_dir(data_dir)
     servers: list[Any] = []
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
@@ -314,7 +330,8 @@ def dev(
             hosted = receiver_server(celery_app, host, receiver_port, keys).start()
             servers.append(hosted)
             callback_url = hosted.url + RECEIVER_PATH
-        click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
+        click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'}; "
+                   "git ignores it)")
         for prefix, target in routes.items():
             click.echo(f"  route {prefix} -> {target}")
         click.echo(f"AutoSend sandbox  {box.url}   (inbox: {box.url}/)")
@@ -404,9 +421,9 @@ def emulator(
     from ..local.emulator.publish import MAX_DELAY_MS
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
-    _check_port(host, port, "--port", "QStash emulator")
+    _check_ports(host, (port, "--port", "QStash emulator"))
     _logging()
-    _own_data_dir(data_dir)
+    _state_dir(data_dir)
     with _refusing_unsafe_data():
         serve(host=host, port=port, data_dir=data_dir, routes=routes,
               extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan,
@@ -434,9 +451,9 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
     _need_local()
     from ..local.sandbox import DEFAULT_MAX_BODY, serve
 
-    _check_port(host, port, "--port", "AutoSend sandbox")
+    _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
-    _own_data_dir(data_dir)
+    _state_dir(data_dir)
     with _refusing_unsafe_data():
         serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
               max_body=max_body or DEFAULT_MAX_BODY,

@@ -346,7 +346,7 @@ TASK_ATTRIBUTES: dict[str, Rule] = {
                       at_delivery="always so: a delivery is done only after its body succeeded (the receiver's ledger)"),
     "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered",
                          at_delivery="jitters autoretry's countdown as in Celery; QStash's own retries of a raising body are not jittered"),
-    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (2/s)"),
+    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (0.5/s: one per 2 s)"),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up"),
 }
 

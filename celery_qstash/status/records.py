@@ -47,6 +47,11 @@ STATE_MAP: dict[str, str] = {
     "CANCELED": states.REVOKED,
 }
 FINAL_QSTASH_STATES = frozenset({"DELIVERED", "FAILED", "CANCELED"})
+#: The states a filter can name (``--state``, the tasks page, ``/api/tasks?state=``):
+#: Celery's, as the map above gives them, and QStash's own.
+CELERY_STATES = tuple(dict.fromkeys(STATE_MAP.values()))
+QSTASH_STATES = tuple(STATE_MAP)
+KNOWN_STATES = frozenset(CELERY_STATES + QSTASH_STATES + ("ALL",))
 
 # QStash logs forwarded headers without their ``Upstash-Forward-`` prefix (that is
 # what the destination receives); accept the prefixed spelling too.

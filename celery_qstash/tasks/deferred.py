@@ -23,8 +23,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery, Task
+from celery import states as celery_states
 from celery.backends.base import DisabledBackend
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
 from celery.utils.functional import maybe_list
 from kombu.utils.uuid import uuid
 
@@ -166,7 +167,13 @@ class DeferredTask(Task):  # type: ignore[misc]
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               retries=retries, **options)
         if plan.is_expired(now):
-            return self.AsyncResult(task_id)
+            # Due after its expiry: never published, REVOKED (as a worker would mark it).
+            result = self.AsyncResult(task_id)
+            if hasattr(result, "mark_locally"):
+                result.mark_locally(celery_states.REVOKED, TaskRevokedError(
+                    "expired: the message would be delivered after its expiry time, so it "
+                    "was not published"))
+            return result
         message = task_message(
             self.name, task_id, args, kwargs, retries=retries,
             root_id=carried.get("root_id") or task_id,

@@ -383,3 +383,12 @@ def test_the_dashboard_and_flower_api_show_arguments_attempts_and_result(
     info = board.get(f"/api/task/info/{result.id}").json()
     assert info["args"] == "('2026-11',)" and info["kwargs"] == "{'fmt': 'csv'}"
     assert info["state"] == "SUCCESS" and info["retries"] == 1
+
+
+def test_a_call_due_after_its_expiry_is_revoked_and_not_published(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    add = _add(live_app, runs)
+    result = add.apply_async((1, 1), countdown=60, expires=10)
+    assert result.state == "REVOKED"
+    assert dev_servers.emulator.emulator.store.pending_count() == 0
