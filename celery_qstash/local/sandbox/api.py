@@ -85,7 +85,7 @@ from ...email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_error
 from ...errors import EmailValidationError
 from ..live import SCRIPT_PATH, favicon
 from ..live import script as live_script
-from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
+from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, Notices, parse_json
 from . import pages
 from .render import merge_data, render
 from .store import ChaosRule, Message, RateDecision, SandboxStore
@@ -240,6 +240,8 @@ class SandboxAPI:
         # The inbox's forms carry this; a page on another site cannot read it, so it
         # cannot make a browser delete emails (SameSiteGuard refuses such POSTs too).
         self.page_token = secrets.token_urlsafe(24)
+        #: What the inbox says after a delete: the redirect carries a token, never text.
+        self.notices = Notices()
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -630,7 +632,8 @@ class SandboxAPI:
         rejected, _ = self.store.rejections(limit=1)
         view = pages.InboxView(total=total, messages=messages, page=page, search=search,
                                key=key, refresh=refresh, token=self.page_token,
-                               rejected=rejected, done=query.get("done") or "")
+                               rejected=rejected,
+                               done=(self.notices.get(query.get("notice")) or ("", ""))[1])
         return _page(pages.inbox(view))
 
     async def message_page(self, request: Request) -> Response:
@@ -675,7 +678,8 @@ class SandboxAPI:
         message_id = request.path_params["id"]
         deleted = self.store.delete(message_id)
         done = "Deleted 1 email." if deleted else "That email was already gone."
-        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
+        return RedirectResponse("/inbox?" + urlencode({"notice": self.notices.add(done)}),
+                                status_code=303)
 
     async def clear_page(self, request: Request) -> Response:
         form = await self._form_ok(request)
@@ -685,7 +689,8 @@ class SandboxAPI:
             return RedirectResponse("/inbox", status_code=303)
         deleted = self.store.delete()
         done = f"Deleted {deleted} email{'s' if deleted != 1 else ''}."
-        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
+        return RedirectResponse("/inbox?" + urlencode({"notice": self.notices.add(done)}),
+                                status_code=303)
 
 
 def _page(content: str, status: int = 200) -> HTMLResponse:
