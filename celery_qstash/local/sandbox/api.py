@@ -647,8 +647,10 @@ class SandboxAPI:
             errors = [{"field": "tab", "message": f"one of {', '.join(pages.TABS)}"}]
             return _page(pages.bad_request(errors), 400)
         newer, older = self.store.neighbours(msg["id"])
+        remote = request.query_params.get("remote") == "1"
         return _page(pages.message(msg, tab=tab, width=width, newer=newer, older=older,
-                                   token=self.page_token, dashboard_url=self.dashboard_url))
+                                   token=self.page_token, dashboard_url=self.dashboard_url,
+                                   remote=remote), remote_content=remote)
 
     async def rejected_page(self, request: Request) -> Response:
         try:
@@ -693,12 +695,22 @@ class SandboxAPI:
                                 status_code=303)
 
 
-def _page(content: str, status: int = 200) -> HTMLResponse:
+#: What a previewed email may load: nothing from another host unless the reader asked
+#: for this email's remote content (as mail clients do: a tracking pixel would fire from
+#: the developer's browser). The ``srcdoc`` iframe inherits the page's policy.
+_LOCAL_CONTENT = "img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:"
+_REMOTE_CONTENT = ("img-src 'self' data: http: https:; "
+                   "style-src 'self' 'unsafe-inline' http: https:; "
+                   "font-src 'self' data: http: https:")
+
+
+def _page(content: str, status: int = 200, *, remote_content: bool = False) -> HTMLResponse:
     # Captured HTML is shown only inside <iframe sandbox> (no script runs there); our
     # pages run one script, our own /live.js (no inline script, no eval, no other
     # origin), and the only forms post back here (delete, clear all).
-    csp = ("script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-           "form-action 'self'; frame-ancestors 'none'")
+    csp = (f"default-src 'self'; {_REMOTE_CONTENT if remote_content else _LOCAL_CONTENT}; "
+           "script-src 'self'; connect-src 'self'; media-src 'none'; object-src 'none'; "
+           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
     return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
 
 

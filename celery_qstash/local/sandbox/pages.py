@@ -314,11 +314,30 @@ def _tab_link(msg_id: str, tab: str, current: str, label: str) -> str:
             f"{label}</a>")
 
 
+#: A URL of another host in an email's HTML: an image, a stylesheet, a font, a link.
+_REMOTE_URL = re.compile(r"(?i)(?:https?:)?//[a-z0-9\[]")
+
+
+def _remote_switch(msg: Message, quoted: str, width: str, remote: bool) -> str:
+    """The "load remote content" switch of one email, when its HTML names another host."""
+    if not _REMOTE_URL.search(str(msg.get("renderedHtml") or "")):
+        return ""
+    here = f"/inbox/{quoted}?tab=html&amp;width={_e(width)}"
+    if remote:
+        return (f'<p class="muted" id="remote-bar">Remote images, styles and fonts are '
+                f'loaded. <a id="remote-off" href="{here}">Block them</a></p>')
+    return (f'<p class="muted" id="remote-bar">Remote images, styles and fonts are blocked '
+            f'(a tracking pixel would fire from this browser). <a id="remote-on" '
+            f'href="{here}&amp;remote=1">Load remote content</a></p>')
+
+
 def message(msg: Message, *, tab: str = "html", width: str = "desktop",
             newer: str | None = None, older: str | None = None, token: str = "",
-            dashboard_url: str | None = None) -> str:
+            dashboard_url: str | None = None, remote: bool = False) -> str:
     """One email: a summary, tabs (HTML at desktop or mobile width, Text, Source, Headers,
-    Request), newer/older links, Delete, and a link to its task on the dashboard."""
+    Request), newer/older links, Delete, and a link to its task on the dashboard.
+    ``remote``: the reader asked to load this email's remote images, CSS and fonts (the
+    page's CSP blocks them otherwise; the bar above the preview switches)."""
     msg_id = str(msg["id"])
     quoted = _e(quote(msg_id, safe=""))
     summary = [
@@ -356,6 +375,7 @@ def message(msg: Message, *, tab: str = "html", width: str = "desktop",
             )
             # srcdoc holds a whole document; escaping it once is what the attribute needs.
             panel = (f'<div class="bar">{sizes}</div>'
+                     f'{_remote_switch(msg, quoted, width, remote)}'
                      f'<iframe sandbox title="HTML body" class="{_e(width)}" '
                      f'style="width:{WIDTHS[width]}" srcdoc="{_e(msg["renderedHtml"])}"></iframe>')
         else:
