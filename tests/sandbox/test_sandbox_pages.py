@@ -214,3 +214,13 @@ def test_a_previewed_email_loads_no_remote_content_unless_asked(client: TestClie
     assert "img-src 'self' data: http: https:" in loaded.headers["content-security-policy"]
     assert 'id="remote-off"' in loaded.text
     assert "https:" not in client.get("/inbox").headers["content-security-policy"]
+
+
+def test_the_request_tab_redacts_credential_headers(client: TestClient) -> None:
+    client.post("/v1/mails/send", headers={"Authorization": "Bearer AS_t"}, json={
+        "to": {"email": "h@x.example"}, "from": {"email": "a@acme.example"}, "subject": "S",
+        "text": "t", "headers": {"X-Api-Key": "key-secret-1", "X-Campaign": "spring"},
+    }).raise_for_status()
+    msg_id = client.get("/api/v1/messages").json()["messages"][0]["id"]
+    page = client.get(f"/inbox/{msg_id}?tab=request").text
+    assert "key-secret-1" not in page and "[redacted]" in page and "spring" in page

@@ -27,6 +27,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ...redaction import redact_headers
 from ..live import body_attrs
 from ..live import head as live_head
 from .store import Message
@@ -314,6 +315,14 @@ def _tab_link(msg_id: str, tab: str, current: str, label: str) -> str:
             f"{label}</a>")
 
 
+def _shown_request(request: Any) -> Any:
+    """The request as received, its custom headers' credentials redacted (the one rule of
+    :mod:`celery_qstash.redaction`: an ``X-Api-Key`` header is not for the inbox)."""
+    if isinstance(request, dict) and isinstance(request.get("headers"), dict):
+        return {**request, "headers": redact_headers(request["headers"])}
+    return request
+
+
 #: A URL of another host in an email's HTML: an image, a stylesheet, a font, a link.
 _REMOTE_URL = re.compile(r"(?i)(?:https?:)?//[a-z0-9\[]")
 
@@ -391,7 +400,7 @@ def message(msg: Message, *, tab: str = "html", width: str = "desktop",
         panel = f'<dl class="headers">{rows_all}</dl>'
     else:
         panel = (f"<h3>Dynamic data</h3><pre>{_e(_json(msg.get('dynamicData') or {}))}</pre>"
-                 f"<h3>Request</h3><pre>{_e(_json(msg.get('request')))}</pre>")
+                 f"<h3>Request</h3><pre>{_e(_json(_shown_request(msg.get('request'))))}</pre>")
     if msg.get("renderedHtml") is None and msg.get("renderedText") is None and tab in (
             "html", "text"):
         panel = ('<p class="muted">Sent with a stored template; the sandbox does not have '
