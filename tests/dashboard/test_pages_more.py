@@ -245,3 +245,27 @@ def test_a_notice_comes_from_the_server_never_from_url_text(
         page = board.get(f"{path}?{query}").text
         assert "evil.example" not in page and "session expired" not in page
         assert 'class="notice"' not in page
+
+
+#: Times QStash (or a publisher) may have stored: Upstash-Not-Before 1099511627776 (the
+#: year 36812, in ms), the largest 64-bit number, zero, and negative.
+EXTREMES = [1_099_511_627_776_000, 2**63 - 1, 0, -1_000]
+
+
+@pytest.mark.parametrize("extreme", EXTREMES)
+def test_every_page_and_api_renders_extreme_stored_times(
+        board: TestClient, fake: FakeQStash, extreme: int) -> None:
+    """Issue 23: a message with ``notBefore`` in the year 36812 made its task page a 500.
+    Every page and every JSON endpoint answers with any stored time."""
+    events = pending_events() + failed_events()
+    for entry in events:
+        entry.update(notBefore=extreme, nextDeliveryTime=extreme)
+    events[0]["createdAt"] = extreme
+    fake.events = events
+    fake.dlq = [{**dlq_message(), "notBefore": extreme, "createdAt": extreme}]
+    paths = ["/tasks", "/tasks?state=PENDING", "/tasks/task-4", "/tasks/task-2", "/task/task-4",
+             "/dlq", "/queues", "/api/tasks", "/api/task/info/task-4",
+             "/api/task/result/task-4", "/api/task/types", "/api/dlq", "/api/queues/length"]
+    answers = {path: board.get(path).status_code for path in paths}
+    assert all(status < 500 for status in answers.values()), answers
+    assert answers["/tasks/task-4"] == 200
