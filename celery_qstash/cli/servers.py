@@ -319,8 +319,9 @@ def dev(
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
-            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url), host,
-                                   dashboard_port).start()
+            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url, celery_app,
+                                                  data_dir / "dashboard-metrics.json"),
+                                   host, dashboard_port).start()
             servers.append(board)
             board_url = board.url
             box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
@@ -381,7 +382,8 @@ def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]
     return ThreadedServer(SameSiteGuard(web, allowed_hosts=local_hosts(host)), host, port)
 
 
-def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:
+def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
+                   celery_app: Any = None, metrics_state: Path | None = None) -> Any:
     from qstash import QStash
 
     from ..local.dashboard import create_app, local_hosts
@@ -391,6 +393,8 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
         allowed_hosts=local_hosts(host),
         inbox_url=inbox_url,
+        celery_app=celery_app,
+        metrics_state=metrics_state,
     )
 
 

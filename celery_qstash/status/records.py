@@ -188,7 +188,7 @@ class TaskRecord:
     @property
     def error_message(self) -> str | None:
         """AutoSend's error message (either documented shape), else QStash's error."""
-        return _error_text(self.response) or self.error
+        return error_text(self.response) or self.error
 
 
 def _email_summary(body: Any) -> tuple[str | None, str | None]:
@@ -402,7 +402,8 @@ def record_from_events(task_id: str, events: Iterable[dict[str, Any]]) -> TaskRe
 
 
 
-def _error_text(body: Any) -> str | None:
+def error_text(body: Any) -> str | None:
+    """AutoSend's error message from a response body (either documented shape)."""
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
