@@ -11,7 +11,8 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,9 +28,11 @@ from ..devserver import (
 )
 from .output import http_url
 
-__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "dev", "emulator", "receiver_server", "sandbox"]
+__all__ = [
+    "RECEIVER_PATH", "RECEIVER_PORT", "bind_port", "dev", "emulator", "receiver_server", "sandbox",
+]
 
-#: Where ``dev --app`` hosts the app's callback receiver.
+#: Where ``dev --app`` hosts the app's receiver (callbacks and deferred tasks alike).
 RECEIVER_PORT = 8090
 RECEIVER_PATH = "/qstash/callback"
 
@@ -90,6 +93,24 @@ def _routes(specs: tuple[str, ...]) -> dict[str, str]:
     return routes
 
 
+class _UnsafeData(click.ClickException):
+    """A data folder that is not the user's alone: one line, exit 2 (a usage problem)."""
+
+    exit_code = 2
+
+
+@contextmanager
+def _refusing_unsafe_data() -> Iterator[None]:
+    """A data folder or database file that is not the user's alone (``local/files.py``)
+    becomes one line naming it, what is wrong and the fix, and exit status 2."""
+    from ..local.files import UnsafeDataDir
+
+    try:
+        yield
+    except UnsafeDataDir as exc:
+        raise _UnsafeData(str(exc)) from None
+
+
 def _need_local() -> None:
     try:
         import starlette  # noqa: F401
@@ -101,10 +122,14 @@ def _need_local() -> None:
 
 
 def _state_dir(path: Path) -> None:
-    """Create the state directory with a ``.gitignore`` of ``*`` in it (as pytest does for
+    """Create the state directory (0700, the user's alone: ``local/files.py``; else one
+    line and exit 2) with a ``.gitignore`` of ``*`` in it (as pytest does for
     ``.pytest_cache``), so a ``.qstash-dev/`` in a project's checkout never shows up in
     ``git status``; an existing ``.gitignore`` is left alone."""
-    path.mkdir(parents=True, exist_ok=True)
+    from ..local.files import private_dir
+
+    with _refusing_unsafe_data():
+        private_dir(path)
     ignore = path / ".gitignore"
     if not ignore.exists():
         ignore.write_text("# Created by celery-qstash: local emulator and sandbox state.\n*\n")
@@ -135,6 +160,24 @@ def _check_ports(host: str, *wanted: tuple[int, str, str]) -> None:
                 if (found := _port_problem(host, port, flag, what))]
     if problems:
         raise click.ClickException("\n".join(problems))
+
+
+def bind_port(host: str, port: int, flag: str, what: str) -> socket.socket:
+    """A socket bound to ``host:port`` (not listening yet), for a server that is handed its
+    socket (``serve``: the port is known before it starts); otherwise the one line of
+    :func:`_port_problem`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        problem = _port_problem(host, port, flag, what)
+        raise click.ClickException(
+            problem or f"port {port} ({what}) on {host} cannot be bound ({exc.strerror})"
+        ) from None
+    return sock
 
 
 def _logging() -> None:
@@ -174,6 +217,33 @@ _per_minute = click.option(
 )
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from ..local.emulator.errors import BadRequest
+    from ..local.emulator.validate import parse_duration_ms
+
+    try:
+        ms = parse_duration_ms(value, "--max-delay", strict=True)
+    except BadRequest as exc:
+        raise click.BadParameter(exc.message) from None
+    if ms <= 0:
+        raise click.BadParameter("must be longer than 0s")
+    return ms
+
+
+_max_delay = click.option(
+    "--max-delay", default=None, callback=_duration, metavar="DURATION",
+    help="emulator: the longest Upstash-Delay, and the furthest Upstash-Not-Before from "
+    "now (default 365d, QStash's pay-as-you-go maximum); longer ones get 400",
+)
+_link_local = click.option(
+    "--allow-link-local", is_flag=True,
+    help="emulator: deliver to link-local and cloud metadata addresses (169.254.0.0/16, "
+    "fe80::/10, ...); refused with 400 by default",
+)
+
+
 _plan = click.option(
     "--plan", type=click.Choice(["free", "payg", "pro"]), default=None,
     help="emulator: enforce this QStash plan's quotas (daily messages, per-second burst, "
@@ -197,12 +267,15 @@ _plan = click.option(
 @_plan
 @click.option(
     "--app", "-A", "app_path", metavar="MODULE:APP", default=None,
-    help="also host this Celery app's callback receiver (on_success, task_success, "
-    "email_delivered... run here); export the QSTASH_CALLBACK_URL it prints in the app",
+    help="also host this Celery app's receiver: deferred tasks' bodies and the email "
+    "callbacks (on_success, email_delivered...) run here; export the QSTASH_RECEIVER_URL "
+    "and QSTASH_CALLBACK_URL it prints in the app",
 )
 @click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
-              help="port of the callback receiver (with --app)")
+              help="port of the app's receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
+@_max_delay
+@_link_local
 def dev(
     host: str,
     port: int,
@@ -218,6 +291,8 @@ def dev(
     app_path: str | None,
     receiver_port: int,
     max_body: int | None,
+    max_delay: int | None,
+    allow_link_local: bool,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -231,6 +306,8 @@ def dev(
 
         celery_app = _load_app(app_path, param_hint="--app")
     from ..local.emulator import DEFAULT_MAX_BODY, EmulatorServer
+    from ..local.emulator.publish import MAX_DELAY_MS
+    from ..local.files import UnsafeDataDir
     from ..local.sandbox import SandboxServer
     from ..local.serving import ThreadedServer
 
@@ -258,12 +335,15 @@ def dev(
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
-                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan).start()
+                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan,
+                                max_delay_ms=max_delay or MAX_DELAY_MS,
+                                allow_link_local=allow_link_local).start()
         servers.append(qstash)
         board_url = None
         if not no_dashboard:
-            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url), host,
-                                   dashboard_port).start()
+            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url, celery_app,
+                                                  data_dir / "dashboard-metrics.json"),
+                                   host, dashboard_port).start()
             servers.append(board)
             board_url = board.url
             box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
@@ -281,7 +361,8 @@ def dev(
         if board_url:
             click.echo(f"Dashboard         {board_url}/")
         if callback_url:
-            click.echo(f"Callback receiver {callback_url}   (app {app_path})")
+            click.echo(f"App receiver      {callback_url}   (app {app_path}: callbacks and "
+                       "deferred tasks run here)")
         click.echo(
             "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
             f"export QSTASH_URL={qstash.url}\n"
@@ -289,21 +370,30 @@ def dev(
             f"export QSTASH_CURRENT_SIGNING_KEY={keys[0]}\n"
             f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
             f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
-            + (f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + ("\nand for the app's receiver (with QSTASH_DEV=true too):\n"
+               f"export QSTASH_RECEIVER_URL={callback_url}\n"
+               f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
+    except UnsafeDataDir as exc:
+        for server in reversed(servers):
+            server.stop()
+        servers.clear()  # nothing to say but the refusal
+        raise _UnsafeData(str(exc)) from None
     finally:
         for server in reversed(servers):
             server.stop()
-        click.echo("stopped")
+        if servers:
+            click.echo("stopped")
 
 
 def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
-    """``celery_app``'s callback receiver at ``RECEIVER_PATH``, guarded like every dev server.
+    """``celery_app``'s receiver at ``RECEIVER_PATH``, guarded like every dev server.
 
     It verifies against the URL it is served at and the emulator's signing keys, so the
-    app's own settings need nothing but ``QSTASH_CALLBACK_URL``.
+    app's own settings need nothing but ``QSTASH_RECEIVER_URL`` (deferred tasks) and
+    ``QSTASH_CALLBACK_URL`` (email outcomes).
     """
     from starlette.applications import Starlette
 
@@ -318,7 +408,8 @@ def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]
     return ThreadedServer(SameSiteGuard(web, allowed_hosts=local_hosts(host)), host, port)
 
 
-def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:
+def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
+                   celery_app: Any = None, metrics_state: Path | None = None) -> Any:
     from qstash import QStash
 
     from ..local.dashboard import create_app, local_hosts
@@ -328,6 +419,8 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
         allowed_hosts=local_hosts(host),
         inbox_url=inbox_url,
+        celery_app=celery_app,
+        metrics_state=metrics_state,
     )
 
 
@@ -339,6 +432,8 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 @_plan
+@_max_delay
+@_link_local
 def emulator(
     host: str,
     port: int,
@@ -347,17 +442,22 @@ def emulator(
     tokens: tuple[str, ...],
     max_body: int | None,
     plan: str | None,
+    max_delay: int | None,
+    allow_link_local: bool,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
     from ..local.emulator import DEFAULT_MAX_BODY, serve
+    from ..local.emulator.publish import MAX_DELAY_MS
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_ports(host, (port, "--port", "QStash emulator"))
     _logging()
     _state_dir(data_dir)
-    serve(host=host, port=port, data_dir=data_dir, routes=routes,
-          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
+    with _refusing_unsafe_data():
+        serve(host=host, port=port, data_dir=data_dir, routes=routes,
+              extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan,
+              max_delay_ms=max_delay or MAX_DELAY_MS, allow_link_local=allow_link_local)
 
 
 @click.command()
@@ -387,7 +487,8 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
     _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
     _state_dir(data_dir)
-    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
-          max_body=max_body or DEFAULT_MAX_BODY,
-          verified_domains=verified_domains or None, retry_after_header=retry_after,
-          rate_per_minute=rate_per_minute or None, dashboard_url=dashboard_url)
+    with _refusing_unsafe_data():
+        serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
+              max_body=max_body or DEFAULT_MAX_BODY,
+              verified_domains=verified_domains or None, retry_after_header=retry_after,
+              rate_per_minute=rate_per_minute or None, dashboard_url=dashboard_url)

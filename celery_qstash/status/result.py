@@ -22,6 +22,7 @@ from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult, EagerResult
 
+from ..clock import utc_moment
 from ..config import load_settings
 from ..errors import DeliveryFailed
 from ..publish.options import canvas_error
@@ -36,9 +37,8 @@ log = logging.getLogger("celery_qstash.status.result")
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    moment = None if ts is None else utc_moment(ts)
+    return None if moment is None else moment.isoformat()
 
 
 def meta_from_record(task_id: str, record: TaskRecord | None) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, Response
 
 from ...status import safe_url
 from .common import BadRequest, get_status, page_errors
 from .html import Safe, badge, e, layout, link, query, rel_time, table
-from .views import _kv, _notice, _now, _refresh, _task_table, _with
+from .views import _kv, _notice, _now, _refresh, _task_table, _told
 
 __all__ = ["queue_action", "queue_page", "queues_page", "schedule_action", "schedules_page"]
 
@@ -57,8 +57,9 @@ def queue_page(request: Request) -> Response:
         ("Messages waiting", e(found.messages)),
         ("Parallelism", e(found.parallelism)),
     ])
-    body = (f'<div id="live-queue" data-live><h1>Queue {e(name)} '
-            f"{_pause_button(name, found.paused)}</h1>{_notice(request)}"
+    body = (f"{_notice(request)}"
+            f'<div id="live-queue" data-live><h1>Queue {e(name)} '
+            f"{_pause_button(name, found.paused)}</h1>"
             f"{info}<h2>Recent tasks ({len(records)})</h2>"
             f"{_task_table(request, records[:100], empty='No recent task went through it.')}"
             "</div>")
@@ -76,8 +77,7 @@ def _pause_or_resume(request: Request, resource: Any, what: str, name: str,
         resource.resume(name)
     else:
         raise BadRequest("action must be pause or resume")
-    done = f"{'Paused' if verb == 'pause' else 'Resumed'} {what} {name}."
-    return RedirectResponse(_with(back, done=done), status_code=303)
+    return _told(request, back, f"{'Paused' if verb == 'pause' else 'Resumed'} {what} {name}.")
 
 
 @page_errors
