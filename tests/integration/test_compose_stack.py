@@ -66,6 +66,8 @@ class Stack:
         self.inner: dict[str, int] = {}
         self.published: dict[int, str] = {}
         for name, service in services.items():
+            if name not in self.port:
+                continue
             for entry in service.get("ports", []):
                 _, host_port, container = str(entry).split(":")
                 self.inner[name] = int(container)
