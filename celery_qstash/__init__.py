@@ -1,4 +1,4 @@
-"""celery-qstash: Celery email tasks published to AutoSend through Upstash QStash.
+"""celery-qstash: Celery tasks on Upstash QStash, and their email on AutoSend.
 
 Swap ``@shared_task`` for ``@autosend_task`` on a task that returns an email; call
 sites (``.delay()``, ``.apply_async(...)``, ``.s()``, groups) stay as they are.
@@ -17,7 +17,9 @@ from .errors import (
 )
 from .signals import email_delivered, email_failed
 from .status.result import QStashAsyncResult, QStashBackend
-from .tasks.task import QStashTask, autosend_task
+from .tasks.decorators import autosend_task, qstash_task
+from .tasks.deferred import DeferredTask
+from .tasks.task import QStashTask
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,7 @@ __all__ = [
     "CeleryQStashError",
     "CeleryQStashWarning",
     "ConfigurationError",
+    "DeferredTask",
     "DeliveryFailed",
     "Email",
     "EmailValidationError",
@@ -42,4 +45,5 @@ __all__ = [
     "autosend_task",
     "email_delivered",
     "email_failed",
+    "qstash_task",
 ]

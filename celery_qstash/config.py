@@ -15,6 +15,8 @@ that changes a value between two calls is seen by the next call.
 | ``qstash_publish_timeout`` | ``QSTASH_PUBLISH_TIMEOUT``| ``2.0`` seconds, all retries in |
 | ``qstash_redact_authorization`` | —                    | on                              |
 | ``qstash_callback_url``    | ``QSTASH_CALLBACK_URL``   | none (the receiver's URL)       |
+| ``qstash_receiver_url``    | ``QSTASH_RECEIVER_URL``   | callback URL (deferred tasks)   |
+| ``qstash_ledger_url``      | ``QSTASH_LEDGER_URL``     | in-process; redis://, django:// |
 | ``qstash_current_signing_key`` | ``…CURRENT_SIGNING_KEY`` | receiver; dev keys in dev mode |
 | ``qstash_next_signing_key``    | ``…NEXT_SIGNING_KEY``    | receiver; dev keys in dev mode |
 | ``qstash_max_message_bytes`` | ``QSTASH_MAX_MESSAGE_BYTES`` | ``1048576`` (QStash's 1 MB) |
@@ -71,6 +73,21 @@ class Settings:
     current_signing_key: str | None = field(default=None, repr=False)
     next_signing_key: str | None = field(default=None, repr=False)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: Where deferred tasks' messages go (the receiver); ``callback_url`` when unset.
+    receiver_url: str | None = None
+    #: The receiver's delivery ledger: ``None`` (in-process), ``redis://…``, ``django://alias``.
+    ledger_url: str | None = field(default=None, repr=False)
+
+    def require_receiver_url(self) -> str:
+        url = self.receiver_url or self.callback_url
+        if not url:
+            raise ConfigurationError(
+                "qstash_receiver_url",
+                "a deferred task runs on the app's receiver: set the Celery setting "
+                "qstash_receiver_url (or QSTASH_RECEIVER_URL) to the public URL where "
+                "celery_qstash.receiver is mounted",
+            )
+        return url
 
     def require_token(self) -> str:
         if not self.qstash_token:
@@ -110,6 +127,8 @@ _KEYS = (
     ("qstash_publish_timeout", "QSTASH_PUBLISH_TIMEOUT"),
     ("autosend_default_from", "AUTOSEND_DEFAULT_FROM"),
     ("qstash_callback_url", "QSTASH_CALLBACK_URL"),
+    ("qstash_receiver_url", "QSTASH_RECEIVER_URL"),
+    ("qstash_ledger_url", "QSTASH_LEDGER_URL"),
     ("qstash_current_signing_key", "QSTASH_CURRENT_SIGNING_KEY"),
     ("qstash_next_signing_key", "QSTASH_NEXT_SIGNING_KEY"),
     ("qstash_max_message_bytes", "QSTASH_MAX_MESSAGE_BYTES"),
@@ -347,6 +366,12 @@ def _build(raw: dict[str, Any]) -> Settings:
         raise ConfigurationError(
             "qstash_callback_url", f"must be an http(s) URL (the receiver's), got {callback!r}"
         )
+    receiver = raw["qstash_receiver_url"] or None
+    if receiver is not None and not str(receiver).startswith(("http://", "https://")):
+        raise ConfigurationError(
+            "qstash_receiver_url", f"must be an http(s) URL (the receiver's), got {receiver!r}"
+        )
+    ledger = raw["qstash_ledger_url"] or None
     current = raw["qstash_current_signing_key"] or (
         DEV_CURRENT_SIGNING_KEY if dev else None
     )
@@ -367,4 +392,6 @@ def _build(raw: dict[str, Any]) -> Settings:
         current_signing_key=current,
         next_signing_key=nxt,
         max_message_bytes=max_bytes,
+        receiver_url=str(receiver) if receiver is not None else None,
+        ledger_url=str(ledger) if ledger is not None else None,
     )

@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "CeleryQStashError",
     "CeleryQStashWarning",
     "ConfigurationError",
+    "DeferredTask",
     "DeliveryFailed",
     "Email",
     "EmailValidationError",
@@ -30,6 +31,7 @@ EXPECTED_ALL = [
     "autosend_task",
     "email_delivered",
     "email_failed",
+    "qstash_task",
 ]
 
 SERVER_SIDE = (

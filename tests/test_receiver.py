@@ -208,9 +208,22 @@ def test_a_redelivered_callback_fires_once(cb_app: Celery, recorder: Recorder) -
 def test_the_ledger_forgets_after_the_window() -> None:
     clock = FakeClock()
     ledger = MemoryLedger(window=600)
-    assert ledger.claim("msg_1", clock.now())
-    assert not ledger.claim("msg_1", clock.advance(599))
-    assert ledger.claim("msg_1", clock.advance(2))
+    assert ledger.begin("msg_1", clock.now(), lease=30) == "run"
+    ledger.finish("msg_1", clock.now())
+    assert ledger.begin("msg_1", clock.advance(599), lease=30) == "done"
+    assert ledger.begin("msg_1", clock.advance(2), lease=30) == "run"
+
+
+def test_the_ledger_records_done_only_after_success() -> None:
+    """A failed delivery gives its key back (QStash's retry runs); a running one makes a
+    concurrent duplicate wait (busy), and an abandoned lease expires by itself."""
+    clock = FakeClock()
+    ledger = MemoryLedger(window=600)
+    assert ledger.begin("k", clock.now(), lease=30) == "run"
+    assert ledger.begin("k", clock.now(), lease=30) == "busy"
+    ledger.release("k")
+    assert ledger.begin("k", clock.now(), lease=30) == "run"
+    assert ledger.begin("k", clock.advance(31), lease=30) == "run"  # the lease expired
 
 
 @pytest.mark.parametrize(
@@ -507,7 +520,7 @@ def test_dev_mode_brings_the_dev_signing_keys() -> None:
     [("", "/hooks/qstash"), ("/hooks", "/qstash"), ("/hooks", "/hooks/qstash")],
 )
 def test_the_asgi_url_includes_the_mount_point_once(root_path: str, path: str) -> None:
-    from celery_qstash.receiver import _scope_url
+    from celery_qstash.receiver.adapters import _scope_url
 
     scope = {"scheme": "https", "root_path": root_path, "path": path, "query_string": b"a=1"}
     assert _scope_url(scope, {"host": "app.example"}) == "https://app.example/hooks/qstash?a=1"

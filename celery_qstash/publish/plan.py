@@ -191,6 +191,40 @@ class PublishPlan:
         return request
 
 
+    def task_request(
+        self, message: dict[str, Any], url: str, settings: Settings, *, attempt: int = 0
+    ) -> PublishRequest:
+        """A deferred task's publish: the Celery ``message`` to the app's receiver at ``url``.
+
+        ``attempt`` is the Celery retry count: QStash gets what is left of ``max_retries``
+        (each QStash retry counts as one, as each ``self.retry()`` does), and each retry's
+        deduplication id is its own (the task id is kept, as Celery keeps it).
+        """
+        budget = None if self.retries is None else max(0, self.retries - attempt)
+        request = PublishRequest(
+            task_id=self.task_id,
+            task_name=self.display_name,
+            url=url,
+            body={**message, "retry_budget": budget},
+            authorization=None,
+            headers={**self.headers, "X-Celery-Task": _header_text(self.display_name)},
+            queue=self.queue,
+            delay=self.delay,
+            not_before=self.not_before,
+            retries=budget,
+            retry_delay=self.retry_delay,
+            timeout=self.timeout,
+            # The task's own rate_limit only: AutoSend's pace is for the emails it sends.
+            flow_control=self.flow_control,
+            deduplication_id=self.task_id if not attempt else f"{self.task_id}.retry{attempt}",
+            label=self.task_id,
+        )
+        size = len(request.body_text)
+        if size > settings.max_message_bytes:
+            raise MessageTooLarge(size, settings.max_message_bytes)
+        return request
+
+
 @lru_cache(maxsize=1024)
 def _header_text(text: str) -> str:
     return encode_header_text(text)

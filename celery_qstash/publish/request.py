@@ -50,8 +50,10 @@ class PublishRequest:
     task_name: str
     url: str
     body: dict[str, Any]
-    authorization: str = field(repr=False)
-    headers: dict[str, str] = field(default_factory=dict)  # forwarded to AutoSend
+    #: ``Bearer <AutoSend key>`` for an email; None for a deferred task (the receiver
+    #: checks QStash's signature instead).
+    authorization: str | None = field(repr=False)
+    headers: dict[str, str] = field(default_factory=dict)  # forwarded to the destination
     queue: str | None = None
     delay: int | None = None  # seconds
     not_before: int | None = None  # unix seconds
@@ -64,6 +66,13 @@ class PublishRequest:
     deduplication_id: str | None = None
     label: str | None = None
     redact_headers: tuple[str, ...] = ()
+
+    @property
+    def sent_headers(self) -> dict[str, str]:
+        """The headers QStash forwards to the destination, Authorization included."""
+        if self.authorization is None:
+            return self.headers
+        return {**self.headers, "Authorization": self.authorization}
 
     @property
     def path(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import TaskRecord, _b64json, _error_text, celery_state
+from .records import TaskRecord, _b64json, _error_text, celery_state
 
 __all__ = ["Step", "human_duration", "relative", "steps"]
 

@@ -50,7 +50,15 @@ def meta_from_record(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
     if state == states.SUCCESS:
         result = record.result
     elif state in (states.FAILURE, states.RETRY):
-        result = DeliveryFailed(record.response_status, record.error_message or record.qstash_state)
+        answer = record.answer
+        if answer and answer.get("exc_type"):
+            # A deferred task's own exception, as Celery's backends store it (rebuilt
+            # by the backend's exception_to_python; the message text as it was raised).
+            result = {k: answer.get(k) for k in ("exc_type", "exc_module", "exc_message")}
+        else:
+            result = DeliveryFailed(
+                record.response_status, record.error_message or record.qstash_state
+            )
     elif state == states.REVOKED:
         result = TaskRevokedError(f"QStash message {record.message_id} was {record.qstash_state}")
     return {
@@ -86,11 +94,17 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         if task_id in self._eager:
             return self._eager[task_id]
-        return meta_from_record(task_id, self._status().task(task_id, callbacks=False))
+        meta = meta_from_record(task_id, self._status().task(task_id, callbacks=False))
+        if isinstance(meta["result"], dict) and "exc_type" in meta["result"]:
+            meta["result"] = self.exception_to_python(meta["result"])
+        return meta
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
                       request: Any = None, **kwargs: Any) -> Any:
-        # Only eager mode (task_store_eager_result) stores anything: keep it in memory.
+        # Only eager mode (task_store_eager_result) stores anything: keep it in memory. On
+        # the receiver, QStash's logs hold the outcome (the answer to the delivery).
+        if request is not None and not getattr(request, "is_eager", False):
+            return result
         self._eager[task_id] = {"task_id": task_id, "status": state, "result": result,
                                 "traceback": traceback, "children": [],
                                 "date_done": datetime.now(timezone.utc).isoformat()}

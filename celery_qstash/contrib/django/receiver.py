@@ -45,7 +45,7 @@ def make_view(celery_app: Any = None, **options: Any) -> Any:
                 dict(request.headers), request.body,
             ))
         return HttpResponse(response.content, status=response.status,
-                            content_type="application/json")
+                            content_type="application/json", headers=dict(response.headers))
 
     return view
 

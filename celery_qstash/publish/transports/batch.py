@@ -70,7 +70,7 @@ def batch_message(request: PublishRequest) -> dict[str, Any]:
         "url": request.url,
         "body": request.body_text,  # serialised once: the size check did it already
         "content_type": "application/json",
-        "headers": {**request.headers, "Authorization": request.authorization},
+        "headers": request.sent_headers,
         "deduplication_id": request.deduplication_id,
         "label": request.label,
     }

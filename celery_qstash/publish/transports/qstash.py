@@ -250,7 +250,7 @@ def sdk_arguments(request: PublishRequest) -> tuple[dict[str, Any], dict[str, An
         "url": request.url,
         "body": request.body_text,
         "content_type": "application/json",
-        "headers": {**request.headers, "Authorization": request.authorization},
+        "headers": request.sent_headers,
         "retries": request.retries,
         "retry_delay": request.retry_delay,
         "callback": request.callback,

@@ -1,0 +1,209 @@
+"""Running a deferred task's body at delivery, as a Celery worker would.
+
+The verified message (:mod:`celery_qstash.publish.message`) becomes the request a
+worker builds from a protocol-2 message (celery/worker/request.py), and the body runs
+through Celery's own tracer (``build_tracer``), so ``task_prerun``/``task_postrun``/
+``task_success``/``task_failure``/``task_retry``, ``on_success``/``on_failure``/
+``on_retry``/``after_return``, the result backend, ``self.retry()``, ``link``/
+``link_error`` and chains behave as on a worker. The answer tells QStash what to do:
+
+=====================================  ======  ==========================================
+the body                               answer  QStash
+=====================================  ======  ==========================================
+returned                               200     DELIVERED; the answer carries the result
+called ``self.retry()``                200     the next attempt is already published
+raised, retries left                   500     retries this message (the task's delay)
+raised on the last attempt             500     FAILED, dead letter; ``on_failure`` ran
+raised ``Reject``                      489     FAILED at once (``Upstash-NonRetryable-Error``)
+raised ``Ignore``; or had expired      200     DELIVERED; nothing else runs
+=====================================  ======  ==========================================
+
+An answer never carries the task's arguments; a failure carries the exception's type
+and message (what Celery's result backends store), with the app's secrets scrubbed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from celery import states
+from celery.app.trace import build_tracer
+from celery.utils.nodenames import gethostname
+
+from ..config import load_settings
+from ..errors import scrub
+from ..publish.message import ANSWER_KIND
+from ..tasks.deferred import Attempt, DeferredTask, current_attempt
+from .request import Delivery, ReceiverResponse
+
+if TYPE_CHECKING:
+    from .core import CallbackReceiver
+
+__all__ = ["run_task"]
+
+log = logging.getLogger("celery_qstash.receiver")
+
+#: QStash's default retries when a message names none.
+_QSTASH_DEFAULT_RETRIES = 3
+_NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+
+
+def _refuse(status: int, error: str) -> ReceiverResponse:
+    # 489 tells QStash not to retry: a message this app will never run is dead at once.
+    headers = _NON_RETRYABLE if status == 489 else {}
+    return ReceiverResponse(status, {"error": error}, headers=headers)
+
+
+def _int_header(delivery: Delivery, name: str) -> int:
+    try:
+        return max(0, int(delivery.request.header(name) or 0))
+    except ValueError:
+        return 0
+
+
+def _parsed(body: Mapping[str, Any]) -> str | None:
+    """What is wrong with a message's fields, if anything (the body is signed, but a
+    message from another version of this library may differ)."""
+    checks = (
+        ("id", str), ("task", str), ("args", list), ("kwargs", dict), ("retries", int),
+    )
+    for name, kind in checks:
+        if not isinstance(body.get(name), kind) or isinstance(body.get(name), bool):
+            return f"message field {name!r} is missing or not a {kind.__name__}"
+    for name in ("callbacks", "errbacks", "chain"):
+        value = body.get(name)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, dict) for v in value)
+        ):
+            return f"message field {name!r} is not a list of signatures"
+    return None
+
+
+def _expired(body: Mapping[str, Any], now: float) -> bool:
+    expires = body.get("expires")
+    if not isinstance(expires, str):
+        return False
+    try:
+        return datetime.fromisoformat(expires).timestamp() <= now
+    except ValueError:
+        return False
+
+
+def _tracer(task: Any) -> Any:
+    """Celery's worker tracer for ``task``, kept on the task as Celery's ``trace_task``
+    keeps ``task.__trace__``."""
+    tracer = task.__dict__.get("_celery_qstash_tracer")
+    if tracer is None:
+        tracer = build_tracer(task.name, task, app=task._get_app(), hostname=gethostname(),
+                              eager=False, propagate=False)
+        task.__dict__["_celery_qstash_tracer"] = tracer
+    return tracer
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:1000]}
+    return value
+
+
+def _request(
+    task: Any, body: Mapping[str, Any], delivery: Delivery, retried: int
+) -> dict[str, Any]:
+    """The request dict a worker builds (celery/worker/request.py), from the message."""
+    return {
+        "id": body["id"],
+        "task": task.name,
+        "root_id": body.get("root_id") or body["id"],
+        "parent_id": body.get("parent_id"),
+        "group": body.get("group"),
+        "group_index": body.get("group_index"),
+        # Every QStash attempt counts, as each self.retry() does: self.request.retries
+        # rises across both, and Task.retry's max_retries check sees the total.
+        "retries": body["retries"] + retried,
+        "eta": body.get("eta"),
+        "expires": body.get("expires"),
+        "is_eager": False,
+        "hostname": gethostname(),
+        "callbacks": body.get("callbacks"),
+        "errbacks": body.get("errbacks"),
+        "chain": body.get("chain"),
+        "chord": None,
+        "shadow": body.get("shadow"),
+        "headers": body.get("headers") or {},
+        "timelimit": (task.time_limit, task.soft_time_limit),
+        "ignore_result": bool(body.get("ignore_result", task.ignore_result)),
+        "reply_to": None,
+        "correlation_id": body["id"],
+        "delivery_info": {
+            "is_eager": False, "exchange": None, "routing_key": None, "priority": None,
+            "redelivered": retried > 0,
+        },
+        "properties": {"correlation_id": body["id"]},
+        "qstash_message_id": delivery.message_id,
+    }
+
+
+def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse:
+    body = delivery.body
+    problem = _parsed(body)
+    if problem:
+        return _refuse(400, problem)
+    task = receiver.app.tasks.get(body["task"])
+    if not isinstance(task, DeferredTask):
+        # Only what this library published runs: never an arbitrary task of the app.
+        return _refuse(489, "not a deferred task of this app")
+    task_id = body["id"]
+    if _expired(body, receiver.clock.now()):
+        task.backend.mark_as_revoked(task_id, "expired", request=None, store_result=True,
+                                     state=states.REVOKED)
+        return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": states.REVOKED})
+    retried = _int_header(delivery, "Upstash-Retried")
+    budget = body.get("retry_budget")
+    budget = budget if isinstance(budget, int) and not isinstance(budget, bool) else (
+        _QSTASH_DEFAULT_RETRIES)
+    attempt = Attempt(final=retried >= budget)
+    token = current_attempt.set(attempt)
+    try:
+        retval, info, _, _ = _tracer(task)(
+            task_id, body["args"], body["kwargs"], _request(task, body, delivery, retried)
+        )
+    finally:
+        current_attempt.reset(token)
+    return _answer(receiver, task, retval, info, attempt)
+
+
+def _answer(
+    receiver: CallbackReceiver, task: Any, retval: Any, info: Any, attempt: Attempt
+) -> ReceiverResponse:
+    state = states.SUCCESS if info is None else info.state
+    if state == states.SUCCESS:
+        return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": state,
+                                      "result": _jsonable(retval)})
+    if state == states.IGNORED:
+        return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": state})
+    if state == states.RETRY and not attempt.requeue:
+        # self.retry() published the next attempt: this message is done.
+        return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": state})
+    exc = getattr(info, "retval", None)
+    if state == states.RETRY:
+        exc = getattr(exc, "exc", None) or exc
+    failure = _failure(receiver, task, exc)
+    if state == states.REJECTED:
+        return ReceiverResponse(489, {"kind": ANSWER_KIND, "status": state, **failure},
+                                headers=_NON_RETRYABLE)
+    return ReceiverResponse(500, {"kind": ANSWER_KIND, "status": state, **failure})
+
+
+def _failure(receiver: CallbackReceiver, task: Any, exc: Any) -> dict[str, Any]:
+    if not isinstance(exc, BaseException):
+        return {}
+    secrets = load_settings(receiver.app.conf).secrets
+    message = scrub(str(exc), secrets)[:2000]
+    return {"exc_type": type(exc).__name__, "exc_module": type(exc).__module__,
+            "exc_message": [message]}

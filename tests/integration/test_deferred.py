@@ -1,0 +1,275 @@
+"""Deferred tasks end to end: ``.delay()`` -> emulator -> the app's signed receiver runs
+the body through Celery's tracer -> the answer in QStash's logs -> ``AsyncResult``.
+
+Real servers on loopback deliver on real time; each test waits for an outcome with a
+deadline (never a duration it asserts on).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from celery import Celery
+from celery.result import AsyncResult
+from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
+from starlette.applications import Starlette
+from waiting import wait_until
+
+from celery_qstash import DeferredTask, Email, UnsupportedOption, autosend_task
+from celery_qstash.local.emulator.signing import sign
+from celery_qstash.local.serving import ThreadedServer
+from celery_qstash.publish.message import MESSAGE_KIND
+from celery_qstash.receiver import fastapi_route
+from celery_qstash.testing import DevServers
+
+
+class Runs:
+    """What bodies and signals did, in order, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+        self.changed = threading.Condition()
+
+    def add(self, name: str, value: Any = None) -> None:
+        with self.changed:
+            self.items.append((name, value))
+            self.changed.notify_all()
+
+    def of(self, name: str) -> list[Any]:
+        with self.changed:
+            return [v for n, v in self.items if n == name]
+
+    def wait(self, name: str, count: int = 1, timeout: float = 20.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while len([1 for n, _ in self.items if n == name]) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{count}x {name} did not happen: {self.items}")
+                self.changed.wait(left)
+            return [v for n, v in self.items if n == name]
+
+
+@pytest.fixture
+def runs() -> Iterator[Runs]:
+    found = Runs()
+    hooks = []
+    for sig, name in ((task_prerun, "prerun"), (task_postrun, "postrun"),
+                      (task_success, "success"), (task_failure, "failure"),
+                      (task_retry, "retry")):
+        def hook(sender: Any = None, _name: str = name, **kwargs: Any) -> None:
+            found.add(_name, getattr(sender, "name", sender))
+        sig.connect(hook, weak=False)
+        hooks.append((sig, hook))
+    yield found
+    for sig, hook in hooks:
+        sig.disconnect(hook)
+
+
+@pytest.fixture
+def receiver_url(live_app: Celery, dev_servers: DevServers) -> Iterator[str]:
+    """The user's web app with the receiver mounted; deferred tasks are published to it."""
+    web = Starlette()
+    fastapi_route(web, "/qstash/receive", live_app)
+    with ThreadedServer(web) as server:
+        live_app.conf.qstash_receiver_url = f"{server.url}/qstash/receive"
+        live_app.conf.qstash_current_signing_key = dev_servers.emulator.current_signing_key
+        live_app.conf.qstash_next_signing_key = dev_servers.emulator.next_signing_key
+        live_app.conf.result_backend = "qstash://"
+        yield f"{server.url}/qstash/receive"
+
+
+def _add(app: Celery, runs: Runs) -> Any:
+    @app.task(base=DeferredTask, name="live.add", shared=False)
+    def add(x: int, y: int) -> int:
+        runs.add("add", (x, y))
+        return x + y
+
+    return add
+
+
+def test_a_result_comes_back_through_qstash_logs(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    add = _add(live_app, runs)
+    result = add.delay(2, 3)
+    assert AsyncResult(result.id, app=live_app).get(timeout=20) == 5
+    assert runs.of("add") == [(2, 3)]
+    # Celery's tracer ran the body: the worker's signals, in a worker's order.
+    assert [n for n, _ in runs.items if n != "add"] == ["prerun", "success", "postrun"]
+
+
+def test_countdown_runs_the_body_no_earlier_than_asked(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    add = _add(live_app, runs)
+    published = time.time()
+    add.apply_async((1, 1), countdown=2)
+    runs.wait("add")
+    ran_at = time.time()
+    assert ran_at - published >= 2.0
+
+
+def test_a_body_that_raises_twice_is_retried_by_qstash_and_succeeds(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    @live_app.task(base=DeferredTask, name="live.flaky", shared=False, bind=True,
+                   max_retries=3, default_retry_delay=0.2)
+    def flaky(self: Any) -> str:
+        runs.add("flaky", self.request.retries)
+        if len(runs.of("flaky")) < 3:
+            raise ConnectionError("upstream is down")
+        return "ok"
+
+    result = flaky.delay()
+    assert result.get(timeout=30) == "ok"
+    assert runs.of("flaky") == [0, 1, 2]  # request.retries from Upstash-Retried
+    assert result.state == "SUCCESS"
+    # Two attempts that QStash retried read as Celery's retries, not failures.
+    assert runs.of("retry") == ["live.flaky", "live.flaky"]
+    assert runs.of("failure") == []
+
+
+def test_the_last_failed_attempt_reaches_on_failure_once(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    @live_app.task(base=DeferredTask, name="live.broken", shared=False,
+                   max_retries=1, default_retry_delay=0.2)
+    def broken() -> None:
+        runs.add("broken")
+        raise ValueError("bad input 42")
+
+    result = broken.delay()
+    with pytest.raises(ValueError, match="bad input 42"):
+        result.get(timeout=30)
+    assert len(runs.of("broken")) == 2
+    assert runs.of("failure") == ["live.broken"]
+
+
+def test_self_retry_publishes_the_next_attempt_under_the_same_task_id(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    @live_app.task(base=DeferredTask, name="live.poll", shared=False, bind=True,
+                   max_retries=5)
+    def poll(self: Any, wanted: int) -> int:
+        runs.add("poll", (self.request.id, self.request.retries, time.time()))
+        if self.request.retries < wanted:
+            raise self.retry(countdown=1)
+        return self.request.retries
+
+    result = poll.delay(1)
+    assert result.get(timeout=30) == 1
+    (first_id, r0, t0), (second_id, r1, t1) = runs.of("poll")
+    assert first_id == second_id == result.id
+    assert (r0, r1) == (0, 1)
+    assert t1 - t0 >= 1.0
+
+
+def test_a_chain_passes_each_result_on(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    add = _add(live_app, runs)
+    assert (add.s(1, 2) | add.s(10)).apply_async().get(timeout=30) == 13
+    assert runs.of("add") == [(1, 2), (3, 10)]
+
+
+def test_a_link_runs_after_success(live_app: Celery, receiver_url: str, runs: Runs) -> None:
+    add = _add(live_app, runs)
+    add.apply_async((2, 2), link=add.s(100)).get(timeout=20)
+    runs.wait("add", 2)
+    assert runs.of("add") == [(2, 2), (4, 100)]
+
+
+def test_send_task_goes_through_qstash(live_app: Celery, receiver_url: str, runs: Runs) -> None:
+    _add(live_app, runs)
+    result = live_app.send_task("live.add", (20, 22))
+    assert AsyncResult(result.id, app=live_app).get(timeout=20) == 42
+
+
+def test_arguments_json_cannot_carry_are_refused_at_the_call_site(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    add = _add(live_app, runs)
+    with pytest.raises(UnsupportedOption, match=r"args\[1\].*set"):
+        add.delay(1, {2, 3})
+    assert dev_servers.emulator.emulator.store.pending_count() == 0  # nothing published
+
+
+def test_a_forged_or_replayed_delivery_runs_nothing_more(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    add = _add(live_app, runs)
+    add.delay(5, 5).get(timeout=20)
+    message = {
+        "kind": MESSAGE_KIND, "task": "live.add", "id": "replayed-1", "args": [7, 7],
+        "kwargs": {}, "retries": 0, "delivery": "nonce-replayed-1",
+    }
+    body = json.dumps(message).encode()
+    key = dev_servers.emulator.current_signing_key
+    signed = {"Upstash-Signature": sign(key, receiver_url, body, time.time()),
+              "Upstash-Message-Id": "msg_replayed", "Content-Type": "application/json"}
+    first = httpx.post(receiver_url, content=body, headers=signed)
+    assert first.status_code == 200 and first.json()["result"] == 14
+    # The same signed request again (QStash's at-least-once, or a captured replay, even
+    # under a fresh Upstash-Message-Id, which is not signed).
+    again = httpx.post(receiver_url, content=body,
+                       headers={**signed, "Upstash-Message-Id": "msg_other"})
+    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    forged = httpx.post(receiver_url, content=body.replace(b"[7, 7]", b"[8, 8]"),
+                        headers=signed)
+    assert forged.status_code == 401
+    wrong_key = {**signed, "Upstash-Signature": sign("sig_" + "x" * 40, receiver_url, body,
+                                                     time.time())}
+    assert httpx.post(receiver_url, content=body, headers=wrong_key).status_code == 401
+    assert runs.of("add") == [(5, 5), (7, 7)]
+
+
+def test_a_task_that_is_not_deferred_is_refused_even_when_signed(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    @live_app.task(name="live.plain", shared=False)
+    def plain() -> None:
+        runs.add("plain")
+
+    body = json.dumps({"kind": MESSAGE_KIND, "task": "live.plain", "id": "x", "args": [],
+                       "kwargs": {}, "retries": 0, "delivery": "n-plain"}).encode()
+    key = dev_servers.emulator.current_signing_key
+    answer = httpx.post(receiver_url, content=body, headers={
+        "Upstash-Signature": sign(key, receiver_url, body, time.time()),
+        "Upstash-Message-Id": "msg_plain"})
+    assert answer.status_code == 489
+    assert answer.headers["Upstash-NonRetryable-Error"] == "true"
+    assert runs.of("plain") == []
+
+
+def test_a_deferred_email_renders_the_state_at_delivery(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    """The openwisp digest shape: what is unread when the digest goes out, not when it
+    was scheduled; nothing at all when everything was read meanwhile."""
+    unread: dict[str, list[str]] = {"ada": ["n1"], "bob": ["n1"]}
+
+    @autosend_task(deferred=True, name="live.digest")
+    def digest(user: str) -> Email | None:
+        items = unread[user]
+        if not items:
+            return None
+        return Email(to=f"{user}@example.com", from_="news@acme.example",
+                     subject=f"{len(items)} unread", text=", ".join(items))
+
+    ada = digest.apply_async(("ada",), countdown=1)
+    bob = digest.apply_async(("bob",), countdown=1)
+    unread["ada"].extend(["n2", "n3"])  # piled up before the digest goes out
+    unread["bob"].clear()  # read meanwhile
+    [email] = dev_servers.wait_for_emails(1, timeout=20)
+    assert email["subject"] == "3 unread" and email["to"]["email"] == "ada@example.com"
+    assert ada.get(timeout=20)["email_message_id"]
+    # Celery's IGNORED is not a ready state (get() would wait on): poll the state.
+    wait_until(lambda: bob.state == "IGNORED", "bob's digest read IGNORED")
+    assert len(dev_servers.emails()) == 1
