@@ -38,6 +38,7 @@ from ..publish.transports.eager import EagerTransport, eager_forced
 from ..status.result import QStashAsyncResult
 from .batch import split_plan
 from .planning import task_attrs
+from .tracing import push_request_merged
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
 
@@ -162,6 +163,9 @@ class DeferredTask(Task):  # type: ignore[misc]
                                     attempt=retries)
         get_transport(settings).publish(request)
         return self.AsyncResult(task_id)
+
+    def push_request(self, *args: Any, **kwargs: Any) -> None:
+        push_request_merged(self, *args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         attempt = current_attempt.get()
