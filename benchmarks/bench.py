@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -32,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import cpu_seconds, emulator_process, paired, rate, redis_server, standin
 
 from celery_qstash import Email, QStashTask
+from celery_qstash.status import StatusClient
 from celery_qstash.testing import outbox
 
 KEY = "AS_bench_key"
@@ -308,6 +310,78 @@ def emulator_flat_cpu(pending_small: int, pending_large: int, n: int,
             batch[0], batch[1], batch[0] / batch[1])
 
 
+# --- the dashboard's /metrics --------------------------------------------------------------
+
+
+class CountingStatus(StatusClient):
+    """A StatusClient that counts its logs requests (what a scrape costs QStash)."""
+
+    requests = 0
+
+    def events(self, **kwargs: Any) -> Any:
+        self.requests += 1
+        return super().events(**kwargs)
+
+
+def metrics_scrape(history_small: int, history_large: int, new: int
+                   ) -> tuple[float, float, float, float, float, float, float]:
+    """A scrape after ``new`` events, with a long and a short history in QStash's logs:
+    (scrapes/s large, scrapes/s small, ratio, logs requests per scrape, events read per
+    scrape (the new ones and the settling overlap), task-list reads/s on the large history,
+    scrapes per task-list read in time). Each dashboard scraped the
+    history once first (its first read) and waited out the settling overlap."""
+    from celery_qstash.local.dashboard.metrics import SETTLE_MS, Metrics
+
+    with emulator_process(pending=history_small) as (url_small, token), emulator_process(
+        pending=history_large
+    ) as (url_large, _):
+        sides = {}
+        for url in (url_small, url_large):
+            status = CountingStatus(QStash(token, retry=False, base_url=url))
+            metrics = Metrics(status)
+            metrics.exposition()  # the first read: the history, once
+            sides[url] = (status, metrics, QStash(token, retry=False, base_url=url))
+        # The history is older than the settling overlap: what a dashboard that has been
+        # scraping all along sees (each read starts SETTLE_MS before the newest event).
+        time.sleep(SETTLE_MS / 1000 + 1)
+        scrapes = 0
+
+        def scrape(url: str, count: int = new) -> float:
+            nonlocal scrapes
+            _, metrics, sdk = sides[url]
+            # Scrapes further apart than the overlap, as Prometheus' (15 s by default) are:
+            # each reads its new events and those of the 5 s before them, no more.
+            time.sleep(SETTLE_MS / 1000)
+            sdk.message.batch([
+                {"url": f"{SEND_URL}?n={i}", "body": "{}", "content_type": "application/json",
+                 "delay": 3600, "headers": {"X-Celery-Task": "bench.welcome"}}
+                for i in range(count)
+            ])
+            began = time.perf_counter()
+            metrics.exposition()
+            if url == url_large:
+                scrapes += 1
+            return 1 / (time.perf_counter() - began)
+
+        scrape(url_small, 1)
+        scrape(url_large, 1)
+        scrapes = 0
+
+        status_large, metrics_large, _ = sides[url_large]
+        before, read_before = status_large.requests, metrics_large.events_read
+        large, small, ratio = paired(lambda: scrape(url_large), lambda: scrape(url_small))
+        per_scrape = (status_large.requests - before) / max(1, scrapes)
+        events_per_scrape = (metrics_large.events_read - read_before) / max(1, scrapes)
+
+        def task_list() -> float:
+            began = time.perf_counter()
+            status_large.tasks(pages=5)  # what the dashboard's /tasks and /api/tasks read
+            return 1 / (time.perf_counter() - began)
+
+        listing, _, times = paired(task_list, lambda: scrape(url_large), rounds=3)
+        return large, small, ratio, per_scrape, events_per_scrape, listing, 1 / times
+
+
 # --- the table ------------------------------------------------------------------------------
 
 
@@ -361,6 +435,12 @@ def main() -> None:
             1_000, 100_000 if not args.quick else 20_000, n, max(5, int(20 * scale)))
         add("flat_ingest_cpu", ours=large_ms, anchor=small_ms, ratio=ratio_ms)
         add("flat_batch_cpu", ours=large_us, anchor=small_us, ratio=ratio_us)
+        large_s, small_s, ratio_s, per_scrape, per_read, listing, cheaper = metrics_scrape(
+            1_000, 50_000 if not args.quick else 10_000, 100)
+        add("scrape_flat", ours=large_s, anchor=small_s, ratio=ratio_s)
+        add("scrape_requests", ours=per_scrape, anchor=per_read,
+            ratio=per_scrape / max(1.0, math.ceil(per_read / 100)))
+        add("scrape_vs_list", ours=large_s, anchor=listing, ratio=cheaper)
 
     def line(label: str, key: str, unit: str, anchor_label: str, target: str,
              met: Callable[[list[float]], bool] | None, ratio_fmt: str = "{:.2f}",
@@ -380,6 +460,7 @@ def main() -> None:
         return f"| {label} | {ours} | {anchor} | {ratio} | {target} | {ok} |"
 
     large = "100k" if not args.quick else "20k"
+    history = "50k" if not args.quick else "10k"
     lines = [
         "| figure | ours | anchor, same run | ratio | target | met |",
         "|---|---|---|---|---|---|",
@@ -420,6 +501,16 @@ def main() -> None:
         line(f"emulator CPU per `/v2/batch` message with {large} vs 1k pending (ratio: "
              "capacity)", "flat_batch_cpu", " us", "1k pending", ">= 0.9x (flat)",
              lambda r: min(r) >= 0.9),
+        line(f"dashboard `/metrics` scrape after 100 new events, {history} vs 1k events in "
+             "QStash's logs", "scrape_flat", " scrapes/s", "1k events", ">= 0.9x (flat)",
+             lambda r: min(r) >= 0.9),
+        line("QStash logs requests per `/metrics` scrape after 100 new events (anchor column: "
+             "events read, the 5 s overlap included; ratio: requests / the pages they fill)",
+             "scrape_requests", "", "events read", "1.0x (one request per 100 events read)",
+             lambda r: max(r) <= 1.0, ours_fmt="{:,.1f}", anchor_unit=""),
+        line(f"a `/metrics` scrape vs one read of the task list (`/api/tasks`, 5 pages), "
+             f"{history} events", "scrape_vs_list", " scrapes/s", "task list",
+             "(context, no target)", None),
     ]
     print(f"\n{args.runs} run(s); ranges are over the runs; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")

@@ -60,6 +60,9 @@ class Rule:
     qstash: str
     note: str
     apply: Callable[[_Draft, Any], None] | None = None
+    #: For a deferred task (its body runs at delivery, on the receiver), where this row
+    #: means something else: what it does there. ``None``: the same as for an email task.
+    at_delivery: str | None = None
 
 
 @dataclass
@@ -202,7 +205,8 @@ def _callback_url(option: str, value: Any) -> str | None:
         option,
         "a Celery signature needs a worker to run it, and QStash has none. Pass an "
         "https:// URL to receive QStash's callback request instead, or call the follow-up "
-        "task yourself where you handle that callback",
+        "task yourself where you handle that callback; deferred tasks (@qstash_task, "
+        "@autosend_task(deferred=True)) take signatures",
     )
 
 
@@ -273,7 +277,8 @@ def canvas_error(option: str) -> UnsupportedOption:
         option,
         f"{option}s need a worker to continue them and QStash delivers straight to "
         "AutoSend. Send each email with its own .delay() (a group works), or use "
-        "link='https://...' to be called back when the email is accepted",
+        "link='https://...' to be called back when the email is accepted; deferred tasks "
+        "(@qstash_task, @autosend_task(deferred=True)) chain on the app's receiver",
     )
 
 
@@ -335,10 +340,13 @@ TASK_ATTRIBUTES: dict[str, Rule] = {
     "retry_backoff": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "min(retry_backoff_max, factor * 2^retried) in ms"),
     "retry_backoff_max": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "the cap of the backoff expression"),
     "retry_kwargs": Rule(Outcome.MAPPED, "Upstash-Retries, Upstash-Retry-Delay", "max_retries and countdown, as Celery's autoretry uses them; other keys are rejected"),
-    "autoretry_for": Rule(Outcome.IGNORED, "-", "the body runs at call time, so an exception there reaches the caller and nothing is published; QStash retries every failed delivery anyway"),
-    "acks_late": Rule(Outcome.IGNORED, "-", "QStash delivers at least once in any case; AutoSend's Idempotency-Key makes a redelivery send nothing twice"),
-    "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered"),
-    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (2/s)"),
+    "autoretry_for": Rule(Outcome.IGNORED, "-", "the body runs at call time, so an exception there reaches the caller and nothing is published; QStash retries every failed delivery anyway",
+                          at_delivery="Celery's autoretry runs at delivery: self.retry() publishes the next attempt"),
+    "acks_late": Rule(Outcome.IGNORED, "-", "QStash delivers at least once in any case; AutoSend's Idempotency-Key makes a redelivery send nothing twice",
+                      at_delivery="always so: a delivery is done only after its body succeeded (the receiver's ledger)"),
+    "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered",
+                         at_delivery="jitters autoretry's countdown as in Celery; QStash's own retries of a raising body are not jittered"),
+    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (0.5/s: one per 2 s)"),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up"),
 }
 

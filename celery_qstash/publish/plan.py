@@ -69,7 +69,7 @@ def _retry_delay(task: TaskAttrs) -> str | None:
     if task.retry_backoff:  # Celery's autoretry: the backoff wins over retry_kwargs' countdown
         factor = int(max(1.0, float(task.retry_backoff)))
         cap_ms = int(task.retry_backoff_max * 1000)
-        if task.retry_jitter:
+        if task.retry_jitter and not task.deferred:
             warn_once("retry_jitter", TASK_ATTRIBUTES["retry_jitter"].note)
         return f"min({cap_ms}, {factor * 1000} * pow(2, retried))"
     countdown = task.retry_kwargs.get("countdown")
@@ -182,14 +182,7 @@ class PublishPlan:
             label=self.task_id,
             redact_headers=("Authorization",) if settings.redact_authorization else (),
         )
-        # What QStash stores is the body as the SDK sends it (``json.dumps``, ASCII, so
-        # characters are bytes); refuse it here, in eager mode too, rather than have
-        # QStash answer 413 (or nothing). The text is kept for the transport to send.
-        size = len(request.body_text)
-        if size > settings.max_message_bytes:
-            raise MessageTooLarge(size, settings.max_message_bytes)
-        return request
-
+        return _within_limit(request, settings)
 
     def task_request(
         self, message: dict[str, Any], url: str, settings: Settings, *, attempt: int = 0
@@ -219,10 +212,18 @@ class PublishPlan:
             deduplication_id=self.task_id if not attempt else f"{self.task_id}.retry{attempt}",
             label=self.task_id,
         )
-        size = len(request.body_text)
-        if size > settings.max_message_bytes:
-            raise MessageTooLarge(size, settings.max_message_bytes)
-        return request
+        return _within_limit(request, settings)
+
+
+def _within_limit(request: PublishRequest, settings: Settings) -> PublishRequest:
+    """``request``, if QStash would store it: the body as the SDK sends it (``json.dumps``,
+    ASCII, so characters are bytes) within the message limit; refused here, in eager mode
+    too, rather than have QStash answer 413 (or nothing). The text is kept for the
+    transport to send."""
+    size = len(request.body_text)
+    if size > settings.max_message_bytes:
+        raise MessageTooLarge(size, settings.max_message_bytes)
+    return request
 
 
 @lru_cache(maxsize=1024)
@@ -308,9 +309,11 @@ def plan_publish(
             "retry_kwargs",
             f"only max_retries and countdown have a QStash equivalent, not {sorted(unknown)}",
         )
-    if task.autoretry_for:
+    # Rows that mean something at delivery (TASK_ATTRIBUTES' at_delivery) warn only for
+    # a task whose body runs at call time.
+    if task.autoretry_for and not task.deferred:
         warn_once("autoretry_for", TASK_ATTRIBUTES["autoretry_for"].note)
-    if task.acks_late:
+    if task.acks_late and not task.deferred:
         warn_once("acks_late", TASK_ATTRIBUTES["acks_late"].note)
     retries: int | None = task.retry_kwargs.get("max_retries", task.max_retries)
     if retries is None:

@@ -8,9 +8,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from qstash import Receiver
-from qstash.errors import SignatureError
-
 from ..clock import Clock, SystemClock
 from ..config import load_settings
 from ..errors import ConfigurationError
@@ -18,7 +15,7 @@ from ..publish.message import TASK_RUN, is_task_message
 from ..tasks.deferred import DeferredTask
 from ..tasks.task import QStashTask
 from .callbacks import _email_callback, _email_failure
-from .execute import run_task
+from .execute import TaskObserver, run_task
 from .ledger import DEFAULT_LEASE_SECONDS, DeliveryLedger, ledger_from_settings
 from .request import (
     EMAIL_CALLBACK,
@@ -28,6 +25,7 @@ from .request import (
     ReceivedRequest,
     ReceiverResponse,
 )
+from .signature import verify
 
 log = logging.getLogger("celery_qstash.receiver")
 
@@ -37,7 +35,7 @@ log = logging.getLogger("celery_qstash.receiver")
 BUSY_RETRY_AFTER = 5
 
 
-def delivery_key(kind: str, body: Any) -> str | None:
+def delivery_key(kind: str, body: Any, message_id: str = "") -> str | None:
     """The ledger key of a delivery, from its signed body.
 
     A task message carries a nonce of its own publish (each ``self.retry`` publishes
@@ -46,7 +44,10 @@ def delivery_key(kind: str, body: Any) -> str | None:
     """
     if kind == TASK_RUN:
         nonce = body.get("delivery")
-        return f"task:{nonce}" if isinstance(nonce, str) and nonce else None
+        if not isinstance(nonce, str) or not nonce:
+            return None
+        # A schedule sends the same body every firing: each firing is its own delivery.
+        return f"task:{nonce}:{message_id}" if body.get("schedule") else f"task:{nonce}"
     source = body.get("sourceMessageId")
     if not isinstance(source, str) or not source:
         return None
@@ -73,6 +74,8 @@ class CallbackReceiver:
     else the URL the request reached, whose host is whatever the client says: set one
     of the two in production). Signing
     keys default to ``qstash_current_signing_key`` / ``qstash_next_signing_key``.
+    ``metrics``: a :class:`~.execute.TaskObserver` around each deferred task body, such
+    as :class:`celery_qstash.contrib.prometheus.ReceiverMetrics` (none by default).
     """
 
     def __init__(
@@ -86,8 +89,11 @@ class CallbackReceiver:
         clock: Clock | None = None,
         clock_tolerance: int = 0,
         max_body: int = MAX_BODY_BYTES,
+        metrics: TaskObserver | None = None,
     ) -> None:
         self.app = celery_app
+        #: Watches each deferred task body (runtime, in flight): see TaskObserver.
+        self.metrics = metrics
         self.url = url
         self._keys = (current_signing_key, next_signing_key)
         self._ledger = ledger
@@ -124,13 +130,21 @@ class CallbackReceiver:
         message_id = request.header("Upstash-Message-Id")
         if not message_id:  # QStash sends it with every delivery
             return ReceiverResponse(400, {"error": "missing Upstash-Message-Id"})
-        key = delivery_key(kind, body)
+        key = delivery_key(kind, body, message_id)
         if key is None:
             return ReceiverResponse(400, {"error": "malformed delivery body"})
         # The key comes from the signed body: a captured request replayed under a fresh
         # Upstash-Message-Id (which is not signed) is still the same delivery.
         now = self.clock.now()
-        claim = self.ledger.begin(key, now, self.lease_for(kind, body))
+        try:
+            claim = self.ledger.begin(key, now, self.lease_for(kind, body))
+        except Exception as exc:
+            # A ledger that cannot be built or reached (qstash_ledger_url, Redis down):
+            # nothing ran, and QStash retries a 503 later.
+            log.error("QStash delivery deferred: the delivery ledger failed (%s)",
+                      type(exc).__name__)
+            return ReceiverResponse(503, {"error": "delivery ledger unavailable"},
+                                    headers={"Retry-After": str(BUSY_RETRY_AFTER)})
         if claim == "done":
             return ReceiverResponse(200, {"outcome": "duplicate", "messageId": message_id})
         if claim == "busy":
@@ -143,10 +157,16 @@ class CallbackReceiver:
         except BaseException:
             self.ledger.release(key)
             raise
-        if response.status < 300:
-            self.ledger.finish(key, self.clock.now())
-        else:
-            self.ledger.release(key)
+        try:
+            if response.status < 300:
+                self.ledger.finish(key, self.clock.now())
+            else:
+                self.ledger.release(key)
+        except Exception as exc:
+            # The body ran; its done marker is lost. QStash has the 2xx, so it will not
+            # redeliver; a duplicate delivery in the lease's lifetime still waits.
+            log.error("QStash delivery %s: the ledger could not record it (%s)",
+                      message_id, type(exc).__name__)
         return response
 
     @property
@@ -194,28 +214,12 @@ class CallbackReceiver:
         return (current, nxt), url
 
     def _verified(self, request: ReceivedRequest, keys: tuple[str, str], url: str) -> bool:
-        """Does ``Upstash-Signature`` verify for this body and URL?"""
+        """Does ``Upstash-Signature`` verify for this body and URL, on our clock?"""
         signature = request.header("Upstash-Signature")
         if not signature:
             return False
-        try:
-            text = request.body.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-        try:
-            Receiver(*keys).verify(
-                signature=signature, body=text, url=url, clock_tolerance=self.clock_tolerance
-            )
-        except SignatureError as exc:
-            # The SDK's reason names URLs and hashes, never a key: fine for an info log.
-            log.info("QStash delivery refused: %s", exc)
-            return False
-        except Exception as exc:
-            # A token whose claims are not what the SDK expects (a number where a string
-            # belongs) makes it raise other errors: still just an unverified request.
-            log.info("QStash delivery refused: malformed signature (%s)", type(exc).__name__)
-            return False
-        return True
+        return verify(signature, request.body, url, keys, now=self.clock.now(),
+                      tolerance=self.clock_tolerance)
 
     # -- shared by the email handlers ----------------------------------------------
 

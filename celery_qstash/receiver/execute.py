@@ -20,6 +20,10 @@ raised ``Ignore``; or had expired      200     DELIVERED; nothing else runs
 
 An answer never carries the task's arguments; a failure carries the exception's type
 and message (what Celery's result backends store), with the app's secrets scrubbed.
+
+A receiver given ``metrics=`` (a :class:`TaskObserver`, such as
+:class:`celery_qstash.contrib.prometheus.ReceiverMetrics`) runs each body inside its
+``observe(task name)``: that is where runtime and in-flight counts are measured.
 """
 
 from __future__ import annotations
@@ -27,29 +31,41 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import states
+from celery.app.task import Context
 from celery.app.trace import build_tracer
+from celery.backends.base import DisabledBackend
+from celery.signals import task_revoked
 from celery.utils.nodenames import gethostname
 
 from ..config import load_settings
 from ..errors import scrub
-from ..publish.message import ANSWER_KIND
+from ..publish.message import ANSWER_KIND, firing_id
 from ..tasks.deferred import Attempt, DeferredTask, current_attempt
 from .request import Delivery, ReceiverResponse
 
 if TYPE_CHECKING:
     from .core import CallbackReceiver
 
-__all__ = ["run_task"]
+__all__ = ["TaskObserver", "run_task"]
 
 log = logging.getLogger("celery_qstash.receiver")
 
 #: QStash's default retries when a message names none.
 _QSTASH_DEFAULT_RETRIES = 3
 _NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+
+
+class TaskObserver(Protocol):
+    """Watches the task bodies a receiver runs (``CallbackReceiver(metrics=...)``)."""
+
+    def observe(self, task_name: str) -> AbstractContextManager[object]:
+        """Entered just before the body runs through Celery's tracer, left just after."""
+        ...
 
 
 def _refuse(status: int, error: str) -> ReceiverResponse:
@@ -158,10 +174,17 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
     if not isinstance(task, DeferredTask):
         # Only what this library published runs: never an arbitrary task of the app.
         return _refuse(489, "not a deferred task of this app")
-    task_id = body["id"]
+    task_id = firing_id(body, delivery.message_id)
     if _expired(body, receiver.clock.now()):
-        task.backend.mark_as_revoked(task_id, "expired", request=None, store_result=True,
-                                     state=states.REVOKED)
+        # What a worker does with an expired message (celery/worker/request.py revoked()):
+        # REVOKED in the result backend, task_revoked, and the body never runs.
+        request = Context(_request(task, {**body, "id": task_id}, delivery, 0))
+        if not isinstance(task.backend, DisabledBackend):
+            task.backend.mark_as_revoked(task_id, "expired", request=request,
+                                         store_result=task.store_errors_even_if_ignored
+                                         or not task.ignore_result)
+        task_revoked.send(sender=task, request=request, terminated=False, signum=None,
+                          expired=True)
         return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": states.REVOKED})
     retried = _int_header(delivery, "Upstash-Retried")
     budget = body.get("retry_budget")
@@ -169,10 +192,13 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
         _QSTASH_DEFAULT_RETRIES)
     attempt = Attempt(final=retried >= budget)
     token = current_attempt.set(attempt)
+    observer = receiver.metrics
     try:
-        retval, info, _, _ = _tracer(task)(
-            task_id, body["args"], body["kwargs"], _request(task, body, delivery, retried)
-        )
+        with observer.observe(task.name) if observer is not None else nullcontext():
+            retval, info, _, _ = _tracer(task)(
+                task_id, body["args"], body["kwargs"],
+                _request(task, {**body, "id": task_id}, delivery, retried),
+            )
     finally:
         current_attempt.reset(token)
     return _answer(receiver, task, retval, info, attempt)
@@ -190,9 +216,7 @@ def _answer(
     if state == states.RETRY and not attempt.requeue:
         # self.retry() published the next attempt: this message is done.
         return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": state})
-    exc = getattr(info, "retval", None)
-    if state == states.RETRY:
-        exc = getattr(exc, "exc", None) or exc
+    exc = attempt.error if attempt.error is not None else getattr(info, "retval", None)
     failure = _failure(receiver, task, exc)
     if state == states.REJECTED:
         return ReceiverResponse(489, {"kind": ANSWER_KIND, "status": state, **failure},

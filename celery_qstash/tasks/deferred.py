@@ -23,7 +23,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Ignore, Reject, Retry
+from celery import states as celery_states
+from celery.backends.base import DisabledBackend
+from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
 from celery.utils.functional import maybe_list
 from kombu.utils.uuid import uuid
 
@@ -35,9 +37,9 @@ from ..publish.options import APPLY_ASYNC_OPTIONS
 from ..publish.plan import plan_publish
 from ..publish.transports import get_transport
 from ..publish.transports.eager import EagerTransport, eager_forced
-from ..status.result import QStashAsyncResult
-from .batch import split_plan
-from .planning import task_attrs
+from ..status.result import QStashAsyncResult, QStashBackend
+from .batch import Prepared, current_collector, split_plan
+from .planning import _routed_queue, task_attrs
 from .tracing import push_request_merged
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
@@ -56,6 +58,8 @@ class Attempt:
     final: bool
     #: Set when the body raised and QStash should retry this very message.
     requeue: bool = False
+    #: What the body raised, when it did (the answer reports its type and message).
+    error: BaseException | None = None
 
 
 #: The delivery whose body is running in this context (None outside the receiver).
@@ -89,9 +93,19 @@ class DeferredTask(Task):  # type: ignore[misc]
     """Base class: ``@app.task(base=DeferredTask)``; the body runs on the app's receiver."""
 
     abstract = True
+    #: Read by the option table (TaskAttrs.deferred): rows such as autoretry_for mean
+    #: something here.
+    body_at_delivery = True
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> QStashAsyncResult:
-        return QStashAsyncResult(task_id, app=self._get_app(), task_name=self.name, **kwargs)
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> Any:
+        """The result from QStash's logs (``result_backend="qstash://"`` or none), else
+        from the app's own Celery result backend, where the receiver's tracer stores it."""
+        app = self._get_app()
+        backend = app.backend
+        if isinstance(backend, (QStashBackend, DisabledBackend)):
+            return QStashAsyncResult(task_id, app=app, task_name=self.name, **kwargs)
+        kwargs.pop("message_id", None)
+        return app.AsyncResult(task_id, task_name=self.name, **kwargs)
 
     def apply_async(
         self,
@@ -122,9 +136,17 @@ class DeferredTask(Task):  # type: ignore[misc]
         json_arguments(self.name, args, kwargs)
         task_id = task_id or uuid()
         conf = call_conf(app.conf)
+        # The task's own execution options (its serializer, the app's task_serializer)
+        # under the call's, and task_routes' queue, as Celery's apply_async merges them.
+        options = dict(self._get_exec_options(), **options)
+        if conf.routes and not options.get("queue"):
+            options["queue"] = _routed_queue(app, self, args, kwargs, options)
         callbacks = _signatures("link", link)
         errbacks = _signatures("link_error", link_error)
-        carried = {k: options.pop(k) for k in _MESSAGE_OPTIONS if k in options}
+        # chain and headers mean other things to the table (a refusal, forwarded HTTP
+        # headers): here they are the worker's. The ids are the table's "internal" rows.
+        carried: dict[str, Any] = {k: options.pop(k) for k in ("chain", "headers") if k in options}
+        carried.update({k: options[k] for k in _MESSAGE_OPTIONS if k in options})
         for name in _WORKER_ONLY:
             options.pop(name, None)
         if current_attempt.get() is not None and task_id == getattr(self.request, "id", None):
@@ -132,19 +154,27 @@ class DeferredTask(Task):  # type: ignore[misc]
             # delivery facts among them): keep what the option table knows.
             options = {k: v for k, v in options.items() if k in APPLY_ASYNC_OPTIONS}
         retries = int(options.pop("retries", 0) or 0)
-        if conf.always_eager or eager_forced():
-            options.pop("countdown", None)
-            options.pop("eta", None)
-            return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
-                              retries=retries, **options)
         settings = conf.settings
         now = time.time()
+        # The same table in eager mode: an option production would refuse is refused here.
         plan = plan_publish(
             task=task_attrs(self), task_id=task_id, options=options, settings=settings,
             now=now, link=False, link_error=False, shadow=shadow,
         )
+        if conf.always_eager or eager_forced():
+            # Celery's own eager run: no waiting (countdown/eta), self.retry() at once.
+            for name in ("countdown", "eta", "expires"):
+                options.pop(name, None)
+            return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
+                              retries=retries, **options)
         if plan.is_expired(now):
-            return self.AsyncResult(task_id)
+            # Due after its expiry: never published, REVOKED (as a worker would mark it).
+            result = self.AsyncResult(task_id)
+            if hasattr(result, "mark_locally"):
+                result.mark_locally(celery_states.REVOKED, TaskRevokedError(
+                    "expired: the message would be delivered after its expiry time, so it "
+                    "was not published"))
+            return result
         message = task_message(
             self.name, task_id, args, kwargs, retries=retries,
             root_id=carried.get("root_id") or task_id,
@@ -161,8 +191,13 @@ class DeferredTask(Task):  # type: ignore[misc]
         )
         request = plan.task_request(message, settings.require_receiver_url(), settings,
                                     attempt=retries)
-        get_transport(settings).publish(request)
-        return self.AsyncResult(task_id)
+        collector = current_collector()
+        if collector is not None:  # inside group(...).apply_async(): one /v2/batch
+            collector.add(Prepared(self, plan, [request], retry=True, retry_policy={}),
+                          settings)
+            return self.AsyncResult(task_id)
+        sent = get_transport(settings).publish(request)
+        return self.AsyncResult(task_id, message_id=sent.message_id)
 
     def push_request(self, *args: Any, **kwargs: Any) -> None:
         push_request_merged(self, *args, **kwargs)
@@ -174,6 +209,8 @@ class DeferredTask(Task):  # type: ignore[misc]
         except (Retry, Ignore, Reject):
             raise
         except Exception as exc:
+            if attempt is not None:
+                attempt.error = exc
             if attempt is None or attempt.final:
                 raise
             # QStash retries this very message (the task's retry delay): Celery's tracer

@@ -25,7 +25,7 @@ from kombu.utils.uuid import uuid
 from ..config import CallConf, Settings, call_conf, load_settings
 from ..email import coerce_email, splitting_bulk
 from ..errors import RetryNotSupported
-from ..publish.options import canvas_error
+from ..publish.options import canvas_error, warn_once
 from ..publish.plan import PublishPlan, plan_publish
 from ..publish.transports import EagerTransport, get_transport
 from ..publish.transports.eager import eager_forced
@@ -119,6 +119,14 @@ class QStashTask(Task):  # type: ignore[misc]
 
         prepared = self._prepare(plan, settings, merged, args, kwargs, conf=conf)
         if prepared is None:  # "nothing to send": returned None or raised Ignore
+            if plan.delay or plan.not_before is not None:
+                # The body already ran, now: whatever it did was not delayed.
+                warn_once(
+                    "countdown:ignored-body",
+                    f"{self.name}: the body ran at call time and sent nothing, so countdown/"
+                    "eta delayed nothing; for work that must happen later use @qstash_task, "
+                    "or @autosend_task(deferred=True) for an email rendered at delivery",
+                )
             return self._ignored(task_id)
         collector = current_collector()
         if collector is not None:  # inside group(...).apply_async(): published as one batch

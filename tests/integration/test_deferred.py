@@ -8,6 +8,7 @@ deadline (never a duration it asserts on).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,17 +16,20 @@ from typing import Any
 
 import httpx
 import pytest
-from celery import Celery
+from celery import Celery, chord, group
 from celery.result import AsyncResult
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
-from starlette.applications import Starlette
 from waiting import wait_until
 
-from celery_qstash import DeferredTask, Email, UnsupportedOption, autosend_task
+from celery_qstash import (
+    CeleryQStashWarning,
+    DeferredTask,
+    Email,
+    UnsupportedOption,
+    autosend_task,
+)
 from celery_qstash.local.emulator.signing import sign
-from celery_qstash.local.serving import ThreadedServer
 from celery_qstash.publish.message import MESSAGE_KIND
-from celery_qstash.receiver import fastapi_route
 from celery_qstash.testing import DevServers
 
 
@@ -75,14 +79,9 @@ def runs() -> Iterator[Runs]:
 @pytest.fixture
 def receiver_url(live_app: Celery, dev_servers: DevServers) -> Iterator[str]:
     """The user's web app with the receiver mounted; deferred tasks are published to it."""
-    web = Starlette()
-    fastapi_route(web, "/qstash/receive", live_app)
-    with ThreadedServer(web) as server:
-        live_app.conf.qstash_receiver_url = f"{server.url}/qstash/receive"
-        live_app.conf.qstash_current_signing_key = dev_servers.emulator.current_signing_key
-        live_app.conf.qstash_next_signing_key = dev_servers.emulator.next_signing_key
-        live_app.conf.result_backend = "qstash://"
-        yield f"{server.url}/qstash/receive"
+    live_app.conf.result_backend = "qstash://"
+    with dev_servers.receiver(live_app) as url:
+        yield url
 
 
 def _add(app: Celery, runs: Runs) -> Any:
@@ -273,3 +272,115 @@ def test_a_deferred_email_renders_the_state_at_delivery(
     # Celery's IGNORED is not a ready state (get() would wait on): poll the state.
     wait_until(lambda: bob.state == "IGNORED", "bob's digest read IGNORED")
     assert len(dev_servers.emails()) == 1
+
+
+def test_a_group_is_one_batch_and_each_result_comes_back(
+    live_app: Celery, receiver_url: str, runs: Runs, caplog: pytest.LogCaptureFixture
+) -> None:
+    add = _add(live_app, runs)
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        results = group(add.s(i, i) for i in range(4)).apply_async()
+    # What the SDK sent to QStash (httpx logs each request): one /v2/batch, no publish.
+    sent = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert [m for m in sent if "/v2/batch" in m] and not [m for m in sent if "/v2/publish" in m]
+    assert sorted(r.get(timeout=20) for r in results.results) == [0, 2, 4, 6]
+
+
+def test_a_chord_is_refused_at_the_call_site(live_app: Celery, receiver_url: str,
+                                             runs: Runs) -> None:
+    add = _add(live_app, runs)
+    with pytest.raises(UnsupportedOption, match="chord"):
+        chord([add.s(1, 1), add.s(2, 2)])(add.s(0))
+    assert runs.of("add") == []
+
+
+def test_an_ordinary_celery_result_backend_gets_the_result(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    live_app.conf.result_backend = "cache+memory://"
+    add = _add(live_app, runs)
+    result = add.delay(40, 2)
+    assert type(result).__name__ == "AsyncResult"
+    assert result.get(timeout=20) == 42
+
+
+def test_eager_mode_runs_the_body_at_call_time_with_the_same_refusals(
+    live_app: Celery, runs: Runs
+) -> None:
+    live_app.conf.task_always_eager = True
+    add = _add(live_app, runs)
+    assert add.delay(1, 2).get() == 3
+    assert runs.of("add") == [(1, 2)]
+    with pytest.raises(UnsupportedOption, match=r"kwargs\['y'\].*bytes"):
+        add.delay(1, y=b"2")
+    with pytest.raises(UnsupportedOption, match="not a Celery option"):
+        add.apply_async((1, 2), countdwn=3)
+
+
+def test_an_email_task_that_sent_nothing_says_its_countdown_delayed_nothing(
+    live_app: Celery, dev_servers: DevServers
+) -> None:
+    """The IGNORED-with-no-warning trap: a non-email body under @autosend_task with an
+    eta ran its side effects at once."""
+    done: list[int] = []
+
+    @autosend_task(name="live.not_an_email")
+    def cleanup(n: int) -> None:
+        done.append(n)
+
+    with pytest.warns(CeleryQStashWarning, match="ran at call time.*@qstash_task"):
+        cleanup.apply_async((1,), countdown=60)
+    assert done == [1]
+
+
+def test_task_routes_pick_the_queue(live_app: Celery, receiver_url: str, runs: Runs) -> None:
+    """task_routes' queue becomes QStash's queue (one at a time), as for an email task."""
+    live_app.conf.task_routes = {"live.add": {"queue": "reports"}}
+    add = _add(live_app, runs)
+    result = add.delay(1, 1)
+    assert result.get(timeout=20) == 2
+    record = result.backend._status().task(result.id, callbacks=False)
+    assert record is not None and record.queue == "reports"
+
+
+def test_the_dashboard_and_flower_api_show_arguments_attempts_and_result(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    import warnings
+
+    from celery_qstash.config import load_settings
+    from celery_qstash.local.dashboard import create_app
+    from celery_qstash.publish.transports.qstash import client_for
+    from celery_qstash.status import StatusClient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    @live_app.task(base=DeferredTask, name="live.report", shared=False, bind=True,
+                   max_retries=2, default_retry_delay=0.2)
+    def report(self: Any, month: str, fmt: str = "pdf") -> dict[str, str]:
+        if self.request.retries == 0:
+            raise TimeoutError("warehouse busy")
+        return {"file": f"{month}.{fmt}"}
+
+    result = report.apply_async(("2026-11",), {"fmt": "csv"})
+    assert result.get(timeout=30) == {"file": "2026-11.csv"}
+    settings = load_settings(live_app.conf)
+    board = TestClient(create_app(StatusClient(client_for(settings)), secrets=settings.secrets),
+                       base_url="http://127.0.0.1")
+    page = board.get(f"/task/{result.id}").text
+    assert "(&#x27;2026-11&#x27;,)" in page and "&#x27;fmt&#x27;: &#x27;csv&#x27;" in page
+    assert "2026-11.csv" in page
+    info = board.get(f"/api/task/info/{result.id}").json()
+    assert info["args"] == "('2026-11',)" and info["kwargs"] == "{'fmt': 'csv'}"
+    assert info["state"] == "SUCCESS" and info["retries"] == 1
+
+
+def test_a_call_due_after_its_expiry_is_revoked_and_not_published(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    add = _add(live_app, runs)
+    result = add.apply_async((1, 1), countdown=60, expires=10)
+    assert result.state == "REVOKED"
+    assert dev_servers.emulator.emulator.store.pending_count() == 0

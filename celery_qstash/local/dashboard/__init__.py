@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import secrets as _secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -33,9 +34,11 @@ from ...clock import Clock, SystemClock
 from ...devserver import DASHBOARD_PORT
 from ...errors import ConfigurationError
 from ...status import StatusClient
+from .. import live
 from ..serving import LOOPBACK_HOSTS, BodyLimit, SameSiteGuard, is_loopback, local_hosts
-from . import api, views
+from . import api, launch, views
 from .html import task_path
+from .metrics import Metrics, metrics_endpoint
 
 __all__ = ["LOOPBACK_HOSTS", "check_bind", "create_app", "is_loopback", "local_hosts", "serve"]
 
@@ -45,10 +48,11 @@ StatusSource = StatusClient | Callable[[], StatusClient]
 MAX_BODY = 64 * 1024
 
 _SECURITY_HEADERS = [
-    # No script at all: an escaping bug could then show markup, never run code.
+    # No inline script and no other origin: an escaping bug could show markup, never run
+    # code. The one script is /live.js, which fetches its own page (connect-src 'self').
     (b"content-security-policy",
-     b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
-     b"frame-ancestors 'none'; base-uri 'none'"),
+     b"default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+     b"img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" on our
@@ -120,6 +124,8 @@ async def _healthcheck(request: Request) -> Response:
 ROUTES = [
     Route("/", _home),
     Route("/healthcheck", _healthcheck),
+    Route(live.SCRIPT_PATH, live.script),
+    Route("/favicon.ico", live.favicon),
     # Pages
     Route("/tasks", views.tasks_page),
     # A task id may contain "/" (any printable but space and comma): the rest of the path.
@@ -140,6 +146,11 @@ ROUTES = [
     Route("/api/task/result/{task_id}", api.task_result),
     Route("/api/task/revoke/{task_id}", api.task_revoke, methods=["POST"]),
     Route("/api/queues/length", api.queue_lengths),
+    Route("/api/task/async-apply/{taskname}", launch.async_apply, methods=["POST"]),
+    Route("/api/task/send-task/{taskname}", launch.send_task, methods=["POST"]),
+    Route("/api/task/apply/{taskname}", launch.apply, methods=["POST"]),
+    # Flower's Prometheus metrics (and ours), counted from QStash's logs
+    Route("/metrics", metrics_endpoint),
     # Not in Flower: the dead letter queue
     Route("/api/dlq", api.dlq_list),
     Route("/api/dlq/retry/{dlq_id}", api.dlq_retry, methods=["POST"]),
@@ -157,6 +168,8 @@ def create_app(
     inbox_url: str | None = None,
     max_result_waits: int = api.MAX_RESULT_WAITS,
     clock: Clock | None = None,
+    celery_app: Any = None,
+    metrics_state: str | os.PathLike[str] | None = None,
 ) -> Starlette:
     """The dashboard app.
 
@@ -173,6 +186,10 @@ def create_app(
         once; past it a request answers the current state at once.
     :param clock: what "now" is for relative times and the chart, and what result waits
         measure their timeout with (the system clock; a ``FakeClock`` in tests).
+    :param celery_app: the app whose QStash tasks Flower's task-launching API may start
+        (``None``: every task name is unknown there).
+    :param metrics_state: a file where ``/metrics`` keeps its counts across restarts
+        (``None``: they start at zero with each process, a counter reset to Prometheus).
     """
     if auth is not None and (not auth[0] or not auth[1]):
         raise ConfigurationError("auth", "basic auth needs a user name and a password")
@@ -183,6 +200,8 @@ def create_app(
     app.state.inbox_url = inbox_url.rstrip("/") if inbox_url else None
     app.state.clock = clock or SystemClock()
     app.state.result_waits = api.ResultWaits(max_result_waits, app.state.clock)
+    app.state.celery_app = celery_app
+    app.state.metrics = Metrics(status, clock=app.state.clock, state_file=metrics_state)
     app.add_middleware(_Guard, auth=auth)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     # Added last, so it runs first: a foreign Host or origin is refused before anything else.
@@ -210,13 +229,18 @@ def serve(
     status: StatusSource | None = None,
     conf: Any = None,
     inbox_url: str | None = None,
+    celery_app: Any = None,
+    metrics_state: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Run the dashboard until Ctrl-C (settings from ``conf``, a Celery ``app.conf``, and env)."""
+    """Run the dashboard until Ctrl-C (settings from ``conf``, a Celery ``app.conf``, and env;
+    ``celery_app``'s conf when ``conf`` is not given)."""
     from ...config import load_settings
     from ...publish.transports.qstash import client_for
     from ..serving import run
 
     check_bind(host, auth, allow_unauthenticated_public)
+    if conf is None and celery_app is not None:
+        conf = celery_app.conf
     settings = load_settings(conf)
     if status is None:
         status = StatusClient(client_for(settings))  # ConfigurationError without a token
@@ -226,6 +250,8 @@ def serve(
         allowed_hosts=local_hosts(host),
         secrets=settings.secrets,
         inbox_url=inbox_url,
+        celery_app=celery_app,
+        metrics_state=metrics_state,
     )
     shown = f"[{host}]" if ":" in host else host
     print(f"Dashboard is running at http://{shown}:{port} (QStash at {settings.qstash_url})",
