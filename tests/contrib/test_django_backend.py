@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from email.mime.text import MIMEText
 from typing import Any
 
+import django
 import httpx
 import pytest
 import respx
