@@ -26,9 +26,11 @@ from ..devserver import (
     SANDBOX_PORT,
 )
 
-__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "dev", "emulator", "receiver_server", "sandbox"]
+__all__ = [
+    "RECEIVER_PATH", "RECEIVER_PORT", "bind_port", "dev", "emulator", "receiver_server", "sandbox",
+]
 
-#: Where ``dev --app`` hosts the app's callback receiver.
+#: Where ``dev --app`` hosts the app's receiver (callbacks and deferred tasks alike).
 RECEIVER_PORT = 8090
 RECEIVER_PATH = "/qstash/callback"
 
@@ -136,6 +138,24 @@ def _check_ports(host: str, *wanted: tuple[int, str, str]) -> None:
         raise click.ClickException("\n".join(problems))
 
 
+def bind_port(host: str, port: int, flag: str, what: str) -> socket.socket:
+    """A socket bound to ``host:port`` (not listening yet), for a server that is handed its
+    socket (``serve``: the port is known before it starts); otherwise the one line of
+    :func:`_port_problem`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        problem = _port_problem(host, port, flag, what)
+        raise click.ClickException(
+            problem or f"port {port} ({what}) on {host} cannot be bound ({exc.strerror})"
+        ) from None
+    return sock
+
+
 def _logging() -> None:
     # A time on each line: a delivery log is read against what the app did when.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -196,11 +216,12 @@ _plan = click.option(
 @_plan
 @click.option(
     "--app", "-A", "app_path", metavar="MODULE:APP", default=None,
-    help="also host this Celery app's callback receiver (on_success, task_success, "
-    "email_delivered... run here); export the QSTASH_CALLBACK_URL it prints in the app",
+    help="also host this Celery app's receiver: deferred tasks' bodies and the email "
+    "callbacks (on_success, email_delivered...) run here; export the QSTASH_RECEIVER_URL "
+    "and QSTASH_CALLBACK_URL it prints in the app",
 )
 @click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
-              help="port of the callback receiver (with --app)")
+              help="port of the app's receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 def dev(
     host: str,
@@ -281,7 +302,8 @@ def dev(
         if board_url:
             click.echo(f"Dashboard         {board_url}/")
         if callback_url:
-            click.echo(f"Callback receiver {callback_url}   (app {app_path})")
+            click.echo(f"App receiver      {callback_url}   (app {app_path}: callbacks and "
+                       "deferred tasks run here)")
         click.echo(
             "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
             f"export QSTASH_URL={qstash.url}\n"
@@ -289,7 +311,9 @@ def dev(
             f"export QSTASH_CURRENT_SIGNING_KEY={keys[0]}\n"
             f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
             f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
-            + (f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + ("\nand for the app's receiver (with QSTASH_DEV=true too):\n"
+               f"export QSTASH_RECEIVER_URL={callback_url}\n"
+               f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
@@ -300,10 +324,11 @@ def dev(
 
 
 def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
-    """``celery_app``'s callback receiver at ``RECEIVER_PATH``, guarded like every dev server.
+    """``celery_app``'s receiver at ``RECEIVER_PATH``, guarded like every dev server.
 
     It verifies against the URL it is served at and the emulator's signing keys, so the
-    app's own settings need nothing but ``QSTASH_CALLBACK_URL``.
+    app's own settings need nothing but ``QSTASH_RECEIVER_URL`` (deferred tasks) and
+    ``QSTASH_CALLBACK_URL`` (email outcomes).
     """
     from starlette.applications import Starlette
 
