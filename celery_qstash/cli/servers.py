@@ -22,15 +22,19 @@ from ..devserver import (
     DASHBOARD_PORT,
     DEV_AUTOSEND_API_KEY,
     DEV_TOKEN,
+    DEV_WEBHOOK_SECRET,
     EMULATOR_PORT,
     SANDBOX_PORT,
 )
 
-__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "dev", "emulator", "receiver_server", "sandbox"]
+__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "WEBHOOK_PATH", "dev", "emulator", "receiver_server",
+           "sandbox"]
 
 #: Where ``dev --app`` hosts the app's callback receiver.
 RECEIVER_PORT = 8090
 RECEIVER_PATH = "/qstash/callback"
+#: Where ``dev --app`` hosts the app's AutoSend webhook endpoint (the sandbox sends there).
+WEBHOOK_PATH = "/autosend/webhooks"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,6 +157,17 @@ _per_minute = click.option(
 )
 
 
+_webhook_url = click.option(
+    "--webhook-url", metavar="URL", default=None,
+    help="sandbox: send AutoSend's signed webhooks (email.sent, email.delivered, bounces) "
+    "here",
+)
+_webhook_secret = click.option(
+    "--webhook-secret", metavar="SECRET", envvar="AUTOSEND_WEBHOOK_SECRET", default=None,
+    help="sandbox: sign webhooks with this (default: the public dev secret)",
+)
+
+
 _plan = click.option(
     "--plan", type=click.Choice(["free", "payg", "pro"]), default=None,
     help="emulator: enforce this QStash plan's quotas (daily messages, per-second burst, "
@@ -182,6 +197,8 @@ _plan = click.option(
 @click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
               help="port of the callback receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
+@_webhook_url
+@_webhook_secret
 def dev(
     host: str,
     port: int,
@@ -197,6 +214,8 @@ def dev(
     app_path: str | None,
     receiver_port: int,
     max_body: int | None,
+    webhook_url: str | None,
+    webhook_secret: str | None,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -240,19 +259,30 @@ def dev(
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
                                 max_body=max_body or DEFAULT_MAX_BODY, plan=plan).start()
         servers.append(qstash)
+        store = None
+        if celery_app is not None:
+            from ..webhooks import event_store_for
+
+            # The dashboard shows the events this process's webhook endpoint keeps.
+            store = event_store_for(celery_app)
         board_url = None
         if not no_dashboard:
-            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url), host,
+            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url, store), host,
                                    dashboard_port).start()
             servers.append(board)
             board_url = board.url
             box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
         keys = (qstash.current_signing_key, qstash.next_signing_key)
         callback_url = None
+        secret = webhook_secret or DEV_WEBHOOK_SECRET
         if celery_app is not None:
-            hosted = receiver_server(celery_app, host, receiver_port, keys).start()
+            hosted = receiver_server(celery_app, host, receiver_port, keys,
+                                     webhook_secret=secret).start()
             servers.append(hosted)
             callback_url = hosted.url + RECEIVER_PATH
+            webhook_url = webhook_url or hosted.url + WEBHOOK_PATH
+        if webhook_url:
+            box.sandbox.webhooks.configure(webhook_url, secret)
         click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
         for prefix, target in routes.items():
             click.echo(f"  route {prefix} -> {target}")
@@ -261,6 +291,8 @@ def dev(
             click.echo(f"Dashboard         {board_url}/")
         if callback_url:
             click.echo(f"Callback receiver {callback_url}   (app {app_path})")
+        if webhook_url:
+            click.echo(f"Sandbox webhooks  -> {webhook_url}")
         click.echo(
             "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
             f"export QSTASH_URL={qstash.url}\n"
@@ -269,6 +301,7 @@ def dev(
             f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
             f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
             + (f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + (f"export AUTOSEND_WEBHOOK_SECRET={secret}\n" if webhook_url else "")
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
@@ -278,26 +311,32 @@ def dev(
         click.echo("stopped")
 
 
-def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
-    """``celery_app``'s callback receiver at ``RECEIVER_PATH``, guarded like every dev server.
+def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str], *,
+                    webhook_secret: str = DEV_WEBHOOK_SECRET) -> Any:
+    """``celery_app``'s callback receiver at ``RECEIVER_PATH`` and its AutoSend webhook
+    endpoint at ``WEBHOOK_PATH``, guarded like every dev server.
 
-    It verifies against the URL it is served at and the emulator's signing keys, so the
-    app's own settings need nothing but ``QSTASH_CALLBACK_URL``.
+    It verifies against the URL it is served at and the emulator's signing keys (and the
+    sandbox's webhook secret), so the app's own settings need nothing but
+    ``QSTASH_CALLBACK_URL``.
     """
     from starlette.applications import Starlette
 
     from ..local.serving import SameSiteGuard, ThreadedServer, free_port, local_hosts
     from ..receiver import fastapi_route
+    from ..webhooks import fastapi_route as webhook_route
 
     port = port or free_port(host)
     url = f"http://{host}:{port}{RECEIVER_PATH}"
     web = Starlette()
     fastapi_route(web, RECEIVER_PATH, celery_app, url=url,
                   current_signing_key=keys[0], next_signing_key=keys[1])
+    webhook_route(web, WEBHOOK_PATH, celery_app, secret=webhook_secret)
     return ThreadedServer(SameSiteGuard(web, allowed_hosts=local_hosts(host)), host, port)
 
 
-def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> Any:
+def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
+                   event_store: Any = None) -> Any:
     from qstash import QStash
 
     from ..local.dashboard import create_app, local_hosts
@@ -307,6 +346,7 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None) -> 
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
         allowed_hosts=local_hosts(host),
         inbox_url=inbox_url,
+        event_store=event_store,
     )
 
 
@@ -353,17 +393,22 @@ def emulator(
 @_verified
 @_retry_after
 @_per_minute
+@_webhook_url
+@_webhook_secret
 def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
             max_body: int | None, verified_domains: tuple[str, ...], retry_after: bool,
-            rate_per_minute: int) -> None:
+            rate_per_minute: int, webhook_url: str | None, webhook_secret: str | None) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
     from ..local.sandbox import DEFAULT_MAX_BODY, serve
 
+    if webhook_url and not webhook_url.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
     _check_port(host, port, "--port", "AutoSend sandbox")
     _logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
           max_body=max_body or DEFAULT_MAX_BODY,
           verified_domains=verified_domains or None, retry_after_header=retry_after,
-          rate_per_minute=rate_per_minute or None)
+          rate_per_minute=rate_per_minute or None, webhook_url=webhook_url,
+          webhook_secret=(webhook_secret or DEV_WEBHOOK_SECRET) if webhook_url else None)

@@ -19,6 +19,7 @@ expire after ``ttl`` (30 days by default); an email keeps its last :data:`MAX_EV
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import weakref
 from collections import OrderedDict
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TTL", "MAX_EVENTS", "DjangoCacheEventStore", "EventStore", "MemoryEventStore",
-    "RedisEventStore", "configured_event_store", "event_store_for", "event_store_from_url",
-    "last_event",
+    "RedisEventStore", "configured_event_store", "email_fate", "event_store_for",
+    "event_store_from_url", "last_event",
 ]
 
 DEFAULT_TTL = 30 * 24 * 3600.0
@@ -44,6 +45,8 @@ DEFAULT_TTL = 30 * 24 * 3600.0
 MAX_EVENTS = 100
 PREFIX = "celery-qstash:events:"
 _SETTING = "autosend_event_store_url"
+
+log = logging.getLogger("celery_qstash.webhooks")
 
 
 class EventStore(Protocol):
@@ -330,3 +333,15 @@ def _shown(event: EmailEvent) -> dict[str, Any]:
     return {"event": event.event, "fate": event.fate, "timestamp": event.timestamp.isoformat(),
             "recipient": event.recipient, "bounce_type": event.bounce_type,
             "reason": event.reason, "email_id": event.email_id}
+
+
+def email_fate(conf: Any, result: Any, *, store: EventStore | None = None) -> dict[str, Any] | None:
+    """Status's question: what became of the email(s) a SUCCESS task's ``result`` names,
+    from ``store`` or the configured one. ``None`` without a store, without events, or when
+    the store cannot be read (logged: status still answers from QStash)."""
+    try:
+        store = store or configured_event_store(conf)
+        return last_event(store, result) if store is not None else None
+    except Exception as exc:
+        log.warning("the email event store could not be read: %s", scrub(str(exc), ()))
+        return None

@@ -157,6 +157,7 @@ def create_app(
     inbox_url: str | None = None,
     max_result_waits: int = api.MAX_RESULT_WAITS,
     clock: Clock | None = None,
+    event_store: Any = None,
 ) -> Starlette:
     """The dashboard app.
 
@@ -171,6 +172,9 @@ def create_app(
         (``celery-qstash dev`` sets it; ``None``: no link).
     :param max_result_waits: how many ``/api/task/result?timeout=`` requests may wait at
         once; past it a request answers the current state at once.
+    :param event_store: where AutoSend's webhook events are kept
+        (:mod:`celery_qstash.webhooks.store`): a task's page and ``/api/task/info`` then
+        show what became of its email (``None``: only QStash's view).
     :param clock: what "now" is for relative times and the chart, and what result waits
         measure their timeout with (the system clock; a ``FakeClock`` in tests).
     """
@@ -182,6 +186,7 @@ def create_app(
     app.state.pages = pages
     app.state.inbox_url = inbox_url.rstrip("/") if inbox_url else None
     app.state.clock = clock or SystemClock()
+    app.state.event_store = event_store
     app.state.result_waits = api.ResultWaits(max_result_waits, app.state.clock)
     app.add_middleware(_Guard, auth=auth)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
@@ -214,6 +219,7 @@ def serve(
     """Run the dashboard until Ctrl-C (settings from ``conf``, a Celery ``app.conf``, and env)."""
     from ...config import load_settings
     from ...publish.transports.qstash import client_for
+    from ...webhooks.store import configured_event_store
     from ..serving import run
 
     check_bind(host, auth, allow_unauthenticated_public)
@@ -226,6 +232,7 @@ def serve(
         allowed_hosts=local_hosts(host),
         secrets=settings.secrets,
         inbox_url=inbox_url,
+        event_store=configured_event_store(conf),
     )
     shown = f"[{host}]" if ":" in host else host
     print(f"Dashboard is running at http://{shown}:{port} (QStash at {settings.qstash_url})",

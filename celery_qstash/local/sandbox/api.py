@@ -13,7 +13,9 @@ Routes::
     GET    /api/v1/messages/{id}     one message (404 if unknown)
     DELETE /api/v1/messages[/{id}]   delete all (or one) *
     GET    /api/v1/stats             {"received", "accepted", "replayed", "rejected", "emails"}
-    GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints (POST, DELETE *)
+    GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints (POST, DELETE *);
+                                     {"bounce": "to@x"} turns emails to it into bounces
+    GET    /api/v1/messages/{id}/events  the email's webhook events (webhooks.py)
     POST   /_sandbox/reset           forget everything *
     GET    /_sandbox/health          {"ok": true}
 
@@ -86,6 +88,7 @@ from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
 from . import pages
 from .render import merge_data, render
 from .store import ChaosRule, Message, RateDecision, SandboxStore
+from .webhooks import BounceRule, WebhookEmitter
 
 __all__ = ["MAX_JSON_DEPTH", "SandboxAPI", "Settings", "fingerprint", "key_digest"]
 
@@ -237,6 +240,8 @@ class SandboxAPI:
         # The inbox's forms carry this; a page on another site cannot read it, so it
         # cannot make a browser delete emails (SameSiteGuard refuses such POSTs too).
         self.page_token = secrets.token_urlsafe(24)
+        #: AutoSend's webhook events for accepted emails (:mod:`.webhooks`).
+        self.webhooks: WebhookEmitter | None = None
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -252,6 +257,7 @@ class SandboxAPI:
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
             Route("/api/v1/messages", self._keyed(self.delete_messages), methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
+            Route("/api/v1/messages/{id}/events", self.message_events, methods=["GET"]),
             Route("/api/v1/messages/{id}", self._keyed(self.delete_message),
                   methods=["DELETE"]),
             Route("/api/v1/stats", self.stats, methods=["GET"]),
@@ -398,6 +404,8 @@ class SandboxAPI:
         idempotency = (key_fp, idem_key, request_hash) if idem_key is not None else None
         store.save(messages, idempotency=idempotency, status=200, response=body)
         store.count("accepted")
+        if self.webhooks is not None:
+            self.webhooks.accepted(messages)
         for msg in messages:
             logger.info(
                 "captured %s to %s: %r%s",
@@ -539,7 +547,9 @@ class SandboxAPI:
 
     async def get_chaos(self, request: Request) -> Response:
         rules = self.store.chaos.pending()
-        return JSONResponse({"rules": rules, "remaining": sum(r["remaining"] for r in rules)})
+        bounces = self.webhooks.bounce_rules() if self.webhooks is not None else []
+        return JSONResponse({"rules": rules, "remaining": sum(r["remaining"] for r in rules),
+                             "bounces": bounces})
 
     async def add_chaos(self, request: Request) -> Response:
         # JSON only: a cross-site form or "simple" fetch (text/plain) cannot script faults.
@@ -549,6 +559,9 @@ class SandboxAPI:
         if errors:
             return JSONResponse(validation_failed(errors), 400)
         try:
+            if isinstance(payload, dict) and "bounce" in payload and self.webhooks is not None:
+                self.webhooks.add_bounce_rule(_bounce_rule(payload))
+                return await self.get_chaos(request)
             rule = _chaos_rule(payload)
         except EmailValidationError as exc:
             return JSONResponse(validation_failed(exc.errors), 400)
@@ -557,6 +570,8 @@ class SandboxAPI:
 
     async def clear_chaos(self, request: Request) -> Response:
         self.store.chaos.clear()
+        if self.webhooks is not None:
+            self.webhooks.clear_rules()
         return await self.get_chaos(request)
 
     # -- JSON API ------------------------------------------------------------
@@ -598,7 +613,16 @@ class SandboxAPI:
 
     async def reset(self, request: Request) -> Response:
         self.store.reset()
+        if self.webhooks is not None:
+            self.webhooks.clear_rules()
         return JSONResponse({"success": True})
+
+    async def message_events(self, request: Request) -> Response:
+        msg_id = request.path_params["id"]
+        if self.store.get(msg_id) is None:
+            return JSONResponse(error_body(404, "Message not found"), 404)
+        events = self.webhooks.events(msg_id) if self.webhooks is not None else []
+        return JSONResponse({"emailId": msg_id, "events": events})
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -635,8 +659,10 @@ class SandboxAPI:
             errors = [{"field": "tab", "message": f"one of {', '.join(pages.TABS)}"}]
             return _page(pages.bad_request(errors), 400)
         newer, older = self.store.neighbours(msg["id"])
+        events = self.webhooks.events(msg["id"]) if self.webhooks is not None else None
         return _page(pages.message(msg, tab=tab, width=width, newer=newer, older=older,
-                                   token=self.page_token, dashboard_url=self.dashboard_url))
+                                   token=self.page_token, dashboard_url=self.dashboard_url,
+                                   events=events))
 
     async def rejected_page(self, request: Request) -> Response:
         try:
@@ -792,6 +818,26 @@ def _chaos_rule(payload: Any) -> ChaosRule:
         body=values.get("body"),
         retry_after=values.get("retry_after"),
     )
+
+
+def _bounce_rule(payload: dict[str, Any]) -> BounceRule:
+    """``{"bounce": "to@example.com" | "*", "bounce_type": "Permanent", "fail_next": 1}``."""
+    errors: list[dict[str, str]] = []
+    unknown = sorted(set(payload) - {"bounce", "bounce_type", "bounceType", "fail_next",
+                                     "failNext"})
+    errors += [{"field": key, "message": "unknown bounce rule option"} for key in unknown]
+    to = payload.get("bounce")
+    if not isinstance(to, str) or not (to == "*" or "@" in to):
+        errors.append({"field": "bounce", "message": "an email address, or * for anyone"})
+    kind = payload.get("bounce_type", payload.get("bounceType", "Permanent"))
+    if kind not in ("Permanent", "Transient"):
+        errors.append({"field": "bounce_type", "message": "Permanent or Transient"})
+    count = payload.get("fail_next", payload.get("failNext", 1))
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000:
+        errors.append({"field": "fail_next", "message": "must be an integer from 1 to 1000000"})
+    if errors:
+        raise EmailValidationError(errors)
+    return BounceRule(to=str(to), bounce_type=str(kind), remaining=int(count))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -305,11 +305,29 @@ def _tab_link(msg_id: str, tab: str, current: str, label: str) -> str:
             f"{label}</a>")
 
 
+def _events(events: list[dict[str, Any]] | None) -> str:
+    """The email's webhook events: what AutoSend would tell the app, and how that went."""
+    if events is None:
+        return ""
+    if not events:
+        return '<p class="muted" id="events">No webhook events.</p>'
+    rows = "".join(
+        f"<tr><td>{_e(ev['createdAt'])}</td><td><code>{_e(ev['event'])}</code></td>"
+        f"<td>{_e(ev['state'])}</td><td>{_e(ev['attempts'])}</td>"
+        f"<td>{_e(ev['lastStatus'] if ev['lastStatus'] is not None else ev['lastError'] or '')}"
+        "</td></tr>" for ev in events)
+    return ('<h3 id="events">Webhook events</h3><table class="events"><thead><tr><th>Time</th>'
+            "<th>Event</th><th>Webhook</th><th>Attempts</th><th>Last answer</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
+
+
 def message(msg: Message, *, tab: str = "html", width: str = "desktop",
             newer: str | None = None, older: str | None = None, token: str = "",
-            dashboard_url: str | None = None) -> str:
-    """One email: a summary, tabs (HTML at desktop or mobile width, Text, Source, Headers,
-    Request), newer/older links, Delete, and a link to its task on the dashboard."""
+            dashboard_url: str | None = None,
+            events: list[dict[str, Any]] | None = None) -> str:
+    """One email: a summary, its webhook events, tabs (HTML at desktop or mobile width,
+    Text, Source, Headers, Request), newer/older links, Delete, and a link to its task on
+    the dashboard."""
     msg_id = str(msg["id"])
     quoted = _e(quote(msg_id, safe=""))
     summary = [
@@ -371,6 +389,7 @@ def message(msg: Message, *, tab: str = "html", width: str = "desktop",
         f"<h1>{_e(msg.get('renderedSubject') or '(no subject)')}{_test_badge(msg)}</h1>"
         f'<div class="bar">{"".join(links)}</div>'
         f'<div class="card"><dl class="headers">{rows}</dl></div>'
+        f"{_events(events)}"
         f'<nav class="tabs">{tabs}</nav><div class="panel">{panel}</div>'
         f'<p class="muted">JSON: <a href="/api/v1/messages/{quoted}">'
         f"/api/v1/messages/{_e(msg_id)}</a></p>"
