@@ -17,8 +17,9 @@ from .errors import (
 )
 from .signals import email_delivered, email_failed
 from .status.result import QStashAsyncResult, QStashBackend
-from .tasks.deferred import DeferredTask, qstash_task
-from .tasks.task import QStashTask, autosend_task
+from .tasks.decorators import autosend_task, qstash_task
+from .tasks.deferred import DeferredTask
+from .tasks.task import QStashTask
 
 __version__ = "0.1.0"
 

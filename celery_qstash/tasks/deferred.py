@@ -22,22 +22,25 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import Celery, Task, shared_task
+from celery import Celery, Task
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.functional import maybe_list
 from kombu.utils.uuid import uuid
 
-from ..config import call_conf
+from ..config import call_conf, load_settings
+from ..email import coerce_email, splitting_bulk
 from ..errors import UnsupportedOption
 from ..publish.message import json_arguments, task_message
 from ..publish.options import APPLY_ASYNC_OPTIONS
 from ..publish.plan import plan_publish
 from ..publish.transports import get_transport
-from ..publish.transports.eager import eager_forced
-from ..status.result import QStashAsyncResult
+from ..publish.transports.eager import EagerTransport, eager_forced
+from ..status.result import QStashAsyncResult, QStashBackend
+from .batch import Prepared, current_collector, split_plan
 from .planning import task_attrs
 
-__all__ = ["DeferredTask", "qstash_task"]
+__all__ = ["DeferredEmailTask", "DeferredTask"]
 
 #: Options a worker's request carries that travel in the message, not as QStash headers.
 _MESSAGE_OPTIONS = ("root_id", "parent_id", "group_id", "group_index", "chain", "headers")
@@ -87,8 +90,15 @@ class DeferredTask(Task):  # type: ignore[misc]
 
     abstract = True
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> QStashAsyncResult:
-        return QStashAsyncResult(task_id, app=self._get_app(), task_name=self.name, **kwargs)
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> Any:
+        """The result from QStash's logs (``result_backend="qstash://"`` or none), else
+        from the app's own Celery result backend, where the receiver's tracer stores it."""
+        app = self._get_app()
+        backend = app.backend
+        if isinstance(backend, (QStashBackend, DisabledBackend)):
+            return QStashAsyncResult(task_id, app=app, task_name=self.name, **kwargs)
+        kwargs.pop("message_id", None)
+        return app.AsyncResult(task_id, task_name=self.name, **kwargs)
 
     def apply_async(
         self,
@@ -121,7 +131,10 @@ class DeferredTask(Task):  # type: ignore[misc]
         conf = call_conf(app.conf)
         callbacks = _signatures("link", link)
         errbacks = _signatures("link_error", link_error)
-        carried = {k: options.pop(k) for k in _MESSAGE_OPTIONS if k in options}
+        # chain and headers mean other things to the table (a refusal, forwarded HTTP
+        # headers): here they are the worker's. The ids are the table's "internal" rows.
+        carried: dict[str, Any] = {k: options.pop(k) for k in ("chain", "headers") if k in options}
+        carried.update({k: options[k] for k in _MESSAGE_OPTIONS if k in options})
         for name in _WORKER_ONLY:
             options.pop(name, None)
         if current_attempt.get() is not None and task_id == getattr(self.request, "id", None):
@@ -129,17 +142,19 @@ class DeferredTask(Task):  # type: ignore[misc]
             # delivery facts among them): keep what the option table knows.
             options = {k: v for k, v in options.items() if k in APPLY_ASYNC_OPTIONS}
         retries = int(options.pop("retries", 0) or 0)
-        if conf.always_eager or eager_forced():
-            options.pop("countdown", None)
-            options.pop("eta", None)
-            return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
-                              retries=retries, **options)
         settings = conf.settings
         now = time.time()
+        # The same table in eager mode: an option production would refuse is refused here.
         plan = plan_publish(
             task=task_attrs(self), task_id=task_id, options=options, settings=settings,
             now=now, link=False, link_error=False, shadow=shadow,
         )
+        if conf.always_eager or eager_forced():
+            # Celery's own eager run: no waiting (countdown/eta), self.retry() at once.
+            for name in ("countdown", "eta", "expires"):
+                options.pop(name, None)
+            return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
+                              retries=retries, **options)
         if plan.is_expired(now):
             return self.AsyncResult(task_id)
         message = task_message(
@@ -158,13 +173,18 @@ class DeferredTask(Task):  # type: ignore[misc]
         )
         request = plan.task_request(message, settings.require_receiver_url(), settings,
                                     attempt=retries)
-        get_transport(settings).publish(request)
-        return self.AsyncResult(task_id)
+        collector = current_collector()
+        if collector is not None:  # inside group(...).apply_async(): one /v2/batch
+            collector.add(Prepared(self, plan, [request], retry=True, retry_policy={}),
+                          settings)
+            return self.AsyncResult(task_id)
+        sent = get_transport(settings).publish(request)
+        return self.AsyncResult(task_id, message_id=sent.message_id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         attempt = current_attempt.get()
         try:
-            return super().__call__(*args, **kwargs)
+            return self.deliver(*args, **kwargs)
         except (Retry, Ignore, Reject):
             raise
         except Exception as exc:
@@ -174,6 +194,10 @@ class DeferredTask(Task):  # type: ignore[misc]
             # records RETRY and sends task_retry; on_failure waits for the last attempt.
             attempt.requeue = True
             raise Retry(exc=exc, when=None) from exc
+
+    def deliver(self, *args: Any, **kwargs: Any) -> Any:
+        """The body, as a delivery runs it (a subclass adds what follows the body)."""
+        return Task.__call__(self, *args, **kwargs)
 
     def send_task_instead(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """What ``app.send_task(name, ...)`` does for this task: the same publish."""
@@ -207,13 +231,47 @@ def _route_send_task() -> None:
     Celery.send_task = send_task
 
 
-def qstash_task(*args: Any, **options: Any) -> Any:
-    """``@qstash_task`` / ``@qstash_task(bind=True, max_retries=3, ...)``: a Celery task
-    (bound to the current app, like ``shared_task``) whose body runs at delivery."""
-    options.setdefault("base", DeferredTask)
-    if not (isinstance(options["base"], type) and issubclass(options["base"], DeferredTask)):
-        raise TypeError("qstash_task(base=...) must be a DeferredTask subclass")
-    return shared_task(*args, **options)
-
-
 _route_send_task()
+
+
+class DeferredEmailTask(DeferredTask):
+    """``@autosend_task(deferred=True)``: the body runs at delivery and returns the email,
+    rendered from the state at that moment; the email then goes to AutoSend through QStash
+    (AutoSend's retries, rate limit and the DLQ stay QStash's). ``None`` or ``Ignore``
+    sends nothing.
+
+    The email's idempotency key is derived from the task id (``<task id>.email``: a
+    redelivered task message renders again, and QStash and AutoSend answer the first
+    send); for a scheduled firing, from the firing's own id.
+    """
+
+    abstract = True
+
+    def deliver(self, *args: Any, **kwargs: Any) -> Any:
+        rendered = super().deliver(*args, **kwargs)
+        if rendered is None:
+            raise Ignore("nothing to send: the task returned None")
+        return send_rendered(self, rendered)
+
+
+def send_rendered(task: Any, rendered: Any) -> Any:
+    """Publish the email a deferred email task returned: to AutoSend through QStash, or
+    to the eager outbox when the body ran in eager mode."""
+    app = task._get_app()
+    settings = load_settings(app.conf)
+    # The email's own id, derived from the task's: its QStash deduplication id and label
+    # and AutoSend's Idempotency-Key (stable across redeliveries of the task message, and
+    # apart from the task message's own deduplication id, which is the task id).
+    email_id = f"{task.request.id}.email"
+    with splitting_bulk():
+        email = coerce_email(rendered, default_from=settings.default_from)
+    plan = plan_publish(task=task_attrs(task), task_id=email_id, options={},
+                        settings=settings, now=time.time())
+    eager = current_attempt.get() is None
+    transport = EagerTransport() if eager else get_transport(settings)
+    sent = [transport.publish(p.request(e, settings, eager=eager))
+            for p, e in split_plan(plan, email)]
+    if eager:
+        return sent[0].response if len(sent) == 1 else [s.response for s in sent]
+    ids = [s.message_id for s in sent]
+    return {"email_message_id": ids[0]} if len(ids) == 1 else {"email_message_ids": ids}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from celery import Task, shared_task
+from celery import Task
 from celery import states as celery_states
 from celery._state import _task_stack
 from celery.exceptions import Ignore, TaskRevokedError
@@ -24,8 +24,8 @@ from kombu.utils.uuid import uuid
 
 from ..config import CallConf, Settings, call_conf, load_settings
 from ..email import coerce_email, splitting_bulk
-from ..errors import RetryNotSupported, UnsupportedOption
-from ..publish.options import canvas_error
+from ..errors import RetryNotSupported
+from ..publish.options import canvas_error, warn_once
 from ..publish.plan import PublishPlan, plan_publish
 from ..publish.transports import EagerTransport, get_transport
 from ..publish.transports.eager import eager_forced
@@ -45,7 +45,7 @@ from .batch import (
 from .planning import _MAX_PLANS, _canvas_step, _plan_key, _roundtrip, _routed_queue, task_attrs
 from .tracing import _push_request, _replay, _run_body, _traced_apply
 
-__all__ = ["QStashTask", "autosend_task"]
+__all__ = ["QStashTask"]
 
 class _Eager(NamedTuple):
     task_id: str
@@ -119,6 +119,14 @@ class QStashTask(Task):  # type: ignore[misc]
 
         prepared = self._prepare(plan, settings, merged, args, kwargs, conf=conf)
         if prepared is None:  # "nothing to send": returned None or raised Ignore
+            if plan.delay or plan.not_before is not None:
+                # The body already ran, now: whatever it did was not delayed.
+                warn_once(
+                    "countdown:ignored-body",
+                    f"{self.name}: the body ran at call time and sent nothing, so countdown/"
+                    "eta delayed nothing; for work that must happen later use @qstash_task, "
+                    "or @autosend_task(deferred=True) for an email rendered at delivery",
+                )
             return self._ignored(task_id)
         collector = current_collector()
         if collector is not None:  # inside group(...).apply_async(): published as one batch
@@ -582,15 +590,3 @@ def _on_commit(fn: Callable[[], Any]) -> None:
         fn()
         return
     transaction.on_commit(fn)
-
-
-def autosend_task(*args: Any, **options: Any) -> Any:
-    """``shared_task`` for email tasks: bare (``@autosend_task``) or with options.
-
-    The task body returns an :class:`~celery_qstash.Email`, a
-    :class:`~celery_qstash.BulkEmail` or a dict of AutoSend fields.
-    """
-    base = options.setdefault("base", QStashTask)
-    if not (isinstance(base, type) and issubclass(base, QStashTask)):
-        raise UnsupportedOption("base", "autosend_task needs a QStashTask subclass as base")
-    return shared_task(*args, **options)

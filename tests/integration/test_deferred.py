@@ -8,6 +8,7 @@ deadline (never a duration it asserts on).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,12 +16,19 @@ from typing import Any
 
 import httpx
 import pytest
-from celery import Celery
+from celery import Celery, chord, group
 from celery.result import AsyncResult
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
 from starlette.applications import Starlette
+from waiting import wait_until
 
-from celery_qstash import DeferredTask, UnsupportedOption
+from celery_qstash import (
+    CeleryQStashWarning,
+    DeferredTask,
+    Email,
+    UnsupportedOption,
+    autosend_task,
+)
 from celery_qstash.local.emulator.signing import sign
 from celery_qstash.local.serving import ThreadedServer
 from celery_qstash.publish.message import MESSAGE_KIND
@@ -245,3 +253,89 @@ def test_a_task_that_is_not_deferred_is_refused_even_when_signed(
     assert answer.status_code == 489
     assert answer.headers["Upstash-NonRetryable-Error"] == "true"
     assert runs.of("plain") == []
+
+
+def test_a_deferred_email_renders_the_state_at_delivery(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    """The openwisp digest shape: what is unread when the digest goes out, not when it
+    was scheduled; nothing at all when everything was read meanwhile."""
+    unread: dict[str, list[str]] = {"ada": ["n1"], "bob": ["n1"]}
+
+    @autosend_task(deferred=True, name="live.digest")
+    def digest(user: str) -> Email | None:
+        items = unread[user]
+        if not items:
+            return None
+        return Email(to=f"{user}@example.com", from_="news@acme.example",
+                     subject=f"{len(items)} unread", text=", ".join(items))
+
+    ada = digest.apply_async(("ada",), countdown=1)
+    bob = digest.apply_async(("bob",), countdown=1)
+    unread["ada"].extend(["n2", "n3"])  # piled up before the digest goes out
+    unread["bob"].clear()  # read meanwhile
+    [email] = dev_servers.wait_for_emails(1, timeout=20)
+    assert email["subject"] == "3 unread" and email["to"]["email"] == "ada@example.com"
+    assert ada.get(timeout=20)["email_message_id"]
+    # Celery's IGNORED is not a ready state (get() would wait on): poll the state.
+    wait_until(lambda: bob.state == "IGNORED", "bob's digest read IGNORED")
+    assert len(dev_servers.emails()) == 1
+
+
+def test_a_group_is_one_batch_and_each_result_comes_back(
+    live_app: Celery, receiver_url: str, runs: Runs, caplog: pytest.LogCaptureFixture
+) -> None:
+    add = _add(live_app, runs)
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        results = group(add.s(i, i) for i in range(4)).apply_async()
+    # What the SDK sent to QStash (httpx logs each request): one /v2/batch, no publish.
+    sent = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert [m for m in sent if "/v2/batch" in m] and not [m for m in sent if "/v2/publish" in m]
+    assert sorted(r.get(timeout=20) for r in results.results) == [0, 2, 4, 6]
+
+
+def test_a_chord_is_refused_at_the_call_site(live_app: Celery, receiver_url: str,
+                                             runs: Runs) -> None:
+    add = _add(live_app, runs)
+    with pytest.raises(UnsupportedOption, match="chord"):
+        chord([add.s(1, 1), add.s(2, 2)])(add.s(0))
+    assert runs.of("add") == []
+
+
+def test_an_ordinary_celery_result_backend_gets_the_result(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    live_app.conf.result_backend = "cache+memory://"
+    add = _add(live_app, runs)
+    result = add.delay(40, 2)
+    assert type(result).__name__ == "AsyncResult"
+    assert result.get(timeout=20) == 42
+
+
+def test_eager_mode_runs_the_body_at_call_time_with_the_same_refusals(
+    live_app: Celery, runs: Runs
+) -> None:
+    live_app.conf.task_always_eager = True
+    add = _add(live_app, runs)
+    assert add.delay(1, 2).get() == 3
+    assert runs.of("add") == [(1, 2)]
+    with pytest.raises(UnsupportedOption, match=r"kwargs\['y'\].*bytes"):
+        add.delay(1, y=b"2")
+    with pytest.raises(UnsupportedOption, match="not a Celery option"):
+        add.apply_async((1, 2), countdwn=3)
+
+
+def test_an_email_task_that_sent_nothing_says_its_countdown_delayed_nothing(
+    live_app: Celery, dev_servers: DevServers
+) -> None:
+    """The IGNORED-with-no-warning trap: a non-email body under @autosend_task with an
+    eta ran its side effects at once."""
+    done: list[int] = []
+
+    @autosend_task(name="live.not_an_email")
+    def cleanup(n: int) -> None:
+        done.append(n)
+
+    with pytest.warns(CeleryQStashWarning, match="ran at call time.*@qstash_task"):
+        cleanup.apply_async((1,), countdown=60)
+    assert done == [1]

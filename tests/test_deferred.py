@@ -1,0 +1,179 @@
+"""Deferred tasks without servers: the message, the plan's request, the receiver's
+keys and answers (the end-to-end path is tests/integration/test_deferred.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from celery_qstash import DeferredTask, UnsupportedOption, qstash_task
+from celery_qstash.clock import FakeClock
+from celery_qstash.config import load_settings
+from celery_qstash.local.emulator.signing import sign
+from celery_qstash.publish.message import MESSAGE_KIND, json_arguments, task_message
+from celery_qstash.publish.plan import plan_publish
+from celery_qstash.publish.request import TaskAttrs
+from celery_qstash.receiver import CallbackReceiver, MemoryLedger, ReceivedRequest
+from celery_qstash.receiver.core import delivery_key
+
+URL = "https://app.example/qstash/receive"
+KEY = "sig_" + "k" * 40
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "where"),
+    [
+        ((1, {2}), {}, r"args\[1\]: t: set"),
+        ((), {"blob": b"x"}, r"kwargs\['blob'\]: t: bytes"),
+        ((object(),), {}, r"args\[0\]: t: object"),
+        (({1: "a"},), {}, r"args\[0\]: t: dict does not survive JSON"),
+        ((float("nan"),), {}, r"args\[0\]: t: float"),
+    ],
+)
+def test_arguments_json_cannot_carry_are_named(args: Any, kwargs: Any, where: str) -> None:
+    with pytest.raises(UnsupportedOption, match=where):
+        json_arguments("t", args, kwargs)
+
+
+def test_plain_arguments_pass() -> None:
+    json_arguments("t", (1, "a", [1, (2, 3)], {"k": None}, 2.5, True), {"x": {"y": [1]}})
+
+
+def test_each_retry_has_its_own_deduplication_id_and_the_task_id_as_label() -> None:
+    settings = load_settings(None)
+    plan = plan_publish(task=TaskAttrs(name="t", max_retries=3), task_id="tid",
+                        options={"countdown": 5}, settings=settings, now=0.0)
+    message = task_message("t", "tid", [1], {}, retries=0)
+    first = plan.task_request(message, URL, settings, attempt=0)
+    retry = plan.task_request(message, URL, settings, attempt=2)
+    assert (first.deduplication_id, retry.deduplication_id) == ("tid", "tid.retry2")
+    assert first.label == retry.label == "tid"
+    # QStash retries what is left of max_retries: every attempt counts once.
+    assert (first.retries, retry.retries) == (3, 1)
+    assert first.body["retry_budget"] == 3 and first.authorization is None
+    assert "Authorization" not in first.sent_headers
+    assert first.delay == 5 and first.url == URL
+
+
+def test_the_ledger_key_comes_from_the_signed_body() -> None:
+    message = task_message("t", "tid", [], {})
+    again = task_message("t", "tid", [], {})
+    assert delivery_key("task.run", message) != delivery_key("task.run", again)
+    assert delivery_key("task.run", {**message, "delivery": 5}) is None
+
+
+def test_the_receiver_url_is_required_to_publish() -> None:
+    app = Celery("no-receiver", set_as_current=False)
+    app.conf.qstash_token = "t"
+
+    @app.task(base=DeferredTask, name="nr.t", shared=False)
+    def t() -> None: ...
+
+    with pytest.raises(Exception, match="qstash_receiver_url"):
+        t.delay()
+
+
+def test_qstash_task_refuses_a_base_that_is_not_deferred() -> None:
+    from celery import Task
+
+    with pytest.raises(TypeError, match="DeferredTask"):
+        qstash_task(base=Task)
+
+
+class _Busy(MemoryLedger):
+    """A ledger where another process holds every lease."""
+
+    def begin(self, key: str, now: float, lease: float) -> Any:
+        return "busy"
+
+
+def _signed(body: dict[str, Any]) -> ReceivedRequest:
+    raw = json.dumps(body).encode()
+    return ReceivedRequest("POST", URL, {
+        "Upstash-Signature": sign(KEY, URL, raw, time.time()),
+        "Upstash-Message-Id": "msg_1", "Upstash-Retried": "0"}, raw)
+
+
+@pytest.fixture
+def app() -> Celery:
+    app = Celery("deferred-unit", set_as_current=False)
+    app.conf.update(qstash_current_signing_key=KEY, qstash_next_signing_key=KEY,
+                    qstash_receiver_url=URL, qstash_token="t")
+    return app
+
+
+def test_a_concurrent_duplicate_is_not_answered_2xx(app: Celery) -> None:
+    ran: list[int] = []
+
+    @app.task(base=DeferredTask, name="u.work", shared=False)
+    def work() -> None:
+        ran.append(1)
+
+    body = {"kind": MESSAGE_KIND, "task": "u.work", "id": "a", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n1"}
+    answer = CallbackReceiver(app, ledger=_Busy()).handle(_signed(body))
+    assert answer.status == 409 and answer.headers["Retry-After"]
+    assert ran == []
+
+
+def test_a_failed_body_leaves_the_key_for_qstashs_retry(app: Celery) -> None:
+    attempts: list[int] = []
+
+    @app.task(base=DeferredTask, name="u.flaky", shared=False, bind=True)
+    def flaky(self: Any) -> str:
+        attempts.append(self.request.retries)
+        if len(attempts) == 1:
+            raise OSError("down")
+        return "ok"
+
+    receiver = CallbackReceiver(app, ledger=MemoryLedger(), clock=FakeClock())
+    body = {"kind": MESSAGE_KIND, "task": "u.flaky", "id": "b", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n2", "retry_budget": 3}
+    first = receiver.handle(_signed(body))
+    assert first.status == 500 and first.payload["status"] == "RETRY"
+    assert "down" in first.payload["exc_message"][0]
+    retried = receiver.handle(_signed(body))
+    assert retried.status == 200 and retried.payload["result"] == "ok"
+    again = receiver.handle(_signed(body))
+    assert again.payload["outcome"] == "duplicate"
+    assert attempts == [0, 0]
+
+
+def test_reject_is_non_retryable_and_ignore_is_done(app: Celery) -> None:
+    from celery.exceptions import Ignore, Reject
+
+    @app.task(base=DeferredTask, name="u.reject", shared=False)
+    def reject() -> None:
+        raise Reject("bad message", requeue=False)
+
+    @app.task(base=DeferredTask, name="u.ignore", shared=False)
+    def ignore() -> None:
+        raise Ignore()
+
+    receiver = CallbackReceiver(app, ledger=MemoryLedger())
+    base = {"kind": MESSAGE_KIND, "id": "c", "args": [], "kwargs": {}, "retries": 0}
+    rejected = receiver.handle(_signed({**base, "task": "u.reject", "delivery": "n3"}))
+    assert rejected.status == 489 and rejected.headers["Upstash-NonRetryable-Error"] == "true"
+    ignored = receiver.handle(_signed({**base, "task": "u.ignore", "delivery": "n4"}))
+    assert ignored.status == 200 and ignored.payload["status"] == "IGNORED"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [{"id": 5}, {"args": "x"}, {"kwargs": []}, {"retries": "0"}, {"chain": [1]}],
+)
+def test_a_malformed_message_is_a_400_and_runs_nothing(app: Celery, field: Any) -> None:
+    ran: list[int] = []
+
+    @app.task(base=DeferredTask, name="u.m", shared=False)
+    def m() -> None:
+        ran.append(1)
+
+    body = {"kind": MESSAGE_KIND, "task": "u.m", "id": "d", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n5", **field}
+    assert CallbackReceiver(app, ledger=MemoryLedger()).handle(_signed(body)).status == 400
+    assert ran == []
