@@ -202,11 +202,11 @@ class WebhookEmitter:
         with self.store.transaction() as db:
             rows = db.execute(
                 "SELECT event, body, state, attempts, last_status, last_error, due_at,"
-                " delivery_id FROM webhooks WHERE email_id = ? ORDER BY due_at, seq",
+                " delivery_id FROM webhooks WHERE email_id = ? ORDER BY seq",
                 (email_id,)).fetchall()
         return [{"event": r[0], "createdAt": json.loads(r[1]).get("createdAt"), "state": r[2],
                  "attempts": r[3], "lastStatus": r[4], "lastError": r[5], "dueAt": r[6],
-                 "deliveryId": r[7]} for r in rows]
+                 "deliveryId": r[7], "body": r[1]} for r in rows]
 
     # -- sending -----------------------------------------------------------------
 
