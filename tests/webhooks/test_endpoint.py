@@ -235,3 +235,44 @@ def test_the_flask_route(app: Celery, seen: list[Any]) -> None:
     good = request()
     answer = web.test_client().post("/hooks", data=good.body, headers=dict(good.headers))
     assert answer.status_code == 200 and [s["event"] for s in seen] == ["email.delivered"]
+
+
+def test_the_django_url_include(app: Celery, seen: list[Any],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(INSTALLED_APPS=[], ALLOWED_HOSTS=["testserver"],
+                           ROOT_URLCONF=__name__)
+        django.setup()
+    from django.test import Client
+    from django.test.utils import override_settings
+
+    # The view reads Celery's current app; the clock is the real one, so sign for now.
+    app.set_current()
+    good = signed_request("email.delivered", DATA, SECRET, delivery_id="dj-1")
+    headers = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in good[1].items()
+               if k != "Content-Type"}
+    with override_settings(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["testserver"]):
+        client = Client()
+        ok = client.post("/autosend/webhooks/", data=good[0], content_type="application/json",
+                         **headers)
+        again = client.post("/autosend/webhooks/", data=good[0],
+                            content_type="application/json", **headers)
+        forged = client.post("/autosend/webhooks/", data=good[0],
+                             content_type="application/json",
+                             **{**headers, "HTTP_X_WEBHOOK_SIGNATURE": "00"})
+    assert (ok.status_code, again.json()["outcome"], forged.status_code) == (
+        200, "duplicate", 401)
+    assert [s["event"] for s in seen] == ["email.delivered"]
+
+
+def __getattr__(name: str) -> Any:
+    # Django reads ``urlpatterns`` from ROOT_URLCONF lazily; building it needs settings.
+    if name == "urlpatterns":
+        from django.urls import include, path
+
+        return [path("autosend/webhooks/",
+                     include("celery_qstash.contrib.django.webhook_urls"))]
+    raise AttributeError(name)

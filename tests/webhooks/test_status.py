@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 from celery import Celery
 from click.testing import CliRunner
-from starlette.applications import Starlette
 from sandbox.helpers import TestClient
+from starlette.applications import Starlette
 
 from celery_qstash import Email, QStashTask
 from celery_qstash import webhooks as hooks
 from celery_qstash.cli import main
 from celery_qstash.clock import FakeClock
+from celery_qstash.config import load_settings
 from celery_qstash.errors import ConfigurationError
 from celery_qstash.local.dashboard import create_app
 from celery_qstash.local.serving import ThreadedServer, free_port
 from celery_qstash.publish.transports.qstash import client_for
-from celery_qstash.config import load_settings
 from celery_qstash.status import StatusClient
 from celery_qstash.testing import DevServers
 from celery_qstash.webhooks import (
@@ -77,7 +77,7 @@ def test_async_result_info_shows_the_latest_fate(sent_two: tuple[Celery, DevServ
 
 
 def test_inspect_shows_bounced(sent_two: tuple[Celery, DevServers], redis_url: str) -> None:
-    app, servers = sent_two
+    _app, servers = sent_two
     env = {"QSTASH_URL": servers.emulator.url, "QSTASH_TOKEN": servers.emulator.token,
            "AUTOSEND_EVENT_STORE_URL": redis_url, "NO_COLOR": "1"}
     text = CliRunner().invoke(main, ["inspect", "status-bounce", "--wide"], env=env)
@@ -94,7 +94,7 @@ def test_inspect_shows_bounced(sent_two: tuple[Celery, DevServers], redis_url: s
 
 def test_the_dashboard_and_flowers_task_info_show_bounced(
         sent_two: tuple[Celery, DevServers]) -> None:
-    app, servers = sent_two
+    app, _servers = sent_two
     board = create_app(StatusClient(client_for(load_settings(app.conf))),
                        event_store=configured_event_store(app.conf))
     with TestClient(board) as client:
