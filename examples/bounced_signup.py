@@ -77,8 +77,8 @@ def run() -> dict[int, User]:
             servers.send_webhooks_to(endpoint.url)
             sign_up(User(1, "ada@example.com", "Ada"))
             sign_up(User(2, "bounce@example.com", "Bo"))
-            servers.advance(0)    # QStash delivers both emails; AutoSend says "sent"
-            servers.advance(1)    # a second later: delivered, and bounced
+            servers.advance(0)    # QStash delivers both emails to AutoSend
+            servers.advance(2)    # AutoSend's webhooks: sent, then delivered, and bounced
     return USERS
 
 

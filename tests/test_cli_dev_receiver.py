@@ -27,7 +27,7 @@ APP_MODULE = textwrap.dedent('''
     import os
     from celery import Celery
     from celery_qstash import Email, QStashTask
-    from celery_qstash.signals import email_delivered
+    from celery_qstash.signals import email_delivered, email_event
 
     app = Celery("devloop")
 
@@ -40,6 +40,11 @@ APP_MODULE = textwrap.dedent('''
     def record(sender, task_id, email_id, **kwargs):
         with open(os.environ["DEVLOOP_LOG"], "a") as log:
             log.write(f"{task_id} {email_id}\\n")
+
+    @email_event.connect
+    def webhook(sender, event, task_id, **kwargs):
+        with open(os.environ["DEVLOOP_EVENTS"], "a") as log:
+            log.write(f"{task_id} {event}\\n")
 ''')
 
 
@@ -88,8 +93,10 @@ def test_a_bad_app_path_is_a_usage_error(tmp_path: Path) -> None:
 def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
     (tmp_path / "devloop_app.py").write_text(APP_MODULE)
     log = tmp_path / "delivered.log"
+    events = tmp_path / "events.log"
     ports = [free_port() for _ in range(3)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEVLOOP_LOG": str(log),
+           "DEVLOOP_EVENTS": str(events),
            "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery_qstash", "dev", "--app", "devloop_app:app",
@@ -121,8 +128,15 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
         while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert log.read_text().split()[0] == "devloop-5"
+        # The sandbox's webhooks reach the app's endpoint in the dev process: sent, then
+        # delivered a second later, both with the task's id.
+        wanted = "devloop-5 email.sent\ndevloop-5 email.delivered\n"
+        while not (events.exists() and events.read_text() == wanted):
+            assert time.monotonic() < deadline + 10, events.read_text() if events.exists() else ""
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         sys.modules.pop("devloop_app", None)
     assert f"export QSTASH_CALLBACK_URL={callback_url}" in out
+    assert "export AUTOSEND_WEBHOOK_SECRET=" in out

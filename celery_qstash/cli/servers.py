@@ -223,6 +223,8 @@ def dev(
     here is byte for byte what it publishes in production.
     """
     _need_local()
+    if webhook_url and not webhook_url.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
     celery_app = None
     if app_path:
         from .beat import _load_app

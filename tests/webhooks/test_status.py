@@ -62,7 +62,7 @@ def sent_two(redis_url: str) -> Iterator[tuple[Celery, DevServers]]:
             send.apply_async(("ok@example.com",), task_id="status-ok")
             send.apply_async(("bounce@example.com",), task_id="status-bounce")
             servers.advance(0)
-            servers.advance(1)
+            servers.advance(2)
             yield app, servers
 
 

@@ -2,8 +2,11 @@
 
 What AutoSend documents (reference notes §1.7), done here:
 
-- every accepted email gets ``email.sent`` at once, then its fate :data:`OUTCOME_DELAY`
-  seconds later: ``email.delivered``, or what a simulator address or a bounce rule asks;
+- every accepted email gets ``email.sent`` :data:`SENT_DELAY` seconds after it was
+  accepted (by then QStash has reported AutoSend's answer to the app, as it would in
+  production, where handing the email to a mail server takes longer), then its fate a
+  second later (:data:`OUTCOME_DELAY`): ``email.delivered``, or what a simulator address
+  or a bounce rule asks;
 - the current envelope ``{"type", "createdAt", "data": {emailId, from, to: {email, name},
   subject, test, batchId?, templateId?}}``, signed as ``X-Webhook-Signature`` = hex
   HMAC-SHA256 of the raw body, with ``X-Webhook-Event``, ``X-Webhook-Delivery-Id`` (the
@@ -52,15 +55,17 @@ from ...webhooks.signing import (
 )
 from .store import Message, SandboxStore
 
-__all__ = ["OUTCOME_DELAY", "RETRY_SCHEDULE", "BounceRule", "WebhookEmitter", "simulated"]
+__all__ = ["OUTCOME_DELAY", "RETRY_SCHEDULE", "SENT_DELAY", "BounceRule", "WebhookEmitter",
+           "simulated"]
 
 logger = logging.getLogger("celery_qstash.local.sandbox")
 
 #: Seconds between a failed attempt and the next (AutoSend's current docs: about 5 s,
 #: 10 s, 20 s; 4 attempts in all). The older docs' 1, 5 and 15 minutes: pass them.
 RETRY_SCHEDULE: tuple[float, ...] = (5.0, 10.0, 20.0)
-#: Seconds from ``email.sent`` to the email's fate (delivered, bounced).
-OUTCOME_DELAY = 1.0
+#: Seconds from acceptance to ``email.sent``, and to the email's fate (delivered, bounced).
+SENT_DELAY = 1.0
+OUTCOME_DELAY = 2.0
 #: AutoSend waits this long for a 2xx.
 TIMEOUT = 10.0
 
@@ -158,7 +163,7 @@ class WebhookEmitter:
     def _plan(self, msg: Message) -> list[tuple[str, float, dict[str, Any]]]:
         """``(event, seconds after acceptance, extra data)`` for one accepted email."""
         to = str(msg["to"]["email"])
-        plan: list[tuple[str, float, dict[str, Any]]] = [("email.sent", 0.0, {})]
+        plan: list[tuple[str, float, dict[str, Any]]] = [("email.sent", SENT_DELAY, {})]
         rule = self._bounce_for(to)
         kind = simulated(to)
         if rule is not None or kind in ("bounce", "suppressionlist"):
@@ -170,7 +175,7 @@ class WebhookEmitter:
             return plan
         plan.append(("email.delivered", OUTCOME_DELAY, {}))
         if kind == "complaint":
-            plan.append(("email.spam_reported", 2 * OUTCOME_DELAY,
+            plan.append(("email.spam_reported", OUTCOME_DELAY + 1,
                          {"reason": "abuse (sandbox: the complaint@ simulator address)"}))
         return plan
 
