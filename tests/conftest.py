@@ -7,6 +7,11 @@
   talk to servers on loopback.
 * an autouse fixture that empties the eager outbox, resets the once-per-process
   warnings and removes ``QSTASH_*``/``AUTOSEND_*`` environment variables.
+* ``django_settings``: Django configured once (SQLite in memory, no apps) unless a test
+  configured it first.
+* ``redis_server``/``redis_url``: Debian's ``redis-server``, started once per session on a
+  free loopback port and a unix socket with no persistence (``scripts/test`` installs
+  it), for the shared delivery ledgers.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import itertools
 import json
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -113,3 +121,68 @@ def qstash_mock() -> Iterator[respx.MockRouter]:
         )
         router.post(f"{QSTASH_URL}/v2/batch", name="batch").mock(side_effect=answer_batch)
         yield router
+
+
+@pytest.fixture(scope="session")
+def django_settings() -> None:
+    """Django's settings, configured once per session (SQLite in memory, no apps)."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            INSTALLED_APPS=[],
+        )
+        django.setup()
+
+
+class RedisServer(NamedTuple):
+    url: str  #: ``redis://127.0.0.1:<port>/0``
+    socket: Path  #: its unix socket (``unix://<socket>``)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this session's own on a free loopback port and a unix socket:
+    no RDB, no AOF, its working files in a temporary folder; stopped at the end."""
+    import redis
+    from waiting import wait_until
+
+    from celery_qstash.local.serving import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run scripts/test (it installs Debian's)")
+    port = free_port()
+    folder: Path = tmp_path_factory.mktemp("redis")
+    socket = folder / "redis.sock"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", str(folder), "--protected-mode", "yes", "--unixsocket", str(socket),
+         "--unixsocketperm", "700"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"redis-server exited with {proc.returncode}"
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(answers, "redis-server to answer PING")
+        client.close()
+        yield RedisServer(url, socket)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:<port>/0`` of the session's ``redis-server``."""
+    return redis_server.url

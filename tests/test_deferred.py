@@ -130,7 +130,7 @@ def test_a_failed_body_leaves_the_key_for_qstashs_retry(app: Celery) -> None:
             raise OSError("down")
         return "ok"
 
-    receiver = CallbackReceiver(app, ledger=MemoryLedger(), clock=FakeClock())
+    receiver = CallbackReceiver(app, ledger=MemoryLedger(), clock=FakeClock(time.time()))
     body = {"kind": MESSAGE_KIND, "task": "u.flaky", "id": "b", "args": [], "kwargs": {},
             "retries": 0, "delivery": "n2", "retry_budget": 3}
     first = receiver.handle(_signed(body))
@@ -177,3 +177,36 @@ def test_a_malformed_message_is_a_400_and_runs_nothing(app: Celery, field: Any) 
             "retries": 0, "delivery": "n5", **field}
     assert CallbackReceiver(app, ledger=MemoryLedger()).handle(_signed(body)).status == 400
     assert ran == []
+
+
+def test_the_signature_is_checked_on_the_receivers_clock(app: Celery) -> None:
+    """Time moved past the token's 5 minutes (as the ledger's window moves with the same
+    clock): the token is no longer valid, whatever the wall clock says."""
+    ran: list[int] = []
+
+    @app.task(base=DeferredTask, name="u.clock", shared=False)
+    def clocked() -> None:
+        ran.append(1)
+
+    clock = FakeClock(time.time())
+    receiver = CallbackReceiver(app, ledger=MemoryLedger(window=60), clock=clock)
+    body = {"kind": MESSAGE_KIND, "task": "u.clock", "id": "e", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n6"}
+    request = _signed(body)
+    assert receiver.handle(request).status == 200
+    clock.advance(301)  # past the ledger's window and the token's exp alike
+    assert receiver.handle(request).status == 401
+    assert ran == [1]
+
+
+@pytest.mark.parametrize("claims", [{"body": 5}, {"sub": 7}, {"nbf": "soon"}, {"body": None}])
+def test_a_signed_token_with_odd_claims_is_a_401(app: Celery, claims: dict[str, Any]) -> None:
+    import jwt
+
+    raw = b"{}"
+    now = int(time.time())
+    token = jwt.encode({"iss": "Upstash", "sub": URL, "exp": now + 300, "nbf": now,
+                        "iat": now, "jti": "j", "body": "x", **claims}, KEY, algorithm="HS256")
+    request = ReceivedRequest("POST", URL, {"Upstash-Signature": token,
+                                            "Upstash-Message-Id": "m"}, raw)
+    assert CallbackReceiver(app, ledger=MemoryLedger()).handle(request).status == 401

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import django
 import httpx
 import pytest
 import respx
@@ -13,16 +12,9 @@ from celery import Celery
 from celery_qstash import Email, QStashTask
 
 
-@pytest.fixture(scope="module")
-def django_db() -> None:
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(
-            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-            INSTALLED_APPS=[],
-        )
-        django.setup()
+@pytest.fixture
+def django_db(django_settings: None) -> None:
+    """Django configured (tests/conftest.py); the tests run inside its transactions."""
 
 
 @pytest.fixture

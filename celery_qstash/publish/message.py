@@ -18,8 +18,14 @@ from typing import Any
 from ..errors import UnsupportedOption
 
 __all__ = [
-    "ANSWER_KIND", "MESSAGE_KIND", "TASK_RUN", "is_task_message", "json_arguments",
-    "task_answer", "task_message",
+    "ANSWER_KIND",
+    "MESSAGE_KIND",
+    "TASK_RUN",
+    "firing_id",
+    "is_task_message",
+    "json_arguments",
+    "task_answer",
+    "task_message",
 ]
 
 #: The body's marker and version; a receiver refuses a version it does not know.
@@ -37,9 +43,11 @@ def task_answer(response: Any) -> dict[str, Any] | None:
         return response
     return None
 
-#: Request fields that travel as they are (each a JSON value Celery's tracer reads).
-CANVAS_FIELDS = ("root_id", "parent_id", "group", "group_index", "callbacks", "errbacks",
-                 "chain", "shadow", "eta", "expires", "ignore_result", "headers")
+#: Request fields that travel as they are (each a JSON value Celery's tracer reads), and
+#: ``schedule``: the message is a QStash schedule's, sent again on every firing (each
+#: firing's task id is ``<id>.<QStash message id>``).
+MESSAGE_FIELDS = ("root_id", "parent_id", "group", "group_index", "callbacks", "errbacks",
+                  "chain", "shadow", "eta", "expires", "ignore_result", "headers", "schedule")
 
 
 def is_task_message(body: Any) -> bool:
@@ -50,8 +58,8 @@ def task_message(
     name: str, task_id: str, args: Any, kwargs: Any, *, retries: int = 0,
     **fields: Any,
 ) -> dict[str, Any]:
-    """The JSON body for one publish of ``name``; ``fields`` are :data:`CANVAS_FIELDS`."""
-    unknown = set(fields) - set(CANVAS_FIELDS)
+    """The JSON body for one publish of ``name``; ``fields`` are :data:`MESSAGE_FIELDS`."""
+    unknown = set(fields) - set(MESSAGE_FIELDS)
     if unknown:  # a programming error of ours, not the user's
         raise TypeError(f"not a message field: {sorted(unknown)}")
     message: dict[str, Any] = {
@@ -94,3 +102,10 @@ def _not_json(value: Any) -> str | None:
     if json.loads(text) != value and not isinstance(value, (tuple, list)):
         return f"{type(value).__name__} does not survive JSON unchanged"
     return None
+
+
+def firing_id(body: Mapping[str, Any], message_id: str) -> str:
+    """The task id of a delivery: the message's own, or for a schedule's message (the
+    same body every firing) one per firing, from QStash's message id."""
+    task_id = str(body.get("id"))
+    return f"{task_id}.{message_id}" if body.get("schedule") else task_id

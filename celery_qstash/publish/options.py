@@ -60,6 +60,9 @@ class Rule:
     qstash: str
     note: str
     apply: Callable[[_Draft, Any], None] | None = None
+    #: For a deferred task (its body runs at delivery, on the receiver), where this row
+    #: means something else: what it does there. ``None``: the same as for an email task.
+    at_delivery: str | None = None
 
 
 @dataclass
@@ -335,9 +338,12 @@ TASK_ATTRIBUTES: dict[str, Rule] = {
     "retry_backoff": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "min(retry_backoff_max, factor * 2^retried) in ms"),
     "retry_backoff_max": Rule(Outcome.MAPPED, "Upstash-Retry-Delay", "the cap of the backoff expression"),
     "retry_kwargs": Rule(Outcome.MAPPED, "Upstash-Retries, Upstash-Retry-Delay", "max_retries and countdown, as Celery's autoretry uses them; other keys are rejected"),
-    "autoretry_for": Rule(Outcome.IGNORED, "-", "the body runs at call time, so an exception there reaches the caller and nothing is published; QStash retries every failed delivery anyway"),
-    "acks_late": Rule(Outcome.IGNORED, "-", "QStash delivers at least once in any case; AutoSend's Idempotency-Key makes a redelivery send nothing twice"),
-    "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered"),
+    "autoretry_for": Rule(Outcome.IGNORED, "-", "the body runs at call time, so an exception there reaches the caller and nothing is published; QStash retries every failed delivery anyway",
+                          at_delivery="Celery's autoretry runs at delivery: self.retry() publishes the next attempt"),
+    "acks_late": Rule(Outcome.IGNORED, "-", "QStash delivers at least once in any case; AutoSend's Idempotency-Key makes a redelivery send nothing twice",
+                      at_delivery="always so: a delivery is done only after its body succeeded (the receiver's ledger)"),
+    "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered",
+                         at_delivery="jitters autoretry's countdown as in Celery; QStash's own retries of a raising body are not jittered"),
     "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (2/s)"),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up"),
 }

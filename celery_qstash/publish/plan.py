@@ -69,7 +69,7 @@ def _retry_delay(task: TaskAttrs) -> str | None:
     if task.retry_backoff:  # Celery's autoretry: the backoff wins over retry_kwargs' countdown
         factor = int(max(1.0, float(task.retry_backoff)))
         cap_ms = int(task.retry_backoff_max * 1000)
-        if task.retry_jitter:
+        if task.retry_jitter and not task.deferred:
             warn_once("retry_jitter", TASK_ATTRIBUTES["retry_jitter"].note)
         return f"min({cap_ms}, {factor * 1000} * pow(2, retried))"
     countdown = task.retry_kwargs.get("countdown")
@@ -308,9 +308,11 @@ def plan_publish(
             "retry_kwargs",
             f"only max_retries and countdown have a QStash equivalent, not {sorted(unknown)}",
         )
-    if task.autoretry_for:
+    # Rows that mean something at delivery (TASK_ATTRIBUTES' at_delivery) warn only for
+    # a task whose body runs at call time.
+    if task.autoretry_for and not task.deferred:
         warn_once("autoretry_for", TASK_ATTRIBUTES["autoretry_for"].note)
-    if task.acks_late:
+    if task.acks_late and not task.deferred:
         warn_once("acks_late", TASK_ATTRIBUTES["acks_late"].note)
     retries: int | None = task.retry_kwargs.get("max_retries", task.max_retries)
     if retries is None:

@@ -103,3 +103,5 @@ class TaskAttrs:
     autoretry_for: tuple[type[BaseException], ...] = ()
     acks_late: bool = False
     declared: frozenset[str] = frozenset()
+    #: The body runs at delivery (a deferred task), not at call time.
+    deferred: bool = False

@@ -36,7 +36,7 @@ from celery.utils.nodenames import gethostname
 
 from ..config import load_settings
 from ..errors import scrub
-from ..publish.message import ANSWER_KIND
+from ..publish.message import ANSWER_KIND, firing_id
 from ..tasks.deferred import Attempt, DeferredTask, current_attempt
 from .request import Delivery, ReceiverResponse
 
@@ -158,7 +158,7 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
     if not isinstance(task, DeferredTask):
         # Only what this library published runs: never an arbitrary task of the app.
         return _refuse(489, "not a deferred task of this app")
-    task_id = body["id"]
+    task_id = firing_id(body, delivery.message_id)
     if _expired(body, receiver.clock.now()):
         task.backend.mark_as_revoked(task_id, "expired", request=None, store_result=True,
                                      state=states.REVOKED)
@@ -171,7 +171,8 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
     token = current_attempt.set(attempt)
     try:
         retval, info, _, _ = _tracer(task)(
-            task_id, body["args"], body["kwargs"], _request(task, body, delivery, retried)
+            task_id, body["args"], body["kwargs"],
+            _request(task, {**body, "id": task_id}, delivery, retried),
         )
     finally:
         current_attempt.reset(token)

@@ -202,7 +202,9 @@ def desired_schedules(
     app: Any, *, prefix: str = DEFAULT_PREFIX, settings: Settings | None = None
 ) -> tuple[list[DesiredSchedule], list[Change]]:
     """The schedules the app's ``beat_schedule`` asks for, and the entries left to beat."""
+    from ..publish.message import json_arguments, task_message
     from ..publish.plan import plan_publish
+    from ..tasks.deferred import DeferredTask
     from ..tasks.planning import task_attrs
     from ..tasks.task import QStashTask
 
@@ -216,7 +218,7 @@ def desired_schedules(
             raise ConfigurationError(
                 "beat_schedule", f"entry {name!r}: task {task_name!r} is not registered"
             )
-        if not isinstance(task, QStashTask):
+        if not isinstance(task, (QStashTask, DeferredTask)):
             skipped.append(
                 Change("skip", None, name, reason="not a QStash task: left to celery beat")
             )
@@ -236,18 +238,29 @@ def desired_schedules(
             now=time.time(), link=options.get("link"), link_error=options.get("link_error"),
         )
         args, kwargs = entry.get("args") or (), entry.get("kwargs") or {}
-        email = coerce_email(task._render(schedule_id, list(args), dict(kwargs)),
-                             default_from=settings.default_from)
-        request = plan.request(email, settings)
-        # A fixed Idempotency-Key would make AutoSend replay the first day's answer every
-        # day after: scheduled messages go without one (QStash's own delivery still applies).
-        headers = {k: v for k, v in request.headers.items() if k != "Idempotency-Key"}
+        if isinstance(task, DeferredTask):
+            # The body runs at each firing, on the receiver: a digest computed each day.
+            # The message is the same every firing; each firing's task id (and so its
+            # email's idempotency key) comes from QStash's message id at delivery.
+            json_arguments(task.name, tuple(args), dict(kwargs))
+            message = task_message(task.name, schedule_id, list(args), dict(kwargs),
+                                   schedule=True)
+            request = plan.task_request(message, settings.require_receiver_url(), settings)
+            headers = dict(request.sent_headers)
+        else:
+            email = coerce_email(task._render(schedule_id, list(args), dict(kwargs)),
+                                 default_from=settings.default_from)
+            request = plan.request(email, settings)
+            # A fixed Idempotency-Key would make AutoSend replay the first day's answer
+            # every day after: scheduled messages go without one (QStash's own delivery
+            # still applies).
+            headers = {k: v for k, v in request.sent_headers.items() if k != "Idempotency-Key"}
         create: dict[str, Any] = {
             "destination": request.url,
             "cron": cron,
             "body": json.dumps(request.body),
             "content_type": "application/json",
-            "headers": {**headers, "Authorization": request.authorization},
+            "headers": headers,
             "retries": request.retries,
             "retry_delay": request.retry_delay,
             "timeout": request.timeout,
@@ -263,6 +276,9 @@ def desired_schedules(
             create["redact"] = {"header": list(request.redact_headers)}
         create["headers"][OWNER_HEADER] = _owner(app)
         digest_of = {k: v for k, v in create.items() if k != "headers"}
+        # The delivery nonce is new each sync: the fingerprint leaves it out, so an unchanged
+        # deferred entry is not re-created on every sync.
+        digest_of["body"] = _stable_body(create["body"])
         digest_of["headers"] = {
             k: (hashlib.sha256(v.encode()).hexdigest() if k == "Authorization" else v)
             for k, v in create["headers"].items()
@@ -274,6 +290,16 @@ def desired_schedules(
         create["headers"][FINGERPRINT_HEADER] = fingerprint
         wanted.append(DesiredSchedule(name, task.name, schedule_id, cron, create, fingerprint))
     return wanted, skipped
+
+
+def _stable_body(body: str) -> str:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(value, dict):
+        value.pop("delivery", None)
+    return json.dumps(value, sort_keys=True)
 
 
 def _owner(app: Any) -> str:

@@ -89,6 +89,9 @@ class DeferredTask(Task):  # type: ignore[misc]
     """Base class: ``@app.task(base=DeferredTask)``; the body runs on the app's receiver."""
 
     abstract = True
+    #: Read by the option table (TaskAttrs.deferred): rows such as autoretry_for mean
+    #: something here.
+    body_at_delivery = True
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> Any:
         """The result from QStash's logs (``result_backend="qstash://"`` or none), else

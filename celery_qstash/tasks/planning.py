@@ -63,6 +63,7 @@ def task_attrs(task: Task) -> TaskAttrs:
         autoretry_for=tuple(getattr(task, "autoretry_for", None) or ()),
         acks_late=bool(task.acks_late) and _declared(task, "acks_late"),
         declared=frozenset(name for name in _ATTRS if _declared(task, name)),
+        deferred=bool(getattr(task, "body_at_delivery", False)),
     )
 
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from email.mime.text import MIMEText
 from typing import Any
 
-import django
 import httpx
 import pytest
 import respx
@@ -27,16 +26,9 @@ BACKEND = "celery_qstash.contrib.django.EmailBackend"
 QSTASH = "http://qstash.backend.test"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _django() -> None:
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(
-            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-            INSTALLED_APPS=[],
-        )
-        django.setup()
+@pytest.fixture(autouse=True)
+def _django(django_settings: None) -> None:
+    """Every test here sends through Django's mail API (tests/conftest.py configures it)."""
 
 
 @pytest.fixture

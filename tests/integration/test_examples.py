@@ -172,3 +172,78 @@ def test_a_bounced_welcome_marks_the_address_bad() -> None:
 def test_time_only_moves_on_a_fake_clock(dev_servers: DevServers) -> None:
     with pytest.raises(RuntimeError, match="FakeClock"):
         dev_servers.advance(60)
+
+
+# -- deferred tasks: bodies run at delivery on the app's receiver -------------------------
+
+
+@pytest.fixture
+def digest_state() -> Iterator[None]:
+    from examples import notification_digest
+
+    notification_digest.NOTIFICATIONS.clear()
+    yield
+    notification_digest.NOTIFICATIONS.clear()
+
+
+def test_the_digest_reads_what_is_unread_when_it_goes_out(digest_state: None) -> None:
+    """openwisp's digest, ported: 1 email with 3 items (not 3 emails), none when read."""
+    from examples import notification_digest as nd
+
+    with nd.offline() as servers:
+        nd.notify(1, "first")
+        nd.notify(1, "second")
+        servers.advance(60 * 60)
+        nd.notify(1, "third")  # before the digest goes out
+        assert servers.emails() == []  # three hours have not passed
+        servers.advance(nd.BATCH_INTERVAL)
+        [digest] = servers.emails()
+        assert digest["subject"] == "3 new notifications"
+        assert "- third" in digest["text"]
+        nd.notify(1, "fourth")
+        nd.NOTIFICATIONS[-1].unread = False  # read on the site meanwhile
+        servers.advance(nd.BATCH_INTERVAL)
+        assert len(servers.emails()) == 1
+
+
+def test_the_morning_digest_is_computed_at_each_firing_and_sent_once(
+    digest_state: None,
+) -> None:
+    from celery_qstash.schedules.beat import sync
+    from examples import notification_digest as nd
+
+    with nd.offline() as servers:
+        assert servers.clock is not None
+        now = servers.clock.now()
+        changes = sync(nd.app)
+        assert [c.action for c in changes] == ["create"]
+        [schedule] = QStash(servers.emulator.token, base_url=servers.emulator.url).schedule.list()
+        assert schedule.destination == nd.app.conf.qstash_receiver_url
+        nd.NOTIFICATIONS.append(nd.Notification(1, "overnight"))
+        servers.advance(_seconds_to_next_7am(now) + 60)
+        [first] = servers.emails()
+        assert first["subject"] == "1 new notification"
+        servers.advance(DAY)  # nothing new: the second morning's firing sends nothing
+        assert len(servers.emails()) == 1
+        nd.NOTIFICATIONS.extend([nd.Notification(1, "a"), nd.Notification(1, "b")])
+        servers.advance(DAY)
+        assert servers.emails()[0]["subject"] == "2 new notifications"
+        keys = {e["idempotencyKey"] for e in servers.emails()}
+        assert len(keys) == 2  # one per firing
+
+
+def _seconds_to_next_7am(now: float) -> float:
+    seconds = now % DAY
+    return (7 * 3600 - seconds) % DAY or DAY
+
+
+def test_the_thumbnail_chain_runs_each_step_after_the_last() -> None:
+    from examples import thumbnails
+
+    thumbnails.CDN_BUSY["left"] = 1
+    thumbnails.PRODUCTS[7]["thumbnail"] = None
+    with thumbnails.offline():
+        result = thumbnails.on_product_saved(7, "https://cdn.example/mug.jpg")
+        assert result.get(timeout=30) == "https://cdn.example/mug.jpg?w=256"
+        assert thumbnails.PRODUCTS[7]["thumbnail"] == "https://cdn.example/mug.jpg?w=256"
+        assert thumbnails.CDN_BUSY["left"] == 0  # the busy CDN was retried, not failed
