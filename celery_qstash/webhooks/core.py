@@ -32,7 +32,7 @@ from ..clock import Clock, SystemClock
 from ..config import load_settings
 from ..errors import ConfigurationError
 from ..receiver.ledger import DeliveryLedger, ledger_from_settings
-from ..receiver.request import ReceivedRequest, ReceiverResponse
+from ..receiver.request import ReceivedRequest, ReceiverResponse, refused_early
 from ..signals import email_event
 from .events import EmailEvent, WebhookPayloadError, parse_event, parse_time
 from .resolve import find_task, sender_for
@@ -115,10 +115,9 @@ class WebhookReceiver:
         return secrets
 
     def handle(self, request: ReceivedRequest) -> ReceiverResponse:
-        if request.method.upper() != "POST":
-            return ReceiverResponse(405, {"error": "AutoSend's webhooks are POST requests"})
-        if len(request.body) > self.max_body:
-            return ReceiverResponse(413, {"error": f"body over {self.max_body} bytes"})
+        early = refused_early(request, self.max_body, "AutoSend's webhooks")
+        if early is not None:
+            return early
         try:
             secrets = self._secrets_now()
         except ConfigurationError as exc:
