@@ -114,7 +114,8 @@ RETRY_MESSAGE = (
     "published, so there is nothing to retry yet; QStash retries failed deliveries by "
     "itself. Set max_retries, retry_backoff or retry_kwargs={'countdown': ...} on the task "
     "for the delivery retry schedule. To skip sending, return None or raise Ignore(); to "
-    "give up, raise an exception (it reaches the caller and nothing is published)"
+    "give up, raise an exception (it reaches the caller and nothing is published). To run "
+    "the body later and retry it as Celery does, use @autosend_task(deferred=True)"
 )
 
 

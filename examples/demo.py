@@ -29,14 +29,28 @@ sys.path.insert(0, str(ROOT))
 
 
 def _port(preferred: int) -> int:
-    """The preferred port if it is free, else any free one."""
+    """The preferred port if it is free, else any free one.
+
+    Probed as the servers bind (``SO_REUSEADDR``): a port left in TIME_WAIT by a demo
+    stopped a moment ago is free for them, so a re-run keeps the usual ports."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
             return preferred
         except OSError:
             sock.bind(("127.0.0.1", 0))
             return int(sock.getsockname()[1])
+
+
+def cli_command() -> str:
+    """How to run ``celery-qstash`` from a fresh shell: the virtualenv's own script (the
+    venv is not active there), relative to the current directory when it is inside it."""
+    script = Path(sys.executable).parent / "celery-qstash"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 DEFAULT_PORTS = {"emulator": 8080, "sandbox": 8025, "dashboard": 5555}
@@ -150,11 +164,12 @@ def main() -> int:
             print(
                 f"   {message['createdAt']}  to {message['to']['email']:<20} {message['subject']}"
             )
+        url = "" if ports["emulator"] == DEFAULT_PORTS["emulator"] else f" QSTASH_URL={emulator}"
         print(f"""
 Where to look:
    inbox       {sandbox}/            (each email rendered)
    dashboard   {dashboard}/            (tasks, timelines, DLQ)
-   status      QSTASH_DEV=true QSTASH_URL={emulator} celery-qstash status
+   status      QSTASH_DEV=true{url} {cli_command()} status
 """)
         if args.keep_running:
             print("Servers keep running; Ctrl-C stops them.")

@@ -50,7 +50,7 @@ def test_status_and_inspect_read_the_app_given_with_dash_a(example_app: Any, qst
     result = celery("-A", "examples.send_one", "qstash", "status", "--json")
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
-    assert (row["task_id"], row["name"], row["state"]) == (sent.id, "send_one.send_welcome", "SUCCESS")
+    assert (row["uuid"], row["name"], row["state"]) == (sent.id, "send_one.send_welcome", "SUCCESS")
 
     result = celery("-A", "examples.send_one", "qstash", "inspect", sent.id)
     assert result.exit_code == 0, result.output

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from celery import Celery
+from children import INTERRUPTIBLE
 from click.testing import CliRunner
 
 from celery_qstash import Email, QStashTask
@@ -103,6 +104,7 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
          "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
          "--receiver-port", str(ports[2]), "--no-dashboard", "--data-dir", str(tmp_path / "d")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+        **INTERRUPTIBLE,
     )
     try:
         callback_url = f"http://127.0.0.1:{ports[2]}{RECEIVER_PATH}"

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from celery import Celery
+from children import INTERRUPTIBLE
 from click.testing import CliRunner
 
 from celery_qstash import Email, QStashTask
@@ -46,7 +47,7 @@ class Dev:
              "--sandbox-port", str(self.ports[1]), "--dashboard-port", str(self.ports[2]),
              "--data-dir", str(self.data_dir), "--max-body", "64KiB"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **INTERRUPTIBLE,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -166,6 +167,25 @@ def test_dev_with_a_port_in_use_says_which_and_how_to_change_it(
     assert not (tmp_path / "d").exists()  # refused before anything started
 
 
+def test_dev_names_every_busy_port_at_once(tmp_path: Path) -> None:
+    ports = [free_port() for _ in range(3)]
+    with socket.socket() as one, socket.socket() as other:
+        for sock, port in ((one, ports[0]), (other, ports[2])):
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        result = CliRunner().invoke(
+            main, ["dev", "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
+                   "--dashboard-port", str(ports[2]), "--data-dir", str(tmp_path / "d")],
+        )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: port {ports[0]} (QStash emulator) on 127.0.0.1 is in use: "
+        "pick another with --port PORT",
+        f"port {ports[2]} (dashboard) on 127.0.0.1 is in use: pick another with "
+        "--dashboard-port PORT",
+    ]
+
+
 @pytest.mark.parametrize("command", ["emulator", "sandbox"])
 def test_single_servers_with_a_port_in_use_say_so(tmp_path: Path, command: str) -> None:
     with socket.socket() as busy:
@@ -178,3 +198,46 @@ def test_single_servers_with_a_port_in_use_say_so(tmp_path: Path, command: str) 
     assert result.exit_code == 1
     assert f"port {port}" in result.output and "--port PORT" in result.output
     assert "Traceback" not in result.output
+
+
+def test_ctrl_c_reaches_a_child_even_when_the_suite_ignores_it() -> None:
+    # `scripts/test &` starts the suite with SIGINT ignored; its children inherit that.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time\ntry:\n    time.sleep(60)\n"
+             "except KeyboardInterrupt:\n    print('interrupted')"],
+            stdout=subprocess.PIPE, text=True, **INTERRUPTIBLE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        # Early or late, SIGINT stops it: killed by it, or as KeyboardInterrupt.
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode in (0, -signal.SIGINT)
+    assert child.returncode == -signal.SIGINT or out.strip() == "interrupted"
+
+
+@pytest.mark.parametrize("command", ["emulator", "sandbox"])
+def test_the_state_directory_ignores_itself_in_git(tmp_path: Path, command: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery_qstash.cli import servers
+
+    monkeypatch.setattr(servers, "_check_ports", lambda *a: None)
+    started: list[Path] = []
+    module = "celery_qstash.local.emulator" if command == "emulator" \
+        else "celery_qstash.local.sandbox"
+    monkeypatch.setattr(f"{module}.serve", lambda **kw: started.append(kw["data_dir"]))
+    state = tmp_path / ".qstash-dev" / command
+    result = CliRunner().invoke(main, [command, "--data-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    assert started == [state]
+    assert (state / ".gitignore").read_text().splitlines()[-1] == "*"
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    ignored = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                             cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert ignored.stdout == ""  # nothing under .qstash-dev/ shows up

@@ -42,8 +42,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeQStash]:
         yield f
 
 
-def run(cli: click.Group, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
+def run(cli: click.Group, *args: str, columns: int = 120) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env={"COLUMNS": str(columns)})
     return result.exit_code, result.output
 
 
@@ -65,10 +65,10 @@ def test_status_filters_and_json(cli: click.Group, fake: FakeQStash) -> None:
     code, out = run(cli, "status", "--state", "FAILURE", "--json")
     assert code == 0
     (row,) = json.loads(out)
-    assert (row["task_id"], row["state"], row["response_status"]) == ("task-2", "FAILURE", 500)
+    assert (row["uuid"], row["state"], row["response_status"]) == ("task-2", "FAILURE", 500)
 
     _, out = run(cli, "status", "--name", "app.send_receipt", "--json")
-    assert [r["task_id"] for r in json.loads(out)] == ["task-4"]
+    assert [r["uuid"] for r in json.loads(out)] == ["task-4"]
 
 
 def test_status_since_goes_to_qstash(cli: click.Group, fake: FakeQStash) -> None:
@@ -106,6 +106,7 @@ def test_qstash_errors_are_one_line_without_the_token(cli: click.Group, fake: Fa
     assert code == 69  # EX_UNAVAILABLE, as Celery's CLI exits when its broker refuses
     assert "QStash request failed" in out and TOKEN not in out
     assert "Traceback" not in out
+    assert "check qstash_token / QSTASH_TOKEN" in out  # what to fix, by both names
 
 
 def test_inspect_shows_the_timeline(cli: click.Group, fake: FakeQStash) -> None:
@@ -345,16 +346,111 @@ def wide_data(fake: FakeQStash) -> FakeQStash:
     return fake
 
 
-def test_status_fits_100_columns_unless_wide(cli: click.Group, wide_data: FakeQStash) -> None:
-    code, out = run(cli, "status")
-    _, wide = run(cli, "status", "--wide")
+@pytest.mark.parametrize("columns", [80, 100, 132])
+def test_status_fits_the_terminal_unless_wide(cli: click.Group, wide_data: FakeQStash,
+                                              columns: int) -> None:
+    code, out = run(cli, "status", columns=columns)
+    _, wide = run(cli, "status", "--wide", columns=columns)
 
     assert code == 0
-    assert max(map(len, out.splitlines())) <= 100
+    assert max(map(len, out.splitlines())) <= columns
     assert "0f8fad5b…" in out and LONG_ID[:-2] not in out
-    assert "…" in _columns(out, "ID")[0]["NAME"]  # the long name is cut, not wrapped
-    assert max(map(len, wide.splitlines())) > 100
+    name = _columns(out, "ID")[0]["NAME"]
+    # cut, not wrapped, and at its start: the informative end stays
+    assert name.startswith("…") and name.endswith("send_the_quarterly_newsletter_to_subscribers"[-12:])
+    assert max(map(len, wide.splitlines())) > 132
     assert f"{LONG_ID[:-2]}00" in wide and "send_the_quarterly_newsletter_to_subscribers" in wide
+
+
+def test_at_80_columns_the_due_time_gives_way_first(cli: click.Group, fake: FakeQStash) -> None:
+    _, narrow = run(cli, "status", columns=80)
+    _, roomy = run(cli, "status", columns=120)
+
+    assert narrow.splitlines()[0].split() == ["ID", "NAME", "STATE", "RECIPIENT", "CREATED",
+                                              "(UTC)", "RETRIES", "STATUS"]
+    assert "DUE (UTC)" in roomy.splitlines()[0]
+    assert "app.send_welcome" in narrow  # short names are whole
+
+
+def test_inspect_fits_80_columns_and_headers_have_their_own_heading(
+        cli: click.Group, fake: FakeQStash) -> None:
+    code, out = run(cli, "inspect", "task-2", columns=80)
+
+    assert code == 0
+    assert max(map(len, out.splitlines())) <= 80
+    lines = out.splitlines()
+    error_at = next(i for i, line in enumerate(lines) if line.startswith("Error:"))
+    assert lines[error_at + 1].startswith(" " * 15) or lines[error_at + 1] == ""
+    headers_at = lines.index("Request headers:")
+    assert headers_at > error_at and lines[headers_at - 1] == ""
+
+
+OTHER_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+def test_inspect_takes_the_short_id_status_prints(cli: click.Group, fake: FakeQStash) -> None:
+    fake.events = [event("CREATED", 0, task_id=LONG_ID, message_id="m0"),
+                   event("CREATED", 1, task_id=OTHER_ID, message_id="m1")]
+    _, listing = run(cli, "status")
+    assert "0f8fad5b…" in listing  # what a user copies...
+    code, out = run(cli, "inspect", "0f8fad5b…")  # ...and pastes, ellipsis included
+    assert code == 0, out
+    assert out.splitlines()[0].split() == ["Task:", LONG_ID]
+    code, out = run(cli, "inspect", "--json", "7c9e")
+    assert code == 0 and json.loads(out)["uuid"] == OTHER_ID
+    code, out = run(cli, "inspect", "nothing-like-it")
+    assert code == 1 and "no QStash event is labelled with task id nothing-like-it" in out
+
+
+def test_an_ambiguous_prefix_lists_what_it_matches(cli: click.Group, fake: FakeQStash) -> None:
+    code, out = run(cli, "inspect", "--json", "task-")
+    assert code == 2 and "is the start of 3 task ids (task-1, task-2, task-4)" in out
+    assert "give more characters" in out
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("FAILUR", "FAILURE"), ("deliverd", "DELIVERED"),
+                                              ("SUCCESS,REVOKD", "REVOKED")])
+def test_state_is_validated_with_a_did_you_mean(cli: click.Group, fake: FakeQStash,
+                                                 typed: str, meant: str) -> None:
+    code, out = run(cli, "status", "--state", typed)
+    assert code == 2
+    assert f"did you mean {meant}?" in out
+    assert "No task found." not in out
+    assert run(cli, "status", "--state", "failure,DELIVERED")[0] == 0
+
+
+def test_one_json_vocabulary_for_status_inspect_and_flowers_api(cli: click.Group,
+                                                                fake: FakeQStash) -> None:
+    from celery_qstash.status import StatusClient, flower_task
+
+    _, listed = run(cli, "status", "--json")
+    _, inspected = run(cli, "inspect", "task-1", "--json")
+    row = next(r for r in json.loads(listed) if r["uuid"] == "task-1")
+    info = json.loads(inspected)
+    from qstash import QStash
+
+    record = StatusClient(QStash(TOKEN, base_url=QSTASH_URL)).task("task-1")
+    assert record is not None
+    api = flower_task(record)  # what /api/tasks and /api/task/info answer
+    assert set(row) == set(api)
+    assert set(info) == set(api) | {"events"}
+    assert {k: row[k] for k in ("uuid", "name", "state", "recipient", "retries")} == \
+        {k: api[k] for k in ("uuid", "name", "state", "recipient", "retries")}
+
+
+def test_help_summaries_are_whole_at_80_columns() -> None:
+    from celery_qstash.cli import main
+
+    out = CliRunner().invoke(main, ["--help"], env={"COLUMNS": "80"}).output
+    assert "..." not in out.partition("Commands:")[2]
+    assert max(map(len, out.splitlines())) <= 80
+    flat = " ".join(out.split())
+    assert "Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)." in flat
+    dlq = " ".join(CliRunner().invoke(main, ["dlq", "--help"], env={"COLUMNS": "80"})
+                   .output.split())
+    assert "Remove a dead letter for good; a task id removes every dead letter of that " \
+        "task." in dlq
+    assert "..." not in dlq.partition("Commands:")[2]
 
 
 def run_coloured(cli: click.Group, *args: str, **env: str) -> str:
@@ -387,9 +483,9 @@ def test_status_watch_refreshes(cli: click.Group, fake: FakeQStash) -> None:
 
 def test_status_json_has_iso_times_and_json_results(cli: click.Group, fake: FakeQStash) -> None:
     _, out = run(cli, "status", "--json")
-    rows = {r["task_id"]: r for r in json.loads(out)}
+    rows = {r["uuid"]: r for r in json.loads(out)}
 
-    assert rows["task-1"]["created"] == "2024-05-06T12:53:20+00:00"
+    assert rows["task-1"]["received"] == "2024-05-06T12:53:20+00:00"
     assert rows["task-1"]["result"] == {"emailId": "em_123", "status": "queued"}
     assert rows["task-4"]["result"] is None and rows["task-4"]["next_delivery"].endswith("+00:00")
 

@@ -210,3 +210,72 @@ def test_a_signed_token_with_odd_claims_is_a_401(app: Celery, claims: dict[str, 
     request = ReceivedRequest("POST", URL, {"Upstash-Signature": token,
                                             "Upstash-Message-Id": "m"}, raw)
     assert CallbackReceiver(app, ledger=MemoryLedger()).handle(request).status == 401
+
+
+class _Down(MemoryLedger):
+    """A shared ledger that cannot be reached (Redis down)."""
+
+    def begin(self, key: str, now: float, lease: float) -> Any:
+        raise ConnectionError("redis is down")
+
+
+def test_a_ledger_that_cannot_be_reached_is_a_503_and_runs_nothing(app: Celery) -> None:
+    ran: list[int] = []
+
+    @app.task(base=DeferredTask, name="u.down", shared=False)
+    def down() -> None:
+        ran.append(1)
+
+    body = {"kind": MESSAGE_KIND, "task": "u.down", "id": "f", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n7"}
+    answer = CallbackReceiver(app, ledger=_Down()).handle(_signed(body))
+    assert answer.status == 503 and answer.headers["Retry-After"]
+    assert ran == []
+
+
+def test_a_bad_ledger_setting_is_a_503_naming_nothing_secret(app: Celery) -> None:
+    app.conf.qstash_ledger_url = "memcached://user:hunter2@cache"
+    body = {"kind": MESSAGE_KIND, "task": "u.none", "id": "g", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n8"}
+    answer = CallbackReceiver(app).handle(_signed(body))
+    assert answer.status == 503
+    assert "hunter2" not in answer.content.decode()
+
+
+def test_an_app_wide_pickle_serializer_is_refused_at_the_call_site(app: Celery) -> None:
+    app.conf.task_serializer = "pickle"
+
+    @app.task(base=DeferredTask, name="u.pickled", shared=False)
+    def pickled() -> None: ...
+
+    with pytest.raises(UnsupportedOption, match="serializer"):
+        pickled.delay()
+
+
+def test_an_expired_message_is_revoked_and_its_body_never_runs(app: Celery) -> None:
+    """Celery's worker checks ``expires`` before running (Request.revoked): so does the
+    receiver, on its clock."""
+    from celery.signals import task_revoked
+
+    ran: list[int] = []
+    revoked: list[str] = []
+
+    @app.task(base=DeferredTask, name="u.late", shared=False)
+    def late() -> None:
+        ran.append(1)
+
+    def on_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+        revoked.append(kwargs.get("expired"))
+
+    clock = FakeClock(time.time())
+    body = {"kind": MESSAGE_KIND, "task": "u.late", "id": "h", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n9",
+            "expires": "2000-01-01T00:00:00+00:00"}
+    task_revoked.connect(on_revoked, weak=False)
+    try:
+        answer = CallbackReceiver(app, ledger=MemoryLedger(), clock=clock).handle(_signed(body))
+    finally:
+        task_revoked.disconnect(on_revoked)
+    assert answer.status == 200 and answer.payload["status"] == "REVOKED"
+    assert ran == []
+    assert revoked == [True]

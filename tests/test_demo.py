@@ -56,3 +56,41 @@ def test_the_demo_says_aloud_when_it_uses_other_ports() -> None:
     assert notes == [
         f"port {taken} is in use, so the QStash emulator listens on {ports['emulator']} instead"
     ]
+
+
+def _time_wait_port() -> int:
+    """A loopback port left in TIME_WAIT, as a demo stopped a moment ago leaves its ports:
+    the server side closes an accepted connection first. The listener sets SO_REUSEADDR,
+    as uvicorn's does."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = int(listener.getsockname()[1])
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server closes first: its side of the pair waits
+        client.recv(1)
+        client.close()
+    return port
+
+
+def test_a_rerun_soon_after_ctrl_c_keeps_the_usual_ports() -> None:
+    demo = _demo_module()
+    port = _time_wait_port()
+    # what the demo's probe did before: "in use"
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))
+
+    ports, notes = demo.choose_ports({"emulator": port})
+
+    assert ports == {"emulator": port} and notes == []
+
+
+def test_the_suggested_command_runs_in_a_fresh_shell() -> None:
+    # The venv is not active in a new shell: the line names the venv's own script.
+    command = _demo_module().cli_command()
+    assert command.endswith("celery-qstash") and command != "celery-qstash"
+    found = subprocess.run([command, "--version"], capture_output=True, text=True,
+                           check=False, env={"PATH": "/usr/bin:/bin"})
+    assert found.returncode == 0, found.stderr

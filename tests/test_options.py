@@ -324,7 +324,7 @@ def test_queue_with_countdown_publishes_with_queue_flow_control(app: Celery, qst
     assert request.headers["Upstash-Delay"] == "60s"
     assert request.headers["Upstash-Flow-Control-Key"] == "queue.emails"
     # One at a time, and still at AutoSend's pace.
-    assert request.headers["Upstash-Flow-Control-Value"] == "parallelism=1, rate=2, period=1s"
+    assert request.headers["Upstash-Flow-Control-Value"] == "parallelism=1, rate=1, period=2s"
 
 
 def test_queue_with_countdown_without_the_default_rate(app: Celery, qstash_mock: respx.MockRouter) -> None:
@@ -658,7 +658,7 @@ def test_default_autosend_flow_control(app: Celery, qstash_mock: respx.MockRoute
     key = request.headers["Upstash-Flow-Control-Key"]
     assert key == f"autosend.{fingerprint(autosend_api_key)}"
     assert autosend_api_key not in key
-    assert request.headers["Upstash-Flow-Control-Value"] == "rate=2, period=1s"
+    assert request.headers["Upstash-Flow-Control-Value"] == "rate=1, period=2s"
 
 
 def test_flow_control_key_differs_per_api_key(app: Celery, qstash_mock: respx.MockRouter) -> None:

@@ -535,3 +535,19 @@ def test_a_percent_encoded_task_name_is_decoded() -> None:
 
     record = build_record(pending_events("t-u", name="emails.envoyer_bienven%C3%BCe"))
     assert record is not None and record.name == "emails.envoyer_bienvenüe"
+
+
+def test_a_task_with_more_events_than_one_page_is_read_whole(qstash, status: StatusClient) -> None:  # type: ignore[no-untyped-def]
+    """QStash answers 100 events a page at most: the record follows the cursor (a
+    deferred task's retries are several messages under one label)."""
+    history = [event("CREATED", 0)]
+    for i in range(60):
+        history += [event("ACTIVE", 10 * i + 1), event("ERROR", 10 * i + 2, responseStatus=503),
+                    event("RETRY", 10 * i + 3)]
+    history.append(event("DELIVERED", 1000, responseStatus=200))
+    qstash.events = history
+    record = status.task("task-1", callbacks=False)
+    assert record is not None
+    assert record.retries == 60 and record.state == states.SUCCESS
+    assert record.created == T0 / 1000
+    assert qstash.events_route.call_count == 2

@@ -349,13 +349,13 @@ def test_call_conf_follows_the_conf_between_calls(app: Celery) -> None:
 
 def test_settings_see_an_environment_variable_set_between_calls(app: Celery, monkeypatch: pytest.MonkeyPatch) -> None:
     app.conf.autosend_rate_limit = None
-    assert load_settings(app.conf).rate_limit == "2/s"
+    assert load_settings(app.conf).rate_limit == "0.5/s"
     monkeypatch.setenv("AUTOSEND_RATE_LIMIT", "4/s")
     assert load_settings(app.conf).rate_limit == "4/s"
     monkeypatch.setenv("AUTOSEND_RATE_LIMIT", "5/s")  # a changed value, not only a new name
     assert load_settings(app.conf).rate_limit == "5/s"
     monkeypatch.delenv("AUTOSEND_RATE_LIMIT")
-    assert load_settings(app.conf).rate_limit == "2/s"
+    assert load_settings(app.conf).rate_limit == "0.5/s"
 
 
 # --- signals only when someone listens ---------------------------------------------------

@@ -10,13 +10,14 @@ from __future__ import annotations
 import click
 
 from .beat import beat_group
+from .output import WholeHelpGroup
 from .servers import dev, emulator, sandbox
 from .status import register as _register_status
 
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=WholeHelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="celery-qstash")
 def main() -> None:
     """Celery email tasks on QStash and AutoSend."""

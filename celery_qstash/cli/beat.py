@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ from ..config import load_settings
 from ..errors import CeleryQStashError
 from ..schedules.beat import DEFAULT_PREFIX, sync
 from .apps import celery_cli_app, import_app
+from .output import WholeHelpGroup, table, terminal_width
 from .status import Unavailable, unavailable_message
 
 __all__ = ["beat_group"]
@@ -31,7 +33,7 @@ def _celery_cli_app() -> Any:
     return app
 
 
-@click.group("beat")
+@click.group("beat", cls=WholeHelpGroup)
 def beat_group() -> None:
     """QStash schedules from the app's Celery beat_schedule."""
 
@@ -62,9 +64,19 @@ def beat_sync(app_path: str | None, dry_run: bool, prefix: str) -> None:
     counts: dict[str, int] = {}
     for change in changes:
         counts[change.action] = counts.get(change.action, 0) + 1
-        what = change.entry or "-"
-        extra = f"  ({change.reason})" if change.reason else ""
-        click.echo(f"{change.action:<9} {change.schedule_id or '-':<40} {change.cron or '':<32} "
-                   f"{what}{extra}")
+    width = terminal_width()
+    if changes:
+        # The cron is never cut; the schedule id keeps its end (the entry and its hash).
+        click.echo(table(
+            ["ACTION", "ENTRY", "SCHEDULE ID", "CRON"],
+            [[c.action, c.entry, c.schedule_id, c.cron] for c in changes],
+            width=width, shrink={1: 12, 2: 16}, keep_end=(2,),
+        ))
+    reasons = [c for c in changes if c.reason]
+    if reasons:
+        click.echo("")
+        for change in reasons:
+            click.echo(textwrap.fill(f"{change.entry or change.schedule_id}: {change.reason}",
+                                     width=width, subsequent_indent="  "))
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing to do"
     click.echo(("dry run, nothing changed: " if dry_run else "") + summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from .beat import beat_group
+from .output import WholeHelpGroup
 from .servers import dev
 from .status import (
     dashboard_cmd,
@@ -25,7 +26,8 @@ from .status import (
 __all__ = ["qstash"]
 
 
-@click.group("qstash", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("qstash", cls=WholeHelpGroup,
+             context_settings={"help_option_names": ["-h", "--help"]})
 def qstash() -> None:
     """Email tasks on QStash: status, inspect, revoke, queues, schedules, dlq, dashboard, dev,
     beat sync."""

@@ -103,13 +103,22 @@ def _need_local() -> None:
         ) from None
 
 
-def _check_port(host: str, port: int, flag: str, what: str) -> None:
-    """One line naming the port and the flag to change it, instead of uvicorn's traceback.
+def _state_dir(path: Path) -> None:
+    """Create the state directory with a ``.gitignore`` of ``*`` in it (as pytest does for
+    ``.pytest_cache``), so a ``.qstash-dev/`` in a project's checkout never shows up in
+    ``git status``; an existing ``.gitignore`` is left alone."""
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Created by celery-qstash: local emulator and sandbox state.\n*\n")
 
-    Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT is not called busy.
-    """
+
+def _port_problem(host: str, port: int, flag: str, what: str) -> str | None:
+    """Why ``port`` cannot be bound, in one line naming the flag that changes it; ``None``
+    when it can. Bound as uvicorn binds (``SO_REUSEADDR``), so a port in TIME_WAIT (a
+    server stopped a moment ago) is not called busy."""
     if port == 0:
-        return
+        return None
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -118,13 +127,23 @@ def _check_port(host: str, port: int, flag: str, what: str) -> None:
         except OSError as exc:
             in_use = exc.errno == errno.EADDRINUSE
             why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
-            raise click.ClickException(
-                f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
-            ) from None
+            return f"port {port} ({what}) on {host} {why}: pick another with {flag} PORT"
+    return None
+
+
+def _check_ports(host: str, *wanted: tuple[int, str, str]) -> None:
+    """Every busy port at once (one line each), instead of uvicorn's traceback, and
+    instead of one per run."""
+    problems = [found for port, flag, what in wanted
+                if (found := _port_problem(host, port, flag, what))]
+    if problems:
+        raise click.ClickException("\n".join(problems))
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # A time on each line: a delivery log is read against what the app did when.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     # One line per delivery comes from the emulator itself; httpx would repeat each.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -152,8 +171,9 @@ _retry_after = click.option(
     "retryAfter, so production retries on QStash's own backoff)",
 )
 _per_minute = click.option(
-    "--rate-per-minute", type=click.IntRange(min=0), default=0, show_default=True,
-    help="sandbox: a second, per-minute limit per key (0: off; AutoSend documents 2/s)",
+    "--rate-per-minute", type=click.IntRange(min=0), default=50, show_default=True,
+    help="sandbox: the per-minute limit per key, besides 2 per second (AutoSend's "
+    "documented limits; 0: off)",
 )
 
 
@@ -244,12 +264,11 @@ def dev(
         except ConfigurationError as exc:
             raise click.UsageError(f"{exc} (or pass --no-dashboard)") from None
     extra_routes = _routes(route_specs)  # a usage error comes before a busy port
-    _check_port(host, port, "--port", "QStash emulator")
-    _check_port(host, sandbox_port, "--sandbox-port", "AutoSend sandbox")
-    if not no_dashboard:
-        _check_port(host, dashboard_port, "--dashboard-port", "dashboard")
+    _check_ports(host, (port, "--port", "QStash emulator"),
+                 (sandbox_port, "--sandbox-port", "AutoSend sandbox"),
+                 *([] if no_dashboard else [(dashboard_port, "--dashboard-port", "dashboard")]))
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _state_dir(data_dir)
     servers: list[Any] = []
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
@@ -285,7 +304,8 @@ def dev(
             webhook_url = webhook_url or hosted.url + WEBHOOK_PATH
         if webhook_url:
             box.sandbox.webhooks.configure(webhook_url, secret)
-        click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'})")
+        click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'}; "
+                   "git ignores it)")
         for prefix, target in routes.items():
             click.echo(f"  route {prefix} -> {target}")
         click.echo(f"AutoSend sandbox  {box.url}   (inbox: {box.url}/)")
@@ -374,9 +394,9 @@ def emulator(
     from ..local.emulator import DEFAULT_MAX_BODY, serve
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
-    _check_port(host, port, "--port", "QStash emulator")
+    _check_ports(host, (port, "--port", "QStash emulator"))
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _state_dir(data_dir)
     serve(host=host, port=port, data_dir=data_dir, routes=routes,
           extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
 
@@ -406,9 +426,9 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
 
     if webhook_url and not webhook_url.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
-    _check_port(host, port, "--port", "AutoSend sandbox")
+    _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _state_dir(data_dir)
     serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
           max_body=max_body or DEFAULT_MAX_BODY,
           verified_domains=verified_domains or None, retry_after_header=retry_after,

@@ -8,10 +8,11 @@ through :mod:`celery_qstash.status`, as the dashboard's do.
 
 from __future__ import annotations
 
+import difflib
 import json
-import os
-import shutil
+import re
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,8 +25,11 @@ import httpx
 from ..config import Settings, load_settings
 from ..devserver import DASHBOARD_PORT
 from ..errors import CeleryQStashError, scrub, scrub_data
-from ..publish.transports.qstash import no_answer_hint
+from ..publish.transports.qstash import no_answer_hint, refusal_hint
 from ..status import (
+    CELERY_STATES,
+    KNOWN_STATES,
+    QSTASH_STATES,
     DlqEntry,
     NotFound,
     StatusClient,
@@ -39,6 +43,18 @@ from ..status import (
 from ..status.attempts import Step, human_duration, steps
 from ..webhooks.store import email_fate
 from .apps import celery_cli_app, import_app
+from .output import (
+    WholeHelpGroup,
+    budget,
+    cut,
+    iso,
+    out,
+    paint,
+    short_id,
+    table,
+    when,
+    when_short,
+)
 
 __all__ = [
     "dashboard_cmd",
@@ -108,6 +124,8 @@ def unavailable_message(exc: Exception, settings: Settings | None, command: str 
     secrets = settings.secrets if settings is not None else ()
     what = f"Unable to run `{command}`: " if command else ""
     message = f"{what}QStash request failed: {scrub(str(exc), secrets)}"
+    refused = re.match(r"Request failed with status: (\d+)", str(exc))
+    message += refusal_hint(int(refused.group(1)) if refused else None)
     if settings is not None and isinstance(exc, httpx.TransportError):
         message += ". " + no_answer_hint(settings.qstash_url)
     return message
@@ -119,123 +137,50 @@ def _echo_json(data: Any, settings: Settings) -> None:
     click.echo(json.dumps(scrub_data(data, settings.secrets), indent=2, default=str))
 
 
-# -- output: colour, widths, times ---------------------------------------------------
-
-#: Tables fit this many columns unless ``--wide`` (or a wider terminal) says otherwise.
-WIDTH = 100
-_STATE_COLOURS = {"SUCCESS": "green", "FAILURE": "red", "RETRY": "yellow", "REVOKED": "magenta",
-                  "STARTED": "cyan", "PENDING": "blue", "PAUSED": "yellow", "ACTIVE": "green"}
-
-
-def _colour() -> bool:
-    """Colour on a terminal only: never with ``NO_COLOR`` (no-color.org), forced with
-    ``FORCE_COLOR``, otherwise only when stdout is a TTY."""
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    return sys.stdout.isatty()
-
-
-def _out(text: str) -> None:
-    click.echo(text, color=_colour())
-
-
-def _paint(text: str, state: str) -> str:
-    colour = _STATE_COLOURS.get(state.strip())
-    return click.style(text, fg=colour, bold=state.strip() == "FAILURE" or None) if colour else text
-
-
-def _budget(wide: bool) -> int | None:
-    """The width a table must fit in: ``None`` (anything) with ``--wide``."""
-    if wide:
-        return None
-    if sys.stdout.isatty():
-        return max(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
-    return WIDTH
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int | None = None,
-           shrink: Sequence[int] = (), paint: Sequence[int] = ()) -> str:
-    """A plain-text table that fits ``width`` columns: the ``shrink`` columns give up
-    characters (widest first, cut with "…"); the ``paint`` columns are coloured by state."""
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    if width is not None:
-        floor = {i: max(len(headers[i]), 6) for i in shrink}
-        while sum(widths) + 2 * (len(widths) - 1) > width:
-            candidates = [i for i in shrink if widths[i] > floor[i]]
-            if not candidates:
-                break
-            widths[max(candidates, key=lambda i: widths[i])] -= 1
-    lines = []
-    for n, row in enumerate(cells):
-        parts = []
-        for i, (cell, w) in enumerate(zip(row, widths, strict=True)):
-            text = _cut(cell, w).ljust(w)
-            parts.append(_paint(text, cell) if n and i in paint else text)
-        lines.append("  ".join(parts).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _short(identifier: str, wide: bool) -> str:
-    """A UUID's first 8 characters (like ``git log --oneline``); whole with ``--wide``."""
-    return identifier if wide or len(identifier) <= 9 else identifier[:8] + "…"
-
-
-def _iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 in UTC (``2024-05-06T12:53:20.120000+00:00``)."""
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
-
-
 _TIME_FIELDS = ("received", "sent", "started", "succeeded", "failed", "retried", "revoked",
                 "timestamp", "eta", "next_delivery")
 
 
-def _row(r: TaskRecord) -> dict[str, Any]:
-    return {
-        "task_id": r.task_id,
-        "name": r.name,
-        "state": r.state,
-        "qstash_state": r.qstash_state,
-        "recipient": r.recipient,
-        "subject": r.subject,
-        "created": _iso(r.created),
-        "next_delivery": _iso(r.next_delivery),
-        "retries": r.retries,
-        "response_status": r.response_status,
-        "result": r.result if r.ready else None,
-        "message_id": r.message_id,
-    }
-
-
-def _when_short(ts: float | None, wide: bool) -> str:
-    """``MM-DD HH:MM:SS`` (the year only with ``--wide``): times in tables."""
-    return _when(ts) if wide or ts is None else _when(ts)[5:]
+def task_json(record: TaskRecord) -> dict[str, Any]:
+    """A task as ``status --json``, ``inspect --json`` and Flower's ``/api/tasks`` name it:
+    Flower's fields (:func:`~celery_qstash.status.flower_task`), with times as ISO 8601 in
+    UTC and ``result`` as AutoSend's answer in JSON (the API keeps Flower's epoch floats
+    and repr string, so Flower's scripts keep working)."""
+    info = flower_task(record)
+    for key in _TIME_FIELDS:
+        info[key] = iso(info.get(key))
+    info["result"] = record.result if record.ready else None
+    return info
 
 
 def _status_table(records: Sequence[TaskRecord], wide: bool) -> str:
-    def when(ts: float | None) -> str:
-        return _when_short(ts, wide)
-
-    return _table(
+    # At 80 columns the due time and retries give way first; names keep their end.
+    return table(
         ["ID", "NAME", "STATE", "RECIPIENT", "CREATED (UTC)", "DUE (UTC)", "RETRIES", "STATUS"],
-        [[_short(r.task_id, wide), r.name, r.state, r.recipient, when(r.created),
-          when(r.next_delivery) if r.next_delivery else None, r.retries, r.response_status]
+        [[short_id(r.task_id, wide), r.name, r.state, r.recipient, when_short(r.created, wide),
+          when_short(r.next_delivery, wide) if r.next_delivery else None, r.retries,
+          r.response_status]
          for r in records],
-        width=_budget(wide), shrink=(1, 3), paint=(2,),
+        width=budget(wide), shrink={1: 16, 3: 12}, keep_end=(1,), drop=(5, 6),
+        paint_cols=(2,),
     )
+
+
+def _check_states(value: str | None) -> str | None:
+    """``--state``: Celery or QStash states, comma-separated; a typo is a usage error
+    with the state it probably meant, not an empty list."""
+    if not value:
+        return value
+    for part in (p.strip() for p in value.split(",")):
+        if part and part.upper() not in KNOWN_STATES:
+            near = difflib.get_close_matches(part.upper(), sorted(KNOWN_STATES), n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise click.BadParameter(
+                f"{part!r} is not a state{hint} Celery states: "
+                f"{', '.join(CELERY_STATES)}; QStash states: {', '.join(QSTASH_STATES)}",
+                param_hint="--state",
+            )
+    return value
 
 
 @click.command("status")
@@ -257,6 +202,7 @@ def status_cmd(state: str | None, name: str | None, since: str | None, search: s
                limit: int, as_json: bool, wide: bool, watch: bool, interval: float,
                iterations: int | None, app_path: str | None) -> None:
     """Recent tasks, newest first: id, name, state, recipient, times, retries, response."""
+    state = _check_states(state)
     try:
         since_ts = parse_since(since) if since else None
     except ValueError as exc:
@@ -271,11 +217,11 @@ def status_cmd(state: str | None, name: str | None, since: str | None, search: s
     if not watch:
         records = fetch()
         if as_json:
-            _echo_json([_row(r) for r in records], settings)
+            _echo_json([task_json(r) for r in records], settings)
         elif not records:
             click.echo("No task found.")
         else:
-            _out(_status_table(records, wide))
+            out(_status_table(records, wide))
         return
     shown = 0
     try:
@@ -285,8 +231,8 @@ def status_cmd(state: str | None, name: str | None, since: str | None, search: s
             if sys.stdout.isatty():
                 click.clear()
             heading = f"celery-qstash status: {len(records)} tasks at {stamp}"
-            _out(click.style(heading, bold=True) + f" (every {interval:g}s, Ctrl-C to stop)")
-            _out(_status_table(records, wide) if records else "No task found.")
+            out(click.style(heading, bold=True) + f" (every {interval:g}s, Ctrl-C to stop)")
+            out(_status_table(records, wide) if records else "No task found.")
             shown += 1
             if iterations is None or shown < iterations:
                 time.sleep(interval)
@@ -306,17 +252,46 @@ def _said(step: Step) -> str | None:
     return None
 
 
+def find_task(client: StatusClient, ident: str) -> TaskRecord | None:
+    """The task ``ident`` names: a whole task id, or a unique prefix of a recent one (the
+    short ids ``status`` prints, ``…`` included). Several matches are a usage error
+    listing them."""
+    ident = ident.rstrip("…").removesuffix("...")
+    if not ident:
+        return None
+    record = client.task(ident)
+    if record is not None:
+        return record
+    ids = sorted({r.task_id for r in client.tasks() if r.task_id.startswith(ident)})
+    if len(ids) > 1:
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        raise click.UsageError(
+            f"{ident!r} is the start of {len(ids)} task ids ({shown}): give more characters"
+        )
+    return client.task(ids[0]) if ids else None
+
+
+def _summary_line(key: str, value: Any, width: int | None) -> str:
+    text = "-" if value is None else str(value)
+    if width is None or len(key) + 2 + len(text) <= width:
+        return f"{key + ':':<15}{text}"
+    # Long values (an error, a URL) wrap under themselves instead of past the edge.
+    return textwrap.fill(text, width=width, initial_indent=f"{key + ':':<15}",
+                         subsequent_indent=" " * 15, break_on_hyphens=False)
+
+
 @click.command("inspect")
 @click.argument("task_id")
-@click.option("--json", "as_json", is_flag=True, help="print JSON (Flower's task fields + events)")
+@click.option("--json", "as_json", is_flag=True,
+              help="print JSON (status --json's fields, plus each event)")
 @click.option("--wide", is_flag=True, help="whole columns, whatever the width")
 @_app_option
 def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -> None:
-    """One task: its summary, each delivery attempt, and AutoSend's answers."""
+    """One task (its id or any unique start of it): summary, attempts, AutoSend's answers."""
     conf = _load_conf(app_path)
     settings = load_settings(conf)
     with _errors(settings, "inspect"):
-        record = _client(settings).task(task_id)
+        record = find_task(_client(settings), task_id)
     if record is None:
         raise click.ClickException(f"no QStash event is labelled with task id {task_id}")
     timeline = steps(record)
@@ -324,32 +299,30 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
     # What AutoSend's webhooks said after its answer (with an event store configured).
     fate = email_fate(conf, record.result) if record.state == "SUCCESS" else None
     if as_json:
-        info = flower_task(record)
-        for key in _TIME_FIELDS:
-            info[key] = _iso(info.get(key))
-        info["result"] = record.result if record.ready else None
+        info = task_json(record)
         info["events"] = [
-            {"time": _iso(st.time), "state": st.state, "celery_state": st.celery_state,
+            {"time": iso(st.time), "state": st.state, "celery_state": st.celery_state,
              "attempt": st.attempt, "delta_s": st.delta, "duration_s": st.duration,
              "message_id": st.message_id, "response_status": st.response_status,
              "message": st.message, "response": st.response,
              "error": scrub(st.error, secrets) if st.error else None,
-             "next_delivery": _iso(st.next_delivery)}
+             "next_delivery": iso(st.next_delivery)}
             for st in timeline
         ]
         info["email"] = fate
         _echo_json(info, settings)
         return
+    width = budget(wide)
     header = next((ev.get("header") for ev in record.events if ev.get("header")), None)
     attempts = max((st.attempt or 0 for st in timeline), default=0)
     summary = [
         ("Task", record.task_id), ("Name", record.name),
-        ("State", _paint(f"{record.state} ({record.qstash_state})", record.state)),
+        ("State", f"{record.state} ({record.qstash_state})"),
         ("Message", record.message_id), ("Destination", safe_url(record.url)),
         ("Recipient", record.recipient), ("Subject", record.subject),
-        ("Created", _when(record.created) + " UTC" if record.created else None),
+        ("Created", when(record.created) + " UTC" if record.created else None),
         ("Attempts", attempts), ("Retries", record.retries),
-        ("Next delivery", _when(record.next_delivery) + " UTC" if record.next_delivery else None),
+        ("Next delivery", when(record.next_delivery) + " UTC" if record.next_delivery else None),
         ("Last status", record.response_status),
     ]
     if record.state in ("FAILURE", "RETRY"):
@@ -357,44 +330,52 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
     if fate is not None:
         summary.append(("Email", _fate_line(fate)))
     for key, value in summary:
-        _out(f"{key + ':':<15}{'-' if value is None else value}")
-    for name, value in sorted(redact_headers(header).items()):
-        click.echo(f"  {name}: {value}")
+        line = _summary_line(key, value, width)
+        out(paint(line, record.state) if key == "State" else line)
+    shown_headers = sorted(redact_headers(header).items())
+    if shown_headers:
+        # Their own heading: under "Error:" they read as part of the error.
+        click.echo("")
+        click.echo("Request headers:")
+        for name, value in shown_headers:
+            line = f"  {name}: {value}"
+            click.echo(line if width is None else cut(line, width))
     click.echo("")
-    _out(_table(
+    out(table(
         ["TIME (UTC)", "+DELTA", "TRY", "QSTASH", "CELERY", "TOOK", "STATUS", "AUTOSEND SAID"],
-        [[_when(st.time), "+" + human_duration(st.delta) if st.delta is not None else None,
+        [[when_short(st.time, wide),
+          "+" + human_duration(st.delta) if st.delta is not None else None,
           st.attempt, st.state, st.celery_state,
           human_duration(st.duration) if st.duration is not None else None,
           st.response_status, scrub(_said(st) or "", secrets) or None]
          for st in timeline],
-        width=_budget(wide), shrink=(7,), paint=(4,),
+        width=width, shrink={7: 20}, drop=(4,), paint_cols=(4,),
     ))
     delivered = next((st for st in reversed(timeline) if st.state == "DELIVERED"), None)
     if delivered is not None and delivered.response is not None:
         click.echo("")
-        _out(f"Response to attempt {delivered.attempt} ({delivered.response_status}):")
+        out(f"Response to attempt {delivered.attempt} ({delivered.response_status}):")
         click.echo(scrub(json.dumps(delivered.response, indent=2, sort_keys=True), secrets))
     if fate is not None and fate.get("events"):
         click.echo("")
-        _out("AutoSend's events (its webhooks, after its answer):")
-        _out(_table(
+        out("AutoSend's events (its webhooks, after its answer):")
+        out(table(
             ["TIME (UTC)", "EVENT", "RECIPIENT", "DETAIL"],
             [[ev["timestamp"][:19].replace("T", " "), ev["event"], ev["recipient"],
               ": ".join(x for x in (ev["bounce_type"], ev["reason"]) if x) or None]
              for ev in fate["events"]],
-            width=_budget(wide), shrink=(3,),
+            width=width, shrink={3: 20},
         ))
     if record.callbacks:
         # Apart from the state above: a callback's outcome does not change the task's.
         click.echo("")
-        _out("Callbacks (they do not change the task's state):")
-        _out(_table(
+        out("Callbacks (they do not change the task's state):")
+        out(table(
             ["KIND", "URL", "STATE", "QSTASH", "STATUS", "MESSAGE", "ERROR"],
             [[c.kind, safe_url(c.url), c.state, c.qstash_state, c.response_status,
-              _short(c.message_id, wide), scrub(c.error or "", secrets) or None]
+              short_id(c.message_id, wide), scrub(c.error or "", secrets) or None]
              for c in record.callbacks],
-            width=_budget(wide), shrink=(6, 1), paint=(2,),
+            width=width, shrink={6: 12, 1: 16}, drop=(3,), paint_cols=(2,),
         ))
 
 
@@ -448,9 +429,9 @@ def queues_cmd(as_json: bool, app_path: str | None) -> None:
     if not queues:
         click.echo("No QStash queue (tasks without a queue option are published directly).")
         return
-    _out(_table(["QUEUE", "WAITING", "PARALLELISM", "STATE"],
+    out(table(["QUEUE", "WAITING", "PARALLELISM", "STATE"],
                 [[q.name, q.messages, q.parallelism, "PAUSED" if q.paused else "ACTIVE"]
-                 for q in queues], width=_budget(False), shrink=(0,), paint=(3,)))
+                 for q in queues], width=budget(False), shrink=(0,), paint_cols=(3,)))
 
 
 def _ms(value: Any) -> float | None:
@@ -470,30 +451,30 @@ def schedules_cmd(as_json: bool, wide: bool, app_path: str | None) -> None:
         _echo_json([{"schedule_id": s.schedule_id, "cron": s.cron,
                      "destination": safe_url(s.destination), "paused": s.paused,
                      "queue": s.queue, "retries": s.retries, "label": s.label,
-                     "created": _iso(_ms(s.created_at)),
-                     "last_run": _iso(_ms(s.last_schedule_time)),
-                     "next_run": _iso(_ms(s.next_schedule_time))} for s in schedules], settings)
+                     "created": iso(_ms(s.created_at)),
+                     "last_run": iso(_ms(s.last_schedule_time)),
+                     "next_run": iso(_ms(s.next_schedule_time))} for s in schedules], settings)
         return
     if not schedules:
         click.echo("No QStash schedule.")
         return
-    _out(_table(
+    out(table(
         ["ID", "CRON", "DESTINATION", "STATE", "LAST RUN (UTC)", "NEXT RUN (UTC)"],
-        [[_short(s.schedule_id, wide), s.cron, safe_url(s.destination),
-          "PAUSED" if s.paused else "ACTIVE", _when(_ms(s.last_schedule_time)),
-          _when(_ms(s.next_schedule_time))] for s in schedules],
-        width=_budget(wide), shrink=(2, 1), paint=(3,),
+        [[short_id(s.schedule_id, wide), s.cron, safe_url(s.destination),
+          "PAUSED" if s.paused else "ACTIVE", when(_ms(s.last_schedule_time)),
+          when(_ms(s.next_schedule_time))] for s in schedules],
+        width=budget(wide), shrink={2: 16}, drop=(4,), paint_cols=(3,),
     ))
 
 
-@click.group("dlq")
+@click.group("dlq", cls=WholeHelpGroup)
 def dlq_group() -> None:
     """The dead letter queue: tasks whose retries ran out."""
 
 
 def _dlq_row(d: DlqEntry) -> dict[str, Any]:
     return {"dlq_id": d.dlq_id, "kind": d.kind, "task_id": d.task_id, "name": d.name,
-            "recipient": d.recipient, "failed": _iso(d.failed),
+            "recipient": d.recipient, "failed": iso(d.failed),
             "response_status": d.response_status, "error": d.error_message,
             "message_id": d.message_id, "url": safe_url(d.url)}
 
@@ -514,18 +495,20 @@ def dlq_list(as_json: bool, count: int, wide: bool, app_path: str | None) -> Non
     if not entries:
         click.echo("The dead letter queue is empty.")
         return
-    rows = [[d.dlq_id, _short(d.task_id, wide), d.name, d.recipient,
-             _when_short(d.failed, wide), d.response_status,
+    rows = [[d.dlq_id, short_id(d.task_id, wide), d.name, d.recipient,
+             when_short(d.failed, wide), d.response_status,
              scrub(d.error_message or "", settings.secrets)] for d in entries]
     heads = ["DLQ ID", "TASK ID", "NAME", "RECIPIENT", "FAILED (UTC)", "STATUS", "ERROR"]
-    shrink: tuple[int, ...] = (6, 2, 3)
+    at = 0
     if any(d.is_callback for d in entries):
         # A failed callback is not a failed email: a WHAT column says which is which.
         heads.insert(1, "WHAT")
         for row, d in zip(rows, entries, strict=True):
             row.insert(1, d.what)
-        shrink = (7, 3, 4)
-    _out(_table(heads, rows, width=_budget(wide), shrink=shrink))
+        at = 1
+    # The DLQ id is what retry/delete take: never cut; names keep their end.
+    out(table(heads, rows, width=budget(wide), shrink={6 + at: 16, 2 + at: 16, 3 + at: 12},
+              keep_end=(2 + at,), drop=(3 + at, 5 + at)))
 
 
 def _dlq_ids(client: StatusClient, ident: str) -> list[str]:

@@ -13,12 +13,19 @@ Fixtures:
 
 Nothing server-side (starlette, uvicorn, the emulator) is imported unless
 ``qstash_dev`` is used, so a production install without the extra runs its tests.
+
+**Django.** Django's test runner (and pytest-django, which calls it) swaps
+``EMAIL_BACKEND`` for ``locmem`` for the whole session, so a plain ``send_mail`` would
+never reach celery-qstash's backend. When the project's own ``EMAIL_BACKEND`` is
+celery-qstash's, ``autosend_outbox`` and ``qstash_dev`` put it back for their test (and
+restore ``locmem`` after it); ``mailoutbox`` keeps working in every other test.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -201,6 +208,45 @@ class DevInbox:
             time.sleep(0.05)
 
 
+#: What Django's ``setup_test_environment`` puts in place of the project's backend.
+LOCMEM_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+
+def _project_email_backend() -> str | None:
+    """The project's ``EMAIL_BACKEND`` when Django's test environment swapped it for locmem
+    and it is celery-qstash's; else ``None`` (nothing to route)."""
+    import sys
+
+    if "django" not in sys.modules:  # a project without Django never imports it here
+        return None
+    from django.conf import settings
+
+    if not settings.configured or getattr(settings, "EMAIL_BACKEND", None) != LOCMEM_BACKEND:
+        return None
+    from django.test.utils import _TestState
+
+    saved = getattr(getattr(_TestState, "saved_data", None), "email_backend", None)
+    if isinstance(saved, str) and saved.startswith("celery_qstash."):
+        return saved
+    return None
+
+
+@contextmanager
+def _django_mail_to_celery_qstash() -> Iterator[None]:
+    """Route Django's mail to celery-qstash's backend for one test (see the module doc)."""
+    backend = _project_email_backend()
+    if backend is None:
+        yield
+        return
+    from django.conf import settings
+
+    settings.EMAIL_BACKEND = backend
+    try:
+        yield
+    finally:
+        settings.EMAIL_BACKEND = LOCMEM_BACKEND
+
+
 def _refuse_both(request: pytest.FixtureRequest, other: str) -> None:
     # Eager mode wins over any URL, so with both every email would silently land in the
     # outbox and the inbox would stay empty: say so instead of letting the test mislead.
@@ -223,7 +269,8 @@ def autosend_outbox(request: pytest.FixtureRequest) -> Iterator[OutboxFixture]:
     box.clear()
     force_eager(True)
     try:
-        yield box
+        with _django_mail_to_celery_qstash():
+            yield box
     finally:
         force_eager(False)
         box.clear()
@@ -272,9 +319,36 @@ def qstash_dev(
     before = {key: app.conf.get(key) for key in keys}
     servers.configure(app)
     try:
-        yield inbox
+        with _django_mail_to_celery_qstash(), _django_settings_at(inbox):
+            yield inbox
     finally:
         app.conf.update(before)
+
+
+@contextmanager
+def _django_settings_at(inbox: DevInbox) -> Iterator[None]:
+    """Django settings win over the environment for the backend (``CELERY_QSTASH_URL``...):
+    point the ones a project set at this session's servers too, for one test."""
+    import sys
+
+    if "django" not in sys.modules:
+        yield
+        return
+    from django.conf import settings
+
+    if not settings.configured:
+        yield
+        return
+    wanted = {"CELERY_QSTASH_URL": inbox.qstash_url, "CELERY_QSTASH_TOKEN": inbox.qstash_token,
+              "CELERY_AUTOSEND_API_KEY": inbox.api_key, "CELERY_QSTASH_DEV": False}
+    saved = {name: getattr(settings, name) for name in wanted if hasattr(settings, name)}
+    for name in saved:
+        setattr(settings, name, wanted[name])
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(settings, name, value)
 
 
 def _mode(request: pytest.FixtureRequest) -> str:

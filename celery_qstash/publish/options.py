@@ -205,7 +205,8 @@ def _callback_url(option: str, value: Any) -> str | None:
         option,
         "a Celery signature needs a worker to run it, and QStash has none. Pass an "
         "https:// URL to receive QStash's callback request instead, or call the follow-up "
-        "task yourself where you handle that callback",
+        "task yourself where you handle that callback; deferred tasks (@qstash_task, "
+        "@autosend_task(deferred=True)) take signatures",
     )
 
 
@@ -276,7 +277,8 @@ def canvas_error(option: str) -> UnsupportedOption:
         option,
         f"{option}s need a worker to continue them and QStash delivers straight to "
         "AutoSend. Send each email with its own .delay() (a group works), or use "
-        "link='https://...' to be called back when the email is accepted",
+        "link='https://...' to be called back when the email is accepted; deferred tasks "
+        "(@qstash_task, @autosend_task(deferred=True)) chain on the app's receiver",
     )
 
 
@@ -344,7 +346,7 @@ TASK_ATTRIBUTES: dict[str, Rule] = {
                       at_delivery="always so: a delivery is done only after its body succeeded (the receiver's ledger)"),
     "retry_jitter": Rule(Outcome.IGNORED, "-", "QStash's expression language has no random function; backoff is not jittered",
                          at_delivery="jitters autoretry's countdown as in Celery; QStash's own retries of a raising body are not jittered"),
-    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (2/s)"),
+    "rate_limit": Rule(Outcome.MAPPED, "Upstash-Flow-Control-Key/-Value", "key celery.<task name>; replaces the AutoSend default (0.5/s: one per 2 s)"),
     "time_limit": Rule(Outcome.MAPPED, "Upstash-Timeout", "whole seconds, rounded up"),
 }
 

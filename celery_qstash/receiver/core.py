@@ -131,7 +131,15 @@ class CallbackReceiver:
         # The key comes from the signed body: a captured request replayed under a fresh
         # Upstash-Message-Id (which is not signed) is still the same delivery.
         now = self.clock.now()
-        claim = self.ledger.begin(key, now, self.lease_for(kind, body))
+        try:
+            claim = self.ledger.begin(key, now, self.lease_for(kind, body))
+        except Exception as exc:
+            # A ledger that cannot be built or reached (qstash_ledger_url, Redis down):
+            # nothing ran, and QStash retries a 503 later.
+            log.error("QStash delivery deferred: the delivery ledger failed (%s)",
+                      type(exc).__name__)
+            return ReceiverResponse(503, {"error": "delivery ledger unavailable"},
+                                    headers={"Retry-After": str(BUSY_RETRY_AFTER)})
         if claim == "done":
             return ReceiverResponse(200, {"outcome": "duplicate", "messageId": message_id})
         if claim == "busy":
@@ -144,10 +152,16 @@ class CallbackReceiver:
         except BaseException:
             self.ledger.release(key)
             raise
-        if response.status < 300:
-            self.ledger.finish(key, self.clock.now())
-        else:
-            self.ledger.release(key)
+        try:
+            if response.status < 300:
+                self.ledger.finish(key, self.clock.now())
+            else:
+                self.ledger.release(key)
+        except Exception as exc:
+            # The body ran; its done marker is lost. QStash has the 2xx, so it will not
+            # redeliver; a duplicate delivery in the lease's lifetime still waits.
+            log.error("QStash delivery %s: the ledger could not record it (%s)",
+                      message_id, type(exc).__name__)
         return response
 
     @property

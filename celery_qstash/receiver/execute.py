@@ -31,7 +31,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from celery import states
+from celery.app.task import Context
 from celery.app.trace import build_tracer
+from celery.backends.base import DisabledBackend
+from celery.signals import task_revoked
 from celery.utils.nodenames import gethostname
 
 from ..config import load_settings
@@ -160,8 +163,15 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
         return _refuse(489, "not a deferred task of this app")
     task_id = firing_id(body, delivery.message_id)
     if _expired(body, receiver.clock.now()):
-        task.backend.mark_as_revoked(task_id, "expired", request=None, store_result=True,
-                                     state=states.REVOKED)
+        # What a worker does with an expired message (celery/worker/request.py revoked()):
+        # REVOKED in the result backend, task_revoked, and the body never runs.
+        request = Context(_request(task, {**body, "id": task_id}, delivery, 0))
+        if not isinstance(task.backend, DisabledBackend):
+            task.backend.mark_as_revoked(task_id, "expired", request=request,
+                                         store_result=task.store_errors_even_if_ignored
+                                         or not task.ignore_result)
+        task_revoked.send(sender=task, request=request, terminated=False, signum=None,
+                          expired=True)
         return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": states.REVOKED})
     retried = _int_header(delivery, "Upstash-Retried")
     budget = body.get("retry_budget")
@@ -191,9 +201,7 @@ def _answer(
     if state == states.RETRY and not attempt.requeue:
         # self.retry() published the next attempt: this message is done.
         return ReceiverResponse(200, {"kind": ANSWER_KIND, "status": state})
-    exc = getattr(info, "retval", None)
-    if state == states.RETRY:
-        exc = getattr(exc, "exc", None) or exc
+    exc = attempt.error if attempt.error is not None else getattr(info, "retval", None)
     failure = _failure(receiver, task, exc)
     if state == states.REJECTED:
         return ReceiverResponse(489, {"kind": ANSWER_KIND, "status": state, **failure},

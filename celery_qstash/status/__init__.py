@@ -24,7 +24,10 @@ from ..redaction import REDACTED, is_secret_name, redact_headers, safe_url
 from .present import SORT_KEYS, TaskFilter, flower_task, parse_since, sort_records
 from .query import DlqEntry, NotFound, QueueInfo, StatusClient, dlq_entry
 from .records import (
+    CELERY_STATES,
     FINAL_QSTASH_STATES,
+    KNOWN_STATES,
+    QSTASH_STATES,
     STATE_MAP,
     CallbackRecord,
     TaskRecord,
@@ -34,7 +37,10 @@ from .records import (
 )
 
 __all__ = [
+    "CELERY_STATES",
     "FINAL_QSTASH_STATES",
+    "KNOWN_STATES",
+    "QSTASH_STATES",
     "REDACTED",
     "SORT_KEYS",
     "STATE_MAP",

@@ -216,8 +216,10 @@ def flower_task(record: TaskRecord) -> dict[str, Any]:
         "runtime": runtime,
         "eta": _eta(record),
         "expires": None,
-        "args": None,
-        "kwargs": None,
+        # Flower shows the repr of what the worker received; a deferred task's message
+        # carries them (an email task's arguments never leave the caller).
+        "args": repr(tuple(record.args)) if record.args is not None else None,
+        "kwargs": repr(record.kwargs) if record.kwargs is not None else None,
         "worker": None,
         "routing_key": record.queue,
         "exchange": None,

@@ -31,6 +31,11 @@ from .records import (
     record_from_events,
 )
 
+#: QStash's documented maximum page of ``GET /v2/events`` (the OpenAPI document).
+PAGE_SIZE = 100
+#: Pages read for one task: its messages' events (a retried deferred task has several).
+TASK_PAGES = 10
+
 
 class StatusClient:
     """Reads and acts on task status through the official SDK's HTTP client.
@@ -64,7 +69,9 @@ class StatusClient:
         """
         if not task_id:
             return None
-        events, _ = self.events(label=task_id, count=1000)
+        # QStash pages its logs 100 events at a time (its documented maximum): follow the
+        # cursor, as a task with retries (a deferred task's self.retry) has more.
+        events = list(self.iter_events(label=task_id, pages=TASK_PAGES))
         record = record_from_events(task_id, events)
         if record is not None and callbacks:
             self._unlabelled_callbacks(record)
@@ -99,7 +106,7 @@ class StatusClient:
         record.callbacks.sort(key=lambda c: c.updated or 0.0)
 
     def iter_events(
-        self, *, pages: int = 10, count: int = 1000, **filters: Any
+        self, *, pages: int = 10, count: int = PAGE_SIZE, **filters: Any
     ) -> Iterator[dict[str, Any]]:
         cursor: str | None = None
         for _ in range(pages):

@@ -32,7 +32,7 @@ from urllib.parse import unquote
 
 from celery import states
 
-from ..publish.message import task_answer
+from ..publish.message import is_task_message, task_answer
 from ..redaction import safe_url
 
 #: QStash log state -> Celery state (documented in the README).
@@ -47,6 +47,11 @@ STATE_MAP: dict[str, str] = {
     "CANCELED": states.REVOKED,
 }
 FINAL_QSTASH_STATES = frozenset({"DELIVERED", "FAILED", "CANCELED"})
+#: The states a filter can name (``--state``, the tasks page, ``/api/tasks?state=``):
+#: Celery's, as the map above gives them, and QStash's own.
+CELERY_STATES = tuple(dict.fromkeys(STATE_MAP.values()))
+QSTASH_STATES = tuple(STATE_MAP)
+KNOWN_STATES = frozenset(CELERY_STATES + QSTASH_STATES + ("ALL",))
 
 # QStash logs forwarded headers without their ``Upstash-Forward-`` prefix (that is
 # what the destination receives); accept the prefixed spelling too.
@@ -150,6 +155,9 @@ class TaskRecord:
     queue: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     callbacks: list[CallbackRecord] = field(default_factory=list)
+    #: A deferred task's arguments, from its message (None for an email task).
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
 
     @property
     def answer(self) -> dict[str, Any] | None:
@@ -345,6 +353,7 @@ def _fold(events: list[dict[str, Any]]) -> TaskRecord | None:
     body = next((_b64json(e.get("body")) for e in ordered if e.get("body")), None)
     recipient, subject = _email_summary(body)
     labels = last.get("labels") or ([last["label"]] if last.get("label") else [])
+    task_args = body if is_task_message(body) else None
     record = TaskRecord(
         task_id=str(labels[0]) if labels else str(last.get("messageId")),
         message_id=str(last.get("messageId")),
@@ -357,6 +366,8 @@ def _fold(events: list[dict[str, Any]]) -> TaskRecord | None:
         updated=int(last["time"]) / 1000 if last.get("time") else None,
         queue=last.get("queueName") or None,
         events=ordered,
+        args=task_args.get("args") if task_args else None,
+        kwargs=task_args.get("kwargs") if task_args else None,
     )
     for event in ordered:
         state = event.get("state")

@@ -27,7 +27,8 @@ from ..errors import DeliveryFailed
 from ..publish.options import canvas_error
 from ..publish.transports.aio import async_client_for
 from ..publish.transports.qstash import client_for
-from . import NotFound, StatusClient, TaskRecord, record_from_events
+from .query import PAGE_SIZE, TASK_PAGES, NotFound, StatusClient
+from .records import TaskRecord, record_from_events
 
 __all__ = ["EagerAsyncResult", "QStashAsyncResult", "QStashBackend", "meta_from_record",
            "with_email_fate"]
@@ -240,10 +241,17 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
         if self.id in backend._eager:
             return backend._eager[self.id]
         client = async_client_for(load_settings(self.app.conf))
-        data = await client.http.request(
-            path="/v2/events", method="GET", params={"label": self.id, "count": "1000"}
-        )
-        events = list(data.get("events") or data.get("logs") or [])
+        events: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(TASK_PAGES):  # QStash pages its logs (100 at most): follow the cursor
+            params = {"label": self.id, "count": str(PAGE_SIZE)}
+            if cursor:
+                params["cursor"] = cursor
+            data = await client.http.request(path="/v2/events", method="GET", params=params)
+            events.extend(data.get("events") or data.get("logs") or [])
+            cursor = data.get("cursor") or None
+            if not cursor:
+                break
         meta = meta_from_record(self.id, record_from_events(self.id, events))
         return await asyncio.to_thread(with_email_fate, self.app.conf, meta)
 

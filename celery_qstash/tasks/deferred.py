@@ -23,8 +23,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery, Task
+from celery import states as celery_states
 from celery.backends.base import DisabledBackend
-from celery.exceptions import Ignore, Reject, Retry
+from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
 from celery.utils.functional import maybe_list
 from kombu.utils.uuid import uuid
 
@@ -38,7 +39,7 @@ from ..publish.transports import get_transport
 from ..publish.transports.eager import EagerTransport, eager_forced
 from ..status.result import QStashAsyncResult, QStashBackend
 from .batch import Prepared, current_collector, split_plan
-from .planning import task_attrs
+from .planning import _routed_queue, task_attrs
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
 
@@ -56,6 +57,8 @@ class Attempt:
     final: bool
     #: Set when the body raised and QStash should retry this very message.
     requeue: bool = False
+    #: What the body raised, when it did (the answer reports its type and message).
+    error: BaseException | None = None
 
 
 #: The delivery whose body is running in this context (None outside the receiver).
@@ -132,6 +135,11 @@ class DeferredTask(Task):  # type: ignore[misc]
         json_arguments(self.name, args, kwargs)
         task_id = task_id or uuid()
         conf = call_conf(app.conf)
+        # The task's own execution options (its serializer, the app's task_serializer)
+        # under the call's, and task_routes' queue, as Celery's apply_async merges them.
+        options = dict(self._get_exec_options(), **options)
+        if conf.routes and not options.get("queue"):
+            options["queue"] = _routed_queue(app, self, args, kwargs, options)
         callbacks = _signatures("link", link)
         errbacks = _signatures("link_error", link_error)
         # chain and headers mean other things to the table (a refusal, forwarded HTTP
@@ -159,7 +167,13 @@ class DeferredTask(Task):  # type: ignore[misc]
             return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
                               retries=retries, **options)
         if plan.is_expired(now):
-            return self.AsyncResult(task_id)
+            # Due after its expiry: never published, REVOKED (as a worker would mark it).
+            result = self.AsyncResult(task_id)
+            if hasattr(result, "mark_locally"):
+                result.mark_locally(celery_states.REVOKED, TaskRevokedError(
+                    "expired: the message would be delivered after its expiry time, so it "
+                    "was not published"))
+            return result
         message = task_message(
             self.name, task_id, args, kwargs, retries=retries,
             root_id=carried.get("root_id") or task_id,
@@ -191,6 +205,8 @@ class DeferredTask(Task):  # type: ignore[misc]
         except (Retry, Ignore, Reject):
             raise
         except Exception as exc:
+            if attempt is not None:
+                attempt.error = exc
             if attempt is None or attempt.final:
                 raise
             # QStash retries this very message (the task's retry delay): Celery's tracer

@@ -14,6 +14,10 @@ from qstash.log import LogState
 
 from .test_sdk import tick
 
+pytestmark = pytest.mark.local_only(
+    "delivers with POST /_emulator/tick, resets between tests and publishes to a "
+    "recording destination on loopback")
+
 
 @pytest.fixture
 def client(sdk: Client) -> QStash:

@@ -16,6 +16,10 @@ from qstash.log import LogState
 
 from celery_qstash.local.emulator import EmulatorServer
 
+pytestmark = pytest.mark.local_only(
+    "delivers with POST /_emulator/tick, resets between tests and checks what a "
+    "recording destination on loopback received")
+
 
 def tick(server: EmulatorServer) -> int:
     response = httpx.post(f"{server.url}/_emulator/tick", trust_env=False)

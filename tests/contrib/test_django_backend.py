@@ -228,7 +228,10 @@ def test_missing_token_names_the_setting_unless_failing_silently(mail_settings: 
     with override_settings(CELERY_QSTASH_TOKEN=None):
         with pytest.raises(ConfigurationError) as info:
             send_mail("Hi", "hi", None, ["a@example.com"])
-        assert info.value.setting == "qstash_token"
+        # named as a Django project spells it, not as a Celery app's conf does
+        assert info.value.setting == "CELERY_QSTASH_TOKEN"
+        assert "set the Django setting CELERY_QSTASH_TOKEN or the QSTASH_TOKEN" in str(info.value)
+        assert "Celery setting qstash_token" not in str(info.value)
         assert send_mail("Hi", "hi", None, ["a@example.com"], fail_silently=True) == 0
     assert qstash.call_count == 0
 

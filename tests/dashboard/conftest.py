@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +39,26 @@ QSTASH_URL = "http://qstash.test"
 TOKEN = "qstash-token-DASHBOARD-S3CRET"
 #: The stack's sandbox takes any bearer key; its chaos endpoints need one.
 SANDBOX_AUTH = {"Authorization": "Bearer AS_test"}
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through playwright (never a downloaded browser)."""
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        # scripts/test installs it; a missing browser is a broken setup, not a reason to skip.
+        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/test, or apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture

@@ -176,7 +176,13 @@ class FakeQStash:
         # Newest first, and within one ms the later event first, as QStash lists them
         # (the builders above write events oldest first).
         found = sorted(found, key=lambda e: e["time"])[::-1]
-        return httpx.Response(200, json={"events": found})
+        # Pages of at most 100 (QStash's documented maximum), an opaque cursor to the next.
+        count = min(int(params.get("count") or 100), 100)
+        start = int(params.get("cursor") or 0)
+        page = found[start:start + count]
+        more = start + count < len(found)
+        return httpx.Response(200, json={"events": page,
+                                         **({"cursor": str(start + count)} if more else {})})
 
     def _cancel(self, request: httpx.Request) -> httpx.Response:
         message_id = request.url.path.rsplit("/", 1)[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -309,11 +310,16 @@ def test_a_loopback_alias_bind_answers_its_own_host_name(
         == 421
 
 
-def test_pages_forbid_scripts(client: TestClient, fake: FakeQStash) -> None:
-    csp = client.get("/tasks").headers["content-security-policy"]
+def test_pages_run_only_their_own_script(client: TestClient, fake: FakeQStash) -> None:
+    page = client.get("/tasks")
+    csp = page.headers["content-security-policy"]
 
     assert "default-src 'none'" in csp
-    assert "script-src" not in csp  # falls back to default-src 'none'
+    # one script, the dashboard's own /live.js: no inline script, no eval, no other origin
+    assert "script-src 'self';" in csp and "unsafe-eval" not in csp
+    assert "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    assert re.findall(r"<script\b[^>]*>(.*?)</script>", page.text) == [""]
+    assert client.get("/live.js").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_a_task_goes_pending_to_success_everywhere(
     group = click.Group("celery-qstash")
     register(group)
     out = CliRunner().invoke(group, ["status", "--json", "--state", "SUCCESS"]).output
-    rows = {row["task_id"]: row for row in json.loads(out)}
+    rows = {row["uuid"]: row for row in json.loads(out)}
     assert rows[result.id]["state"] == "SUCCESS"
     assert rows[result.id]["response_status"] == 200
 

@@ -66,7 +66,7 @@ def test_the_chart_is_an_svg_of_delivered_and_failed_per_bucket(
     assert svg is not None
     assert "1 delivered, 1 failed" in svg.group(0)  # the bucket both finished in
     assert "UTC</text>" in svg.group(0)
-    assert "<script" not in page
+    assert "<script" not in svg.group(0)
 
 
 def test_the_list_is_compact_and_links_names_to_their_filter(
@@ -223,3 +223,11 @@ def test_a_task_id_with_url_characters_links_to_its_own_page(
     from urllib.parse import quote
     assert board.get("/task/" + quote(ODD_ID, safe="")).status_code == 200
     assert board.get("/tasks/" + quote(ODD_ID, safe="")).status_code == 200
+
+
+def test_an_empty_dashboard_says_how_tasks_arrive(board: TestClient, fake: FakeQStash) -> None:
+    fake.events = []
+    assert "No task yet: call .delay() on a QStash task" in board.get("/tasks").text
+    assert "No task matches." in board.get("/tasks", params={"search": "nobody"}).text
+    icon = board.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"

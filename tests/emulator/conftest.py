@@ -12,16 +12,17 @@ Both emulators are session-scoped and reset between tests.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.devserver import DEV_TOKEN
@@ -54,6 +55,21 @@ class Reply:
     body: bytes = b"ok"
 
 
+class _AnswerAll:
+    """ASGI middleware that answers every HTTP request itself, before any routing."""
+
+    def __init__(self, app: ASGIApp, handle: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = app
+        self.handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan
+            return
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 class Target:
     """A recording destination on loopback."""
 
@@ -61,8 +77,9 @@ class Target:
         self.requests: list[Received] = []
         self._script: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
-        app = Starlette(routes=[Route("/{path:path}", self._handle,
-                                      methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
+        # Every request reaches the handler, whatever its path holds (a router's
+        # ``{path:path}`` refuses a newline, which a destination may carry as ``%0A``).
+        app = Starlette(middleware=[Middleware(_AnswerAll, handle=self._handle)])
         self.server = ThreadedServer(app)
 
     @property
@@ -85,7 +102,7 @@ class Target:
 
     async def _handle(self, request: Request) -> Response:
         body = await request.body()
-        path = request.url.path
+        path = request.scope["path"]  # as sent (request.url drops a newline)
         with self._lock:
             self.requests.append(Received(request.method, path, request.url.query,
                                           dict(request.headers), body))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 from typing import Any
 
 import httpx
 import jwt
+import pytest
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.devserver import DEV_CURRENT_SIGNING_KEY, DEV_TOKEN
@@ -575,3 +577,15 @@ def test_callbacks_are_made_only_for_the_outcomes_that_have_one() -> None:
         "callback", "failure_callback"]
     assert emulator.loop.callbacks(both, failing, "CANCELED", None) == []
     emulator.close()
+
+
+def test_the_dev_log_names_the_task_before_the_message(
+        fake: Client, target: Target, caplog: pytest.LogCaptureFixture) -> None:
+    # A user greps the dev log for the task id `status` printed, not QStash's message id.
+    message_id = fake.publish(target.url, b"{}", Upstash_Label="welcome-42",
+                              Upstash_Forward_X_Celery_Task="app.send_welcome").json()["messageId"]
+    with caplog.at_level(logging.INFO, logger="celery_qstash.local.emulator"):
+        assert fake.tick() == 1
+    [line] = [r.getMessage() for r in caplog.records if message_id in r.getMessage()]
+    assert line.startswith(f"task welcome-42 app.send_welcome, message {message_id} -> ")
+    assert line.endswith("DELIVERED (200)")

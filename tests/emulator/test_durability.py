@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from children import INTERRUPTIBLE
 
 from celery_qstash.devserver import DEV_TOKEN
 from celery_qstash.local.serving import free_port
@@ -28,7 +29,7 @@ def _start(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get(
         "PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
+                               stderr=subprocess.DEVNULL, env=env, **INTERRUPTIBLE)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

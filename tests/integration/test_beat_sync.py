@@ -108,8 +108,10 @@ def test_the_cli_syncs_and_says_what_it_did(
     assert "dry run, nothing changed: 2 create, 1 skip" in dry.output
     assert _client(dev_servers).schedule.list() == []
 
-    done = runner.invoke(main, ["beat", "sync", "-A", "beat_cli_proj:app"])
+    done = runner.invoke(main, ["beat", "sync", "-A", "beat_cli_proj:app"],
+                         env={"COLUMNS": "80"})
     assert done.exit_code == 0, done.output
+    assert max(map(len, done.output.splitlines())) <= 80  # was 133
     assert "CRON_TZ=Europe/Paris 0 7 * * *" in done.output
     assert "not a QStash task: left to celery beat" in done.output
     assert len(_client(dev_servers).schedule.list()) == 2

@@ -339,3 +339,56 @@ def test_an_email_task_that_sent_nothing_says_its_countdown_delayed_nothing(
     with pytest.warns(CeleryQStashWarning, match="ran at call time.*@qstash_task"):
         cleanup.apply_async((1,), countdown=60)
     assert done == [1]
+
+
+def test_task_routes_pick_the_queue(live_app: Celery, receiver_url: str, runs: Runs) -> None:
+    """task_routes' queue becomes QStash's queue (one at a time), as for an email task."""
+    live_app.conf.task_routes = {"live.add": {"queue": "reports"}}
+    add = _add(live_app, runs)
+    result = add.delay(1, 1)
+    assert result.get(timeout=20) == 2
+    record = result.backend._status().task(result.id, callbacks=False)
+    assert record is not None and record.queue == "reports"
+
+
+def test_the_dashboard_and_flower_api_show_arguments_attempts_and_result(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    import warnings
+
+    from celery_qstash.config import load_settings
+    from celery_qstash.local.dashboard import create_app
+    from celery_qstash.publish.transports.qstash import client_for
+    from celery_qstash.status import StatusClient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    @live_app.task(base=DeferredTask, name="live.report", shared=False, bind=True,
+                   max_retries=2, default_retry_delay=0.2)
+    def report(self: Any, month: str, fmt: str = "pdf") -> dict[str, str]:
+        if self.request.retries == 0:
+            raise TimeoutError("warehouse busy")
+        return {"file": f"{month}.{fmt}"}
+
+    result = report.apply_async(("2026-11",), {"fmt": "csv"})
+    assert result.get(timeout=30) == {"file": "2026-11.csv"}
+    settings = load_settings(live_app.conf)
+    board = TestClient(create_app(StatusClient(client_for(settings)), secrets=settings.secrets),
+                       base_url="http://127.0.0.1")
+    page = board.get(f"/task/{result.id}").text
+    assert "(&#x27;2026-11&#x27;,)" in page and "&#x27;fmt&#x27;: &#x27;csv&#x27;" in page
+    assert "2026-11.csv" in page
+    info = board.get(f"/api/task/info/{result.id}").json()
+    assert info["args"] == "('2026-11',)" and info["kwargs"] == "{'fmt': 'csv'}"
+    assert info["state"] == "SUCCESS" and info["retries"] == 1
+
+
+def test_a_call_due_after_its_expiry_is_revoked_and_not_published(
+    live_app: Celery, receiver_url: str, runs: Runs, dev_servers: DevServers
+) -> None:
+    add = _add(live_app, runs)
+    result = add.apply_async((1, 1), countdown=60, expires=10)
+    assert result.state == "REVOKED"
+    assert dev_servers.emulator.emulator.store.pending_count() == 0

@@ -227,7 +227,8 @@ def test_the_morning_digest_is_computed_at_each_firing_and_sent_once(
         assert len(servers.emails()) == 1
         nd.NOTIFICATIONS.extend([nd.Notification(1, "a"), nd.Notification(1, "b")])
         servers.advance(DAY)
-        assert servers.emails()[0]["subject"] == "2 new notifications"
+        newest = servers.emails()[0]
+        assert newest["subject"] == "2 new notifications"
         keys = {e["idempotencyKey"] for e in servers.emails()}
         assert len(keys) == 2  # one per firing
 

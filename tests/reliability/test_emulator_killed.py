@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from celery import Celery
+from children import INTERRUPTIBLE
 
 from celery_qstash import PublishError
 from celery_qstash.devserver import AUTOSEND_URL
@@ -42,7 +43,7 @@ def start_emulator(port: int, data_dir: Path, sandbox_url: str) -> subprocess.Po
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
+                               stderr=subprocess.DEVNULL, env=env, **INTERRUPTIBLE)
 
     def healthy() -> bool:
         try:

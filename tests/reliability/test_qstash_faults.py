@@ -96,6 +96,7 @@ def test_a_wrong_token_is_a_401_naming_nothing_secret(app: Celery, stack: Stack)
 
     assert caught.value.status == 401
     assert not caught.value.outcome_unknown
+    assert "check qstash_token / QSTASH_TOKEN" in str(caught.value)  # says what to fix
     assert wrong not in str(caught.value) and wrong not in repr(caught.value.__dict__)
     assert stack.qstash.counts(PUBLISH) == {"pass": 1}  # an auth error is not retried
     assert stack.inbox() == {}

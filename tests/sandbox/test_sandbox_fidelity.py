@@ -71,18 +71,19 @@ def test_item9_unverified_sender_domain_is_refused_when_domains_are_configured(
         assert "--verified-domain" in CliRunner().invoke(command, ["--help"]).output
 
 
-def test_item10_the_limit_is_two_per_second_and_the_headers_say_so(clock: FakeClock) -> None:
-    # AutoSend's current rate-limit reference: 2 requests per second per API key; the
-    # 50-per-minute figure came from the legacy page, so that window is optional (off).
+def test_item10_both_documented_limits_by_default_and_the_headers_say_so(
+        clock: FakeClock) -> None:
+    # AutoSend's reference ("Rate Limits"): 2 requests per second and 50 per minute per key.
     with Sandbox(clock=clock) as box, TestClient(box.app) as tc:
-        for sent in range(1, 61):
+        for sent in range(1, 51):
             assert tc.post("/v1/mails/send", json=email(), headers=AUTH).status_code == 200
             if sent % 2 == 0:
                 clock.advance(1.0)
         response = tc.post("/v1/mails/send", json=email(), headers=AUTH)
-        assert response.status_code == 200  # 61 in a minute: no per-minute window
-        assert response.headers["x-ratelimit-limit"] == "2"
-        assert response.headers["x-ratelimit-remaining"] == "1"
-    with Sandbox(clock=clock, rate_per_minute=50) as box, TestClient(box.app) as tc:
+        assert response.status_code == 429  # the 51st within a minute
+        assert response.headers["x-ratelimit-limit"] == "50"
+        assert response.headers["x-ratelimit-remaining"] == "0"
+    with Sandbox(clock=clock, rate_per_minute=None) as box, TestClient(box.app) as tc:
+        # --rate-per-minute 0: the per-second window alone, and the headers describe it
         assert tc.post("/v1/mails/send", json=email(),
-                       headers=AUTH).headers["x-ratelimit-limit"] == "50"
+                       headers=AUTH).headers["x-ratelimit-limit"] == "2"

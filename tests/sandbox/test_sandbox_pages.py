@@ -3,7 +3,10 @@ the Rejected view and the link to the dashboard (no script anywhere)."""
 
 from __future__ import annotations
 
+import html
 import re
+
+import pytest
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.local.sandbox import Sandbox
@@ -141,12 +144,44 @@ def test_an_email_links_to_its_task_on_the_dashboard(sandbox: Sandbox,
     page = client.get(f"/inbox/{msg_id}").text
 
     assert 'id="task-link" href="http://127.0.0.1:5555/tasks/t-1"' in page
-    keyed = client.get("/inbox", params={"key": "t-1"}).text
-    assert f'href="/inbox/{msg_id}"' in keyed
+    # The dashboard's "email in the inbox" link opens the email itself...
+    keyed = client.get("/inbox", params={"key": "t-1"}, follow_redirects=False)
+    assert keyed.status_code == 303 and keyed.headers["location"] == f"/inbox/{msg_id}"
     assert "No email matches." in client.get("/inbox", params={"key": "t-2"}).text
+    # ...and a list filtered by task says so (the filter is visible, and clearable).
+    filtered = client.get("/inbox", params={"key": "t-2"}).text
+    assert 'id="key-filter">Task t-2<' in filtered and "Clear search" in filtered
 
 
-def test_pages_run_no_script_and_forms_post_only_here(client: TestClient) -> None:
-    csp = client.get("/inbox").headers["content-security-policy"]
+def test_favicon_is_an_icon_not_a_404(client: TestClient) -> None:
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
 
-    assert "script-src 'none'" in csp and "form-action 'self'" in csp
+
+def test_pages_run_only_their_own_script_and_forms_post_only_here(client: TestClient) -> None:
+    page = client.get("/inbox")
+    csp = page.headers["content-security-policy"]
+
+    # One script, the sandbox's own /live.js: no inline script, no eval, no other origin.
+    assert "script-src 'self';" in csp and "unsafe" not in csp and "form-action 'self'" in csp
+    assert re.findall(r"<script\b[^>]*>(.*?)</script>", page.text) == [""]
+    assert '<script src="/live.js" defer></script>' in page.text
+    served = client.get("/live.js")
+    assert served.status_code == 200 and served.headers["content-type"].startswith(
+        "text/javascript")
+    assert "data-live" in served.text
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"success": False, "error": {"message": "Service down", "code": "DOWN"}}, "Service down"),
+    ({"error": "Bad gateway"}, "Bad gateway"),
+    ({"detail": "nothing we know"}, '{"detail": "nothing we know"}'),
+])
+def test_the_rejected_view_gives_a_reason_for_any_error_body(
+        sandbox: Sandbox, client: TestClient, body: dict[str, object], reason: str) -> None:
+    client.post("/api/v1/chaos", json={"fail_next": 1, "status": 503, "body": body},
+                headers=AUTH)
+    client.post("/v1/mails/send", json=email(), headers=AUTH)
+    row = re.findall(r"<tr>(.*?)</tr>", client.get("/rejected").text)[1]
+    shown = re.search(r'<td class="reason">(.*?)</td>', row)
+    assert shown is not None and html.unescape(shown.group(1)) == reason

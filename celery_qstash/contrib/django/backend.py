@@ -26,7 +26,12 @@ from kombu.utils.uuid import uuid
 
 from ...config import Settings, load_settings
 from ...email import Email
-from ...errors import CeleryQStashError, EmailValidationError, UnsupportedOption
+from ...errors import (
+    CeleryQStashError,
+    ConfigurationError,
+    EmailValidationError,
+    UnsupportedOption,
+)
 from ...publish.options import warn_once
 from ...publish.plan import plan_publish
 from ...publish.request import PublishRequest, TaskAttrs
@@ -116,8 +121,6 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             raise
         policy = str(_setting(conf, "qstash_email_extra_headers", "error")).lower()
         if policy not in _HEADER_POLICIES:
-            from ...errors import ConfigurationError
-
             raise ConfigurationError(
                 "CELERY_QSTASH_EMAIL_EXTRA_HEADERS", f"expected 'error' or 'warn', got {policy!r}"
             )
@@ -195,9 +198,21 @@ def publish_emails(
         else:
             sent = list(get_batch_transport(settings).publish_many(ready))
     except CeleryQStashError as exc:  # no transport (a missing token)
-        return [exc] * len(prepared)
+        return [django_named(exc)] * len(prepared)
     answers = iter(sent)
-    return [r if isinstance(r, CeleryQStashError) else next(answers) for r in requests]
+    return [django_named(r) if isinstance(r, CeleryQStashError) else next(answers)
+            for r in requests]
+
+
+def django_named(exc: CeleryQStashError) -> CeleryQStashError:
+    """A setting error named as a Django project spells the setting
+    (``CELERY_QSTASH_TOKEN``), not as a Celery app's conf does (``qstash_token``)."""
+    if not isinstance(exc, ConfigurationError) or exc.setting.startswith("CELERY_"):
+        return exc
+    name = f"CELERY_{exc.setting.upper()}"
+    message = str(getattr(exc, "_message", exc)).replace(
+        f"the Celery setting {exc.setting}", f"the Django setting {name}")
+    return ConfigurationError(name, message)
 
 
 def _header_refused(name: str, policy: str, why: str) -> None:

@@ -33,6 +33,7 @@ from ...clock import Clock, SystemClock
 from ...devserver import DASHBOARD_PORT
 from ...errors import ConfigurationError
 from ...status import StatusClient
+from .. import live
 from ..serving import LOOPBACK_HOSTS, BodyLimit, SameSiteGuard, is_loopback, local_hosts
 from . import api, views
 from .html import task_path
@@ -45,10 +46,11 @@ StatusSource = StatusClient | Callable[[], StatusClient]
 MAX_BODY = 64 * 1024
 
 _SECURITY_HEADERS = [
-    # No script at all: an escaping bug could then show markup, never run code.
+    # No inline script and no other origin: an escaping bug could show markup, never run
+    # code. The one script is /live.js, which fetches its own page (connect-src 'self').
     (b"content-security-policy",
-     b"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
-     b"frame-ancestors 'none'; base-uri 'none'"),
+     b"default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+     b"img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" on our
@@ -120,6 +122,8 @@ async def _healthcheck(request: Request) -> Response:
 ROUTES = [
     Route("/", _home),
     Route("/healthcheck", _healthcheck),
+    Route(live.SCRIPT_PATH, live.script),
+    Route("/favicon.ico", live.favicon),
     # Pages
     Route("/tasks", views.tasks_page),
     # A task id may contain "/" (any printable but space and comma): the rest of the path.

@@ -3,8 +3,9 @@
 There is no template engine (jinja2 is not a dependency): pages are Python
 f-strings, and every value reaches them through :func:`e` (or a helper built on
 it), which escapes with :func:`html.escape`. Markup that is already safe is
-wrapped in :class:`Safe` so it is not escaped twice. The pages run no script at
-all; the Content-Security-Policy set by the app forbids it.
+wrapped in :class:`Safe` so it is not escaped twice. The one script is the app's own
+``/live.js`` (live updates in place); the Content-Security-Policy allows nothing else:
+no inline script, no other origin, no eval.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import quote, urlencode
 from celery import states
 
 from ...status.attempts import relative
+from .. import live
 
 __all__ = [
     "Safe", "badge", "chart", "confirm", "e", "fmt_time", "id_link", "layout", "link", "pretty",
@@ -265,17 +267,17 @@ _NAV = (
 
 def layout(title: str, body: str, *, here: str = "", refresh: int | None = None,
            prefix: str = "") -> str:
-    """A whole page. ``refresh`` (seconds) reloads it, without any script."""
+    """A whole page. ``refresh`` (seconds) updates its ``data-live`` regions in place
+    (:mod:`celery_qstash.local.live`), or reloads it whole without JavaScript."""
     nav = "".join(
         f'<a href="{e(prefix + href)}" class="{"here" if key == here else ""}">{e(text)}</a>'
         for key, href, text in _NAV
     )
-    meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{e(title)} · celery-qstash</title>{meta}"
+        f"<title>{e(title)} · celery-qstash</title>{live.head(refresh, prefix)}"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{_CSS}</style></head><body>"
+        f"<style>{_CSS}</style></head><body{live.body_attrs(refresh)}>"
         f'<header><span class="brand">celery-qstash</span>{nav}'
         '<span class="utc">All times UTC</span></header>'
         f"<main>{body}</main></body></html>"

@@ -247,7 +247,10 @@ def tasks_page(request: Request) -> Response:
         target = f"-{key}" if sort_by == key else key
         return link("/tasks?" + query({**params, "sort_by": target}), text)
 
-    listing = _task_table(request, window, sort_link)
+    filtered = any(q.get(k) for k in ("state", "name", "since", "search"))
+    listing = _task_table(request, window, sort_link, empty="No task matches." if filtered else
+                          "No task yet: call .delay() on a QStash task and it appears here "
+                          "within seconds.")
     first = (page - 1) * per_page + 1 if shown else 0
     last = (page - 1) * per_page + len(window)
     nav = [f"<span>Showing {first}&ndash;{last} of {len(shown)}</span>"]
@@ -258,9 +261,11 @@ def tasks_page(request: Request) -> Response:
         nav.append(str(link("/tasks?" + query({**params, "page": page + 1}), "Next »")))
     pager = f'<div class="pager">{"".join(nav)}</div>'
     counts = _counts(unstated, params, q.get("state") or "")
-    summary = (f'<div class="summary"><h1>Tasks</h1>{counts}'
+    summary = (f'<div class="summary" id="live-summary" data-live><h1>Tasks</h1>{counts}'
                f"{_throughput(unstated, _now(request))}</div>")
-    body = f"{summary}{form}{pager}{listing}{pager}"
+    # The filter form is not live: what is typed there survives every update.
+    body = f'{summary}{form}<div id="live-list" data-live>{pager}{listing}{pager}</div>'
+
     return HTMLResponse(layout("Tasks", body, here="tasks", refresh=refresh or None))
 
 
@@ -354,8 +359,10 @@ def task_page(request: Request) -> Response:
     ])
     request_kv = _kv([
         ("Destination", e(f"{method or 'POST'} {safe_url(record.url)}")),
-        ("Recipient", e(record.recipient)),
-        ("Subject", e(record.subject)),
+        # A deferred task (its body ran on the receiver) has arguments, not an email.
+        *([("Arguments", e(repr(tuple(record.args)))),
+           ("Keyword arguments", e(repr(record.kwargs)))] if record.args is not None else
+          [("Recipient", e(record.recipient)), ("Subject", e(record.subject))]),
     ])
     headers = redact_headers(header)
     header_table = table(["Header", "Value"], sorted(headers.items()),
@@ -381,12 +388,13 @@ def task_page(request: Request) -> Response:
                      + str(table(["Kind", "URL", "State", "QStash state", "Response", "Error",
                                   "Message", "Last event"], rows, cls="callbacks")))
     body = (
+        '<div id="live-task" data-live>'
         f"<h1>{e(record.name or 'Task')} {badge(record.state)}</h1>{notice}"
         f'<div class="actions">{"".join(actions)}</div>'
         f"<h2>Summary</h2>{summary}"
         f'<h2 id="timeline">Event timeline</h2>{_timeline(request, record)}'
         f"<h2>Request</h2>{request_kv}{header_table}"
-        f"<h2>AutoSend's response</h2>{error}{response}{callbacks}"
+        f"<h2>AutoSend's response</h2>{error}{response}{callbacks}</div>"
     )
     refresh = None if record.ready else 10
     return HTMLResponse(layout(f"Task {record.task_id}", body, here="tasks", refresh=refresh))

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from celery_qstash.local.serving import JSONBodyError, parse_json
 
-from .errors import BadRequest, Unauthorized
+from .errors import ApiError, BadRequest, NotFound, Unauthorized
 from .store import EventFilter, Published
 
 if TYPE_CHECKING:
@@ -34,8 +34,10 @@ JSON = dict[str, Any]
 Handler = Callable[["Api", Request, str], Awaitable[Response]]
 #: (path, methods, handler) as listed by each ``routes/`` module.
 Route = tuple[str, list[str], Handler]
+#: A page of logs or DLQ messages: OAS GET /v2/logs and GET /v2/dlq, ``count``
+#: "default: 100, maximum: 100". A larger count gets a page of 100 and a cursor.
 DEFAULT_COUNT = 100
-MAX_COUNT = 1000
+MAX_COUNT = 100
 #: Bounds of integer query parameters (SQLite integers are 64-bit; times are in ms).
 INT64_MAX = 2**63 - 1
 
@@ -171,6 +173,20 @@ def _count(request: Request, default: int = DEFAULT_COUNT, maximum: int = MAX_CO
     count = _int_param(request.query_params.get("count"), "count", default, low=1)
     assert count is not None
     return min(count, maximum)
+
+
+def _readable(what: str, ident: str, show: Callable[[], Any]) -> Any:
+    """``show()``, or a 404 naming ``ident`` when its stored row is damaged (a hand-edited
+    or broken database): QStash's answer for what it cannot serve, never a 500. The
+    delivery loop sets such a message aside (``store/attempts.py``); the log says why."""
+    try:
+        return show()
+    except ApiError:
+        raise
+    except Exception as exc:
+        log.error("%s %s: its stored data cannot be read (%s)", what, ident,
+                  type(exc).__name__)
+        raise NotFound(f"{what} {ident} cannot be read: its stored data is damaged") from None
 
 
 def _published_json(items: list[Published], destination: str) -> Any:

@@ -103,7 +103,9 @@ def _common(message: JSON, options: PublishOptions) -> JSON:
             out["parallelism"] = fc.parallelism
         if fc.rate is not None:
             out["rate"] = fc.rate
-            out["period"] = fc.period_s
+        # Always, as QStash does: qstash-py tests/test_message.py test_batch_with_flow_control
+        # reads ``period == 1`` back for a key with parallelism only.
+        out["period"] = fc.period_s
     return out
 
 

@@ -73,8 +73,8 @@ class Sandbox:
     """A sandbox's state (``store``) and its ASGI ``app``; ``close()`` releases the database.
 
     ``rate_per_second`` / ``rate_per_minute``: sliding-window limits per API key
-    (``0`` or ``None`` turns one off; AutoSend documents 2 per second, the minute window
-    is off by default). The wait goes in the JSON ``retryAfter`` field, as AutoSend's
+    (``0`` or ``None`` turns one off; AutoSend documents both: 2 per second and 50 per
+    minute per API key). The wait goes in the JSON ``retryAfter`` field, as AutoSend's
     docs show it; ``retry_after_header=True`` also sends ``Retry-After``, which QStash
     honours (production follows QStash's default backoff instead).
     ``verified_domains``: when given, a ``from`` on any other domain is refused with
@@ -92,7 +92,7 @@ class Sandbox:
         clock: Clock | None = None,
         api_keys: Iterable[str] | None = None,
         rate_per_second: int | None = 2,
-        rate_per_minute: int | None = None,
+        rate_per_minute: int | None = 50,
         retry_after_header: bool = False,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         allowed_hosts: Sequence[str] | None = None,
@@ -144,7 +144,7 @@ def create_app(
     clock: Clock | None = None,
     api_keys: Iterable[str] | None = None,
     rate_per_second: int | None = 2,
-    rate_per_minute: int | None = None,
+    rate_per_minute: int | None = 50,
     retry_after_header: bool = False,
     allowed_hosts: Sequence[str] | None = None,
     max_body: int = DEFAULT_MAX_BODY,
@@ -182,7 +182,7 @@ class SandboxServer:
         clock: Clock | None = None,
         api_keys: Iterable[str] | None = None,
         rate_per_second: int | None = 2,
-        rate_per_minute: int | None = None,
+        rate_per_minute: int | None = 50,
         retry_after_header: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
         verified_domains: Iterable[str] | None = None,
@@ -239,7 +239,7 @@ def serve(
     data_dir: str | os.PathLike[str] | None = None,
     api_keys: Iterable[str] | None = None,
     rate_per_second: int | None = 2,
-    rate_per_minute: int | None = None,
+    rate_per_minute: int | None = 50,
     retry_after_header: bool = False,
     max_body: int = DEFAULT_MAX_BODY,
     verified_domains: Iterable[str] | None = None,

@@ -42,8 +42,9 @@ Assumptions where AutoSend documents nothing (see the reference notes):
   256 characters are a 400. Only a 200 is recorded: a request that failed
   validation, was rate limited or hit a chaos rule can be retried with the same key.
 - ``X-RateLimit-Limit/Remaining/Reset`` describe the longest window configured
-  (AutoSend's current reference: 2 requests per second per key; the per-minute
-  window of the legacy page is off by default), ``Reset`` in epoch seconds.
+  (AutoSend's reference, "Rate Limits": 2 requests per second and 50 per minute per
+  key, so the minute window by default, as its ``X-RateLimit-Limit: 50`` example shows),
+  ``Reset`` in epoch seconds.
   ``retryAfter`` in the body is the wait imposed by whichever window refused the
   request; a ``Retry-After`` header is sent only when asked (``retry_after_header``):
   AutoSend does not document one, and QStash honours it, so by default a 429
@@ -75,7 +76,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -84,6 +85,8 @@ from starlette.routing import BaseRoute, Route
 
 from ...email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_errors
 from ...errors import EmailValidationError
+from ..live import SCRIPT_PATH, favicon
+from ..live import script as live_script
 from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
 from . import pages
 from .render import merge_data, render
@@ -254,6 +257,8 @@ class SandboxAPI:
             Route("/inbox/{id}", self.message_page, methods=["GET"]),
             Route("/inbox/{id}/delete", self.delete_page, methods=["POST"]),
             Route("/rejected", self.rejected_page, methods=["GET"]),
+            Route(SCRIPT_PATH, live_script, methods=["GET"]),
+            Route("/favicon.ico", favicon, methods=["GET"]),
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
             Route("/api/v1/messages", self._keyed(self.delete_messages), methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
@@ -642,6 +647,10 @@ class SandboxAPI:
             limit=pages.PER_PAGE, offset=(page - 1) * pages.PER_PAGE,
             search=search or None, idempotency_key=key or None,
         )
+        if key and total == 1 and not search and page == 1:
+            # A task's "email in the inbox" link: the email itself, not a one-row list.
+            return RedirectResponse(f"/inbox/{quote(messages[0]['id'], safe='')}",
+                                    status_code=303)
         rejected, _ = self.store.rejections(limit=1)
         view = pages.InboxView(total=total, messages=messages, page=page, search=search,
                                key=key, refresh=refresh, token=self.page_token,
@@ -706,10 +715,11 @@ class SandboxAPI:
 
 
 def _page(content: str, status: int = 200) -> HTMLResponse:
-    # Captured HTML is shown only inside <iframe sandbox>; no script runs on our pages at
-    # all, and the only forms post back here (delete, clear all).
-    csp = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-           "frame-ancestors 'none'")
+    # Captured HTML is shown only inside <iframe sandbox> (no script runs there); our
+    # pages run one script, our own /live.js (no inline script, no eval, no other
+    # origin), and the only forms post back here (delete, clear all).
+    csp = ("script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+           "form-action 'self'; frame-ancestors 'none'")
     return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
 
 
@@ -725,8 +735,14 @@ def refusal(response: Response, raw: bytes, path: str, idempotency_key: str | No
         answer = None
     reason = ""
     if isinstance(answer, dict):
-        reason = str(answer.get("message") or "")
-        details = answer.get("errors")
+        # Either shape AutoSend has documented, or a chaos rule's own body: the legacy
+        # top-level message/errors, the current error: {message, details}, a bare string.
+        nested = answer.get("error")
+        nested = nested if isinstance(nested, dict) else {"message": nested}
+        reason = str(answer.get("message") or nested.get("message") or "")
+        details = answer.get("errors") or nested.get("details")
+        if not reason:
+            reason = json.dumps(answer, sort_keys=True)[:200]
         if isinstance(details, list):
             parts = [f"{d.get('field')}: {d.get('message')}" for d in details
                      if isinstance(d, dict)]

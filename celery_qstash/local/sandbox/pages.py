@@ -6,9 +6,11 @@ is shown only as the ``srcdoc`` of an ``<iframe sandbox>``: escaped once for the
 attribute, it renders as the email would, and with no scripts, forms or access
 to this page.
 
-No script runs on these pages (the CSP forbids it): the tabs are links, live
-refresh is a ``<meta http-equiv="refresh">`` (``?refresh=0`` turns it off), and
-"clear all" is confirmed in a ``<details>`` before its form can be sent. The
+The one script is the sandbox's own ``/live.js`` (the CSP allows nothing else): live
+refresh updates the list in place (:mod:`celery_qstash.local.live`; without JavaScript a
+``<noscript><meta http-equiv="refresh">`` reloads the page; ``?refresh=0`` turns it
+off), the tabs are links, and "clear all" is confirmed in a ``<details>`` before its
+form can be sent. The
 forms that delete carry the sandbox's page token (see :mod:`.api`).
 """
 
@@ -25,6 +27,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ..live import body_attrs
+from ..live import head as live_head
 from .store import Message
 
 __all__ = [
@@ -103,7 +107,6 @@ def _addresses(addresses: Iterable[dict[str, Any]] | None) -> str:
 
 def _layout(title: str, body: str, *, here: str = "", refresh: int = 0,
             live: str = "") -> str:
-    meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
     nav = "".join(
         f'<a href="{href}" class="{"here" if key == here else ""}">{text}</a>'
         for key, href, text in (("inbox", "/inbox", "Inbox"), ("rejected", "/rejected",
@@ -111,9 +114,10 @@ def _layout(title: str, body: str, *, here: str = "", refresh: int = 0,
     )
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">{meta}'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>"
-        f'<body><header><a class="brand" href="/inbox">AutoSend sandbox</a>{nav}{live}</header>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{live_head(refresh)}<title>{_e(title)}</title><style>{_STYLE}</style></head>"
+        f'<body{body_attrs(refresh)}><header>'
+        f'<a class="brand" href="/inbox">AutoSend sandbox</a>{nav}{live}</header>'
         f"<main>{body}</main></body></html>"
     )
 
@@ -178,6 +182,7 @@ def inbox(view: InboxView) -> str:
         + (f'<input type="hidden" name="refresh" value="{view.refresh}">'
            if view.refresh != REFRESH else "")
         + '<button type="submit" class="primary">Search</button>'
+        + (f'<span class="pill" id="key-filter">Task {_e(view.key)}</span>' if view.key else "")
         + ('<a class="pill" href="/inbox">Clear search</a>' if view.search or view.key else "")
         + "</form>"
     )
@@ -205,14 +210,17 @@ def inbox(view: InboxView) -> str:
            if view.page < pages else "")
     )
     notice = f'<p class="notice">{_e(view.done)}</p>' if view.done else ""
-    bar = f'<div class="bar">{search}{pager}{clear}{rejected}</div>'
+    # The search form is not live: what is typed there survives every update.
+    bar = (f'<div class="bar">{search}<span id="live-pager" data-live>{pager}</span>'
+           f'{clear}<span id="live-rejected" data-live>{rejected}</span></div>')
     if not view.messages:
         if view.search or view.key:
             empty = '<p class="muted">No email matches.</p>'
         else:
             empty = ('<p class="muted">No emails captured yet. '
                      "POST to <code>/v1/mails/send</code> or <code>/v1/mails/bulk</code>.</p>")
-        return _layout("AutoSend sandbox inbox", f"<h1>Inbox</h1>{notice}{bar}{empty}",
+        return _layout("AutoSend sandbox inbox",
+                       f'<h1>Inbox</h1>{notice}{bar}<div id="live-list" data-live>{empty}</div>',
                        here="inbox", refresh=view.refresh, live=live)
     rows = []
     for msg in view.messages:
@@ -229,11 +237,12 @@ def inbox(view: InboxView) -> str:
         )
     body = (
         f"<h1>Inbox</h1>{notice}{bar}"
+        '<div id="live-list" data-live>'
         '<table class="inbox"><colgroup><col style="width:12rem"><col style="width:18%">'
         '<col style="width:18%"><col><col style="width:7rem"></colgroup>'
         "<thead><tr><th>Received</th><th>From</th><th>To</th><th>Subject</th>"
         "<th>Batch</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        f'<div class="bar">{pager}</div>'
+        f'<div class="bar">{pager}</div></div>'
         '<p class="muted">JSON: <a href="/api/v1/messages">/api/v1/messages</a></p>'
     )
     return _layout("AutoSend sandbox inbox", body, here="inbox", refresh=view.refresh, live=live)

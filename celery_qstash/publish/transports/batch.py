@@ -35,6 +35,7 @@ from .qstash import (
     _deadline,
     classify,
     is_loopback,
+    refusal_hint,
     shown_url,
 )
 
@@ -158,7 +159,7 @@ def whole_request_error(
                 "AutoSend on their Idempotency-Key, so nothing is sent twice"
             )
         else:
-            message = f"QStash did not accept {which} ({detail})"
+            message = f"QStash did not accept {which} ({detail}){refusal_hint(status)}"
             if status is None and is_loopback(url):
                 message += f". Nothing answers at {url}: is `celery-qstash dev` running?"
     return PublishError(message, status=status, error=text, outcome_unknown=maybe_stored)

@@ -115,6 +115,14 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+def refusal_hint(status: int | None) -> str:
+    """What to check when QStash refuses the credentials: the setting, by both names."""
+    if status in (401, 403):
+        return (". QStash refused the token: check qstash_token / QSTASH_TOKEN "
+                "(with `celery-qstash dev`, QSTASH_DEV=true sets the dev token)")
+    return ""
+
+
 def no_answer_hint(url: str) -> str:
     """What to say when nothing answers at QStash's ``url`` (a publish or a status read)."""
     shown = shown_url(url)
@@ -196,6 +204,7 @@ class QStashTransport:
             )
         else:
             message = f"QStash did not accept task {request.task_id} ({message})"
+        message += refusal_hint(status)
         if status is None and not outcome_unknown and is_loopback(self.url):
             message += ". " + no_answer_hint(self.url)
         return PublishError(

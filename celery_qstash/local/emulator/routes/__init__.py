@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -42,6 +43,23 @@ if TYPE_CHECKING:
     from .. import Emulator
 
 __all__ = ["build_app"]
+
+class _AnyPath(Convertor[str]):
+    """Starlette's ``path`` that also matches a newline: a destination with an encoded
+    ``%0A`` (decoded into the routed path) is still a publish (OAS POST
+    /v2/publish/{destination}) and gets the publish's own answer, not the router's bare
+    404 (or, for ``POST /v2/schedules/...``, a 405 from the ``{id}`` routes)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("qstash_path", _AnyPath())
 
 #: Order matters where paths overlap (``/v2/dlq/retry`` before ``/v2/dlq/{id}``).
 QSTASH_ROUTES: list[Route] = [

@@ -17,6 +17,7 @@ from ..api import (
     _headers,
     _ids,
     _json_body,
+    _readable,
     _segment,
 )
 from ..errors import NotFound
@@ -41,7 +42,9 @@ async def list_dlq(api: Api, request: Request, user: str) -> Response:
 
 
 async def get_dlq(api: Api, request: Request, user: str) -> Response:
-    return JSONResponse(dlq_json(api.store.dlq.get(user, _segment(request, 3))))
+    dlq_id = _segment(request, 3)
+    return JSONResponse(_readable("dlq message", dlq_id, lambda: dlq_json(
+        api.store.dlq.get(user, dlq_id))))
 
 
 async def delete_dlq(api: Api, request: Request, user: str) -> Response:

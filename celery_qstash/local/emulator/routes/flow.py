@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -41,6 +42,9 @@ async def flow_action(api: Api, request: Request, user: str) -> Response:
         if period_ms < 1000:
             raise BadRequest("invalid period: 1s to 1 week")
         period_s = period_ms // 1000
+    # Applied after the messages already due are claimed, as QStash would have sent them
+    # by now (``DeliveryLoop.settle``): a reset never precedes an earlier publish's count.
+    await anyio.to_thread.run_sync(api.emulator.loop.settle)
     api.store.flow.update(
         user, key, action,
         parallelism=_int_param(q.get("parallelism"), "parallelism", low=1,

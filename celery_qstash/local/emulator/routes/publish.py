@@ -106,25 +106,33 @@ async def batch(api: Api, request: Request, user: str) -> Response:
 def _batch_item(api: Api, item: Any) -> tuple[str, PublishOptions, str | None]:
     if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
         raise BadRequest("destination is required")
-    raw_headers = item.get("headers") or {}
-    if not isinstance(raw_headers, dict):
-        raise BadRequest("headers must be an object")
-    headers = [(str(k), str(v)) for k, v in raw_headers.items()]
+    # OAS POST /v2/batch: ``headers`` an object of strings, ``body`` and ``queue``
+    # strings. Anything else is refused, never read as "absent" (``"queue": {}`` used to
+    # publish without a queue while ``"queue": 5`` was refused).
+    raw_headers = item.get("headers")
+    if raw_headers is None:
+        raw_headers = {}
+    if not isinstance(raw_headers, dict) or not all(
+            isinstance(v, str) for v in raw_headers.values()):
+        raise BadRequest("headers must be an object of strings")
+    headers = [(str(k), v) for k, v in raw_headers.items()]
     body = item.get("body")
-    data = body.encode() if isinstance(body, str) else b""
+    if body is not None and not isinstance(body, str):
+        raise BadRequest("body must be a string")
+    data = body.encode() if body else b""
     if len(data) > api.emulator.max_body:
         raise BadRequest(f"message body is {len(data)} bytes, over the "
                          f"{api.emulator.max_body}-byte message size limit")
     options = parse_publish_headers(headers, data, max_timeout_ms=api.max_timeout_ms)
-    queue = item.get("queue") or None
-    if queue is not None and not isinstance(queue, str):
-        raise BadRequest("queue must be a string")
+    queue = item.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise BadRequest("queue must be a queue name (a non-empty string)")
     _no_delay_on_queues(options, queue)
     return item["destination"], options, queue
 
 
 ROUTES: list[Route] = [
-    ("/v2/publish/{destination:path}", ["POST"], publish),
-    ("/v2/enqueue/{queue}/{destination:path}", ["POST"], enqueue),
+    ("/v2/publish/{destination:qstash_path}", ["POST"], publish),
+    ("/v2/enqueue/{queue}/{destination:qstash_path}", ["POST"], enqueue),
     ("/v2/batch", ["POST"], batch),
 ]

@@ -66,5 +66,5 @@ ROUTES: list[Route] = [
     ("/v2/schedules/{id}/resume", ["POST", "PATCH"], resume_schedule),
     ("/v2/schedules/{id}", ["GET"], get_schedule),
     ("/v2/schedules/{id}", ["DELETE"], delete_schedule),
-    ("/v2/schedules/{destination:path}", ["POST"], create_schedule),
+    ("/v2/schedules/{destination:qstash_path}", ["POST"], create_schedule),
 ]

@@ -211,10 +211,11 @@ class Messages:
             return int(self.db.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
     def cancel(self, user: str, message_ids: Sequence[str] | None = None,
-               flt: EventFilter | None = None) -> int:
+               flt: EventFilter | None = None, limit: int | None = None) -> int:
         """Record CANCEL_REQUESTED now; the next tick logs CANCELED and removes them.
 
-        ``message_ids`` None and an empty filter cancel everything of ``user``.
+        ``message_ids`` None and an empty filter cancel everything of ``user``; ``limit``
+        cancels at most that many (the oldest first).
         """
         now = self.db.now_ms()
         cancelled = 0
@@ -228,6 +229,8 @@ class Messages:
                 params += list(message_ids)
             rows = cur.execute(sql + " ORDER BY seq", params).fetchall()
             for row in rows:
+                if limit is not None and cancelled >= limit:
+                    break
                 message = json.loads(row["data"])
                 if flt is not None and not _matches(message, flt):
                     continue
