@@ -1,6 +1,7 @@
 """Every throughput figure of issue 10, each against its anchor measured in the same run.
 
     scripts/bench            # or: python benchmarks/bench.py [--runs 2] [--quick]
+    scripts/bench --only deferred,redis      # some groups of rows only (--only help lists them)
 
 Prints one Markdown table: figure, ours, anchor, ratio, target, met. Each figure is
 measured ``--runs`` times (default 2) and shown as the range over the runs; within a
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -30,8 +32,10 @@ from qstash import QStash
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _harness import cpu_seconds, emulator_process, paired, rate, redis_server, standin
+from deferred import deferred_vs_worker
 
 from celery_qstash import Email, QStashTask
+from celery_qstash.status import StatusClient
 from celery_qstash.testing import outbox
 
 KEY = "AS_bench_key"
@@ -308,6 +312,78 @@ def emulator_flat_cpu(pending_small: int, pending_large: int, n: int,
             batch[0], batch[1], batch[0] / batch[1])
 
 
+# --- the dashboard's /metrics --------------------------------------------------------------
+
+
+class CountingStatus(StatusClient):
+    """A StatusClient that counts its logs requests (what a scrape costs QStash)."""
+
+    requests = 0
+
+    def events(self, **kwargs: Any) -> Any:
+        self.requests += 1
+        return super().events(**kwargs)
+
+
+def metrics_scrape(history_small: int, history_large: int, new: int
+                   ) -> tuple[float, float, float, float, float, float, float]:
+    """A scrape after ``new`` events, with a long and a short history in QStash's logs:
+    (scrapes/s large, scrapes/s small, ratio, logs requests per scrape, events read per
+    scrape (the new ones and the settling overlap), task-list reads/s on the large history,
+    scrapes per task-list read in time). Each dashboard scraped the
+    history once first (its first read) and waited out the settling overlap."""
+    from celery_qstash.local.dashboard.metrics import SETTLE_MS, Metrics
+
+    with emulator_process(pending=history_small) as (url_small, token), emulator_process(
+        pending=history_large
+    ) as (url_large, _):
+        sides = {}
+        for url in (url_small, url_large):
+            status = CountingStatus(QStash(token, retry=False, base_url=url))
+            metrics = Metrics(status)
+            metrics.exposition()  # the first read: the history, once
+            sides[url] = (status, metrics, QStash(token, retry=False, base_url=url))
+        # The history is older than the settling overlap: what a dashboard that has been
+        # scraping all along sees (each read starts SETTLE_MS before the newest event).
+        time.sleep(SETTLE_MS / 1000 + 1)
+        scrapes = 0
+
+        def scrape(url: str, count: int = new) -> float:
+            nonlocal scrapes
+            _, metrics, sdk = sides[url]
+            # Scrapes further apart than the overlap, as Prometheus' (15 s by default) are:
+            # each reads its new events and those of the 5 s before them, no more.
+            time.sleep(SETTLE_MS / 1000)
+            sdk.message.batch([
+                {"url": f"{SEND_URL}?n={i}", "body": "{}", "content_type": "application/json",
+                 "delay": 3600, "headers": {"X-Celery-Task": "bench.welcome"}}
+                for i in range(count)
+            ])
+            began = time.perf_counter()
+            metrics.exposition()
+            if url == url_large:
+                scrapes += 1
+            return 1 / (time.perf_counter() - began)
+
+        scrape(url_small, 1)
+        scrape(url_large, 1)
+        scrapes = 0
+
+        status_large, metrics_large, _ = sides[url_large]
+        before, read_before = status_large.requests, metrics_large.events_read
+        large, small, ratio = paired(lambda: scrape(url_large), lambda: scrape(url_small))
+        per_scrape = (status_large.requests - before) / max(1, scrapes)
+        events_per_scrape = (metrics_large.events_read - read_before) / max(1, scrapes)
+
+        def task_list() -> float:
+            began = time.perf_counter()
+            status_large.tasks(pages=5)  # what the dashboard's /tasks and /api/tasks read
+            return 1 / (time.perf_counter() - began)
+
+        listing, _, times = paired(task_list, lambda: scrape(url_large), rounds=3)
+        return large, small, ratio, per_scrape, events_per_scrape, listing, 1 / times
+
+
 # --- the table ------------------------------------------------------------------------------
 
 
@@ -317,13 +393,24 @@ def span(values: list[float], fmt: str = "{:,.0f}") -> str:
     return low if low == high else f"{low}-{high}"
 
 
+#: The groups of rows ``--only`` selects, in the order they run.
+GROUPS = ("publish", "eager", "batch", "redis", "ingest", "ingest_batch", "delivery", "flat",
+          "flat_cpu", "deferred", "scrape")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer calls per figure")
+    parser.add_argument("--only", metavar="GROUP[,GROUP...]", default=",".join(GROUPS),
+                        help="run only these groups of rows: " + ", ".join(GROUPS))
     args = parser.parse_args()
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if not only or only - set(GROUPS):
+        parser.error(f"--only takes some of {', '.join(GROUPS)}; got {args.only!r}")
     scale = 0.25 if args.quick else 1.0
     n = max(40, int(200 * scale))
+    large_pending = 100_000 if not args.quick else 20_000
 
     rows: dict[str, dict[str, list[float]]] = {}
 
@@ -335,37 +422,60 @@ def main() -> None:
 
     for run in range(args.runs):
         print(f"run {run + 1}/{args.runs} ...", file=sys.stderr, flush=True)
-        ours, anchor, ratio = per_call_publish(n)
-        add("publish", ours=ours, anchor=anchor, ratio=1 / ratio)  # time ratio
-        ours, anchor, ratio = eager_delay(n)
-        add("eager", ours=ours, anchor=anchor, ratio=ratio)
-        ours, anchor, ratio = batch_vs_sequential(max(100, int(1000 * scale)))
-        add("batch", ours=ours, anchor=anchor, ratio=ratio)
-        (ours, anchor, ratio), (sdk, anchor_sdk, ratio_sdk) = emulator_vs_redis(n)
-        add("redis", ours=ours, anchor=anchor, ratio=ratio)
-        add("redis_ceiling", ours=sdk, anchor=anchor_sdk, ratio=ratio_sdk)
-        ours, anchor, ratio, cpu_ms = emulator_single(n)
-        add("ingest", ours=ours, anchor=anchor, ratio=ratio)
-        add("ingest_cpu", ours=1000 / cpu_ms, anchor=cpu_ms)
-        ours, anchor, ratio, cpu_ms = emulator_batch(max(5, int(20 * scale)))
-        add("ingest_batch", ours=ours, anchor=anchor, ratio=ratio)
-        add("ingest_batch_cpu", ours=1000 / cpu_ms, anchor=cpu_ms * 1000)
-        speed, p50, p99 = emulator_delivery(max(300, int(1000 * scale)))
-        add("delivery", ours=speed)
-        add("lateness", ours=p99, anchor=p50)
-        small_in, large_in, ratio_in, small_out, large_out, ratio_out = emulator_flat(
-            1_000, 100_000 if not args.quick else 20_000, n, max(300, int(500 * scale)))
-        add("flat_ingest", ours=large_in, anchor=small_in, ratio=ratio_in)
-        add("flat_delivery", ours=large_out, anchor=small_out, ratio=ratio_out)
-        small_ms, large_ms, ratio_ms, small_us, large_us, ratio_us = emulator_flat_cpu(
-            1_000, 100_000 if not args.quick else 20_000, n, max(5, int(20 * scale)))
-        add("flat_ingest_cpu", ours=large_ms, anchor=small_ms, ratio=ratio_ms)
-        add("flat_batch_cpu", ours=large_us, anchor=small_us, ratio=ratio_us)
+        if "publish" in only:
+            ours, anchor, ratio = per_call_publish(n)
+            add("publish", ours=ours, anchor=anchor, ratio=1 / ratio)  # time ratio
+        if "eager" in only:
+            ours, anchor, ratio = eager_delay(n)
+            add("eager", ours=ours, anchor=anchor, ratio=ratio)
+        if "batch" in only:
+            ours, anchor, ratio = batch_vs_sequential(max(100, int(1000 * scale)))
+            add("batch", ours=ours, anchor=anchor, ratio=ratio)
+        if "redis" in only:
+            (ours, anchor, ratio), (sdk, anchor_sdk, ratio_sdk) = emulator_vs_redis(n)
+            add("redis", ours=ours, anchor=anchor, ratio=ratio)
+            add("redis_ceiling", ours=sdk, anchor=anchor_sdk, ratio=ratio_sdk)
+        if "ingest" in only:
+            ours, anchor, ratio, cpu_ms = emulator_single(n)
+            add("ingest", ours=ours, anchor=anchor, ratio=ratio)
+            add("ingest_cpu", ours=1000 / cpu_ms, anchor=cpu_ms)
+        if "ingest_batch" in only:
+            ours, anchor, ratio, cpu_ms = emulator_batch(max(5, int(20 * scale)))
+            add("ingest_batch", ours=ours, anchor=anchor, ratio=ratio)
+            add("ingest_batch_cpu", ours=1000 / cpu_ms, anchor=cpu_ms * 1000)
+        if "delivery" in only:
+            speed, p50, p99 = emulator_delivery(max(300, int(1000 * scale)))
+            add("delivery", ours=speed)
+            add("lateness", ours=p99, anchor=p50)
+        if "flat" in only:
+            small_in, large_in, ratio_in, small_out, large_out, ratio_out = emulator_flat(
+                1_000, large_pending, n, max(300, int(500 * scale)))
+            add("flat_ingest", ours=large_in, anchor=small_in, ratio=ratio_in)
+            add("flat_delivery", ours=large_out, anchor=small_out, ratio=ratio_out)
+        if "flat_cpu" in only:
+            small_ms, large_ms, ratio_ms, small_us, large_us, ratio_us = emulator_flat_cpu(
+                1_000, large_pending, n, max(5, int(20 * scale)))
+            add("flat_ingest_cpu", ours=large_ms, anchor=small_ms, ratio=ratio_ms)
+            add("flat_batch_cpu", ours=large_us, anchor=small_us, ratio=ratio_us)
+        if "deferred" in only:
+            rates, receiver, pipeline = deferred_vs_worker(n)
+            for key, (ours, anchor, ratio) in (("deferred", rates), ("deferred_cpu", receiver),
+                                               ("deferred_pipeline", pipeline)):
+                add(key, ours=ours, anchor=anchor, ratio=ratio)
+        if "scrape" in only:
+            large_s, small_s, ratio_s, per_scrape, per_read, listing, cheaper = metrics_scrape(
+                1_000, 50_000 if not args.quick else 10_000, 100)
+            add("scrape_flat", ours=large_s, anchor=small_s, ratio=ratio_s)
+            add("scrape_requests", ours=per_scrape, anchor=per_read,
+                ratio=per_scrape / max(1.0, math.ceil(per_read / 100)))
+            add("scrape_vs_list", ours=large_s, anchor=listing, ratio=cheaper)
 
     def line(label: str, key: str, unit: str, anchor_label: str, target: str,
              met: Callable[[list[float]], bool] | None, ratio_fmt: str = "{:.2f}",
-             anchor_unit: str | None = None, ours_fmt: str = "{:,.0f}") -> str:
-        values = rows.get(key, {})
+             anchor_unit: str | None = None, ours_fmt: str = "{:,.0f}") -> str | None:
+        if key not in rows:
+            return None  # a group --only left out
+        values = rows[key]
         ours = span(values.get("ours", [0.0]), ours_fmt) + unit
         anchor = "-"
         if values.get("anchor"):
@@ -380,9 +490,8 @@ def main() -> None:
         return f"| {label} | {ours} | {anchor} | {ratio} | {target} | {ok} |"
 
     large = "100k" if not args.quick else "20k"
+    history = "50k" if not args.quick else "10k"
     lines = [
-        "| figure | ours | anchor, same run | ratio | target | met |",
-        "|---|---|---|---|---|---|",
         line("`.apply_async(countdown=60)`, time per call vs bare SDK `publish_json` "
              "(same stand-in server)",
              "publish", "/s", "SDK", "<= 1.10x the SDK's time", lambda r: max(r) <= 1.10),
@@ -420,10 +529,31 @@ def main() -> None:
         line(f"emulator CPU per `/v2/batch` message with {large} vs 1k pending (ratio: "
              "capacity)", "flat_batch_cpu", " us", "1k pending", ">= 0.9x (flat)",
              lambda r: min(r) >= 0.9),
+        line(f"dashboard `/metrics` scrape after 100 new events, {history} vs 1k events in "
+             "QStash's logs", "scrape_flat", " scrapes/s", "1k events", ">= 0.9x (flat)",
+             lambda r: min(r) >= 0.9),
+        line("QStash logs requests per `/metrics` scrape after 100 new events (anchor column: "
+             "events read, the 5 s overlap included; ratio: requests / the pages they fill)",
+             "scrape_requests", "", "events read", "1.0x (one request per 100 events read)",
+             lambda r: max(r) <= 1.0, ours_fmt="{:,.1f}", anchor_unit=""),
+        line(f"a `/metrics` scrape vs one read of the task list (`/api/tasks`, 5 pages), "
+             f"{history} events", "scrape_vs_list", " scrapes/s", "task list",
+             "(context, no target)", None),
+        line("deferred no-op task end to end: `.delay()` -> emulator -> `celery-qstash serve` "
+             "runs the body, vs `celery worker --pool solo` on Redis (publish to body done)",
+             "deferred", " tasks/s", "worker", ">= 0.5x", lambda r: min(r) >= 0.5),
+        line("the receiver's CPU per delivered task (HTTP, verify, dedup, trace; its process) "
+             "vs the solo worker's CPU per task (ratio: ours / the worker's)", "deferred_cpu",
+             " us", "worker", "<= 1.5x", lambda r: max(r) <= 1.5, anchor_unit=" us"),
+        line("the whole pipeline's CPU per task: caller + emulator + receiver vs caller + "
+             "worker (Redis left out)", "deferred_pipeline", " us", "worker",
+             "(context, no target)", None, anchor_unit=" us"),
     ]
     print(f"\n{args.runs} run(s); ranges are over the runs; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-    print("\n".join(lines))
+    header = ["| figure | ours | anchor, same run | ratio | target | met |",
+              "|---|---|---|---|---|---|"]
+    print("\n".join(header + [text for text in lines if text is not None]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -75,6 +77,30 @@ class DevServers:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @contextmanager
+    def receiver(self, app: Any, path: str = "/qstash/receive") -> Iterator[str]:
+        """Host ``app``'s receiver on loopback for deferred tasks: signed with these
+        servers' keys, on their clock (a FakeClock's signatures verify on the same fake
+        time), and ``qstash_receiver_url`` pointed at it. Yields the receiver's URL::
+
+            with DevServers() as servers, servers.receiver(app):
+                servers.configure(app)
+                add.delay(2, 3).get(timeout=10)
+        """
+        from starlette.applications import Starlette
+
+        from .local.serving import ThreadedServer
+        from .receiver import fastapi_route
+
+        web = Starlette()
+        fastapi_route(web, path, app, clock=self.clock)
+        with ThreadedServer(web) as server:
+            url = f"{server.url}{path}"
+            app.conf.qstash_receiver_url = url
+            app.conf.qstash_current_signing_key = self.emulator.current_signing_key
+            app.conf.qstash_next_signing_key = self.emulator.next_signing_key
+            yield url
 
     def configure(self, app: Any) -> None:
         """Point a Celery app at these servers."""

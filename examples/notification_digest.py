@@ -93,24 +93,14 @@ def send_email_digest(user_id: int) -> Email | None:
 @contextmanager
 def offline() -> Iterator[DevServers]:
     """The emulator and the sandbox on a fake clock, and this app's receiver, on loopback."""
-    from starlette.applications import Starlette
-
     from celery_qstash.clock import FakeClock
-    from celery_qstash.local.serving import ThreadedServer
-    from celery_qstash.receiver import fastapi_route
     from celery_qstash.testing import DevServers
 
-    with DevServers(clock=FakeClock()) as servers:
+    # The receiver keeps the emulator's (fake) time: QStash's signatures are valid for
+    # five minutes of it.
+    with DevServers(clock=FakeClock()) as servers, servers.receiver(app):
         servers.configure(app)
-        web = Starlette()
-        # The receiver keeps the emulator's (fake) time: QStash's signatures are valid
-        # for five minutes of it.
-        fastapi_route(web, "/qstash/receive", app, clock=servers.clock)
-        with ThreadedServer(web) as receiver:
-            app.conf.qstash_receiver_url = f"{receiver.url}/qstash/receive"
-            app.conf.qstash_current_signing_key = servers.emulator.current_signing_key
-            app.conf.qstash_next_signing_key = servers.emulator.next_signing_key
-            yield servers
+        yield servers
 
 
 def main() -> None:

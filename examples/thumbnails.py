@@ -76,21 +76,11 @@ def on_product_saved(product_id: int, url: str) -> Any:
 @contextmanager
 def offline() -> Iterator[DevServers]:
     """The emulator and the app's receiver on loopback (real time: the retry is a second)."""
-    from starlette.applications import Starlette
-
-    from celery_qstash.local.serving import ThreadedServer
-    from celery_qstash.receiver import fastapi_route
     from celery_qstash.testing import DevServers
 
-    with DevServers() as servers:
+    with DevServers() as servers, servers.receiver(app):
         servers.configure(app)
-        web = Starlette()
-        fastapi_route(web, "/qstash/receive", app)
-        with ThreadedServer(web) as receiver:
-            app.conf.qstash_receiver_url = f"{receiver.url}/qstash/receive"
-            app.conf.qstash_current_signing_key = servers.emulator.current_signing_key
-            app.conf.qstash_next_signing_key = servers.emulator.next_signing_key
-            yield servers
+        yield servers
 
 
 def main() -> None:

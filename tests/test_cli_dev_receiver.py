@@ -1,4 +1,5 @@
-"""``celery-qstash dev --app module:app`` hosts the app's callback receiver: the loop, offline."""
+"""``celery-qstash dev --app module:app`` hosts the app's receiver: email callbacks and
+deferred tasks' bodies run in the dev process, offline."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from celery_qstash.testing import DevServers
 APP_MODULE = textwrap.dedent('''
     import os
     from celery import Celery
-    from celery_qstash import Email, QStashTask
+    from celery_qstash import DeferredTask, Email, QStashTask
     from celery_qstash.signals import email_delivered, email_event
 
     app = Celery("devloop")
@@ -41,6 +42,11 @@ APP_MODULE = textwrap.dedent('''
     def record(sender, task_id, email_id, **kwargs):
         with open(os.environ["DEVLOOP_LOG"], "a") as log:
             log.write(f"{task_id} {email_id}\\n")
+
+    @app.task(base=DeferredTask, name="devloop.tally", shared=False)
+    def tally(n):
+        with open(os.environ["DEVLOOP_RAN"], "a") as ran:
+            ran.write(f"{os.getpid()} {n}\\n")
 
     @email_event.connect
     def webhook(sender, event, task_id, **kwargs):
@@ -94,11 +100,11 @@ def test_a_bad_app_path_is_a_usage_error(tmp_path: Path) -> None:
 def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
     (tmp_path / "devloop_app.py").write_text(APP_MODULE)
     log = tmp_path / "delivered.log"
+    ran = tmp_path / "ran.log"
     events = tmp_path / "events.log"
     ports = [free_port() for _ in range(3)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEVLOOP_LOG": str(log),
-           "DEVLOOP_EVENTS": str(events),
-           "PYTHONPATH": str(tmp_path)}
+           "DEVLOOP_RAN": str(ran), "DEVLOOP_EVENTS": str(events), "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery_qstash", "dev", "--app", "devloop_app:app",
          "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
@@ -123,9 +129,12 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
             import devloop_app
         finally:
             sys.path.remove(str(tmp_path))
+        # QSTASH_DEV-style settings (the dev token and keys), plus the two URLs dev printed.
         devloop_app.app.conf.update(qstash_dev=True, qstash_url=f"http://127.0.0.1:{ports[0]}",
-                                    qstash_callback_url=callback_url)
+                                    qstash_callback_url=callback_url,
+                                    qstash_receiver_url=callback_url)
         devloop_app.send_welcome.apply_async((5,), task_id="devloop-5")
+        devloop_app.tally.delay(7)
         deadline = time.monotonic() + 20
         while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -136,9 +145,14 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
         while not (events.exists() and events.read_text() == wanted):
             assert time.monotonic() < deadline + 10, events.read_text() if events.exists() else ""
             time.sleep(0.05)
+        while not (ran.exists() and ran.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The deferred task's body ran in the dev process, not in the caller's.
+        assert ran.read_text().split() == [str(proc.pid), "7"]
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         sys.modules.pop("devloop_app", None)
     assert f"export QSTASH_CALLBACK_URL={callback_url}" in out
     assert "export AUTOSEND_WEBHOOK_SECRET=" in out
+    assert f"export QSTASH_RECEIVER_URL={callback_url}" in out

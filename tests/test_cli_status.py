@@ -445,7 +445,7 @@ def test_help_summaries_are_whole_at_80_columns() -> None:
     assert "..." not in out.partition("Commands:")[2]
     assert max(map(len, out.splitlines())) <= 80
     flat = " ".join(out.split())
-    assert "Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)." in flat
+    assert "Serve the dashboard, Flower's JSON API and /metrics (127.0.0.1:5555 by default)." in flat
     dlq = " ".join(CliRunner().invoke(main, ["dlq", "--help"], env={"COLUMNS": "80"})
                    .output.split())
     assert "Remove a dead letter for good; a task id removes every dead letter of that " \
@@ -647,3 +647,24 @@ def test_beat_sync_exits_as_the_other_commands_when_qstash_is_down(
     assert result.exit_code == 69, result.output
     assert url in result.output and "celery-qstash dev" in result.output
     assert TOKEN not in result.output and "as-key-BEAT-S3CRET" not in result.output
+
+
+def test_dashboard_gives_the_app_and_the_metrics_state_file_to_the_server(
+    cli: click.Group, monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+) -> None:
+    """``-A`` is what Flower's launching API starts tasks of; ``--metrics-state`` keeps the
+    /metrics counts (the server itself is tested in tests/dashboard)."""
+    import celery_qstash.local.dashboard as dashboard
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(dashboard, "serve", lambda *args, **kwargs: served.update(kwargs))
+    (tmp_path / "boardapp.py").write_text(  # type: ignore[operator]
+        "from celery import Celery\napp = Celery('boardapp')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = str(tmp_path / "metrics.json")  # type: ignore[operator]
+
+    code, out = run(cli, "dashboard", "-A", "boardapp:app", "--metrics-state", state)
+
+    assert code == 0, out
+    assert getattr(served["celery_app"], "main", None) == "boardapp"
+    assert served["metrics_state"] == state

@@ -91,10 +91,12 @@ class _Busy(MemoryLedger):
         return "busy"
 
 
-def _signed(body: dict[str, Any]) -> ReceivedRequest:
+def _signed(body: dict[str, Any], at: float | None = None) -> ReceivedRequest:
+    """The request QStash would send, signed at ``at`` (the receiver's clock's now, for
+    a receiver on a FakeClock), else now."""
     raw = json.dumps(body).encode()
     return ReceivedRequest("POST", URL, {
-        "Upstash-Signature": sign(KEY, URL, raw, time.time()),
+        "Upstash-Signature": sign(KEY, URL, raw, time.time() if at is None else at),
         "Upstash-Message-Id": "msg_1", "Upstash-Retried": "0"}, raw)
 
 
@@ -130,15 +132,16 @@ def test_a_failed_body_leaves_the_key_for_qstashs_retry(app: Celery) -> None:
             raise OSError("down")
         return "ok"
 
-    receiver = CallbackReceiver(app, ledger=MemoryLedger(), clock=FakeClock(time.time()))
+    clock = FakeClock(time.time())
+    receiver = CallbackReceiver(app, ledger=MemoryLedger(), clock=clock)
     body = {"kind": MESSAGE_KIND, "task": "u.flaky", "id": "b", "args": [], "kwargs": {},
             "retries": 0, "delivery": "n2", "retry_budget": 3}
-    first = receiver.handle(_signed(body))
+    first = receiver.handle(_signed(body, at=clock.now()))
     assert first.status == 500 and first.payload["status"] == "RETRY"
     assert "down" in first.payload["exc_message"][0]
-    retried = receiver.handle(_signed(body))
+    retried = receiver.handle(_signed(body, at=clock.now()))
     assert retried.status == 200 and retried.payload["result"] == "ok"
-    again = receiver.handle(_signed(body))
+    again = receiver.handle(_signed(body, at=clock.now()))
     assert again.payload["outcome"] == "duplicate"
     assert attempts == [0, 0]
 
@@ -192,7 +195,7 @@ def test_the_signature_is_checked_on_the_receivers_clock(app: Celery) -> None:
     receiver = CallbackReceiver(app, ledger=MemoryLedger(window=60), clock=clock)
     body = {"kind": MESSAGE_KIND, "task": "u.clock", "id": "e", "args": [], "kwargs": {},
             "retries": 0, "delivery": "n6"}
-    request = _signed(body)
+    request = _signed(body, at=clock.now())
     assert receiver.handle(request).status == 200
     clock.advance(301)  # past the ledger's window and the token's exp alike
     assert receiver.handle(request).status == 401
@@ -273,7 +276,8 @@ def test_an_expired_message_is_revoked_and_its_body_never_runs(app: Celery) -> N
             "expires": "2000-01-01T00:00:00+00:00"}
     task_revoked.connect(on_revoked, weak=False)
     try:
-        answer = CallbackReceiver(app, ledger=MemoryLedger(), clock=clock).handle(_signed(body))
+        answer = CallbackReceiver(app, ledger=MemoryLedger(), clock=clock).handle(
+            _signed(body, at=clock.now()))
     finally:
         task_revoked.disconnect(on_revoked)
     assert answer.status == 200 and answer.payload["status"] == "REVOKED"

@@ -195,3 +195,27 @@ def test_every_server_checks_the_host_by_the_names_it_is_reached_at(
         assert allowed - {""}, f"{name} sets no {ALLOWED_HOSTS_ENV}"
         assert names <= allowed, (name, names, allowed)
         assert "evil.example" not in allowed
+
+
+def test_the_monitoring_profile_scrapes_the_dashboard_and_provisions_grafana(
+    services: dict[str, Any],
+) -> None:
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["monitoring"]
+    assert _published(prometheus) == {9090: "127.0.0.1:9090"}
+    assert _published(grafana) == {3000: "127.0.0.1:3000"}
+    for service in (prometheus, grafana):
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), source
+    config = yaml.safe_load((ROOT / "examples/monitoring/prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["dashboard:5555"]
+    dashboard = services["dashboard"]
+    # The scrape's basic auth is DASHBOARD_AUTH's default; Host "dashboard" is allowed.
+    assert "${DASHBOARD_AUTH:-dev:dev}" in dashboard["environment"]["CELERY_QSTASH_DASHBOARD_AUTH"]
+    assert f"{job['basic_auth']['username']}:{job['basic_auth']['password']}" == "dev:dev"
+    assert dashboard["environment"]["CELERY_QSTASH_ALLOWED_HOSTS"] == "dashboard"
+    assert _flag(dashboard["command"], "metrics-state").startswith("/data/")
+    assert any(v.endswith(":/data") for v in dashboard["volumes"])

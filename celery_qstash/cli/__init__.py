@@ -1,8 +1,9 @@
 """``celery-qstash``: the command line.
 
 Server commands (``dev``, ``emulator``, ``sandbox``, ``dashboard``) need the
-``local`` extra; status commands (``status``, ``inspect``, ``revoke``, ``dlq``)
-use the same settings as the shim, so they work against QStash or the emulator.
+``local`` extra, and ``serve`` (the app's receiver) the ``serve`` extra; status commands
+(``status``, ``inspect``, ``revoke``, ``dlq``) use the same settings as the shim, so they
+work against QStash or the emulator.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import click
 
 from .beat import beat_group
 from .output import WholeHelpGroup
+from .serve import serve
 from .servers import dev, emulator, sandbox
 from .status import register as _register_status
 
@@ -26,5 +28,6 @@ def main() -> None:
 main.add_command(dev)
 main.add_command(emulator)
 main.add_command(sandbox)
+main.add_command(serve)
 main.add_command(beat_group)
 _register_status(main)

@@ -12,6 +12,7 @@ import click
 
 from .beat import beat_group
 from .output import WholeHelpGroup
+from .serve import serve
 from .servers import dev
 from .status import (
     dashboard_cmd,
@@ -29,10 +30,10 @@ __all__ = ["qstash"]
 @click.group("qstash", cls=WholeHelpGroup,
              context_settings={"help_option_names": ["-h", "--help"]})
 def qstash() -> None:
-    """Email tasks on QStash: status, inspect, revoke, queues, schedules, dlq, dashboard, dev,
-    beat sync."""
+    """Celery tasks on QStash: status, inspect, revoke, queues, schedules, dlq, dashboard, dev,
+    serve, beat sync."""
 
 
 for _command in (status_cmd, inspect_cmd, revoke_cmd, queues_cmd, schedules_cmd, dlq_group,
-                 dashboard_cmd, dev, beat_group):
+                 dashboard_cmd, dev, serve, beat_group):
     qstash.add_command(_command)

@@ -27,10 +27,12 @@ from ..devserver import (
     SANDBOX_PORT,
 )
 
-__all__ = ["RECEIVER_PATH", "RECEIVER_PORT", "WEBHOOK_PATH", "dev", "emulator", "receiver_server",
-           "sandbox"]
+__all__ = [
+    "RECEIVER_PATH", "RECEIVER_PORT", "WEBHOOK_PATH", "bind_port", "dev", "emulator",
+    "receiver_server", "sandbox",
+]
 
-#: Where ``dev --app`` hosts the app's callback receiver.
+#: Where ``dev --app`` hosts the app's receiver (callbacks and deferred tasks alike).
 RECEIVER_PORT = 8090
 RECEIVER_PATH = "/qstash/callback"
 #: Where ``dev --app`` hosts the app's AutoSend webhook endpoint (the sandbox sends there).
@@ -140,6 +142,24 @@ def _check_ports(host: str, *wanted: tuple[int, str, str]) -> None:
         raise click.ClickException("\n".join(problems))
 
 
+def bind_port(host: str, port: int, flag: str, what: str) -> socket.socket:
+    """A socket bound to ``host:port`` (not listening yet), for a server that is handed its
+    socket (``serve``: the port is known before it starts); otherwise the one line of
+    :func:`_port_problem`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        problem = _port_problem(host, port, flag, what)
+        raise click.ClickException(
+            problem or f"port {port} ({what}) on {host} cannot be bound ({exc.strerror})"
+        ) from None
+    return sock
+
+
 def _logging() -> None:
     # A time on each line: a delivery log is read against what the app did when.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -211,11 +231,12 @@ _plan = click.option(
 @_plan
 @click.option(
     "--app", "-A", "app_path", metavar="MODULE:APP", default=None,
-    help="also host this Celery app's callback receiver (on_success, task_success, "
-    "email_delivered... run here); export the QSTASH_CALLBACK_URL it prints in the app",
+    help="also host this Celery app's receiver: deferred tasks' bodies and the email "
+    "callbacks (on_success, email_delivered...) run here; export the QSTASH_RECEIVER_URL "
+    "and QSTASH_CALLBACK_URL it prints in the app",
 )
 @click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
-              help="port of the callback receiver (with --app)")
+              help="port of the app's receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 @_webhook_url
 @_webhook_secret
@@ -288,8 +309,9 @@ def dev(
             store = event_store_for(celery_app)
         board_url = None
         if not no_dashboard:
-            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url, store), host,
-                                   dashboard_port).start()
+            board = ThreadedServer(_dashboard_app(qstash.url, host, box.url, celery_app,
+                                                  data_dir / "dashboard-metrics.json", store),
+                                   host, dashboard_port).start()
             servers.append(board)
             board_url = board.url
             box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
@@ -312,7 +334,8 @@ def dev(
         if board_url:
             click.echo(f"Dashboard         {board_url}/")
         if callback_url:
-            click.echo(f"Callback receiver {callback_url}   (app {app_path})")
+            click.echo(f"App receiver      {callback_url}   (app {app_path}: callbacks and "
+                       "deferred tasks run here)")
         if webhook_url:
             click.echo(f"Sandbox webhooks  -> {webhook_url}")
         click.echo(
@@ -322,7 +345,9 @@ def dev(
             f"export QSTASH_CURRENT_SIGNING_KEY={keys[0]}\n"
             f"export QSTASH_NEXT_SIGNING_KEY={keys[1]}\n"
             f"export AUTOSEND_API_KEY={DEV_AUTOSEND_API_KEY}\n"
-            + (f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + ("\nand for the app's receiver (with QSTASH_DEV=true too):\n"
+               f"export QSTASH_RECEIVER_URL={callback_url}\n"
+               f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
             + (f"export AUTOSEND_WEBHOOK_SECRET={secret}\n" if webhook_url else "")
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
@@ -335,12 +360,12 @@ def dev(
 
 def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str], *,
                     webhook_secret: str = DEV_WEBHOOK_SECRET) -> Any:
-    """``celery_app``'s callback receiver at ``RECEIVER_PATH`` and its AutoSend webhook
-    endpoint at ``WEBHOOK_PATH``, guarded like every dev server.
+    """``celery_app``'s receiver at ``RECEIVER_PATH`` and its AutoSend webhook endpoint at
+    ``WEBHOOK_PATH``, guarded like every dev server.
 
     It verifies against the URL it is served at and the emulator's signing keys (and the
     sandbox's webhook secret), so the app's own settings need nothing but
-    ``QSTASH_CALLBACK_URL``.
+    ``QSTASH_RECEIVER_URL`` (deferred tasks) and ``QSTASH_CALLBACK_URL`` (email outcomes).
     """
     from starlette.applications import Starlette
 
@@ -358,6 +383,7 @@ def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]
 
 
 def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
+                   celery_app: Any = None, metrics_state: Path | None = None,
                    event_store: Any = None) -> Any:
     from qstash import QStash
 
@@ -368,6 +394,8 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
         StatusClient(QStash(DEV_TOKEN, retry=False, base_url=qstash_url)),
         allowed_hosts=local_hosts(host),
         inbox_url=inbox_url,
+        celery_app=celery_app,
+        metrics_state=metrics_state,
         event_store=event_store,
     )
 

@@ -633,19 +633,26 @@ def _auth(value: str | None) -> tuple[str, str] | None:
               help="allow a non-loopback --host without --auth (anyone could revoke tasks)")
 @click.option("--inbox-url", envvar="CELERY_QSTASH_INBOX_URL", metavar="URL",
               help="the AutoSend sandbox, to link each task to its captured email")
+@click.option("--metrics-state", envvar="CELERY_QSTASH_METRICS_STATE", metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="keep /metrics' counts in FILE across restarts (else they restart at 0)")
 @_app_option
 def dashboard_cmd(host: str, port: int, auth_value: str | None, allow_public: bool,
-                  inbox_url: str | None, app_path: str | None) -> None:
-    """Serve the dashboard and Flower's JSON API (127.0.0.1:5555 by default)."""
+                  inbox_url: str | None, metrics_state: str | None,
+                  app_path: str | None) -> None:
+    """Serve the dashboard, Flower's JSON API and /metrics (127.0.0.1:5555 by default).
+
+    With -A, Flower's task-launching API can start the app's QStash tasks."""
     try:
         from ..local.dashboard import serve
     except ImportError as exc:  # starlette/uvicorn are the ``local`` extra
         raise click.ClickException(
             f"the dashboard needs the local extra: pip install 'celery-qstash[local]' ({exc})"
         ) from None
-    conf = _load_conf(app_path)
+    celery_app = import_app(app_path, "--app") if app_path else celery_cli_app()
     with _errors():
-        serve(host, port, _auth(auth_value), allow_public, conf=conf, inbox_url=inbox_url)
+        serve(host, port, _auth(auth_value), allow_public, inbox_url=inbox_url,
+              celery_app=celery_app, metrics_state=metrics_state)
 
 
 def register(group: click.Group) -> None:

@@ -5,22 +5,27 @@ Server-side only: importing this needs the ``local`` extra (uvicorn).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
-import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..guard import (
+    ALLOWED_HOSTS_ENV,
+    LOOPBACK_HOSTS,
+    SameSiteGuard,
+    is_loopback,
+    local_hosts,
+)
 
 __all__ = [
     "ALLOWED_HOSTS_ENV",
@@ -41,78 +46,6 @@ __all__ = [
 
 #: No request our servers take needs deeper JSON; deeper input would only probe recursion limits.
 MAX_JSON_DEPTH = 64
-
-#: Host names a browser uses for this machine.
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def is_loopback(host: str) -> bool:
-    """Is ``host`` an address only this machine can reach?"""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-#: Extra ``Host`` names a server accepts (comma-separated): the names it is reached at
-#: when bound off loopback, e.g. docker-compose service names.
-ALLOWED_HOSTS_ENV = "CELERY_QSTASH_ALLOWED_HOSTS"
-
-
-def local_hosts(bind_host: str) -> tuple[str, ...] | None:
-    """The ``Host`` names to accept when bound to ``bind_host``.
-
-    On loopback: this machine's names. Off loopback (a container binds 0.0.0.0): the names
-    in ``CELERY_QSTASH_ALLOWED_HOSTS`` plus this machine's, or ``None`` (any) when it is
-    unset. Set it wherever ports are published to a browser's machine: without a Host
-    check, a DNS-rebinding page reaches the server as if it were on the same origin.
-    """
-    configured = tuple(
-        name.strip().lower() for name in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
-        if name.strip()
-    )
-    if not is_loopback(bind_host):
-        return (*LOOPBACK_HOSTS, *configured) if configured else None
-    return (*LOOPBACK_HOSTS, bind_host.strip("[]").lower(), *configured)
-
-
-def _host_name(value: str) -> str:
-    return (urlsplit("//" + value).hostname or "").lower()
-
-
-class SameSiteGuard:
-    """ASGI middleware for servers meant for this machine: a web page must not drive them.
-
-    * ``Host`` must be one of ``allowed_hosts`` (when given): a DNS-rebinding page
-      that resolves its own name to 127.0.0.1 gets 421;
-    * a state-changing request (not GET/HEAD/OPTIONS) from another origin gets 403.
-      Browsers send ``Origin``/``Sec-Fetch-Site`` on cross-site requests; SDKs, curl
-      and test clients do not, so they are unaffected.
-    """
-
-    def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str] | None = None) -> None:
-        self.app = app
-        self.allowed_hosts = {h.lower() for h in allowed_hosts} if allowed_hosts else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        host = headers.get("host", "").lower()
-        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
-            await PlainTextResponse("Unknown host", status_code=421)(scope, receive, send)
-            return
-        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
-            origin = headers.get("origin")
-            foreign = origin is not None and urlsplit(origin).netloc.lower() != host
-            if foreign or headers.get("sec-fetch-site") == "cross-site":
-                refusal = PlainTextResponse("Cross-origin request refused", status_code=403)
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):

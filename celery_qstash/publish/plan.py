@@ -182,14 +182,7 @@ class PublishPlan:
             label=self.task_id,
             redact_headers=("Authorization",) if settings.redact_authorization else (),
         )
-        # What QStash stores is the body as the SDK sends it (``json.dumps``, ASCII, so
-        # characters are bytes); refuse it here, in eager mode too, rather than have
-        # QStash answer 413 (or nothing). The text is kept for the transport to send.
-        size = len(request.body_text)
-        if size > settings.max_message_bytes:
-            raise MessageTooLarge(size, settings.max_message_bytes)
-        return request
-
+        return _within_limit(request, settings)
 
     def task_request(
         self, message: dict[str, Any], url: str, settings: Settings, *, attempt: int = 0
@@ -219,10 +212,18 @@ class PublishPlan:
             deduplication_id=self.task_id if not attempt else f"{self.task_id}.retry{attempt}",
             label=self.task_id,
         )
-        size = len(request.body_text)
-        if size > settings.max_message_bytes:
-            raise MessageTooLarge(size, settings.max_message_bytes)
-        return request
+        return _within_limit(request, settings)
+
+
+def _within_limit(request: PublishRequest, settings: Settings) -> PublishRequest:
+    """``request``, if QStash would store it: the body as the SDK sends it (``json.dumps``,
+    ASCII, so characters are bytes) within the message limit; refused here, in eager mode
+    too, rather than have QStash answer 413 (or nothing). The text is kept for the
+    transport to send."""
+    size = len(request.body_text)
+    if size > settings.max_message_bytes:
+        raise MessageTooLarge(size, settings.max_message_bytes)
+    return request
 
 
 @lru_cache(maxsize=1024)

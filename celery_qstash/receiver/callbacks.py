@@ -19,6 +19,7 @@ from celery.signals import task_failure, task_retry, task_success
 from ..errors import DeliveryFailed
 from ..publish.request import TASK_NAME_HEADER
 from ..signals import email_delivered, email_failed
+from ..status.records import error_text
 from .request import Delivery, ReceiverResponse
 
 if TYPE_CHECKING:
@@ -55,20 +56,6 @@ def _decoded_response(body: Mapping[str, Any]) -> Any:
         return json.loads(data)
     except ValueError:
         return data.decode("utf-8", "replace")
-
-
-def _error_text(response: Any) -> str:
-    if isinstance(response, Mapping):
-        error = response.get("error")
-        if isinstance(error, Mapping) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str) and error:
-            return error
-        if response.get("message"):
-            return str(response["message"])
-    if isinstance(response, str):
-        return response[:500]
-    return ""
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -187,7 +174,7 @@ def _email_callback(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverR
         return ReceiverResponse(200, {"outcome": "final attempt failed", "taskId": out.task_id})
     if out.task is None:
         return ReceiverResponse(200, {"outcome": "retry", "taskId": out.task_id})
-    exc = DeliveryFailed(out.status or None, _error_text(out.response))
+    exc = DeliveryFailed(out.status or None, (error_text(out.response) or "")[:500])
     einfo = _failure_info(exc)
     with _task_request(out):
         _guarded(f"{out.name}.on_retry",
@@ -220,7 +207,7 @@ def _email_failure(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverRe
     out = _outcome(receiver, delivery)
     if isinstance(out, ReceiverResponse):
         return out
-    message = _error_text(out.response) or str(delivery.body.get("error") or "")
+    message = (error_text(out.response) or "")[:500] or str(delivery.body.get("error") or "")
     exc = DeliveryFailed(out.status or None, message)
     einfo = _failure_info(exc)
     dlq_id = delivery.body.get("dlqId")

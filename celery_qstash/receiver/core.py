@@ -15,7 +15,7 @@ from ..publish.message import TASK_RUN, is_task_message
 from ..tasks.deferred import DeferredTask
 from ..tasks.task import QStashTask
 from .callbacks import _email_callback, _email_failure
-from .execute import run_task
+from .execute import TaskObserver, run_task
 from .ledger import DEFAULT_LEASE_SECONDS, DeliveryLedger, ledger_from_settings
 from .request import (
     EMAIL_CALLBACK,
@@ -75,6 +75,8 @@ class CallbackReceiver:
     else the URL the request reached, whose host is whatever the client says: set one
     of the two in production). Signing
     keys default to ``qstash_current_signing_key`` / ``qstash_next_signing_key``.
+    ``metrics``: a :class:`~.execute.TaskObserver` around each deferred task body, such
+    as :class:`celery_qstash.contrib.prometheus.ReceiverMetrics` (none by default).
     """
 
     def __init__(
@@ -88,8 +90,11 @@ class CallbackReceiver:
         clock: Clock | None = None,
         clock_tolerance: int = 0,
         max_body: int = MAX_BODY_BYTES,
+        metrics: TaskObserver | None = None,
     ) -> None:
         self.app = celery_app
+        #: Watches each deferred task body (runtime, in flight): see TaskObserver.
+        self.metrics = metrics
         self.url = url
         self._keys = (current_signing_key, next_signing_key)
         self._ledger = ledger

@@ -20,6 +20,10 @@ raised ``Ignore``; or had expired      200     DELIVERED; nothing else runs
 
 An answer never carries the task's arguments; a failure carries the exception's type
 and message (what Celery's result backends store), with the app's secrets scrubbed.
+
+A receiver given ``metrics=`` (a :class:`TaskObserver`, such as
+:class:`celery_qstash.contrib.prometheus.ReceiverMetrics`) runs each body inside its
+``observe(task name)``: that is where runtime and in-flight counts are measured.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import states
 from celery.app.task import Context
@@ -46,13 +51,21 @@ from .request import Delivery, ReceiverResponse
 if TYPE_CHECKING:
     from .core import CallbackReceiver
 
-__all__ = ["run_task"]
+__all__ = ["TaskObserver", "run_task"]
 
 log = logging.getLogger("celery_qstash.receiver")
 
 #: QStash's default retries when a message names none.
 _QSTASH_DEFAULT_RETRIES = 3
 _NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+
+
+class TaskObserver(Protocol):
+    """Watches the task bodies a receiver runs (``CallbackReceiver(metrics=...)``)."""
+
+    def observe(self, task_name: str) -> AbstractContextManager[object]:
+        """Entered just before the body runs through Celery's tracer, left just after."""
+        ...
 
 
 def _refuse(status: int, error: str) -> ReceiverResponse:
@@ -179,11 +192,13 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
         _QSTASH_DEFAULT_RETRIES)
     attempt = Attempt(final=retried >= budget)
     token = current_attempt.set(attempt)
+    observer = receiver.metrics
     try:
-        retval, info, _, _ = _tracer(task)(
-            task_id, body["args"], body["kwargs"],
-            _request(task, {**body, "id": task_id}, delivery, retried),
-        )
+        with observer.observe(task.name) if observer is not None else nullcontext():
+            retval, info, _, _ = _tracer(task)(
+                task_id, body["args"], body["kwargs"],
+                _request(task, {**body, "id": task_id}, delivery, retried),
+            )
     finally:
         current_attempt.reset(token)
     return _answer(receiver, task, retval, info, attempt)

@@ -1,23 +1,10 @@
-"""The one query module: QStash's logs API -> task records with Celery states.
+"""Status and results: QStash's logs API -> task records with Celery states.
 
 Status flows one way: QStash events (``GET /v2/events``, the path both official
-SDKs use) -> :class:`TaskRecord` -> ``AsyncResult``, the CLI, the dashboard and
-its Flower-compatible API. Nothing here keeps local state: real QStash and the
-emulator answer the same questions.
-
-A task is found by the ``Upstash-Label`` set to its task id at publish time; its
-display name travels as the forwarded ``X-Celery-Task`` header.
-
-**A task's state is its own message's.** A ``link``/``link_error`` callback is a
-message of its own (QStash's callbacks page: "Callbacks publish a new message").
-Whether QStash labels it like its source is documented nowhere (the docs, the
-OpenAPI file and both SDKs' types and tests say nothing; there is no
-``Upstash-Callback-Label`` header), so this module does not depend on it: a
-callback is recognised by its body (QStash's callback body, with
-``sourceMessageId``) or by its URL (the ``callback``/``failureCallback`` its source
-declares), never changes the task's state, and is reported apart
-(:attr:`TaskRecord.callbacks`). When the callbacks are not labelled, they are
-found by URL and ``sourceMessageId``.
+SDKs use) -> :mod:`.query` (the one query) -> :mod:`.records` (a :class:`TaskRecord`
+with its Celery state) -> ``AsyncResult`` (:mod:`.result`), the CLI, the dashboard and
+its Flower-compatible API (:mod:`.present`). Nothing here keeps local state: real QStash
+and the emulator answer the same questions.
 """
 
 from ..redaction import REDACTED, is_secret_name, redact_headers, safe_url

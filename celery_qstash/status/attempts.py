@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .records import TaskRecord, _b64json, _error_text, celery_state
+from .records import TaskRecord, _b64json, celery_state, error_text
 
 __all__ = ["Step", "human_duration", "relative", "steps"]
 
@@ -87,7 +87,7 @@ def steps(record: TaskRecord) -> list[Step]:
             message_id=str(event["messageId"]) if event.get("messageId") else None,
             response_status=int(status) if status is not None else None,
             response=response,
-            message=(_error_text(response) or (str(event["error"]) if event.get("error") else None))
+            message=(error_text(response) or (str(event["error"]) if event.get("error") else None))
             if failed else None,
             error=str(event["error"]) if event.get("error") else None,
             next_delivery=_seconds(event.get("nextDeliveryTime")),

@@ -22,12 +22,12 @@ from .records import (
     _callback_kind,
     _callback_record,
     _email_summary,
-    _error_text,
     _header,
     _plain_json,
     _source_id,
     _task_name,
     build_record,
+    error_text,
     record_from_events,
 )
 
@@ -268,7 +268,7 @@ class DlqEntry:
 
     @property
     def error_message(self) -> str | None:
-        return _error_text(self.response) or self.error
+        return error_text(self.response) or self.error
 
     @property
     def is_callback(self) -> bool:

@@ -1,23 +1,16 @@
-"""The one query module: QStash's logs API -> task records with Celery states.
-
-Status flows one way: QStash events (``GET /v2/events``, the path both official
-SDKs use) -> :class:`TaskRecord` -> ``AsyncResult``, the CLI, the dashboard and
-its Flower-compatible API. Nothing here keeps local state: real QStash and the
-emulator answer the same questions.
+"""QStash's events of one task folded into a :class:`TaskRecord` with a Celery state.
 
 A task is found by the ``Upstash-Label`` set to its task id at publish time; its
-display name travels as the forwarded ``X-Celery-Task`` header.
+display name travels as the forwarded ``X-Celery-Task`` header. The state map
+(:data:`STATE_MAP`) is the one mapping of QStash's log states to Celery's; a deferred
+task's answer (:func:`celery_qstash.publish.message.task_answer`) refines it (RETRY,
+IGNORED, REVOKED) and carries its result.
 
 **A task's state is its own message's.** A ``link``/``link_error`` callback is a
-message of its own (QStash's callbacks page: "Callbacks publish a new message").
-Whether QStash labels it like its source is documented nowhere (the docs, the
-OpenAPI file and both SDKs' types and tests say nothing; there is no
-``Upstash-Callback-Label`` header), so this module does not depend on it: a
-callback is recognised by its body (QStash's callback body, with
-``sourceMessageId``) or by its URL (the ``callback``/``failureCallback`` its source
-declares), never changes the task's state, and is reported apart
-(:attr:`TaskRecord.callbacks`). When the callbacks are not labelled, they are
-found by URL and ``sourceMessageId``.
+message of its own (QStash's callbacks page: "Callbacks publish a new message"). Whether
+QStash labels it like its source is documented nowhere, so nothing here depends on it:
+a callback is recognised by its body (``sourceMessageId``) or by its URL, never changes
+the task's state, and is reported apart (:attr:`TaskRecord.callbacks`).
 """
 
 from __future__ import annotations
@@ -195,7 +188,7 @@ class TaskRecord:
     @property
     def error_message(self) -> str | None:
         """AutoSend's error message (either documented shape), else QStash's error."""
-        return _error_text(self.response) or self.error
+        return error_text(self.response) or self.error
 
 
 def _email_summary(body: Any) -> tuple[str | None, str | None]:
@@ -409,7 +402,8 @@ def record_from_events(task_id: str, events: Iterable[dict[str, Any]]) -> TaskRe
 
 
 
-def _error_text(body: Any) -> str | None:
+def error_text(body: Any) -> str | None:
+    """AutoSend's error message from a response body (either documented shape)."""
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):

@@ -12,9 +12,14 @@ Live-capable tests take the ``qstash`` fixture (:class:`Backend`) and use only Q
 public API: destinations are ``backend.status_url(404)``, which is the public
 ``https://mock.httpstatus.io/404`` that the official SDK suites publish to (QStash must
 reach it; ``QSTASH_CONTRACT_DESTINATION`` names another service of the same shape), and
-which the emulator routes to :class:`HttpStatus` on loopback. What needs a local-only
-control (the emulator's clock, ``/_emulator/tick`` or reset, a recording destination on
-loopback) is marked ``local_only`` and skipped live with the reason.
+which the emulator routes to :class:`HttpStatus` on loopback. A delivery is seen as QStash
+reports it (``reach``: the states in the logs; ``dead_letters``: the DLQ), polled with a
+deadline; names and labels are unique to the run (``Backend.unique``), since a real
+account keeps what earlier runs left, and locally the one emulator is never reset between
+them either. What needs a local-only control (the emulator's clock, ``/_emulator/tick``
+or reset, a recording destination on loopback) or would harm a real account (rotating
+its keys, cancelling all its messages) is marked ``local_only`` and skipped live with the
+reason.
 """
 
 from __future__ import annotations
@@ -159,5 +164,41 @@ def client(qstash: Backend) -> QStash:
     return qstash.client()
 
 
+@pytest.fixture
+def label(qstash: Backend, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A label unique to this test for its messages: whatever still waits under it is
+    cancelled after the test, and its DLQ entries deleted (by label, never account-wide)."""
+    name = qstash.unique(request.node.name.removeprefix("test_")[:20])
+    yield name
+    client = qstash.client()
+    client.http.request(path="/v2/messages", method="DELETE", params={"label": name})
+    client.http.request(path="/v2/dlq", method="DELETE", params={"label": name})
+
+
 def ids_of(items: list[Any]) -> list[str]:
     return sorted(str(item.message_id) for item in items)
+
+
+def states(client: QStash, message_id: str) -> list[str]:
+    """The states QStash logged for a message, oldest first."""
+    logs = client.log.list(filter={"message_id": message_id}).logs
+    return [log.state.value for log in reversed(logs)]
+
+
+def reach(client: QStash, state: str, *message_ids: str) -> None:
+    """Wait until each message has logged ``state`` (how a live run sees a delivery)."""
+    def reached() -> None:
+        for message_id in message_ids:
+            assert state in states(client, message_id), (message_id, states(client,
+                                                                            message_id))
+    eventually(reached, f"{state} in the logs of {', '.join(message_ids)}")
+
+
+def dead_letters(client: QStash, label: str) -> list[Any]:
+    """Every DLQ message with ``label``, page by page."""
+    page = client.dlq.list(filter={"label": label})
+    found = list(page.messages)
+    while page.cursor:
+        page = client.dlq.list(filter={"label": label}, cursor=page.cursor)
+        found += page.messages
+    return found

@@ -19,7 +19,6 @@ import pytest
 from celery import Celery, chord, group
 from celery.result import AsyncResult
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
-from starlette.applications import Starlette
 from waiting import wait_until
 
 from celery_qstash import (
@@ -30,9 +29,7 @@ from celery_qstash import (
     autosend_task,
 )
 from celery_qstash.local.emulator.signing import sign
-from celery_qstash.local.serving import ThreadedServer
 from celery_qstash.publish.message import MESSAGE_KIND
-from celery_qstash.receiver import fastapi_route
 from celery_qstash.testing import DevServers
 
 
@@ -82,14 +79,9 @@ def runs() -> Iterator[Runs]:
 @pytest.fixture
 def receiver_url(live_app: Celery, dev_servers: DevServers) -> Iterator[str]:
     """The user's web app with the receiver mounted; deferred tasks are published to it."""
-    web = Starlette()
-    fastapi_route(web, "/qstash/receive", live_app)
-    with ThreadedServer(web) as server:
-        live_app.conf.qstash_receiver_url = f"{server.url}/qstash/receive"
-        live_app.conf.qstash_current_signing_key = dev_servers.emulator.current_signing_key
-        live_app.conf.qstash_next_signing_key = dev_servers.emulator.next_signing_key
-        live_app.conf.result_backend = "qstash://"
-        yield f"{server.url}/qstash/receive"
+    live_app.conf.result_backend = "qstash://"
+    with dev_servers.receiver(live_app) as url:
+        yield url
 
 
 def _add(app: Celery, runs: Runs) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import secrets as _secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -35,8 +36,9 @@ from ...errors import ConfigurationError
 from ...status import StatusClient
 from .. import live
 from ..serving import LOOPBACK_HOSTS, BodyLimit, SameSiteGuard, is_loopback, local_hosts
-from . import api, views
+from . import api, launch, views
 from .html import task_path
+from .metrics import Metrics, metrics_endpoint
 
 __all__ = ["LOOPBACK_HOSTS", "check_bind", "create_app", "is_loopback", "local_hosts", "serve"]
 
@@ -144,6 +146,11 @@ ROUTES = [
     Route("/api/task/result/{task_id}", api.task_result),
     Route("/api/task/revoke/{task_id}", api.task_revoke, methods=["POST"]),
     Route("/api/queues/length", api.queue_lengths),
+    Route("/api/task/async-apply/{taskname}", launch.async_apply, methods=["POST"]),
+    Route("/api/task/send-task/{taskname}", launch.send_task, methods=["POST"]),
+    Route("/api/task/apply/{taskname}", launch.apply, methods=["POST"]),
+    # Flower's Prometheus metrics (and ours), counted from QStash's logs
+    Route("/metrics", metrics_endpoint),
     # Not in Flower: the dead letter queue
     Route("/api/dlq", api.dlq_list),
     Route("/api/dlq/retry/{dlq_id}", api.dlq_retry, methods=["POST"]),
@@ -161,6 +168,8 @@ def create_app(
     inbox_url: str | None = None,
     max_result_waits: int = api.MAX_RESULT_WAITS,
     clock: Clock | None = None,
+    celery_app: Any = None,
+    metrics_state: str | os.PathLike[str] | None = None,
     event_store: Any = None,
 ) -> Starlette:
     """The dashboard app.
@@ -181,6 +190,10 @@ def create_app(
         show what became of its email (``None``: only QStash's view).
     :param clock: what "now" is for relative times and the chart, and what result waits
         measure their timeout with (the system clock; a ``FakeClock`` in tests).
+    :param celery_app: the app whose QStash tasks Flower's task-launching API may start
+        (``None``: every task name is unknown there).
+    :param metrics_state: a file where ``/metrics`` keeps its counts across restarts
+        (``None``: they start at zero with each process, a counter reset to Prometheus).
     """
     if auth is not None and (not auth[0] or not auth[1]):
         raise ConfigurationError("auth", "basic auth needs a user name and a password")
@@ -192,6 +205,8 @@ def create_app(
     app.state.clock = clock or SystemClock()
     app.state.event_store = event_store
     app.state.result_waits = api.ResultWaits(max_result_waits, app.state.clock)
+    app.state.celery_app = celery_app
+    app.state.metrics = Metrics(status, clock=app.state.clock, state_file=metrics_state)
     app.add_middleware(_Guard, auth=auth)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     # Added last, so it runs first: a foreign Host or origin is refused before anything else.
@@ -219,14 +234,19 @@ def serve(
     status: StatusSource | None = None,
     conf: Any = None,
     inbox_url: str | None = None,
+    celery_app: Any = None,
+    metrics_state: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Run the dashboard until Ctrl-C (settings from ``conf``, a Celery ``app.conf``, and env)."""
+    """Run the dashboard until Ctrl-C (settings from ``conf``, a Celery ``app.conf``, and env;
+    ``celery_app``'s conf when ``conf`` is not given)."""
     from ...config import load_settings
     from ...publish.transports.qstash import client_for
     from ...webhooks.store import configured_event_store
     from ..serving import run
 
     check_bind(host, auth, allow_unauthenticated_public)
+    if conf is None and celery_app is not None:
+        conf = celery_app.conf
     settings = load_settings(conf)
     if status is None:
         status = StatusClient(client_for(settings))  # ConfigurationError without a token
@@ -236,6 +256,8 @@ def serve(
         allowed_hosts=local_hosts(host),
         secrets=settings.secrets,
         inbox_url=inbox_url,
+        celery_app=celery_app,
+        metrics_state=metrics_state,
         event_store=configured_event_store(conf),
     )
     shown = f"[{host}]" if ":" in host else host

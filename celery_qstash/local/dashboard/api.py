@@ -52,11 +52,14 @@ __all__ = [
     "dlq_list",
     "dlq_retry",
     "queue_lengths",
+    "result_body",
     "task_info",
     "task_result",
     "task_revoke",
     "task_types",
     "tasks",
+    "timeout_param",
+    "wait_for_record",
 ]
 
 #: ``/api/task/result?timeout=`` polls QStash this often, and never longer than the cap.
@@ -265,13 +268,25 @@ async def task_result(request: Request) -> JSONResponse:
     :statuscode 401: unauthorized request
     """
     task_id = request.path_params["task_id"]
-    raw = request.query_params.get("timeout")
+    timeout = timeout_param(request.query_params.get("timeout"))
+    record = await wait_for_record(request, task_id, timeout)
+    return json_response(request, result_body(task_id, record))
+
+
+def timeout_param(raw: str | None, default: float = 0.0) -> float:
+    """``?timeout=``: seconds, at most :data:`RESULT_TIMEOUT_CAP` (400 otherwise)."""
     try:
-        timeout = min(float(raw), RESULT_TIMEOUT_CAP) if raw else 0.0
+        timeout = min(float(raw), RESULT_TIMEOUT_CAP) if raw else default
     except ValueError:
         raise BadRequest("timeout must be a number of seconds") from None
     if math.isnan(timeout):
         raise BadRequest("timeout must be a number of seconds")
+    return timeout
+
+
+async def wait_for_record(request: Request, task_id: str, timeout: float) -> TaskRecord | None:
+    """The task's record once it is ready, or as it is after ``timeout`` seconds (waiting on
+    the event loop, within the app's :class:`ResultWaits`)."""
     status = get_status(request)
     waits: ResultWaits = request.app.state.result_waits
 
@@ -287,6 +302,12 @@ async def task_result(request: Request) -> JSONResponse:
                 record = await poll()
         finally:
             waits.leave()
+    return record
+
+
+def result_body(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
+    """Flower's answer about a task's result: ``task-id``, ``state`` and, once it is
+    ready, ``result`` (and ``traceback`` on failure)."""
     state = record.state if record is not None else states.PENDING
     body: dict[str, Any] = {"task-id": task_id, "state": state}
     if record is not None and record.ready:
@@ -299,7 +320,7 @@ async def task_result(request: Request) -> JSONResponse:
         else:
             body["result"] = f"TaskRevokedError('QStash message {record.message_id} was "\
                              f"{record.qstash_state}')"
-    return json_response(request, body)
+    return body
 
 
 @upstream_errors
