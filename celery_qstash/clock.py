@@ -7,11 +7,28 @@ move time with :class:`FakeClock` instead of sleeping or patching.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "utc_moment"]
+
+
+def utc_moment(ts: float) -> datetime | None:
+    """Epoch seconds as an aware UTC datetime; None when no datetime can hold them.
+
+    A time is shown wherever it was stored, and QStash (or a publisher) may store one past
+    the year 9999 (``Upstash-Not-Before: 1099511627776``) or none at all (NaN): every page
+    and CLI line formats through here and shows the number instead of failing.
+    """
+    if not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        return None
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class Clock(Protocol):

@@ -191,13 +191,29 @@ def _spelled(conf: Any) -> _Spelled:
     return found
 
 
+def _reads_map_by_map() -> bool:
+    """Whether this Celery looks a conf key up map by map, as the one pass below does.
+
+    Celery 5.7 does (a change beats a namespaced value, and ``_to_keys`` lists the old
+    setting names too); before it, each spelling was tried in every map in turn, old
+    names last. On such a Celery the conf is read through its own ``get()``.
+    """
+    import celery
+
+    return tuple(int(part) for part in celery.VERSION[:2]) >= (5, 7)
+
+
+_MAP_BY_MAP = _reads_map_by_map()
+
+
 def _conf_read(conf: Any) -> tuple[list[Any], list[Any]]:
     """Each key's value in the conf (``None`` when unset): ``conf.get(key)``, else
     ``conf.get(KEY)``, as Celery resolves them (namespace prefix, old names); and each
     of :data:`CELERY_KEYS` as ``conf.get(name)``."""
     if conf is None:
         return [None] * len(_KEYS), [None] * len(CELERY_KEYS)
-    if not (hasattr(conf, "_to_keys") and hasattr(conf, "maps")):  # a plain mapping
+    if not (_MAP_BY_MAP and hasattr(conf, "_to_keys") and hasattr(conf, "maps")):
+        # A plain mapping, or a conf whose Celery reads it spelling by spelling.
         values = []
         for name, _ in _KEYS:
             value = conf.get(name)

@@ -178,8 +178,13 @@ def _address_input(value: Any) -> Any:
         if _BARE_ADDRESS.match(value):  # the usual case; what getaddresses would give anyway
             return {"email": value}
         if "\r" in value or "\n" in value:
-            _, addr = email.utils.parseaddr(" ".join(value.split()))
-            return {"email": addr or value, "name": value}  # let the name check reject it
+            # Split "Name <addr>" by hand: email.utils reads such a string differently from
+            # one Python release to the next (3.13 refuses it whole), and the refusal must
+            # name the part the user wrote the line break in.
+            name, bracket, rest = value.rpartition("<")
+            if bracket and rest.rstrip().endswith(">"):
+                return {"email": rest.rstrip()[:-1], "name": name}  # the name check rejects it
+            return {"email": value}  # no display name: the address check rejects it
         pairs = [pair for pair in email.utils.getaddresses([value]) if pair != ("", "")]
         if len(pairs) > 1:
             raise ValueError(

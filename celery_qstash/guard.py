@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,7 +65,15 @@ def local_hosts(bind_host: str) -> tuple[str, ...] | None:
     return (*LOOPBACK_HOSTS, bind_host.strip("[]").lower(), *configured)
 
 
-def _host_name(value: str) -> str:
+#: A ``Host`` header as RFC 9110 allows it: a name, an IPv4 address or a bracketed IPv6
+#: address, and a port. No userinfo: ``evil.example@127.0.0.1`` is no host at all.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(:[0-9]{0,5})?")
+
+
+def _host_name(value: str) -> str | None:
+    """The host name of a ``Host`` header, lower-cased; None if it is not one."""
+    if value and not _HOST.fullmatch(value):
+        return None
     return (urlsplit("//" + value).hostname or "").lower()
 
 
@@ -104,7 +113,8 @@ class SameSiteGuard:
             await self.app(scope, receive, send)
             return
         host = (_header(scope, b"host") or "").lower()
-        if self.allowed_hosts is not None and _host_name(host) not in self.allowed_hosts:
+        name = _host_name(host)
+        if name is None or (self.allowed_hosts is not None and name not in self.allowed_hosts):
             # Said once per refusal: behind a proxy that rewrites Host, this is why nothing
             # arrives (the name to add is in the line; the value is the client's, so cut).
             log.warning("refused a request for Host %r: not one of this server's names "

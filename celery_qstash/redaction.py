@@ -1,18 +1,24 @@
 """The one redaction rule: which header names carry credentials, and how they are shown.
 
-Used wherever headers or URLs reach a person: the CLI, the dashboard, errors.
+Used wherever headers or URLs reach a person: the CLI, the dashboard, errors, and by the
+local servers (the emulator keeps such headers apart and shows them redacted in its
+logs, DLQ, URL groups and schedules, wherever they came from, while still delivering
+them; the sandbox's inbox hides them).
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = ["REDACTED", "is_secret_name", "redact_headers", "safe_url"]
 
 
-_SECRET_HEADER = re.compile(r"authorization|token|key|signature|secret|cookie", re.I)
+#: ``Authorization``, ``Proxy-Authorization``, ``Cookie``/``Set-Cookie``, and any name that
+#: mentions a key, a token, a secret, a password or a signature.
+_SECRET_HEADER = re.compile(r"authorization|cookie|key|token|secret|password|signature", re.I)
 REDACTED = "[redacted]"
 
 
@@ -20,6 +26,7 @@ REDACTED = "[redacted]"
 _PUBLIC_NAMES = frozenset({"idempotency-key", "upstash-forward-idempotency-key"})
 
 
+@lru_cache(maxsize=1024)  # the same few names come with every message the emulator takes
 def is_secret_name(name: str) -> bool:
     """Does a header or parameter name suggest its value is a secret?"""
     return name.lower() not in _PUBLIC_NAMES and bool(_SECRET_HEADER.search(name))
@@ -28,8 +35,8 @@ def is_secret_name(name: str) -> bool:
 def redact_headers(headers: Any) -> dict[str, str]:
     """Headers as ``name -> value`` with every secret-bearing value replaced.
 
-    A header whose name mentions authorization, token, key, signature, secret or
-    cookie is never shown, whatever its value (QStash's own ``REDACTED:<hash>``
+    A header whose name mentions authorization, cookie, key, token, secret, password or
+    signature is never shown, whatever its value (QStash's own ``REDACTED:<hash>``
     included: the hash of a short key can be brute-forced).
     """
     out: dict[str, str] = {}

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -42,6 +43,19 @@ _ENV_PREFIXES = ("QSTASH_", "AUTOSEND_")
 
 # tests/test_pytest_plugin.py runs our pytest plugin in fresh projects.
 pytest_plugins = ["pytester"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """scripts/matrix runs two sessions side by side: their ``slow`` tests (real processes,
+    the demo's usual ports) take turns, through the lock file it names."""
+    lock = os.environ.get("CELERY_QSTASH_SLOW_LOCK")
+    if not lock or item.get_closest_marker("slow") is None:
+        yield
+        return
+    with open(lock, "a") as held:  # closing it releases the lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture

@@ -649,6 +649,17 @@ def test_beat_sync_exits_as_the_other_commands_when_qstash_is_down(
     assert TOKEN not in result.output and "as-key-BEAT-S3CRET" not in result.output
 
 
+@pytest.mark.parametrize("ts", [1_099_511_627_776, 2.0**63, float("nan"), float("inf"), -1e18])
+def test_the_cli_prints_any_stored_time(ts: float) -> None:
+    """A stored time past the year 9999 (or none at all) is printed as the number, never
+    a traceback (issue 23)."""
+    from celery_qstash.cli.output import iso, when
+    from celery_qstash.clock import utc_moment
+
+    assert utc_moment(ts) is None
+    assert when(ts) == str(ts) and iso(ts) is None
+
+
 def test_dashboard_gives_the_app_and_the_metrics_state_file_to_the_server(
     cli: click.Group, monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
 ) -> None:

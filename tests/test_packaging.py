@@ -1,11 +1,19 @@
 """Package hygiene: the installed metadata says what pyproject.toml promises, the
-LICENSE file is the MIT text it declares, and the entry points load."""
+LICENSE file is the MIT text it declares, the entry points load, the floors are true
+and the test matrix (noxfile.py) covers every Python the classifiers claim."""
 
 from __future__ import annotations
 
+import ast
+import os
 import re
-from importlib.metadata import entry_points, metadata
+import warnings
+from importlib.metadata import PackageNotFoundError, entry_points, metadata, version
 from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,8 +29,8 @@ def test_license_file_is_mit_as_declared() -> None:
 def test_python_versions_and_urls() -> None:
     meta = metadata("celery-qstash")
     classifiers = meta.get_all("Classifier") or []
-    for version in ("3.10", "3.11", "3.12", "3.13"):
-        assert f"Programming Language :: Python :: {version}" in classifiers
+    for python in ("3.10", "3.11", "3.12", "3.13"):
+        assert f"Programming Language :: Python :: {python}" in classifiers
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
     assert {"Homepage", "Source", "Issues", "Changelog"} <= set(urls)
     assert all(u.startswith("https://") for u in urls.values())
@@ -45,3 +53,72 @@ def test_entry_points_load() -> None:
     group = command.load()
     assert isinstance(group, click.Group)
     assert {"status", "inspect", "revoke", "dlq", "dev"} <= set(group.commands)
+
+
+def _noxfile_constant(name: str) -> object:
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"noxfile.py has no {name}")
+
+
+def test_the_matrix_runs_every_python_the_classifiers_claim_and_each_django_series() -> None:
+    classifiers = metadata("celery-qstash").get_all("Classifier") or []
+    claimed = sorted(
+        (c.rsplit(" :: ", 1)[1] for c in classifiers
+         if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)),
+        key=lambda v: tuple(map(int, v.split("."))),
+    )
+    pythons = _noxfile_constant("PYTHONS")
+    assert list(pythons) == claimed  # type: ignore[call-overload]
+    assert metadata("celery-qstash")["Requires-Python"] == f">={claimed[0]}"
+    djangos = _noxfile_constant("DJANGOS")
+    assert isinstance(djangos, dict) and set(djangos.values()) <= set(claimed)
+    django_floor = next(r for r in _direct_requirements() if r.name == "django")
+    assert min(djangos, key=Version) == str(django_floor.specifier).removeprefix(">=")
+
+
+def _direct_requirements() -> list[Requirement]:
+    """What pyproject.toml asks for, runtime and the extras a test run installs."""
+    wanted: dict[str, Requirement] = {}
+    for line in metadata("celery-qstash").get_all("Requires-Dist") or []:
+        requirement = Requirement(line)
+        if requirement.name == "celery-qstash":
+            continue  # the dev extra pulls in [local]: its own lines are listed too
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({"extra": e}) for e in ("", "local", "dev")):
+            wanted[f"{requirement.name}{requirement.specifier}"] = requirement
+    return list(wanted.values())
+
+
+def test_installed_dependencies_satisfy_pyproject_and_the_lowest_session_sits_on_the_floors() -> None:
+    # noxfile.py's lowest session installs with uv's lowest-direct resolution and says so:
+    # there each direct dependency must be exactly its floor, or the floor is a promise
+    # nothing tests (a requirement of another package pushed it up).
+    lowest = os.environ.get("CELERY_QSTASH_RESOLUTION") == "lowest-direct"
+    wrong = []
+    for requirement in _direct_requirements():
+        try:
+            installed = Version(version(requirement.name))
+        except PackageNotFoundError:
+            wrong.append(f"{requirement.name}: not installed")
+            continue
+        if installed not in requirement.specifier:
+            wrong.append(f"{requirement.name} {installed} is outside {requirement.specifier}")
+        floors = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+        if lowest and floors and installed != max(floors):
+            wrong.append(f"{requirement.name} {installed}: its floor {max(floors)} was not installed")
+    assert not wrong, "; ".join(wrong)
+
+
+def test_a_deprecation_raised_from_our_code_fails_the_test() -> None:
+    # pyproject.toml's filterwarnings: ours are errors, another package's stay warnings.
+    for category in (DeprecationWarning, PendingDeprecationWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("old", category, "backend.py", 1,
+                                   module="celery_qstash.contrib.django.backend")
+        with pytest.warns(category):
+            warnings.warn_explicit("old", category, "task.py", 1, module="celery.app.task")

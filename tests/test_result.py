@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+import celery
 import pytest
 from celery import Celery, states
 from celery.exceptions import TaskRevokedError, TimeoutError
@@ -135,8 +136,9 @@ def test_get_times_out_on_a_pending_task(
 
     with pytest.raises(TimeoutError):
         QStashAsyncResult("t1", app=app).get(timeout=2, interval=1)
-    # get()'s own first look, then one per interval until 2 s of intervals have passed.
-    assert qstash.events_route.call_count == 3
+    # get()'s own first look, then one per interval until 2 s of intervals have passed
+    # (Celery before 5.7 checks the deadline before its look at 2 s, not after it).
+    assert qstash.events_route.call_count == (3 if celery.VERSION >= (5, 7) else 2)
 
 
 def test_revoke_cancels_the_known_message(app: Celery, qstash: FakeQStash) -> None:

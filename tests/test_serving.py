@@ -57,3 +57,27 @@ def test_allowed_hosts_from_the_environment_keep_dns_rebinding_out_off_loopback(
     assert {"qstash", "autosend", "127.0.0.1", "localhost", "::1"} <= set(hosts)
     assert "evil.example" not in hosts
     assert "autosend" in (local_hosts("127.0.0.1") or ())
+
+
+@pytest.mark.parametrize("allowed", [("127.0.0.1", "localhost"), None], ids=["loopback", "any"])
+@pytest.mark.parametrize("host", [
+    "evil.example@127.0.0.1:8080", "evil.example@localhost", "127.0.0.1:8080@evil.example",
+    "user:pass@127.0.0.1", "127.0.0.1/x", "127.0.0.1 evil.example", "127.0.0.1:80:80",
+])
+def test_a_host_with_userinfo_or_junk_is_refused_like_an_unknown_host(
+        host: str, allowed: tuple[str, ...] | None) -> None:
+    """``Host: evil.example@127.0.0.1:PORT`` named loopback to a lenient parser; it is
+    no host name at all, so it is refused whatever the allow-list."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from celery_qstash.local.serving import SameSiteGuard
+
+    app = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ran"))])
+    client = TestClient(SameSiteGuard(app, allowed_hosts=allowed))
+    assert client.get("/", headers={"Host": host}).status_code == 421
+    assert client.get("/", headers={"Host": "127.0.0.1:8080"}).text == "ran"
+    assert client.get("/", headers={"Host": "[::1]:8080"}).status_code == (
+        421 if allowed else 200)

@@ -14,10 +14,11 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import click
+
+from ..clock import utc_moment
 
 __all__ = [
     "MIN_WIDTH",
@@ -129,7 +130,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, width: int |
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    moment = utc_moment(ts)
+    return str(ts) if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def when_short(ts: float | None, wide: bool) -> str:
@@ -145,7 +147,8 @@ def short_id(identifier: str, wide: bool) -> str:
 
 def iso(ts: float | None) -> str | None:
     """Epoch seconds as ISO 8601 in UTC (``2024-05-06T12:53:20.120000+00:00``)."""
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    moment = None if ts is None else utc_moment(ts)
+    return None if moment is None else moment.isoformat()
 
 
 class WholeHelpGroup(click.Group):

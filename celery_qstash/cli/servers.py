@@ -11,7 +11,8 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,6 +96,24 @@ def _routes(specs: tuple[str, ...]) -> dict[str, str]:
     return routes
 
 
+class _UnsafeData(click.ClickException):
+    """A data folder that is not the user's alone: one line, exit 2 (a usage problem)."""
+
+    exit_code = 2
+
+
+@contextmanager
+def _refusing_unsafe_data() -> Iterator[None]:
+    """A data folder or database file that is not the user's alone (``local/files.py``)
+    becomes one line naming it, what is wrong and the fix, and exit status 2."""
+    from ..local.files import UnsafeDataDir
+
+    try:
+        yield
+    except UnsafeDataDir as exc:
+        raise _UnsafeData(str(exc)) from None
+
+
 def _need_local() -> None:
     try:
         import starlette  # noqa: F401
@@ -106,10 +125,14 @@ def _need_local() -> None:
 
 
 def _state_dir(path: Path) -> None:
-    """Create the state directory with a ``.gitignore`` of ``*`` in it (as pytest does for
+    """Create the state directory (0700, the user's alone: ``local/files.py``; else one
+    line and exit 2) with a ``.gitignore`` of ``*`` in it (as pytest does for
     ``.pytest_cache``), so a ``.qstash-dev/`` in a project's checkout never shows up in
     ``git status``; an existing ``.gitignore`` is left alone."""
-    path.mkdir(parents=True, exist_ok=True)
+    from ..local.files import private_dir
+
+    with _refusing_unsafe_data():
+        private_dir(path)
     ignore = path / ".gitignore"
     if not ignore.exists():
         ignore.write_text("# Created by celery-qstash: local emulator and sandbox state.\n*\n")
@@ -208,6 +231,33 @@ _webhook_secret = click.option(
 )
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from ..local.emulator.errors import BadRequest
+    from ..local.emulator.validate import parse_duration_ms
+
+    try:
+        ms = parse_duration_ms(value, "--max-delay", strict=True)
+    except BadRequest as exc:
+        raise click.BadParameter(exc.message) from None
+    if ms <= 0:
+        raise click.BadParameter("must be longer than 0s")
+    return ms
+
+
+_max_delay = click.option(
+    "--max-delay", default=None, callback=_duration, metavar="DURATION",
+    help="emulator: the longest Upstash-Delay, and the furthest Upstash-Not-Before from "
+    "now (default 365d, QStash's pay-as-you-go maximum); longer ones get 400",
+)
+_link_local = click.option(
+    "--allow-link-local", is_flag=True,
+    help="emulator: deliver to link-local and cloud metadata addresses (169.254.0.0/16, "
+    "fe80::/10, ...); refused with 400 by default",
+)
+
+
 _plan = click.option(
     "--plan", type=click.Choice(["free", "payg", "pro"]), default=None,
     help="emulator: enforce this QStash plan's quotas (daily messages, per-second burst, "
@@ -238,6 +288,8 @@ _plan = click.option(
 @click.option("--receiver-port", default=RECEIVER_PORT, show_default=True,
               help="port of the app's receiver (with --app)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
+@_max_delay
+@_link_local
 @_webhook_url
 @_webhook_secret
 def dev(
@@ -255,6 +307,8 @@ def dev(
     app_path: str | None,
     receiver_port: int,
     max_body: int | None,
+    max_delay: int | None,
+    allow_link_local: bool,
     webhook_url: str | None,
     webhook_secret: str | None,
 ) -> None:
@@ -272,6 +326,8 @@ def dev(
 
         celery_app = _load_app(app_path, param_hint="--app")
     from ..local.emulator import DEFAULT_MAX_BODY, EmulatorServer
+    from ..local.emulator.publish import MAX_DELAY_MS
+    from ..local.files import UnsafeDataDir
     from ..local.sandbox import SandboxServer
     from ..local.serving import ThreadedServer
 
@@ -299,7 +355,9 @@ def dev(
         servers.append(box)
         routes = {AUTOSEND_URL: box.url, **extra_routes}
         qstash = EmulatorServer(data_dir / "emulator", host=host, port=port, routes=routes,
-                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan).start()
+                                max_body=max_body or DEFAULT_MAX_BODY, plan=plan,
+                                max_delay_ms=max_delay or MAX_DELAY_MS,
+                                allow_link_local=allow_link_local).start()
         servers.append(qstash)
         store = None
         if celery_app is not None:
@@ -352,10 +410,16 @@ def dev(
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
+    except UnsafeDataDir as exc:
+        for server in reversed(servers):
+            server.stop()
+        servers.clear()  # nothing to say but the refusal
+        raise _UnsafeData(str(exc)) from None
     finally:
         for server in reversed(servers):
             server.stop()
-        click.echo("stopped")
+        if servers:
+            click.echo("stopped")
 
 
 def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str], *,
@@ -408,6 +472,8 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
 @click.option("--token", "tokens", multiple=True, help="accept this QStash token too (repeatable)")
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 @_plan
+@_max_delay
+@_link_local
 def emulator(
     host: str,
     port: int,
@@ -416,17 +482,22 @@ def emulator(
     tokens: tuple[str, ...],
     max_body: int | None,
     plan: str | None,
+    max_delay: int | None,
+    allow_link_local: bool,
 ) -> None:
     """Start the QStash emulator alone (the official SDK works against it)."""
     _need_local()
     from ..local.emulator import DEFAULT_MAX_BODY, serve
+    from ..local.emulator.publish import MAX_DELAY_MS
 
     routes = _routes(route_specs)  # a usage error comes before a busy port
     _check_ports(host, (port, "--port", "QStash emulator"))
     _logging()
     _state_dir(data_dir)
-    serve(host=host, port=port, data_dir=data_dir, routes=routes,
-          extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan)
+    with _refusing_unsafe_data():
+        serve(host=host, port=port, data_dir=data_dir, routes=routes,
+              extra_tokens=tokens, max_body=max_body or DEFAULT_MAX_BODY, plan=plan,
+              max_delay_ms=max_delay or MAX_DELAY_MS, allow_link_local=allow_link_local)
 
 
 @click.command()
@@ -457,8 +528,9 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
     _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
     _state_dir(data_dir)
-    serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
-          max_body=max_body or DEFAULT_MAX_BODY,
-          verified_domains=verified_domains or None, retry_after_header=retry_after,
-          rate_per_minute=rate_per_minute or None, webhook_url=webhook_url,
-          webhook_secret=(webhook_secret or DEV_WEBHOOK_SECRET) if webhook_url else None)
+    with _refusing_unsafe_data():
+        serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
+              max_body=max_body or DEFAULT_MAX_BODY,
+              verified_domains=verified_domains or None, retry_after_header=retry_after,
+              rate_per_minute=rate_per_minute or None, webhook_url=webhook_url,
+              webhook_secret=(webhook_secret or DEV_WEBHOOK_SECRET) if webhook_url else None)

@@ -15,15 +15,17 @@ Nothing server-side (starlette, uvicorn, the emulator) is imported unless
 ``qstash_dev`` is used, so a production install without the extra runs its tests.
 
 **Django.** Django's test runner (and pytest-django, which calls it) swaps
-``EMAIL_BACKEND`` for ``locmem`` for the whole session, so a plain ``send_mail`` would
-never reach celery-qstash's backend. When the project's own ``EMAIL_BACKEND`` is
-celery-qstash's, ``autosend_outbox`` and ``qstash_dev`` put it back for their test (and
-restore ``locmem`` after it); ``mailoutbox`` keeps working in every other test.
+``EMAIL_BACKEND`` (on Django 6.1, every ``MAILERS`` alias) for ``locmem`` for the whole
+session, so a plain ``send_mail`` would never reach celery-qstash's backend. When the
+project's own backend is celery-qstash's, ``autosend_outbox`` and ``qstash_dev`` put the
+project's setting back for their test (and restore ``locmem`` after it); ``mailoutbox``
+keeps working in every other test.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -212,39 +214,65 @@ class DevInbox:
 LOCMEM_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 
-def _project_email_backend() -> str | None:
-    """The project's ``EMAIL_BACKEND`` when Django's test environment swapped it for locmem
-    and it is celery-qstash's; else ``None`` (nothing to route)."""
+@contextmanager
+def _quiet_email_backend_setting() -> Iterator[None]:
+    # Django 6.1 warns on every read and write of EMAIL_BACKEND (deprecated for MAILERS):
+    # the project chose that setting and hears about it from its settings module; putting
+    # its own value back for a test is not a new use of it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The EMAIL_BACKEND setting is deprecated")
+        yield
+
+
+def _project_mail() -> tuple[str, Any] | None:
+    """``(setting, the project's value)`` when Django's test environment swapped the
+    project's celery-qstash backend for locmem: ``EMAIL_BACKEND``, or Django 6.1's
+    ``MAILERS`` (every alias swapped); else ``None`` (nothing to route)."""
     import sys
 
     if "django" not in sys.modules:  # a project without Django never imports it here
         return None
     from django.conf import settings
 
-    if not settings.configured or getattr(settings, "EMAIL_BACKEND", None) != LOCMEM_BACKEND:
+    if not settings.configured:
         return None
     from django.test.utils import _TestState
 
-    saved = getattr(getattr(_TestState, "saved_data", None), "email_backend", None)
-    if isinstance(saved, str) and saved.startswith("celery_qstash."):
-        return saved
+    saved = getattr(_TestState, "saved_data", None)
+    mailers = getattr(saved, "mailers", None)
+    if isinstance(mailers, dict) and hasattr(settings, "MAILERS"):
+        ours = any(
+            isinstance(config, dict) and str(config.get("BACKEND", "")).startswith("celery_qstash.")
+            for config in mailers.values()
+        )
+        return ("MAILERS", mailers) if ours else None
+    with _quiet_email_backend_setting():
+        if getattr(settings, "EMAIL_BACKEND", None) != LOCMEM_BACKEND:
+            return None
+    backend = getattr(saved, "email_backend", None)
+    if isinstance(backend, str) and backend.startswith("celery_qstash."):
+        return ("EMAIL_BACKEND", backend)
     return None
 
 
 @contextmanager
 def _django_mail_to_celery_qstash() -> Iterator[None]:
     """Route Django's mail to celery-qstash's backend for one test (see the module doc)."""
-    backend = _project_email_backend()
-    if backend is None:
+    found = _project_mail()
+    if found is None:
         yield
         return
     from django.conf import settings
 
-    settings.EMAIL_BACKEND = backend
+    name, value = found
+    with _quiet_email_backend_setting():
+        swapped = getattr(settings, name)
+        setattr(settings, name, value)
     try:
         yield
     finally:
-        settings.EMAIL_BACKEND = LOCMEM_BACKEND
+        with _quiet_email_backend_setting():
+            setattr(settings, name, swapped)
 
 
 def _refuse_both(request: pytest.FixtureRequest, other: str) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "BodyLimit",
     "BodyTooLarge",
     "JSONBodyError",
+    "Notices",
     "SameSiteGuard",
     "ThreadedServer",
     "free_port",
@@ -46,6 +49,41 @@ __all__ = [
 
 #: No request our servers take needs deeper JSON; deeper input would only probe recursion limits.
 MAX_JSON_DEPTH = 64
+
+
+class Notices:
+    """What a page says after a redirect ("Deleted 3 emails."), held by the server.
+
+    The redirect carries an unguessable token (``?notice=...``), never the text: a link
+    someone else made cannot put words of theirs under the page's banner. The last
+    ``size`` notices are kept (a reload still shows its notice); an unknown token shows
+    nothing.
+    """
+
+    KINDS = ("done", "error")
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, text: str, kind: str = "done") -> str:
+        """Keep ``text``; the token to put in the redirect's ``notice`` parameter."""
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}")
+        token = secrets.token_urlsafe(12)
+        with self._lock:
+            self._items[token] = (kind, text)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return token
+
+    def get(self, token: str | None) -> tuple[str, str] | None:
+        """``(kind, text)`` of a token this server gave, else None."""
+        if not token:
+            return None
+        with self._lock:
+            return self._items.get(token)
 
 
 class BodyTooLarge(HTTPException):

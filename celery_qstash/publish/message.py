@@ -19,6 +19,7 @@ from ..errors import UnsupportedOption
 
 __all__ = [
     "ANSWER_KIND",
+    "MESSAGE_KEYS",
     "MESSAGE_KIND",
     "TASK_RUN",
     "firing_id",
@@ -48,6 +49,10 @@ def task_answer(response: Any) -> dict[str, Any] | None:
 #: firing's task id is ``<id>.<QStash message id>``).
 MESSAGE_FIELDS = ("root_id", "parent_id", "group", "group_index", "callbacks", "errbacks",
                   "chain", "shadow", "eta", "expires", "ignore_result", "headers", "schedule")
+#: Every key a message may have (``retry_budget``: QStash's retries, added by the plan);
+#: the receiver refuses any other (a message of another version is not guessed at).
+MESSAGE_KEYS = frozenset({"kind", "task", "id", "args", "kwargs", "retries", "delivery",
+                          "retry_budget", *MESSAGE_FIELDS})
 
 
 def is_task_message(body: Any) -> bool:

@@ -181,7 +181,8 @@ class CallbackReceiver:
         """How long a delivery holds its key: the task's time limit (a running body must
         keep its lease), else the default."""
         if kind == TASK_RUN:
-            task = self.app.tasks.get(body.get("task")) if isinstance(body, dict) else None
+            name = body.get("task") if isinstance(body, dict) else None
+            task = self.app.tasks.get(name) if isinstance(name, str) else None
             limit = getattr(task, "time_limit", None) or getattr(task, "soft_time_limit", None)
             if isinstance(limit, (int, float)) and limit > 0:
                 return float(limit) + BUSY_RETRY_AFTER

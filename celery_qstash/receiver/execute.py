@@ -44,7 +44,7 @@ from celery.utils.nodenames import gethostname
 
 from ..config import load_settings
 from ..errors import scrub
-from ..publish.message import ANSWER_KIND, firing_id
+from ..publish.message import ANSWER_KIND, MESSAGE_KEYS, firing_id
 from ..tasks.deferred import Attempt, DeferredTask, current_attempt
 from .request import Delivery, ReceiverResponse
 
@@ -84,6 +84,9 @@ def _int_header(delivery: Delivery, name: str) -> int:
 def _parsed(body: Mapping[str, Any]) -> str | None:
     """What is wrong with a message's fields, if anything (the body is signed, but a
     message from another version of this library may differ)."""
+    unknown = sorted(str(k) for k in body if k not in MESSAGE_KEYS)
+    if unknown:
+        return f"message field {unknown[0]!r} is unknown"
     checks = (
         ("id", str), ("task", str), ("args", list), ("kwargs", dict), ("retries", int),
     )
@@ -105,7 +108,7 @@ def _expired(body: Mapping[str, Any], now: float) -> bool:
         return False
     try:
         return datetime.fromisoformat(expires).timestamp() <= now
-    except ValueError:
+    except (ValueError, OverflowError):  # not ISO; a year-1 time with an offset
         return False
 
 

@@ -300,7 +300,8 @@ def ledger_from_url(url: str, *, window: float = DEDUP_WINDOW_SECONDS) -> Delive
             ) from None
         except ValueError as exc:
             raise ConfigurationError(_SETTING, str(exc)) from None
-    named = f"{parts.scheme}://" if parts.scheme else "no scheme"
+    # A scheme starts with a letter: Python 3.10's urlsplit reads "127.0.0.1:6379" as one.
+    named = f"{parts.scheme}://" if parts.scheme[:1].isalpha() else "no scheme"
     raise ConfigurationError(
         _SETTING,
         f"unsupported ledger URL ({named}): expected redis://, rediss://, unix:// or "

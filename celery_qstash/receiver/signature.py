@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 from collections.abc import Iterable
 
 import jwt
@@ -51,8 +52,10 @@ def _claims_hold(claims: dict[str, object], body: bytes, url: str, now: float,
                  tolerance: float) -> bool:
     nbf, exp, sub, digest = claims.get("nbf"), claims.get("exp"), claims.get("sub"), \
         claims.get("body")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (nbf, exp)):
-        log.info("QStash delivery refused: nbf/exp are not numbers")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in (nbf, exp)):
+        # NaN compares false both ways: an "exp": NaN token would never expire.
+        log.info("QStash delivery refused: nbf/exp are not finite numbers")
         return False
     assert isinstance(nbf, (int, float)) and isinstance(exp, (int, float))
     if now + tolerance < nbf or now - tolerance >= exp:

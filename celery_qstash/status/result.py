@@ -11,6 +11,7 @@ QStash state -> Celery state: see :data:`celery_qstash.status.STATE_MAP`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import weakref
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult, EagerResult
 
+from ..clock import utc_moment
 from ..config import load_settings
 from ..errors import DeliveryFailed
 from ..publish.options import canvas_error
@@ -37,9 +39,8 @@ log = logging.getLogger("celery_qstash.status.result")
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    moment = None if ts is None else utc_moment(ts)
+    return None if moment is None else moment.isoformat()
 
 
 def meta_from_record(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
@@ -273,6 +274,21 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
         return f"<{type(self).__name__}: {self.id} message_id={self.message_id}>"
 
 
+# Celery 5.3.6 gave EagerResult the task's name (``name=``); an older Celery takes none,
+# and there an eager result reports no name, as Celery's own eager results do.
+_EAGER_NAMED = "name" in inspect.signature(EagerResult.__init__).parameters
+
+
+def eager_result(
+    task_id: str, value: Any, state: str, *, name: str | None, traceback: Any = None,
+    cls: type[EagerResult] = EagerResult,
+) -> Any:
+    """``cls(task_id, value, state, traceback=traceback, name=name)`` on any Celery 5.3+."""
+    if _EAGER_NAMED:
+        return cls(task_id, value, state, traceback=traceback, name=name)
+    return cls(task_id, value, state, traceback=traceback)
+
+
 class EagerAsyncResult(EagerResult):  # type: ignore[misc]
     """Eager mode's result for ``adelay``/``aapply_async``: an ``EagerResult`` with ``aget``."""
 
@@ -280,8 +296,8 @@ class EagerAsyncResult(EagerResult):  # type: ignore[misc]
     def of(cls, result: Any) -> Any:
         if not isinstance(result, EagerResult):
             return result
-        return cls(result.id, result._result, result._state, traceback=result.traceback,
-                   name=result.name)
+        return eager_result(result.id, result._result, result._state, name=result.name,
+                            traceback=result.traceback, cls=cls)
 
     async def aget(
         self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True

@@ -29,7 +29,7 @@ from typing import Any
 
 from celery import Task, canvas
 from celery import states as celery_states
-from celery.result import EagerResult, GroupResult
+from celery.result import GroupResult
 from celery.signals import after_task_publish
 from kombu.utils.uuid import uuid
 
@@ -42,6 +42,7 @@ from ..publish.transports.base import PublishResult
 from ..publish.transports.batch import BatchOutcome, QStashBatchTransport
 from ..publish.transports.eager import EagerTransport, eager_forced
 from ..publish.transports.qstash import client_for
+from ..status.result import eager_result
 
 __all__ = [
     "Prepared",
@@ -329,7 +330,7 @@ def prepare_many(
         prepared = task._prepare(plan, settings, merged, args, None, eager=eager, conf=conf)
         if prepared is None:  # nothing to send: the body returned None or raised Ignore
             ignored = (
-                EagerResult(task_id, None, celery_states.IGNORED, name=task.name) if eager
+                eager_result(task_id, None, celery_states.IGNORED, name=task.name) if eager
                 else task._ignored(task_id)
             )
             slots.append((task_id, ignored))
@@ -356,8 +357,8 @@ def delay_many(task: Any, items: Iterable[Any], options: dict[str, Any]) -> Grou
                 results.append(prepared)
                 continue
             eager_results = [
-                EagerResult(r.task_id, outbox.publish(r).response, celery_states.SUCCESS,
-                            name=task.name)
+                eager_result(r.task_id, outbox.publish(r).response, celery_states.SUCCESS,
+                             name=task.name)
                 for r in prepared.requests
             ]
             results.append(

@@ -40,6 +40,7 @@ from ..publish.transports.eager import EagerTransport, eager_forced
 from ..status.result import QStashAsyncResult, QStashBackend
 from .batch import Prepared, current_collector, split_plan
 from .planning import _routed_queue, task_attrs
+from .tracing import push_request_merged
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
 
@@ -197,6 +198,9 @@ class DeferredTask(Task):  # type: ignore[misc]
             return self.AsyncResult(task_id)
         sent = get_transport(settings).publish(request)
         return self.AsyncResult(task_id, message_id=sent.message_id)
+
+    def push_request(self, *args: Any, **kwargs: Any) -> None:
+        push_request_merged(self, *args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         attempt = current_attempt.get()

@@ -18,7 +18,7 @@ from celery import Task
 from celery import states as celery_states
 from celery._state import _task_stack
 from celery.exceptions import Ignore, TaskRevokedError
-from celery.result import EagerResult, GroupResult, denied_join_result
+from celery.result import GroupResult, denied_join_result
 from celery.signals import after_task_publish, before_task_publish
 from kombu.utils.uuid import uuid
 
@@ -30,7 +30,7 @@ from ..publish.plan import PublishPlan, plan_publish
 from ..publish.transports import EagerTransport, get_transport
 from ..publish.transports.eager import eager_forced
 from ..signals import email_delivered
-from ..status.result import QStashAsyncResult
+from ..status.result import QStashAsyncResult, eager_result
 from .batch import (
     BatchChunks,
     BatchMap,
@@ -43,7 +43,7 @@ from .batch import (
     split_plan,
 )
 from .planning import _MAX_PLANS, _canvas_step, _plan_key, _roundtrip, _routed_queue, task_attrs
-from .tracing import _push_request, _replay, _run_body, _traced_apply
+from .tracing import _push_request, _replay, _run_body, _traced_apply, push_request_merged
 
 __all__ = ["QStashTask"]
 
@@ -418,6 +418,9 @@ class QStashTask(Task):  # type: ignore[misc]
         """
         raise RetryNotSupported()
 
+    def push_request(self, *args: Any, **kwargs: Any) -> None:
+        push_request_merged(self, *args, **kwargs)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
         if not request.is_eager or request.called_directly:
@@ -526,7 +529,7 @@ class QStashTask(Task):  # type: ignore[misc]
             "expired: the message would be delivered after its expiry time, so it was not published"
         )
         if eager:
-            return EagerResult(task_id, exc, celery_states.REVOKED, name=self.name)
+            return eager_result(task_id, exc, celery_states.REVOKED, name=self.name)
         result = self.AsyncResult(task_id)
         result.mark_locally(celery_states.REVOKED, exc)
         return result

@@ -22,15 +22,22 @@ from celery.app.trace import build_tracer
 from celery.app.trace import logger as _trace_logger
 from celery.exceptions import Reject, Retry
 from celery.loaders.base import BaseLoader
-from celery.result import EagerResult
 from celery.utils.functional import maybe_list
 from celery.utils.nodenames import gethostname as _hostname
 from kombu.utils.uuid import uuid
 
 from ..errors import RetryNotSupported
+from ..status.result import eager_result
 
 #: What ``Task.push_request`` adds to a request it makes from ``Context()``.
 _FRESH_REQUEST: tuple[dict[str, Any], ...] = ({}, {"headers": None})
+
+
+def push_request_merged(task: Task, *args: Any, **kwargs: Any) -> None:
+    """``Task.push_request`` as Celery 5.5 and later have it: the current request merged
+    into the new one. An older Celery starts from nothing, so inside its tracer a task
+    with its own ``__call__`` lost the worker's request (retries, hostname...)."""
+    task.request_stack.push(Context(*args, **{**task.request.__dict__, **kwargs}))
 
 
 def _push_request(task: Task, task_id: str, args: Any, kwargs: Any) -> None:
@@ -242,8 +249,7 @@ def _traced_apply(
     if _lean_possible(target, app, kwargs):
         outcome = _lean_trace(target, task_id, args, kwargs, request)
         if outcome is not _RAISED:
-            return EagerResult(task_id, outcome, celery_states.SUCCESS, traceback=None,
-                               name=task.name)
+            return eager_result(task_id, outcome, celery_states.SUCCESS, name=task.name)
     try:
         ret = _tracer(target, app, bool(throw))(task_id, args, kwargs, request)
     finally:
@@ -256,7 +262,7 @@ def _traced_apply(
     if isinstance(retval, Retry) and retval.sig is not None:
         return retval.sig.apply(retries=retries + 1)
     state = celery_states.SUCCESS if ret.info is None else ret.info.state
-    return EagerResult(task_id, retval, state, traceback=tb, name=task.name)
+    return eager_result(task_id, retval, state, name=task.name, traceback=tb)
 
 
 def _run_body(task: Task, args: Any, kwargs: Any) -> Any:

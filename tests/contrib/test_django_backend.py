@@ -1,4 +1,5 @@
-"""``EMAIL_BACKEND = "celery_qstash.contrib.django.EmailBackend"``: Django's mail API on QStash."""
+"""The Django email backend: Django's mail API on QStash, configured the old way
+(``EMAIL_BACKEND``, Django 4.2-6.x) and through Django 6.1's ``MAILERS``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from email.mime.text import MIMEText
 from typing import Any
 
+import django
 import httpx
 import pytest
 import respx
@@ -24,6 +26,10 @@ from celery_qstash import (
 
 BACKEND = "celery_qstash.contrib.django.EmailBackend"
 QSTASH = "http://qstash.backend.test"
+HAS_MAILERS = django.VERSION >= (6, 1)
+# Every test that takes mail_settings runs with each way this Django has to name the backend.
+CONFIGURATIONS = ["EMAIL_BACKEND", "MAILERS"] if HAS_MAILERS else ["EMAIL_BACKEND"]
+needs_mailers = pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS arrived in Django 6.1")
 
 
 @pytest.fixture(autouse=True)
@@ -31,14 +37,18 @@ def _django(django_settings: None) -> None:
     """Every test here sends through Django's mail API (tests/conftest.py configures it)."""
 
 
-@pytest.fixture
-def mail_settings() -> Iterator[dict[str, Any]]:
+@pytest.fixture(params=CONFIGURATIONS)
+def mail_settings(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """Django settings for the backend in the CELERY_ namespace, and a blank current Celery app."""
     from django.test import override_settings
 
     blank = Celery("blank", set_as_current=True)
+    backend: dict[str, Any] = (
+        {"MAILERS": {"default": {"BACKEND": BACKEND}}} if request.param == "MAILERS"
+        else {"EMAIL_BACKEND": BACKEND}
+    )
     values: dict[str, Any] = {
-        "EMAIL_BACKEND": BACKEND,
+        **backend,
         "DEFAULT_FROM_EMAIL": "Acme <hi@acme.example>",
         "CELERY_QSTASH_TOKEN": "tok-django-S3CRET",
         "CELERY_QSTASH_URL": QSTASH,
@@ -303,3 +313,104 @@ def test_send_mail_reaches_the_sandbox_inbox_through_the_emulator(qstash_dev: An
     [attachment] = email["attachments"]  # the inbox lists attachments without their content
     assert (attachment["fileName"], attachment["contentType"]) == ("hello.txt", "text/plain")
     assert attachment["size"] == len(base64.b64encode(b"hello"))
+
+
+# --- Django 6.1's MAILERS -----------------------------------------------------------------
+
+
+def _ours(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The warnings attributed to celery_qstash's own code (Django's point at their caller)."""
+    return [f"{w.category.__name__}: {w.message}" for w in caught if "celery_qstash" in w.filename]
+
+
+def test_the_old_configuration_warns_about_nothing_of_ours(qstash: respx.Route) -> None:
+    from django.core.mail import EmailMessage, get_connection, send_mail
+    from django.test import override_settings
+
+    app = Celery("proj", set_as_current=True)
+    app.conf.update(qstash_token="tok-app", qstash_url=QSTASH, autosend_api_key="AS_app")
+    try:
+        with override_settings(EMAIL_BACKEND=BACKEND), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert send_mail("Hi", "hi", "hi@acme.example", ["a@example.com"]) == 1
+            assert send_mail("Hi", "hi", "hi@acme.example", ["a@example.com"], fail_silently=True) == 1
+            connection = get_connection(fail_silently=True, on_commit=False)
+            assert connection.send_messages([EmailMessage("Hi", "hi", "hi@acme.example", ["b@example.com"])]) == 1
+    finally:
+        app.close()
+    assert connection.fail_silently is True and connection.on_commit is False
+    assert qstash.call_count == 3
+    assert _ours(caught) == []
+
+
+@pytest.fixture
+def mailers() -> Iterator[dict[str, Any]]:
+    """MAILERS with the backend as default and a second alias carrying OPTIONS."""
+    from django.test import override_settings
+
+    blank = Celery("blank", set_as_current=True)
+    value = {
+        "default": {"BACKEND": BACKEND},
+        "transactional": {
+            "BACKEND": "celery_qstash.contrib.django.backend.EmailBackend",
+            "OPTIONS": {"on_commit": False, "fail_silently": True},
+        },
+    }
+    with override_settings(MAILERS=value, DEFAULT_FROM_EMAIL="hi@acme.example",
+                           CELERY_QSTASH_TOKEN="tok-django-S3CRET",
+                           CELERY_QSTASH_URL=QSTASH, CELERY_AUTOSEND_API_KEY="AS_django_S3CRET"):
+        yield value
+    blank.close()
+
+
+@needs_mailers
+def test_mailers_by_name_get_the_backend_with_its_options(mailers: dict[str, Any], qstash: respx.Route) -> None:
+    from django.core import mail
+
+    default, named = mail.mailers["default"], mail.mailers["transactional"]
+    assert (type(default).__name__, default.alias, default.fail_silently, default.on_commit) == (
+        "EmailBackend", "default", False, None)
+    assert (named.alias, named.fail_silently, named.on_commit) == ("transactional", True, False)
+    assert mail.mailers.default.alias == "default"
+    assert named.send_messages([mail.EmailMessage("Hi", "hi", "hi@acme.example", ["a@example.com"])]) == 1
+    assert qstash.call_count == 1
+
+
+@needs_mailers
+def test_send_mail_using_an_alias_takes_that_mailers_options(mailers: dict[str, Any], qstash: respx.Route) -> None:
+    from django.core.mail import EmailMessage, send_mail
+    from django.db import transaction
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with transaction.atomic():
+            assert send_mail("Default", "d", None, ["a@example.com"]) == 1
+            assert qstash.call_count == 0  # the default mailer waits for the commit
+            assert send_mail("Now", "n", None, ["b@example.com"], using="transactional") == 1
+            assert qstash.call_count == 1  # OPTIONS on_commit=False: published at once
+            assert EmailMessage("Msg", "m", to=["c@example.com"]).send(using="transactional") == 1
+            assert qstash.call_count == 2
+        assert qstash.call_count == 3
+    assert [_body(qstash, i)["subject"] for i in range(3)] == ["Now", "Msg", "Default"]
+    assert _ours(caught) == []
+
+
+@needs_mailers
+def test_a_mailers_fail_silently_option_swallows_a_publish_error(mailers: dict[str, Any]) -> None:
+    from django.core.mail import send_mail
+    from django.test import override_settings
+
+    with override_settings(CELERY_QSTASH_TOKEN=None):
+        assert send_mail("Hi", "hi", None, ["a@example.com"], using="transactional") == 0
+        with pytest.raises(ConfigurationError):
+            send_mail("Hi", "hi", None, ["a@example.com"])
+
+
+@needs_mailers
+def test_an_option_the_backend_does_not_take_is_refused_by_name(mailers: dict[str, Any]) -> None:
+    from django.core import mail
+    from django.test import override_settings
+
+    wrong = {"default": {"BACKEND": BACKEND, "OPTIONS": {"on_comit": False}}}
+    with override_settings(MAILERS=wrong), pytest.raises(mail.InvalidMailer, match="on_comit"):
+        mail.mailers["default"]

@@ -290,7 +290,8 @@ def test_loopback_only_answers_loopback_host_names(fake: FakeQStash, status: Sta
     app = create_app(status, allowed_hosts=["127.0.0.1", "localhost", "::1"])
 
     assert TestClient(app, base_url="http://127.0.0.1:5555").get("/api/tasks").status_code == 200
-    assert TestClient(app, base_url="http://[::1]:5555").get("/api/tasks").status_code == 200
+    # The Host header by hand: an older Starlette's TestClient cannot parse an IPv6 base_url.
+    assert TestClient(app).get("/api/tasks", headers={"Host": "[::1]:5555"}).status_code == 200
     # What a DNS-rebinding page would send.
     assert TestClient(app, base_url="http://evil.example:5555").get("/api/tasks").status_code \
         == 421

@@ -279,6 +279,49 @@ def test_inbox_html_preview_at_desktop_and_mobile_widths(browser: Any, stack: St
         page.close()
 
 
+def test_inbox_blocks_remote_content_until_asked_for_this_email(browser: Any,
+                                                                  stack: Stack) -> None:
+    """Issue 23: a previewed email loaded images and CSS from any host (a tracking pixel
+    fired from the developer's browser). Blocked by default; "Load remote content"
+    loads them for this email."""
+    from playwright.sync_api import expect
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from celery_qstash.local.serving import ThreadedServer
+
+    fetched: list[str] = []
+
+    async def record(request: Request) -> Response:
+        fetched.append(request.url.path)
+        return Response(b"", media_type="text/css" if request.url.path.endswith(".css")
+                        else "image/gif")
+
+    remote = ThreadedServer(Starlette(routes=[Route("/{p:path}", record)])).start()
+    html = (f'<link rel="stylesheet" href="{remote.url}/style.css">'
+            f'<h1>Pixel</h1><img src="{remote.url}/pixel.gif" width="1" height="1">')
+    httpx.post(f"{stack.sandbox.url}/v1/mails/send", headers={"Authorization": "Bearer AS_t"},
+               json={"to": {"email": "pixel@inbox.example"}, "from": {"email": "a@acme.example"},
+                     "subject": "Tracked", "html": html}).raise_for_status()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{stack.sandbox.url}/inbox?q=pixel%40inbox.example")
+        page.locator("td.subject a").click()
+        expect(page.frame_locator("iframe[sandbox]").locator("h1")).to_have_text("Pixel")
+        page.wait_for_load_state("networkidle")
+        assert fetched == []
+        page.click("#remote-on")
+        expect(page.frame_locator("iframe[sandbox]").locator("h1")).to_have_text("Pixel")
+        page.wait_for_load_state("networkidle")
+        assert sorted(set(fetched)) == ["/pixel.gif", "/style.css"]
+        expect(page.locator("#remote-off")).to_be_visible()
+    finally:
+        page.close()
+        remote.stop()
+
+
 def test_inbox_delete_one_clear_all_and_the_rejected_view(browser: Any, stack: Stack) -> None:
     from playwright.sync_api import expect
 

@@ -105,7 +105,7 @@ def test_a_failing_destination_retries_fails_lands_in_the_dlq_and_is_retried(
     assert f'action="{retry_action}"' in task_page and f'#dlq-{entry["dlq_id"]}' in task_page
     retried = httpx.post(f"{stack.dashboard_url}{retry_action}", follow_redirects=True)
     assert retried.status_code == 200 and "Retried" in retried.text
-    assert f"/tasks/{result.id}?done=Retried+" in str(retried.url)  # back on the task
+    assert f"/tasks/{result.id}?notice=" in str(retried.url)  # back on the task
     wait_until(lambda: record_in(stack, result.id, "DELIVERED"))
     assert stack.app.AsyncResult(result.id).get(timeout=10)["emailId"]
     remaining = httpx.get(f"{stack.dashboard_url}/api/dlq").json()["messages"]

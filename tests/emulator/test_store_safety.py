@@ -97,6 +97,48 @@ def test_forwarded_secrets_are_stored_apart_never_shown_and_still_delivered(
     server.stop()
 
 
+def test_credentials_from_every_source_are_kept_apart_shown_redacted_and_delivered(
+        tmp_path: Path, target: Target) -> None:
+    """Issue 23: an ``Authorization`` set as a URL group's default header, a forwarded
+    ``X-Api-Key``, a schedule's cookie and a callback's token were shown by the logs and
+    the DLQ (and stored in their tables). The one rule of ``celery_qstash.redaction``
+    now applies to each, wherever it came from; each still reaches its destination."""
+    server = EmulatorServer(tmp_path, clock=FakeClock(START), start_delivery=False).start()
+    client = Client(server)
+    group_key, api_key, cookie, cb_token = ("Bearer grp-secret-1", "api-secret-2",
+                                            "session=cookie-secret-3", "cb-secret-4")
+    target.reply("/g", Reply(500))
+    assert client.http.post("/v2/topics/grp/endpoints", json={
+        "endpoints": [{"url": f"{target.url}/g"}]}).status_code == 200
+    assert client.http.patch("/v2/topics/grp", json={
+        "headers": {"Authorization": group_key}}).status_code == 200
+    assert client.http.post("/v2/publish/grp", content=b"x", headers={
+        "Upstash-Retries": "0"}).status_code == 200
+    assert client.http.post(f"/v2/publish/{target.url}/k", content=b"x", headers={
+        "Upstash-Forward-X-Api-Key": api_key, "Upstash-Callback": f"{target.url}/cb",
+        "Upstash-Callback-Forward-X-Auth-Token": cb_token}).status_code == 200
+    assert client.http.post(f"/v2/schedules/{target.url}/s", content=b"x", headers={
+        "Upstash-Cron": "* * * * *", "Upstash-Forward-Cookie": cookie}).status_code == 200
+    server.emulator.tick()
+    server.emulator.clock.advance(60)
+    server.emulator.tick()
+    server.emulator.tick()
+
+    assert [r.headers["authorization"] for r in target.at("/g")] == [group_key]
+    assert target.at("/k")[0].headers["x-api-key"] == api_key
+    assert target.at("/cb")[0].headers["x-auth-token"] == cb_token
+    assert target.at("/s")[0].headers["cookie"] == cookie
+    shown = "".join(client.http.get(path).text for path in (
+        "/v2/logs", "/v2/events", "/v2/dlq", "/v2/topics", "/v2/topics/grp", "/v2/schedules",
+        "/v2/messages?count=100"))
+    assert "REDACTED:" in shown
+    for secret in (group_key, api_key, cookie, cb_token):
+        assert secret not in shown, secret
+        assert secret not in stored_text(tmp_path / DB_FILENAME), secret
+    client.http.close()
+    server.stop()
+
+
 def test_dlq_entries_expire_after_the_retention(fake: Client, target: Target) -> None:
     # QStash pricing: "DLQ retention: 7 days" (pay-as-you-go); the clock moves, nothing sleeps.
     assert DLQ_RETENTION_S == 7 * 86_400

@@ -80,7 +80,10 @@ def _setting(conf: DjangoConf, key: str, default: Any) -> Any:
 
 
 class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
-    """``EMAIL_BACKEND = "celery_qstash.contrib.django.EmailBackend"``.
+    """``EMAIL_BACKEND = "celery_qstash.contrib.django.EmailBackend"``, or on Django 6.1+
+    ``MAILERS = {"default": {"BACKEND": "celery_qstash.contrib.django.EmailBackend"}}``
+    (``OPTIONS`` are this class's keyword arguments: ``fail_silently``, ``on_commit``,
+    ``using``, the database whose transaction is waited for).
 
     ``send_messages`` validates every message first (a bad one raises
     :class:`~celery_qstash.EmailValidationError` or
@@ -104,7 +107,11 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         using: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(fail_silently=fail_silently, **kwargs)
+        # Django 6.1 wants a backend that supports fail_silently to keep it itself (passed
+        # on, it warns, and MAILERS refuses it as an unknown option); the rest (MAILERS'
+        # alias, Django's own bookkeeping) goes to the base class, which checks it.
+        super().__init__(**kwargs)
+        self.fail_silently = fail_silently
         self.on_commit = on_commit
         self.using = using
 

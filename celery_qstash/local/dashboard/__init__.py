@@ -35,7 +35,14 @@ from ...devserver import DASHBOARD_PORT
 from ...errors import ConfigurationError
 from ...status import StatusClient
 from .. import live
-from ..serving import LOOPBACK_HOSTS, BodyLimit, SameSiteGuard, is_loopback, local_hosts
+from ..serving import (
+    LOOPBACK_HOSTS,
+    BodyLimit,
+    Notices,
+    SameSiteGuard,
+    is_loopback,
+    local_hosts,
+)
 from . import api, launch, views
 from .html import task_path
 from .metrics import Metrics, metrics_endpoint
@@ -201,6 +208,7 @@ def create_app(
     app.state.status = status
     app.state.secrets = tuple(s for s in secrets if s)
     app.state.pages = pages
+    app.state.notices = Notices()  # what a page says after an action (no text in URLs)
     app.state.inbox_url = inbox_url.rstrip("/") if inbox_url else None
     app.state.clock = clock or SystemClock()
     app.state.event_store = event_store

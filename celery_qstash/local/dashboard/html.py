@@ -13,12 +13,12 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from celery import states
 
+from ...clock import utc_moment
 from ...status.attempts import relative
 from .. import live
 
@@ -45,7 +45,9 @@ def fmt_time(ts: float | None) -> Safe:
     """Epoch seconds as ``YYYY-MM-DD HH:MM:SS UTC``, inside a ``<time>`` element."""
     if ts is None:
         return e(None)
-    moment = datetime.fromtimestamp(ts, timezone.utc)
+    moment = utc_moment(ts)
+    if moment is None:
+        return e(utc_text(ts))
     return Safe(
         f'<time datetime="{e(moment.isoformat())}">'
         f'{e(moment.strftime("%Y-%m-%d %H:%M:%S"))} UTC</time>'
@@ -53,14 +55,19 @@ def fmt_time(ts: float | None) -> Safe:
 
 
 def utc_text(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    moment = utc_moment(ts)
+    if moment is None:  # past the year 9999: the number as stored
+        return f"{ts} (epoch seconds)"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def rel_time(ts: float | None, now: float) -> Safe:
     """``5m ago`` on one line; the absolute UTC time on hover (``title``) and in ``datetime``."""
     if ts is None:
         return e(None)
-    moment = datetime.fromtimestamp(ts, timezone.utc)
+    moment = utc_moment(ts)
+    if moment is None:
+        return e(utc_text(ts))
     return Safe(
         f'<time datetime="{e(moment.isoformat())}" title="{e(utc_text(ts))}">'
         f"{e(relative(ts, now))}</time>"

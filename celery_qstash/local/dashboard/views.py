@@ -89,12 +89,19 @@ def _now(request: Request) -> float:
 
 
 def _notice(request: Request) -> str:
-    q = request.query_params
-    if q.get("error"):
-        return f'<p class="error">{e(q["error"])}</p>'
-    if q.get("done"):
-        return f'<p class="notice">{e(q["done"])}</p>'
-    return ""
+    """The notice the redirect's token names (``serving.Notices``): never URL text."""
+    found = request.app.state.notices.get(request.query_params.get("notice"))
+    if found is None:
+        return ""
+    kind, text = found
+    return f'<p class="{"error" if kind == "error" else "notice"}">{e(text)}</p>'
+
+
+def _told(request: Request, target: str, text: str, kind: str = "done") -> RedirectResponse:
+    """Back to ``target``, which will say ``text``."""
+    token = request.app.state.notices.add(text, kind)
+    return RedirectResponse(target + ("&" if "?" in target else "?") + urlencode(
+        {"notice": token}), status_code=303)
 
 
 # -- the tasks list -------------------------------------------------------------------
@@ -553,10 +560,6 @@ def _back(request: Request, default: str) -> str:
     return target if ok else default
 
 
-def _with(target: str, **params: str) -> str:
-    return target + ("&" if "?" in target else "?") + urlencode(params)
-
-
 def _dlq_action(request: Request, action: str) -> Response:
     dlq_id = request.path_params["dlq_id"]
     back = _back(request, "/dlq")
@@ -574,8 +577,8 @@ def _dlq_action(request: Request, action: str) -> Response:
             status.dlq_delete(dlq_id)
             done = f"Deleted {dlq_id}."
     except NotFound as exc:
-        return RedirectResponse(_with(back, error=str(exc)), status_code=303)
-    return RedirectResponse(_with(back, done=done), status_code=303)
+        return _told(request, back, str(exc), "error")
+    return _told(request, back, done)
 
 
 @page_errors
@@ -618,7 +621,7 @@ def _dlq_bulk(request: Request, fields: dict[str, list[str]]) -> Response:
         raise BadRequest("action must be retry, delete, retry-all or delete-all")
     ids = list(dict.fromkeys(fields.get("all" if action.endswith("-all") else "id") or []))
     if not ids:
-        return RedirectResponse(_with(back, error="Nothing selected."), status_code=303)
+        return _told(request, back, "Nothing selected.", "error")
     verb = action.split("-")[0]
     if verb == "delete" and not _confirmed(request):
         return _confirm_page(
@@ -640,7 +643,7 @@ def _dlq_bulk(request: Request, fields: dict[str, list[str]]) -> Response:
            f"{'s' if done != 1 else ''}."
     if missing:
         text += f" {missing} no longer existed."
-    return RedirectResponse(_with(back, done=text), status_code=303)
+    return _told(request, back, text)
 
 
 # -- queues ---------------------------------------------------------------------------
@@ -697,4 +700,4 @@ def queue_action(request: Request) -> Response:
     else:
         raise BadRequest("action must be pause or resume")
     done = f"{'Paused' if verb == 'pause' else 'Resumed'} queue {name}."
-    return RedirectResponse(_with(f"/queues/{name}", done=done), status_code=303)
+    return _told(request, f"/queues/{name}", done)

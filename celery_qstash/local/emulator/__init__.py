@@ -39,6 +39,7 @@ from celery_qstash.local.serving import ThreadedServer, local_hosts, run
 
 from .delivery import DEFAULT_CONCURRENCY, DEFAULT_MAX_TIMEOUT_MS, DeliveryLoop, resolve_route
 from .plans import PLANS, Plan, Quotas
+from .publish import MAX_DELAY_MS, Limits
 from .routes import build_app
 from .store import DLQ_RETENTION_S, Store
 
@@ -113,15 +114,24 @@ class Emulator:
         dlq_retention_s: float = DLQ_RETENTION_S,
         plan: str | Plan | None = None,
         delivery_concurrency: int = DEFAULT_CONCURRENCY,
+        max_delay_ms: int = MAX_DELAY_MS,
+        allow_link_local: bool = False,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be a positive number of bytes")
+        if max_delay_ms <= 0:
+            raise ValueError("max_delay_ms must be a positive number of milliseconds")
         self.allowed_hosts = allowed_hosts
         self.max_body = max_body
         self.clock: Clock = clock or SystemClock()
         #: QStash's plan quotas, when asked for (``--plan``); None: no quota at all.
         self.quotas = Quotas(PLANS[plan] if isinstance(plan, str) else plan) if plan else None
         self.store = Store(data_dir, self.clock, dlq_retention_s=dlq_retention_s)
+        # URL groups check their endpoints, and every publish to one, against the flag.
+        self.store.db.allow_link_local = allow_link_local
+        #: What a publish may ask (``--max-delay``, ``--allow-link-local``, the plan's timeout).
+        self.limits = Limits(max_timeout_ms=max_timeout_ms, max_delay_ms=max_delay_ms,
+                             allow_link_local=allow_link_local, clock=self.clock)
         self._users = _user_table(tokens)
         self._default_keys = {user: keys for user, keys in self._users.values()}
         self.loop = DeliveryLoop(
@@ -211,13 +221,16 @@ class EmulatorServer:
         max_body: int = DEFAULT_MAX_BODY,
         plan: str | Plan | None = None,
         delivery_concurrency: int = DEFAULT_CONCURRENCY,
+        max_delay_ms: int = MAX_DELAY_MS,
+        allow_link_local: bool = False,
     ) -> None:
         self.emulator = Emulator(data_dir, clock=clock, routes=routes, tokens=tokens,
                                  http_client_factory=http_client_factory,
                                  max_timeout_ms=max_timeout_ms,
                                  start_delivery=start_delivery,
                                  allowed_hosts=local_hosts(host), max_body=max_body,
-                                 plan=plan, delivery_concurrency=delivery_concurrency)
+                                 plan=plan, delivery_concurrency=delivery_concurrency,
+                                 max_delay_ms=max_delay_ms, allow_link_local=allow_link_local)
         self._server = ThreadedServer(self.emulator.app, host, port)
         self.token = devserver.DEV_TOKEN
 
@@ -256,6 +269,8 @@ def serve(
     extra_tokens: Iterable[str] = (),
     max_body: int = DEFAULT_MAX_BODY,
     plan: str | None = None,
+    max_delay_ms: int = MAX_DELAY_MS,
+    allow_link_local: bool = False,
 ) -> None:
     """Run the emulator until Ctrl-C. Every acknowledged publish is already committed,
     so stopping (or being killed) loses nothing; unfinished attempts are retried on restart.
@@ -263,7 +278,8 @@ def serve(
     effective_routes = dict(routes) if routes is not None else routes_from_env()
     emulator = Emulator(data_dir, routes=effective_routes, tokens=list(extra_tokens),
                         start_delivery=True, allowed_hosts=local_hosts(host),
-                        max_body=max_body, plan=plan)
+                        max_body=max_body, plan=plan, max_delay_ms=max_delay_ms,
+                        allow_link_local=allow_link_local)
     where = "in memory" if data_dir is None else f"in {data_dir}"
     print(f"QStash emulator is running at http://{host}:{port} (state {where})", flush=True)
     for prefix, target in effective_routes.items():

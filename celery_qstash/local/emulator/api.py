@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from celery_qstash.local.serving import JSONBodyError, parse_json
 
 from .errors import ApiError, BadRequest, NotFound, Unauthorized
+from .publish import Limits
 from .store import EventFilter, Published
 
 if TYPE_CHECKING:
@@ -211,8 +212,9 @@ class Api:
         self.store = emulator.store
 
     @property
-    def max_timeout_ms(self) -> int:
-        return self.emulator.loop.max_timeout_ms
+    def limits(self) -> Limits:
+        """What a publish may ask of this emulator (timeouts, delays, destinations)."""
+        return self.emulator.limits
 
     def user(self, request: Request, *, header_only: bool = False) -> str:
         token = ""

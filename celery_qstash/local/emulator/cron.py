@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 __all__ = ["CronError", "next_after"]
 
@@ -49,6 +49,7 @@ def next_after(expr: str, t: float) -> float:
         nxt: dt.datetime = runs.get_next(dt.datetime)
     except CroniterBadDateError:
         raise CronError("cron expression never fires") from None
-    except (CroniterBadCronError, CroniterError, ValueError, KeyError) as exc:
+    # Every croniter error is a ValueError (croniter before 6.0 exports no CroniterError).
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
         raise CronError(f"invalid cron expression: {exc}") from None
     return nxt.timestamp()

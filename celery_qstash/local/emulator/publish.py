@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from celery_qstash.clock import Clock
+from celery_qstash.redaction import is_secret_name
+
 from .cron import CronError, next_after
 from .errors import BadRequest
 from .validate import (
@@ -24,6 +27,7 @@ from .validate import (
     check_header_value,
     check_retry_delay,
     check_url,
+    format_ms,
     parse_bool,
     parse_duration_ms,
     parse_int,
@@ -37,6 +41,7 @@ __all__ = [
     "BadRequest",
     "CallbackOptions",
     "FlowControl",
+    "Limits",
     "PublishOptions",
     "Redaction",
     "ScheduleOptions",
@@ -53,7 +58,9 @@ DEFAULT_RETRIES = 3
 #: pay-as-you-go 5, Pro/Enterprise 20): more is refused, as QStash refuses it.
 MAX_RETRIES = 20
 MAX_PERIOD_SECONDS = 7 * 86_400
-#: Longest ``Upstash-Delay`` (QStash pay-as-you-go maximum: 1 year).
+#: Longest ``Upstash-Delay``, and furthest ``Upstash-Not-Before`` from now, by default:
+#: QStash's pay-as-you-go maximum delay, 1 year (upstash.com/pricing/qstash, "Max
+#: Delay"). ``--max-delay`` changes it.
 MAX_DELAY_MS = 365 * 86_400_000
 #: The plan maximum "HTTP response duration" we emulate (Free plan: 15 minutes).
 DEFAULT_MAX_TIMEOUT_MS = 15 * 60 * 1000
@@ -193,14 +200,42 @@ class ScheduleOptions:
     publish: PublishOptions
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The emulator's bounds on what a publish may ask: the plan's longest response time,
+    the longest delay (``--max-delay``), whether destinations may be link-local
+    (``--allow-link-local``), and the clock a not-before is measured from."""
+
+    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS
+    max_delay_ms: int = MAX_DELAY_MS
+    allow_link_local: bool = False
+    #: None: a not-before is only checked for its syntax (no "now" to measure from).
+    clock: Clock | None = None
+
+
+DEFAULT_LIMITS = Limits()
+
+
 def _timeout_ms(text: str, header: str, plan_maximum: int) -> int:
     """``Upstash-Timeout`` "can only shorten the plan maximum": a longer one is capped,
     not refused (a Celery ``time_limit`` of an hour should not fail the publish)."""
     return min(parse_duration_ms(text, header, MAX_DELAY_MS, strict=True), plan_maximum)
 
 
-def _check_url(url: str, header: str) -> str:
-    return check_url(url, header)
+def _not_before_ms(text: str, limits: Limits) -> int:
+    """``Upstash-Not-Before`` (unix seconds) in ms, no further from now than the longest
+    delay: a time in the year 36812 is a 400 here, never a stored value every page must
+    survive."""
+    seconds = parse_int(text, "Upstash-Not-Before", 0, 2**40)
+    if limits.clock is not None:
+        now_s = limits.clock.now()
+        if seconds - now_s > limits.max_delay_ms / 1000:
+            raise BadRequest(
+                f"invalid Upstash-Not-Before header: {seconds} is more than the maximum "
+                f"delay ({format_ms(limits.max_delay_ms)}, the emulator's --max-delay) "
+                "from now"
+            )
+    return seconds * 1000
 
 
 def _parse_flow_control(key: str, value: str) -> FlowControl:
@@ -267,7 +302,7 @@ def _redaction(text: str) -> Redaction:
 
 def _callback_options(
     prefix: str, url: str | None, headers: Headers, base: CallbackOptions | None,
-    max_timeout_ms: int,
+    limits: Limits,
 ) -> CallbackOptions | None:
     """Collect ``Upstash-Callback-*`` or ``Upstash-Failure-Callback-*`` settings (none
     without a callback URL: its other headers are then not looked at)."""
@@ -275,7 +310,7 @@ def _callback_options(
         return None
     options = dataclasses.replace(base) if base is not None else None
     if url is not None:
-        url = _check_url(url.strip(), prefix)
+        url = check_url(url.strip(), prefix, allow_link_local=limits.allow_link_local)
         options = dataclasses.replace(options, url=url) if options else CallbackOptions(url=url)
     forward_prefix = f"{prefix}-forward-".lower()
     for name, value in headers:
@@ -292,7 +327,7 @@ def _callback_options(
         if setting == "method":
             options.method = parse_method(value, header)
         elif setting == "timeout":
-            options.timeout_ms = _timeout_ms(value, header, max_timeout_ms)
+            options.timeout_ms = _timeout_ms(value, header, limits.max_timeout_ms)
         elif setting == "retries":
             options.retries = parse_int(value, header, 0, MAX_RETRIES)
         elif setting == "retry-delay":
@@ -321,7 +356,7 @@ def merge_query(headers: Headers, query: Iterable[tuple[str, str]]) -> Headers:
 
 def parse_publish_headers(
     headers: Headers, body: bytes, base: PublishOptions | None = None, *,
-    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> PublishOptions:
     """Validate the request headers of a publish (or a DLQ retry, overriding ``base``).
 
@@ -371,13 +406,12 @@ def parse_publish_headers(
         )
     if "upstash-timeout" in single:
         options.timeout_ms = _timeout_ms(single["upstash-timeout"], "Upstash-Timeout",
-                                         max_timeout_ms)
+                                         limits.max_timeout_ms)
     if "upstash-delay" in single:
         options.delay_ms = parse_duration_ms(single["upstash-delay"], "Upstash-Delay",
-                                             MAX_DELAY_MS, strict=True)
+                                             limits.max_delay_ms, strict=True)
     if "upstash-not-before" in single:
-        seconds = parse_int(single["upstash-not-before"], "Upstash-Not-Before", 0, 2**40)
-        options.not_before_ms = seconds * 1000
+        options.not_before_ms = _not_before_ms(single["upstash-not-before"], limits)
     if "upstash-deduplication-id" in single:
         options.dedup_id = single["upstash-deduplication-id"].strip() or None
     if "upstash-content-based-deduplication" in single:
@@ -397,32 +431,32 @@ def parse_publish_headers(
 
     options.callback = _callback_options(
         "Upstash-Callback", single.get("upstash-callback"), headers, options.callback,
-        max_timeout_ms,
+        limits,
     )
     options.failure_callback = _callback_options(
         "Upstash-Failure-Callback", single.get("upstash-failure-callback"), headers,
-        options.failure_callback, max_timeout_ms,
+        options.failure_callback, limits,
     )
-    _redact_authorization(options)
+    _redact_credentials(options)
     return options
 
 
-def _redact_authorization(options: PublishOptions) -> None:
-    """A forwarded ``Authorization`` (the AutoSend key) is a secret even unasked: shown
-    redacted in logs, the DLQ and listings, stored apart (``store/secrets.py``), and
-    still delivered as sent."""
-    if options.redact.hides_header("authorization"):
+def _redact_credentials(options: PublishOptions) -> None:
+    """A forwarded credential (``Authorization``: the AutoSend key; ``X-Api-Key``, a
+    cookie, anything the one rule of :mod:`celery_qstash.redaction` calls secret) is
+    redacted even unasked: shown redacted in logs, the DLQ and listings, stored apart
+    (``store/secrets.py``), and still delivered as sent."""
+    if options.redact.all_headers:
         return
     for headers in (options.headers, options.callback and options.callback.headers,
                     options.failure_callback and options.failure_callback.headers):
         for name in headers or ():
-            if name.lower() == "authorization":
-                options.redact.headers = [*options.redact.headers, "authorization"]
-                return
+            if is_secret_name(name) and not options.redact.hides_header(name):
+                options.redact.headers = [*options.redact.headers, name.lower()]
 
 
 def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = None, *,
-                           max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS) -> ScheduleOptions:
+                           limits: Limits = DEFAULT_LIMITS) -> ScheduleOptions:
     single = {name.lower(): value for name, value in reversed(headers)}
     cron = single.get("upstash-cron", "").strip()
     if not cron:
@@ -438,7 +472,7 @@ def parse_schedule_headers(headers: Headers, body: bytes, now: float | None = No
     queue = single.get("upstash-queue-name", "").strip() or None
     return ScheduleOptions(
         cron=cron, schedule_id=schedule_id, queue=queue,
-        publish=parse_publish_headers(headers, body, max_timeout_ms=max_timeout_ms),
+        publish=parse_publish_headers(headers, body, limits=limits),
     )
 
 

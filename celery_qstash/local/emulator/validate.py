@@ -4,7 +4,9 @@ a :class:`BadRequest` that names the header, as QStash's 400 responses do."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from functools import lru_cache
 
 import httpx
@@ -13,12 +15,14 @@ from .errors import BadRequest
 from .retry_delay import RetryDelayError, compile_retry_delay
 
 __all__ = [
+    "LINK_LOCAL_FLAG",
     "METHODS",
     "check_header_name",
     "check_header_value",
     "check_retry_delay",
     "check_url",
     "format_ms",
+    "is_link_local",
     "parse_bool",
     "parse_duration_ms",
     "parse_int",
@@ -147,12 +151,65 @@ def url_problem(url: str) -> str | None:
     return _url_problem(url)
 
 
-def check_url(url: str, what: str) -> str:
-    """An http(s) URL the HTTP client can call, else a 400 naming ``what``."""
+def check_url(url: str, what: str, *, allow_link_local: bool = False) -> str:
+    """An http(s) URL the HTTP client can call, else a 400 naming ``what``.
+
+    A link-local host (169.254.0.0/16, fe80::/10) or a cloud metadata address is refused
+    too unless ``allow_link_local`` (the emulator's ``--allow-link-local``): with the
+    public dev token, anything that reaches the emulator could otherwise make it fetch
+    ``http://169.254.169.254/latest/meta-data/`` on a cloud machine. Loopback and
+    private ranges stay allowed: local development needs them.
+    """
     problem = url_problem(url)
     if problem is not None:
         raise BadRequest(problem.format(what=what))
+    if not allow_link_local:
+        head = _AUTHORITY.match(url)
+        host = _authority_host(head.group(0)) if head else ""
+        if is_link_local(host):
+            raise BadRequest(
+                f"invalid {what}: {host} is a link-local or cloud metadata address; "
+                f"start the emulator with {LINK_LOCAL_FLAG} to deliver there"
+            )
     return url
+
+
+#: The emulator's flag that lets destinations be link-local.
+LINK_LOCAL_FLAG = "--allow-link-local"
+#: Cloud metadata services outside 169.254.0.0/16: AWS's IPv6 IMDS, Alibaba Cloud's.
+_METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254"),
+                                 ipaddress.ip_address("100.100.100.200")})
+_METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog"})
+
+
+@lru_cache(maxsize=4096)
+def _authority_host(authority: str) -> str:
+    try:
+        return httpx.URL(authority).host
+    except Exception:  # already refused by url_problem; never here in practice
+        return ""
+
+
+@lru_cache(maxsize=4096)
+def is_link_local(host: str) -> bool:
+    """Does ``host`` name a link-local or cloud metadata address, in any spelling a
+    resolver takes (``0xa9fea9fe``, ``2852039166``, ``[::ffff:169.254.169.254]``,
+    ``fe80::1%eth0``, ``metadata.google.internal.``)?"""
+    name = host.strip("[]").lower().rstrip(".")
+    if name in _METADATA_NAMES:
+        return True
+    name = name.split("%", 1)[0]  # an IPv6 zone
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        try:  # the forms inet_aton (and so getaddrinfo) reads: hex, octal, one number
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, UnicodeError, ValueError):
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local or address in _METADATA_ADDRESSES
 
 
 @lru_cache(maxsize=4096)

@@ -87,7 +87,7 @@ from ...email import BULK_PATH, SEND_PATH, Address, BulkEmail, Email, wire_error
 from ...errors import EmailValidationError
 from ..live import SCRIPT_PATH, favicon
 from ..live import script as live_script
-from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, parse_json
+from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, Notices, parse_json
 from . import pages
 from .render import merge_data, render
 from .store import ChaosRule, Message, RateDecision, SandboxStore
@@ -243,6 +243,8 @@ class SandboxAPI:
         # The inbox's forms carry this; a page on another site cannot read it, so it
         # cannot make a browser delete emails (SameSiteGuard refuses such POSTs too).
         self.page_token = secrets.token_urlsafe(24)
+        #: What the inbox says after a delete: the redirect carries a token, never text.
+        self.notices = Notices()
         #: AutoSend's webhook events for accepted emails (:mod:`.webhooks`).
         self.webhooks: WebhookEmitter | None = None
 
@@ -654,7 +656,8 @@ class SandboxAPI:
         rejected, _ = self.store.rejections(limit=1)
         view = pages.InboxView(total=total, messages=messages, page=page, search=search,
                                key=key, refresh=refresh, token=self.page_token,
-                               rejected=rejected, done=query.get("done") or "")
+                               rejected=rejected,
+                               done=(self.notices.get(query.get("notice")) or ("", ""))[1])
         return _page(pages.inbox(view))
 
     async def message_page(self, request: Request) -> Response:
@@ -668,10 +671,11 @@ class SandboxAPI:
             errors = [{"field": "tab", "message": f"one of {', '.join(pages.TABS)}"}]
             return _page(pages.bad_request(errors), 400)
         newer, older = self.store.neighbours(msg["id"])
+        remote = request.query_params.get("remote") == "1"
         events = self.webhooks.events(msg["id"]) if self.webhooks is not None else None
         return _page(pages.message(msg, tab=tab, width=width, newer=newer, older=older,
                                    token=self.page_token, dashboard_url=self.dashboard_url,
-                                   events=events))
+                                   remote=remote, events=events), remote_content=remote)
 
     async def rejected_page(self, request: Request) -> Response:
         try:
@@ -701,7 +705,8 @@ class SandboxAPI:
         message_id = request.path_params["id"]
         deleted = self.store.delete(message_id)
         done = "Deleted 1 email." if deleted else "That email was already gone."
-        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
+        return RedirectResponse("/inbox?" + urlencode({"notice": self.notices.add(done)}),
+                                status_code=303)
 
     async def clear_page(self, request: Request) -> Response:
         form = await self._form_ok(request)
@@ -711,15 +716,26 @@ class SandboxAPI:
             return RedirectResponse("/inbox", status_code=303)
         deleted = self.store.delete()
         done = f"Deleted {deleted} email{'s' if deleted != 1 else ''}."
-        return RedirectResponse("/inbox?" + urlencode({"done": done}), status_code=303)
+        return RedirectResponse("/inbox?" + urlencode({"notice": self.notices.add(done)}),
+                                status_code=303)
 
 
-def _page(content: str, status: int = 200) -> HTMLResponse:
+#: What a previewed email may load: nothing from another host unless the reader asked
+#: for this email's remote content (as mail clients do: a tracking pixel would fire from
+#: the developer's browser). The ``srcdoc`` iframe inherits the page's policy.
+_LOCAL_CONTENT = "img-src 'self' data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:"
+_REMOTE_CONTENT = ("img-src 'self' data: http: https:; "
+                   "style-src 'self' 'unsafe-inline' http: https:; "
+                   "font-src 'self' data: http: https:")
+
+
+def _page(content: str, status: int = 200, *, remote_content: bool = False) -> HTMLResponse:
     # Captured HTML is shown only inside <iframe sandbox> (no script runs there); our
     # pages run one script, our own /live.js (no inline script, no eval, no other
     # origin), and the only forms post back here (delete, clear all).
-    csp = ("script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-           "form-action 'self'; frame-ancestors 'none'")
+    csp = (f"default-src 'self'; {_REMOTE_CONTENT if remote_content else _LOCAL_CONTENT}; "
+           "script-src 'self'; connect-src 'self'; media-src 'none'; object-src 'none'; "
+           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
     return HTMLResponse(content, status, headers={"Content-Security-Policy": csp})
 
 

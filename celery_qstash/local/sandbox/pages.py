@@ -27,6 +27,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ...redaction import redact_headers
 from ..live import body_attrs
 from ..live import head as live_head
 from .store import Message
@@ -330,13 +331,39 @@ def _events(events: list[dict[str, Any]] | None) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
+def _shown_request(request: Any) -> Any:
+    """The request as received, its custom headers' credentials redacted (the one rule of
+    :mod:`celery_qstash.redaction`: an ``X-Api-Key`` header is not for the inbox)."""
+    if isinstance(request, dict) and isinstance(request.get("headers"), dict):
+        return {**request, "headers": redact_headers(request["headers"])}
+    return request
+
+
+#: A URL of another host in an email's HTML: an image, a stylesheet, a font, a link.
+_REMOTE_URL = re.compile(r"(?i)(?:https?:)?//[a-z0-9\[]")
+
+
+def _remote_switch(msg: Message, quoted: str, width: str, remote: bool) -> str:
+    """The "load remote content" switch of one email, when its HTML names another host."""
+    if not _REMOTE_URL.search(str(msg.get("renderedHtml") or "")):
+        return ""
+    here = f"/inbox/{quoted}?tab=html&amp;width={_e(width)}"
+    if remote:
+        return (f'<p class="muted" id="remote-bar">Remote images, styles and fonts are '
+                f'loaded. <a id="remote-off" href="{here}">Block them</a></p>')
+    return (f'<p class="muted" id="remote-bar">Remote images, styles and fonts are blocked '
+            f'(a tracking pixel would fire from this browser). <a id="remote-on" '
+            f'href="{here}&amp;remote=1">Load remote content</a></p>')
+
+
 def message(msg: Message, *, tab: str = "html", width: str = "desktop",
             newer: str | None = None, older: str | None = None, token: str = "",
-            dashboard_url: str | None = None,
+            dashboard_url: str | None = None, remote: bool = False,
             events: list[dict[str, Any]] | None = None) -> str:
     """One email: a summary, its webhook events, tabs (HTML at desktop or mobile width,
     Text, Source, Headers, Request), newer/older links, Delete, and a link to its task on
-    the dashboard."""
+    the dashboard. ``remote``: the reader asked to load this email's remote images, CSS
+    and fonts (the page's CSP blocks them otherwise; the bar above the preview switches)."""
     msg_id = str(msg["id"])
     quoted = _e(quote(msg_id, safe=""))
     summary = [
@@ -374,6 +401,7 @@ def message(msg: Message, *, tab: str = "html", width: str = "desktop",
             )
             # srcdoc holds a whole document; escaping it once is what the attribute needs.
             panel = (f'<div class="bar">{sizes}</div>'
+                     f'{_remote_switch(msg, quoted, width, remote)}'
                      f'<iframe sandbox title="HTML body" class="{_e(width)}" '
                      f'style="width:{WIDTHS[width]}" srcdoc="{_e(msg["renderedHtml"])}"></iframe>')
         else:
@@ -389,7 +417,7 @@ def message(msg: Message, *, tab: str = "html", width: str = "desktop",
         panel = f'<dl class="headers">{rows_all}</dl>'
     else:
         panel = (f"<h3>Dynamic data</h3><pre>{_e(_json(msg.get('dynamicData') or {}))}</pre>"
-                 f"<h3>Request</h3><pre>{_e(_json(msg.get('request')))}</pre>")
+                 f"<h3>Request</h3><pre>{_e(_json(_shown_request(msg.get('request'))))}</pre>")
     if msg.get("renderedHtml") is None and msg.get("renderedText") is None and tab in (
             "html", "text"):
         panel = ('<p class="muted">Sent with a stored template; the sandbox does not have '

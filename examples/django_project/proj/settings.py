@@ -2,6 +2,8 @@
 
 import os
 
+import django
+
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-a-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "true").lower() == "true"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
@@ -24,7 +26,12 @@ DATABASES = {
 }
 
 # --- email through QStash and AutoSend ------------------------------------------------
-EMAIL_BACKEND = "celery_qstash.contrib.django.EmailBackend"
+# Django 6.1 names mail backends in MAILERS (EMAIL_BACKEND is deprecated there); the
+# OPTIONS are the backend's keyword arguments (fail_silently, on_commit, using).
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "celery_qstash.contrib.django.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "celery_qstash.contrib.django.EmailBackend"
 DEFAULT_FROM_EMAIL = "Acme <hello@acme.example>"
 
 # The CELERY_ namespace Celery's Django guide uses: the backend reads these, and so does

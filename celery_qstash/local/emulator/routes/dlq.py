@@ -82,7 +82,7 @@ async def retry_dlq(api: Api, request: Request, user: str) -> Response:
     headers = _headers(request)
     ids, _ = api.store.dlq.retry(user, EventFilter(dlq_ids=[dlq_id]),
                                   lambda base: parse_publish_headers(
-                                      headers, b"", base, max_timeout_ms=api.max_timeout_ms))
+                                      headers, b"", base, limits=api.limits))
     return JSONResponse({"messageId": ids[0] if ids else None}, status_code=201)
 
 
@@ -94,7 +94,7 @@ async def retry_dlq_many(api: Api, request: Request, user: str) -> Response:
     headers = _headers(request)
     ids, next_cursor = api.store.dlq.retry(
         user, flt, lambda base: parse_publish_headers(
-            headers, b"", base, max_timeout_ms=api.max_timeout_ms), count, cursor)
+            headers, b"", base, limits=api.limits), count, cursor)
     out: JSON = {"responses": [{"messageId": i} for i in ids]}
     if next_cursor:
         out["cursor"] = next_cursor

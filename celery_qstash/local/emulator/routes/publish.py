@@ -60,7 +60,7 @@ async def _publish(api: Api, request: Request, user: str, destination: str,
                    query_options: list[tuple[str, str]], queue: str | None) -> Response:
     headers = merge_query(_headers(request), query_options)
     options = parse_publish_headers(headers, await request.body(),
-                                    max_timeout_ms=api.max_timeout_ms)
+                                    limits=api.limits)
     _no_delay_on_queues(options, queue)
     _within_daily_quota(api, user)
     published = api.store.messages.publish(
@@ -123,7 +123,7 @@ def _batch_item(api: Api, item: Any) -> tuple[str, PublishOptions, str | None]:
     if len(data) > api.emulator.max_body:
         raise BadRequest(f"message body is {len(data)} bytes, over the "
                          f"{api.emulator.max_body}-byte message size limit")
-    options = parse_publish_headers(headers, data, max_timeout_ms=api.max_timeout_ms)
+    options = parse_publish_headers(headers, data, limits=api.limits)
     queue = item.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise BadRequest("queue must be a queue name (a non-empty string)")

@@ -26,7 +26,7 @@ async def create_schedule(api: Api, request: Request, user: str) -> Response:
     headers = merge_query(_headers(request), query_options)
     schedule = parse_schedule_headers(headers, await request.body(),
                                       api.emulator.clock.now(),
-                                      max_timeout_ms=api.max_timeout_ms)
+                                      limits=api.limits)
     quotas = api.emulator.quotas
     if quotas is not None:
         ids = {s["scheduleId"] for s in api.store.schedules.all(user)}

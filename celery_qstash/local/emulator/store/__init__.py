@@ -63,7 +63,7 @@ class Store:
         self.keys = SigningKeys(self.db)
         self.secrets = Secrets(self.db)
         self.queues = Queues(self.db, self.events, self.secrets)
-        self.groups = UrlGroups(self.db)
+        self.groups = UrlGroups(self.db, self.secrets)
         self.flow = FlowControl(self.db)
         self.messages = Messages(self.db, self.events, self.queues, self.flow, self.groups,
                                  self.secrets)

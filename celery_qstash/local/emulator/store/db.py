@@ -130,6 +130,8 @@ class Database:
         migrate(self.conn)
         #: Bumped by reset(): what a resource keeps in memory is stale once it changes.
         self.generation = 0
+        #: May destinations be link-local (the emulator's ``--allow-link-local``)?
+        self.allow_link_local = False
         #: Called after a commit that may have made something due sooner (wakes the loop).
         self.on_change: Callable[[], None] | None = None
 

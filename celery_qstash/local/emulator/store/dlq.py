@@ -92,8 +92,11 @@ class DeadLetters:
         where += clauses
         params += args
         if flt.labels:
-            where.append("(" + " OR ".join("labels LIKE ?" for _ in flt.labels) + ")")
-            params += [f"%,{label},%" for label in flt.labels]
+            # instr, never LIKE: a label matches exactly (``_`` and ``%`` are characters of
+            # it, case counts), so a bulk delete meant for one task takes no other's.
+            # Labels hold no commas (Upstash-Label is split on them).
+            where.append("(" + " OR ".join("instr(labels, ?) > 0" for _ in flt.labels) + ")")
+            params += [f",{label}," for label in flt.labels]
         return where, params
 
     def _batch(self, cur: sqlite3.Cursor, user: str, flt: EventFilter, cursor: str | None,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from celery_qstash.redaction import is_secret_name
+
 from ..publish import FlowControl as FlowControlOptions
 from ..publish import PublishOptions, canonical, content_dedup_id
 from .db import JSON, Database, json_text, new_id
@@ -158,6 +160,9 @@ class Messages:
             if topic is not None:  # the group's default headers, under the message's own
                 for name, value in self.groups.default_headers(cur, user, topic).items():
                     opts["headers"].setdefault(canonical(name), [value])
+                    if is_secret_name(name) and name.lower() not in opts["redact"]["headers"]:
+                        # A credential set on the group is the message's secret too.
+                        opts["redact"]["headers"].append(name.lower())
                 logged = None  # the log entry reads the headers from ``opts``
             message: JSON = {
                 "id": message_id, "user": user, "url": url, "topic": topic,

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from celery_qstash.redaction import is_secret_name
+
 from ..errors import BadRequest, NotFound
 from ..validate import check_header_name, check_header_value, check_url
 from .db import JSON, Database
 from .queues import NAME
+from .secrets import Secrets
 
 __all__ = ["UrlGroups", "is_url"]
 
@@ -18,15 +21,21 @@ def is_url(destination: str) -> bool:
     return "://" in destination
 
 
+def _secrets_key(user: str, name: str) -> str:
+    return f"top:{user}:{name}"
+
+
 class UrlGroups:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, secrets: Secrets) -> None:
         self.db = db
+        self.secrets = secrets
 
     def targets(self, cur: sqlite3.Cursor, user: str,
                 destination: str) -> list[tuple[str, str | None, str | None]]:
         """(url, group, endpoint name) for each delivery a publish to ``destination`` makes."""
         if is_url(destination):
-            return [(check_url(destination, "destination url"), None, None)]
+            return [(check_url(destination, "destination url",
+                               allow_link_local=self.db.allow_link_local), None, None)]
         row = cur.execute(
             "SELECT endpoints FROM topics WHERE user = ? AND name = ?", (user, destination)
         ).fetchone()
@@ -53,7 +62,7 @@ class UrlGroups:
                 url = endpoint.get("url")
                 if not isinstance(url, str):
                     raise BadRequest("invalid endpoint url: add http:// or https://")
-                check_url(url, "endpoint url")
+                check_url(url, "endpoint url", allow_link_local=self.db.allow_link_local)
                 label = endpoint.get("name")
                 if label is not None and not isinstance(label, str):
                     raise BadRequest("invalid endpoint name: must be a string")
@@ -75,22 +84,34 @@ class UrlGroups:
                 )
 
     def default_headers(self, cur: sqlite3.Cursor, user: str, name: str) -> dict[str, str]:
-        """The headers ``PATCH /v2/topics/{name}`` set, sent with every delivery to it."""
+        """The headers ``PATCH /v2/topics/{name}`` set, sent with every delivery to it
+        (credentials among them put back from the secrets table)."""
         row = cur.execute("SELECT headers FROM topics WHERE user = ? AND name = ?",
                           (user, name)).fetchone()
-        headers: dict[str, str] = json.loads(row["headers"]) if row else {}
-        return headers
+        stored: dict[str, str] = json.loads(row["headers"]) if row else {}
+        if not any(is_secret_name(k) for k in stored):
+            return stored
+        opened = self.secrets.unseal_opts(cur, _secrets_key(user, name), {
+            "headers": {k: [v] for k, v in stored.items()}})
+        return {k: v[0] for k, v in opened["headers"].items()}
 
     def set_headers(self, user: str, name: str, headers: dict[str, str]) -> None:
         """QStash docs (howto/webhook): ``PATCH /v2/topics/{name}`` with ``{"headers": ...}``
-        stores default headers for the group's deliveries."""
+        stores default headers for the group's deliveries. A credential among them
+        (an ``Authorization``...) is kept in the secrets table, as a message's is."""
         for key, value in headers.items():
             check_header_name(key, key)
             check_header_value(value, key)
         with self.db.tx() as cur:
+            key = _secrets_key(user, name)
+            self.secrets.drop(cur, key)
+            sealed = self.secrets.seal_opts(cur, key, {
+                "headers": {k: [v] for k, v in headers.items()},
+                "redact": {"headers": [k.lower() for k in headers if is_secret_name(k)]}})
+            shown = {k: v[0] for k, v in sealed["headers"].items()}
             if not cur.execute(
                 "UPDATE topics SET headers = ?, updated_ms = ? WHERE user = ? AND name = ?",
-                (json.dumps(headers), self.db.now_ms(), user, name),
+                (json.dumps(shown), self.db.now_ms(), user, name),
             ).rowcount:
                 raise NotFound("url group not found")
 
@@ -113,6 +134,7 @@ class UrlGroups:
                 )
             else:
                 cur.execute("DELETE FROM topics WHERE user = ? AND name = ?", (user, name))
+                self.secrets.drop(cur, _secrets_key(user, name))
 
     @staticmethod
     def _json(row: sqlite3.Row) -> JSON:
@@ -134,3 +156,4 @@ class UrlGroups:
         ``url-groups.test.ts`` deletes before it creates)."""
         with self.db.tx() as cur:
             cur.execute("DELETE FROM topics WHERE user = ? AND name = ?", (user, name))
+            self.secrets.drop(cur, _secrets_key(user, name))
