@@ -15,7 +15,7 @@ from .errors import (
     RetryNotSupported,
     UnsupportedOption,
 )
-from .signals import email_delivered, email_failed
+from .signals import email_delivered, email_event, email_failed
 from .status.result import QStashAsyncResult, QStashBackend
 from .tasks.decorators import autosend_task, qstash_task
 from .tasks.deferred import DeferredTask
@@ -44,6 +44,7 @@ __all__ = [
     "__version__",
     "autosend_task",
     "email_delivered",
+    "email_event",
     "email_failed",
     "qstash_task",
 ]

@@ -20,6 +20,8 @@ that changes a value between two calls is seen by the next call.
 | ``qstash_current_signing_key`` | ``…CURRENT_SIGNING_KEY`` | receiver; dev keys in dev mode |
 | ``qstash_next_signing_key``    | ``…NEXT_SIGNING_KEY``    | receiver; dev keys in dev mode |
 | ``qstash_max_message_bytes`` | ``QSTASH_MAX_MESSAGE_BYTES`` | ``1048576`` (QStash's 1 MB) |
+| ``autosend_webhook_secret`` | ``AUTOSEND_WEBHOOK_SECRET`` | none (dev: dev secret); a list |
+| ``autosend_event_store_url`` | ``AUTOSEND_EVENT_STORE_URL`` | none; redis://, django://   |
 
 ``QSTASH_DEV=true`` points everything at ``celery-qstash dev`` on this machine,
 like the official JS SDK's switch: the emulator's URL and public dev token, and
@@ -40,6 +42,7 @@ from .devserver import (
     DEV_CURRENT_SIGNING_KEY,
     DEV_NEXT_SIGNING_KEY,
     DEV_TOKEN,
+    DEV_WEBHOOK_SECRET,
     EMULATOR_PORT,
 )
 from .errors import ConfigurationError
@@ -85,6 +88,10 @@ class Settings:
     receiver_url: str | None = None
     #: The receiver's delivery ledger: ``None`` (in-process), ``redis://…``, ``django://alias``.
     ledger_url: str | None = field(default=None, repr=False)
+    #: What AutoSend's webhooks are signed with (several while a secret is rotated).
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Where AutoSend's email events are kept for status: ``redis://…``, ``django://alias``.
+    event_store_url: str | None = field(default=None, repr=False)
 
     def require_receiver_url(self) -> str:
         url = self.receiver_url or self.callback_url
@@ -124,7 +131,7 @@ class Settings:
     def secrets(self) -> tuple[str | None, ...]:
         # The signing keys too: whoever holds one can forge QStash's signature.
         candidates = (self.qstash_token, self.autosend_api_key,
-                      self.current_signing_key, self.next_signing_key)
+                      self.current_signing_key, self.next_signing_key, *self.webhook_secrets)
         return tuple(s for s in candidates if s)
 
 
@@ -140,6 +147,8 @@ _KEYS = (
     ("qstash_current_signing_key", "QSTASH_CURRENT_SIGNING_KEY"),
     ("qstash_next_signing_key", "QSTASH_NEXT_SIGNING_KEY"),
     ("qstash_max_message_bytes", "QSTASH_MAX_MESSAGE_BYTES"),
+    ("autosend_webhook_secret", "AUTOSEND_WEBHOOK_SECRET"),
+    ("autosend_event_store_url", "AUTOSEND_EVENT_STORE_URL"),
     ("qstash_redact_authorization", None),
 )
 
@@ -403,6 +412,8 @@ def _build(raw: dict[str, Any]) -> Settings:
         DEV_NEXT_SIGNING_KEY if dev else None
     )
     return Settings(
+        webhook_secrets=_webhook_secrets(raw["autosend_webhook_secret"], dev),
+        event_store_url=str(raw["autosend_event_store_url"] or "") or None,
         qstash_token=token,
         qstash_url=str(url).rstrip("/"),
         autosend_api_key=key,
@@ -419,3 +430,20 @@ def _build(raw: dict[str, Any]) -> Settings:
         receiver_url=str(receiver) if receiver is not None else None,
         ledger_url=str(ledger) if ledger is not None else None,
     )
+
+
+def _webhook_secrets(value: Any, dev: bool) -> tuple[str, ...]:
+    """``autosend_webhook_secret``: one secret, or several while one is rotated (a list,
+    or a comma/space-separated string, as the environment gives it)."""
+    if value is None or value == "":
+        return (DEV_WEBHOOK_SECRET,) if dev else ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ConfigurationError(
+            "autosend_webhook_secret",
+            f"expected a string or a list of strings, got {type(value).__name__}",
+        )
+    secrets = tuple(i.strip() for i in items if i.strip())
+    if not secrets:
+        raise ConfigurationError("autosend_webhook_secret", "no secret in the setting")
+    return secrets

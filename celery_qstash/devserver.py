@@ -15,6 +15,7 @@ __all__ = [
     "DEV_NEXT_SIGNING_KEY",
     "DEV_TOKEN",
     "DEV_USERS",
+    "DEV_WEBHOOK_SECRET",
     "EMULATOR_PORT",
     "SANDBOX_PORT",
 ]
@@ -45,6 +46,9 @@ DEV_USERS: dict[str, tuple[str, str, str]] = {
 
 #: The sandbox accepts any bearer key by default; this one is what ``celery-qstash dev`` prints.
 DEV_AUTOSEND_API_KEY = "AS_sandbox_dev_key"
+
+#: What ``celery-qstash dev`` signs the sandbox's webhooks with (public, dev only).
+DEV_WEBHOOK_SECRET = "whsec_celery_qstash_dev_webhooks"
 
 AUTOSEND_URL = "https://api.autosend.com"
 #: ``qstash dev``'s own port, which ``QSTASH_DEV=true`` and the SDKs' dev mode point at.

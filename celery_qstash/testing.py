@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from .clock import FakeClock
-from .devserver import AUTOSEND_URL, DEV_AUTOSEND_API_KEY
+from .devserver import AUTOSEND_URL, DEV_AUTOSEND_API_KEY, DEV_WEBHOOK_SECRET
 from .publish.transports.eager import Outbox, SentEmail, outbox
 
 __all__ = ["DevServers", "FakeClock", "Outbox", "SentEmail", "outbox"]
@@ -47,6 +47,8 @@ class DevServers:
         self.emulator: Any = None
         self.sandbox: Any = None
         self.api_key = DEV_AUTOSEND_API_KEY
+        #: What the sandbox signs its webhooks with (:meth:`send_webhooks_to`).
+        self.webhook_secret = DEV_WEBHOOK_SECRET
 
     def start(self) -> DevServers:
         from pathlib import Path
@@ -105,6 +107,13 @@ class DevServers:
         app.conf.qstash_url = self.emulator.url
         app.conf.qstash_token = self.emulator.token
         app.conf.autosend_api_key = self.api_key
+        app.conf.autosend_webhook_secret = self.webhook_secret
+
+    def send_webhooks_to(self, url: str) -> None:
+        """Have the sandbox send AutoSend's signed webhooks to ``url`` (the app's
+        :mod:`celery_qstash.webhooks` endpoint), signed with :attr:`webhook_secret`.
+        With a fake clock they go out in :meth:`advance`."""
+        self.sandbox.sandbox.webhooks.configure(url, self.webhook_secret)
 
     def reset(self) -> None:
         """Forget every message, log and captured email (between tests)."""
@@ -116,7 +125,8 @@ class DevServers:
 
         Goes through the emulator's HTTP control plane (``/_emulator/clock/advance``,
         ``/_emulator/tick``), ticking until nothing is left to attempt now (callbacks and
-        the next message of a FIFO queue included). Returns the attempts made.
+        the next message of a FIFO queue included), then sends the sandbox's webhooks due
+        by then, and again until neither has anything left. Returns the attempts made.
         """
         if self.clock is None:
             raise RuntimeError("time only moves with DevServers(clock=FakeClock())")
@@ -131,7 +141,9 @@ class DevServers:
             response.raise_for_status()
             attempts = int(response.json()["attempts"])
             if attempts == 0:
-                return total
+                attempts = self.sandbox.sandbox.webhooks.deliver_due()
+                if attempts == 0:
+                    return total
             total += attempts
         raise RuntimeError(f"still delivering after {max_rounds} ticks")
 

@@ -29,7 +29,7 @@ APP_MODULE = textwrap.dedent('''
     import os
     from celery import Celery
     from celery_qstash import DeferredTask, Email, QStashTask
-    from celery_qstash.signals import email_delivered
+    from celery_qstash.signals import email_delivered, email_event
 
     app = Celery("devloop")
 
@@ -47,6 +47,11 @@ APP_MODULE = textwrap.dedent('''
     def tally(n):
         with open(os.environ["DEVLOOP_RAN"], "a") as ran:
             ran.write(f"{os.getpid()} {n}\\n")
+
+    @email_event.connect
+    def webhook(sender, event, task_id, **kwargs):
+        with open(os.environ["DEVLOOP_EVENTS"], "a") as log:
+            log.write(f"{task_id} {event}\\n")
 ''')
 
 
@@ -96,9 +101,10 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
     (tmp_path / "devloop_app.py").write_text(APP_MODULE)
     log = tmp_path / "delivered.log"
     ran = tmp_path / "ran.log"
+    events = tmp_path / "events.log"
     ports = [free_port() for _ in range(3)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DEVLOOP_LOG": str(log),
-           "DEVLOOP_RAN": str(ran), "PYTHONPATH": str(tmp_path)}
+           "DEVLOOP_RAN": str(ran), "DEVLOOP_EVENTS": str(events), "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery_qstash", "dev", "--app", "devloop_app:app",
          "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
@@ -133,6 +139,12 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
         while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert log.read_text().split()[0] == "devloop-5"
+        # The sandbox's webhooks reach the app's endpoint in the dev process: sent, then
+        # delivered a second later, both with the task's id.
+        wanted = "devloop-5 email.sent\ndevloop-5 email.delivered\n"
+        while not (events.exists() and events.read_text() == wanted):
+            assert time.monotonic() < deadline + 10, events.read_text() if events.exists() else ""
+            time.sleep(0.05)
         while not (ran.exists() and ran.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
         # The deferred task's body ran in the dev process, not in the caller's.
@@ -142,4 +154,5 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=30)
         sys.modules.pop("devloop_app", None)
     assert f"export QSTASH_CALLBACK_URL={callback_url}" in out
+    assert "export AUTOSEND_WEBHOOK_SECRET=" in out
     assert f"export QSTASH_RECEIVER_URL={callback_url}" in out

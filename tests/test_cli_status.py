@@ -433,7 +433,7 @@ def test_one_json_vocabulary_for_status_inspect_and_flowers_api(cli: click.Group
     assert record is not None
     api = flower_task(record)  # what /api/tasks and /api/task/info answer
     assert set(row) == set(api)
-    assert set(info) == set(api) | {"events"}
+    assert set(info) == set(api) | {"events", "email"}   # as /api/task/info answers
     assert {k: row[k] for k in ("uuid", "name", "state", "recipient", "retries")} == \
         {k: api[k] for k in ("uuid", "name", "state", "recipient", "retries")}
 

@@ -30,6 +30,7 @@ EXPECTED_ALL = [
     "__version__",
     "autosend_task",
     "email_delivered",
+    "email_event",
     "email_failed",
     "qstash_task",
 ]
@@ -74,6 +75,7 @@ def test_signals_are_celery_signals() -> None:
     assert celery_qstash.email_delivered is signals.email_delivered
     assert isinstance(celery_qstash.email_failed, Signal)
     assert celery_qstash.email_delivered is not celery_qstash.email_failed
+    assert celery_qstash.email_event is signals.email_event
 
 
 def test_version_is_a_string() -> None:

@@ -23,18 +23,22 @@ from ..devserver import (
     DASHBOARD_PORT,
     DEV_AUTOSEND_API_KEY,
     DEV_TOKEN,
+    DEV_WEBHOOK_SECRET,
     EMULATOR_PORT,
     SANDBOX_PORT,
 )
 from .output import http_url
 
 __all__ = [
-    "RECEIVER_PATH", "RECEIVER_PORT", "bind_port", "dev", "emulator", "receiver_server", "sandbox",
+    "RECEIVER_PATH", "RECEIVER_PORT", "WEBHOOK_PATH", "bind_port", "dev", "emulator",
+    "receiver_server", "sandbox",
 ]
 
 #: Where ``dev --app`` hosts the app's receiver (callbacks and deferred tasks alike).
 RECEIVER_PORT = 8090
 RECEIVER_PATH = "/qstash/callback"
+#: Where ``dev --app`` hosts the app's AutoSend webhook endpoint (the sandbox sends there).
+WEBHOOK_PATH = "/autosend/webhooks"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -217,6 +221,17 @@ _per_minute = click.option(
 )
 
 
+_webhook_url = click.option(
+    "--webhook-url", metavar="URL", default=None,
+    help="sandbox: send AutoSend's signed webhooks (email.sent, email.delivered, bounces) "
+    "here",
+)
+_webhook_secret = click.option(
+    "--webhook-secret", metavar="SECRET", envvar="AUTOSEND_WEBHOOK_SECRET", default=None,
+    help="sandbox: sign webhooks with this (default: the public dev secret)",
+)
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
@@ -276,6 +291,8 @@ _plan = click.option(
 @_max_body("the emulator", "1MiB, QStash's message size limit")
 @_max_delay
 @_link_local
+@_webhook_url
+@_webhook_secret
 def dev(
     host: str,
     port: int,
@@ -293,6 +310,8 @@ def dev(
     max_body: int | None,
     max_delay: int | None,
     allow_link_local: bool,
+    webhook_url: str | None,
+    webhook_secret: str | None,
 ) -> None:
     """Start the QStash emulator, the AutoSend sandbox and the dashboard.
 
@@ -300,6 +319,8 @@ def dev(
     here is byte for byte what it publishes in production.
     """
     _need_local()
+    if webhook_url and not webhook_url.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
     celery_app = None
     if app_path:
         from .beat import _load_app
@@ -339,20 +360,31 @@ def dev(
                                 max_delay_ms=max_delay or MAX_DELAY_MS,
                                 allow_link_local=allow_link_local).start()
         servers.append(qstash)
+        store = None
+        if celery_app is not None:
+            from ..webhooks import event_store_for
+
+            # The dashboard shows the events this process's webhook endpoint keeps.
+            store = event_store_for(celery_app)
         board_url = None
         if not no_dashboard:
             board = ThreadedServer(_dashboard_app(qstash.url, host, box.url, celery_app,
-                                                  data_dir / "dashboard-metrics.json"),
+                                                  data_dir / "dashboard-metrics.json", store),
                                    host, dashboard_port).start()
             servers.append(board)
             board_url = board.url
             box.sandbox.api.dashboard_url = board_url  # the inbox links emails to their tasks
         keys = (qstash.current_signing_key, qstash.next_signing_key)
         callback_url = None
+        secret = webhook_secret or DEV_WEBHOOK_SECRET
         if celery_app is not None:
-            hosted = receiver_server(celery_app, host, receiver_port, keys).start()
+            hosted = receiver_server(celery_app, host, receiver_port, keys,
+                                     webhook_secret=secret).start()
             servers.append(hosted)
             callback_url = hosted.url + RECEIVER_PATH
+            webhook_url = webhook_url or hosted.url + WEBHOOK_PATH
+        if webhook_url:
+            box.sandbox.webhooks.configure(webhook_url, secret)
         click.echo(f"QStash emulator   {qstash.url}   (state in {data_dir / 'emulator'}; "
                    "git ignores it)")
         for prefix, target in routes.items():
@@ -363,6 +395,8 @@ def dev(
         if callback_url:
             click.echo(f"App receiver      {callback_url}   (app {app_path}: callbacks and "
                        "deferred tasks run here)")
+        if webhook_url:
+            click.echo(f"Sandbox webhooks  -> {webhook_url}")
         click.echo(
             "\nPoint an app here with QSTASH_DEV=true, or export these (public dev values):\n"
             f"export QSTASH_URL={qstash.url}\n"
@@ -373,6 +407,7 @@ def dev(
             + ("\nand for the app's receiver (with QSTASH_DEV=true too):\n"
                f"export QSTASH_RECEIVER_URL={callback_url}\n"
                f"export QSTASH_CALLBACK_URL={callback_url}\n" if callback_url else "")
+            + (f"export AUTOSEND_WEBHOOK_SECRET={secret}\n" if webhook_url else "")
             + "\nCtrl-C stops; nothing acknowledged is lost.",
         )
         _wait_for_stop()
@@ -388,28 +423,33 @@ def dev(
             click.echo("stopped")
 
 
-def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str]) -> Any:
-    """``celery_app``'s receiver at ``RECEIVER_PATH``, guarded like every dev server.
+def receiver_server(celery_app: Any, host: str, port: int, keys: tuple[str, str], *,
+                    webhook_secret: str = DEV_WEBHOOK_SECRET) -> Any:
+    """``celery_app``'s receiver at ``RECEIVER_PATH`` and its AutoSend webhook endpoint at
+    ``WEBHOOK_PATH``, guarded like every dev server.
 
-    It verifies against the URL it is served at and the emulator's signing keys, so the
-    app's own settings need nothing but ``QSTASH_RECEIVER_URL`` (deferred tasks) and
-    ``QSTASH_CALLBACK_URL`` (email outcomes).
+    It verifies against the URL it is served at and the emulator's signing keys (and the
+    sandbox's webhook secret), so the app's own settings need nothing but
+    ``QSTASH_RECEIVER_URL`` (deferred tasks) and ``QSTASH_CALLBACK_URL`` (email outcomes).
     """
     from starlette.applications import Starlette
 
     from ..local.serving import SameSiteGuard, ThreadedServer, free_port, local_hosts
     from ..receiver import fastapi_route
+    from ..webhooks import fastapi_route as webhook_route
 
     port = port or free_port(host)
     url = f"http://{host}:{port}{RECEIVER_PATH}"
     web = Starlette()
     fastapi_route(web, RECEIVER_PATH, celery_app, url=url,
                   current_signing_key=keys[0], next_signing_key=keys[1])
+    webhook_route(web, WEBHOOK_PATH, celery_app, secret=webhook_secret)
     return ThreadedServer(SameSiteGuard(web, allowed_hosts=local_hosts(host)), host, port)
 
 
 def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
-                   celery_app: Any = None, metrics_state: Path | None = None) -> Any:
+                   celery_app: Any = None, metrics_state: Path | None = None,
+                   event_store: Any = None) -> Any:
     from qstash import QStash
 
     from ..local.dashboard import create_app, local_hosts
@@ -421,6 +461,7 @@ def _dashboard_app(qstash_url: str, host: str, inbox_url: str | None = None,
         inbox_url=inbox_url,
         celery_app=celery_app,
         metrics_state=metrics_state,
+        event_store=event_store,
     )
 
 
@@ -477,13 +518,18 @@ def emulator(
 @click.option("--dashboard-url", envvar="CELERY_QSTASH_DASHBOARD_URL", metavar="URL",
               callback=http_url,
               help="the dashboard as a browser reaches it, to link each email to its task")
+@_webhook_url
+@_webhook_secret
 def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
             max_body: int | None, verified_domains: tuple[str, ...], retry_after: bool,
-            rate_per_minute: int, dashboard_url: str | None) -> None:
+            rate_per_minute: int, dashboard_url: str | None, webhook_url: str | None,
+            webhook_secret: str | None) -> None:
     """Start the AutoSend sandbox alone (captures emails; inbox at /)."""
     _need_local()
     from ..local.sandbox import DEFAULT_MAX_BODY, serve
 
+    if webhook_url and not webhook_url.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
     _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
     _state_dir(data_dir)
@@ -491,4 +537,6 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
         serve(host=host, port=port, data_dir=data_dir, api_keys=list(api_keys) or None,
               max_body=max_body or DEFAULT_MAX_BODY,
               verified_domains=verified_domains or None, retry_after_header=retry_after,
-              rate_per_minute=rate_per_minute or None, dashboard_url=dashboard_url)
+              rate_per_minute=rate_per_minute or None, dashboard_url=dashboard_url,
+              webhook_url=webhook_url,
+              webhook_secret=(webhook_secret or DEV_WEBHOOK_SECRET) if webhook_url else None)

@@ -41,6 +41,7 @@ from ..status import (
     safe_url,
 )
 from ..status.attempts import Step, human_duration, steps
+from ..webhooks.store import email_fate
 from .apps import celery_cli_app, import_app
 from .output import (
     WholeHelpGroup,
@@ -288,13 +289,16 @@ def _summary_line(key: str, value: Any, width: int | None) -> str:
 @_app_option
 def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -> None:
     """One task (its id or any unique start of it): summary, attempts, AutoSend's answers."""
-    settings = _settings(app_path)
+    conf = _load_conf(app_path)
+    settings = load_settings(conf)
     with _errors(settings, "inspect"):
         record = find_task(_client(settings), task_id)
     if record is None:
         raise click.ClickException(f"no QStash event is labelled with task id {task_id}")
     timeline = steps(record)
     secrets = settings.secrets
+    # What AutoSend's webhooks said after its answer (with an event store configured).
+    fate = email_fate(conf, record.result) if record.state == "SUCCESS" else None
     if as_json:
         info = task_json(record)
         info["events"] = [
@@ -306,6 +310,7 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
              "next_delivery": iso(st.next_delivery)}
             for st in timeline
         ]
+        info["email"] = fate
         _echo_json(info, settings)
         return
     width = budget(wide)
@@ -323,6 +328,8 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
     ]
     if record.state in ("FAILURE", "RETRY"):
         summary.append(("Error", scrub(record.error_message or "", secrets)))
+    if fate is not None:
+        summary.append(("Email", _fate_line(fate)))
     for key, value in summary:
         line = _summary_line(key, value, width)
         out(paint(line, record.state) if key == "State" else line)
@@ -350,6 +357,16 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
         click.echo("")
         out(f"Response to attempt {delivered.attempt} ({delivered.response_status}):")
         click.echo(scrub(json.dumps(delivered.response, indent=2, sort_keys=True), secrets))
+    if fate is not None and fate.get("events"):
+        click.echo("")
+        out("AutoSend's events (its webhooks, after its answer):")
+        out(table(
+            ["TIME (UTC)", "EVENT", "RECIPIENT", "DETAIL"],
+            [[ev["timestamp"][:19].replace("T", " "), ev["event"], ev["recipient"],
+              ": ".join(x for x in (ev["bounce_type"], ev["reason"]) if x) or None]
+             for ev in fate["events"]],
+            width=width, shrink={3: 20},
+        ))
     if record.callbacks:
         # Apart from the state above: a callback's outcome does not change the task's.
         click.echo("")
@@ -361,6 +378,16 @@ def inspect_cmd(task_id: str, as_json: bool, wide: bool, app_path: str | None) -
              for c in record.callbacks],
             width=width, shrink={6: 12, 1: 16}, drop=(3,), paint_cols=(2,),
         ))
+
+
+def _fate_line(fate: dict[str, Any]) -> str:
+    """``bounced at 2026-... UTC (Permanent: 550 user unknown)``; a bulk send adds its counts."""
+    detail = ": ".join(x for x in (fate.get("bounce_type"), fate.get("reason")) if x)
+    line = f"{fate['fate']} at {fate['timestamp'][:19].replace('T', ' ')} UTC"
+    line += f" ({detail})" if detail else ""
+    if fate.get("emails"):
+        line += " - " + ", ".join(f"{n} {k}" for k, n in fate["emails"].items())
+    return line
 
 
 @click.command("revoke")

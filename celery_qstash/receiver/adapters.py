@@ -1,16 +1,31 @@
-"""Thin adapters: the receiver as an ASGI app, a WSGI app, a FastAPI or a Flask route."""
+"""Thin adapters: the receiver as an ASGI app, a WSGI app, a FastAPI or a Flask route.
+
+The plumbing takes anything that :class:`Handles` plain requests, so AutoSend's webhook
+endpoint (:mod:`celery_qstash.webhooks`) is mounted by the same code.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .core import CallbackReceiver
 from .request import ReceivedRequest, ReceiverResponse
 
 log = logging.getLogger("celery_qstash.receiver")
+
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+
+class Handles(Protocol):
+    """What the adapters serve: a framework-free handler of plain requests."""
+
+    @property
+    def max_body(self) -> int: ...
+
+    def handle(self, request: ReceivedRequest) -> ReceiverResponse: ...
 
 
 def _scope_url(scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
@@ -28,9 +43,9 @@ def _scope_url(scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
 
 
 class ReceiverASGI:
-    """The receiver as an ASGI app (a class, so Starlette/FastAPI routes take it as is)."""
+    """A handler as an ASGI app (a class, so Starlette/FastAPI routes take it as is)."""
 
-    def __init__(self, receiver: CallbackReceiver) -> None:
+    def __init__(self, receiver: Handles) -> None:
         self.receiver = receiver
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -100,9 +115,13 @@ def _wsgi_url(environ: Mapping[str, Any]) -> str:
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
-def wsgi_app(celery_app: Any, **options: Any) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+def wsgi_app(celery_app: Any, **options: Any) -> WSGIApp:
     """The receiver as a WSGI app; ``options`` go to :class:`CallbackReceiver`."""
-    receiver = CallbackReceiver(celery_app, **options)
+    return wsgi_adapter(CallbackReceiver(celery_app, **options))
+
+
+def wsgi_adapter(receiver: Handles) -> WSGIApp:
+    """A handler as a WSGI app."""
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         headers = {
@@ -138,7 +157,11 @@ def fastapi_route(
     app: Any, path: str, celery_app: Any, **options: Any
 ) -> ReceiverASGI:
     """Add a POST route at ``path`` to a FastAPI (or Starlette) app or router."""
-    endpoint = asgi_app(celery_app, **options)
+    return add_asgi_route(app, path, asgi_app(celery_app, **options))
+
+
+def add_asgi_route(app: Any, path: str, endpoint: ReceiverASGI) -> ReceiverASGI:
+    """Add ``endpoint`` as a POST route to a FastAPI (or Starlette) app or router."""
     app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
     return endpoint
 
@@ -149,6 +172,12 @@ def flask_route(
 ) -> CallbackReceiver:
     """Add a POST view at ``path`` to a Flask app or blueprint."""
     receiver = CallbackReceiver(celery_app, **options)
+    add_flask_route(app, path, receiver, endpoint=endpoint)
+    return receiver
+
+
+def add_flask_route(app: Any, path: str, receiver: Handles, *, endpoint: str) -> None:
+    """Add ``receiver`` as a POST view at ``path`` to a Flask app or blueprint."""
 
     def view() -> Any:
         from flask import Response, request
@@ -167,4 +196,3 @@ def flask_route(
                         content_type="application/json", headers=dict(response.headers))
 
     app.add_url_rule(path, endpoint=endpoint, view_func=view, methods=["POST"])
-    return receiver

@@ -165,6 +165,7 @@ def _email_callback(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverR
                 batch_id=details.get("batchId"), response=retval,
                 message_id=out.source_message_id,
             )
+        _guarded("linking the email to its task", lambda: _link(receiver, details, out))
         return ReceiverResponse(200, {"outcome": "delivered", "taskId": out.task_id})
     headers = delivery.body.get("header")
     final = out.retried >= out.max_retries or _non_retryable(headers)
@@ -180,6 +181,16 @@ def _email_callback(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverR
                  lambda: out.task.on_retry(exc, out.task_id, (), {}, einfo))
         task_retry.send(sender=out.task, request=out.task.request, reason=exc, einfo=einfo)
     return ReceiverResponse(200, {"outcome": "retry", "taskId": out.task_id})
+
+
+def _link(receiver: CallbackReceiver, answer: Mapping[str, Any], out: _Outcome) -> None:
+    """Remember which task this email (or bulk batch) came from, for AutoSend's webhooks
+    about it (:mod:`celery_qstash.webhooks`), in the event store they use."""
+    # Imported here: the webhooks package mounts itself with this package's adapters.
+    from ..webhooks.resolve import link_delivery
+    from ..webhooks.store import event_store_for
+
+    link_delivery(event_store_for(receiver.app), answer, out.task_id, out.name)
 
 
 def _non_retryable(headers: Any) -> bool:

@@ -24,6 +24,7 @@ from .request import (
     Delivery,
     ReceivedRequest,
     ReceiverResponse,
+    refused_early,
 )
 from .signature import verify
 
@@ -109,10 +110,9 @@ class CallbackReceiver:
     # -- the four steps -----------------------------------------------------------
 
     def handle(self, request: ReceivedRequest) -> ReceiverResponse:
-        if request.method.upper() != "POST":
-            return ReceiverResponse(405, {"error": "QStash deliveries are POST requests"})
-        if len(request.body) > self.max_body:
-            return ReceiverResponse(413, {"error": f"body over {self.max_body} bytes"})
+        early = refused_early(request, self.max_body, "QStash deliveries")
+        if early is not None:
+            return early
         try:
             keys, url = self._config(request)
         except ConfigurationError as exc:

@@ -48,6 +48,16 @@ class ReceiverResponse:
         return _REASONS.get(self.status, "OK")
 
 
+def refused_early(request: ReceivedRequest, max_body: int, what: str) -> ReceiverResponse | None:
+    """405 for anything but ``POST``, 413 for a body over ``max_body``: the checks every
+    handler makes before it reads the body (``what`` names the deliveries it takes)."""
+    if request.method.upper() != "POST":
+        return ReceiverResponse(405, {"error": f"{what} are POST requests"})
+    if len(request.body) > max_body:
+        return ReceiverResponse(413, {"error": f"body over {max_body} bytes"})
+    return None
+
+
 _REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 405: "Method Not Allowed",
     409: "Conflict", 413: "Content Too Large", 489: "Non-Retryable Error",

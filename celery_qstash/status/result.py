@@ -32,7 +32,8 @@ from ..publish.transports.qstash import client_for
 from .query import PAGE_SIZE, TASK_PAGES, NotFound, StatusClient
 from .records import TaskRecord, record_from_events
 
-__all__ = ["EagerAsyncResult", "QStashAsyncResult", "QStashBackend", "meta_from_record"]
+__all__ = ["EagerAsyncResult", "QStashAsyncResult", "QStashBackend", "meta_from_record",
+           "with_email_fate"]
 
 log = logging.getLogger("celery_qstash.status.result")
 
@@ -77,6 +78,22 @@ def meta_from_record(task_id: str, record: TaskRecord | None) -> dict[str, Any]:
     }
 
 
+def with_email_fate(conf: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with ``result["last_event"]``, what AutoSend's webhooks said last about the
+    email (delivered, bounced with its reason, opened...), when an event store
+    (``autosend_event_store_url``) has it. A copy: a cached meta is never changed."""
+    result = meta.get("result")
+    if meta.get("status") != states.SUCCESS or not isinstance(result, dict):
+        return meta
+    from ..webhooks.store import email_fate  # the webhooks package imports status
+
+    fate = email_fate(conf, result)
+    if fate is None:
+        return meta
+    fate.pop("events", None)
+    return {**meta, "result": {**result, "last_event": fate}}
+
+
 class QStashBackend(BaseBackend):  # type: ignore[misc]
     """A read-only result backend over QStash's logs API."""
 
@@ -92,6 +109,11 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
 
     def _status(self) -> StatusClient:
         return StatusClient(client_for(load_settings(self.app.conf)))
+
+    def get_task_meta(self, task_id: str, cache: bool = True) -> dict[str, Any]:
+        """Celery's, with the email's latest fate (``result["last_event"]``) read afresh
+        from the event store each time, even when Celery cached the SUCCESS meta."""
+        return with_email_fate(self.app.conf, super().get_task_meta(task_id, cache=cache))
 
     def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
         if task_id in self._eager:
@@ -231,7 +253,8 @@ class QStashAsyncResult(AsyncResult):  # type: ignore[misc]
             cursor = data.get("cursor") or None
             if not cursor:
                 break
-        return meta_from_record(self.id, record_from_events(self.id, events))
+        meta = meta_from_record(self.id, record_from_events(self.id, events))
+        return await asyncio.to_thread(with_email_fate, self.app.conf, meta)
 
     def ready(self) -> bool:
         # IGNORED is final for a task that was never published (Celery's READY_STATES

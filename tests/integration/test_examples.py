@@ -17,7 +17,14 @@ from qstash import QStash
 
 from celery_qstash.clock import FakeClock
 from celery_qstash.testing import DevServers
-from examples import daily_digest, newsletter, onboarding_drip, template_email, welcome
+from examples import (
+    bounced_signup,
+    daily_digest,
+    newsletter,
+    onboarding_drip,
+    template_email,
+    welcome,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DAY = 24 * 60 * 60
@@ -142,6 +149,7 @@ def _total(servers: DevServers) -> int:
         ("template_email", "template your-template-id"),
         ("newsletter", "3000 emails in the sandbox"),
         ("daily_digest", "07:00 day 2: 2 digest(s)"),
+        ("bounced_signup", "Bo <bounce@example.com>: address marked bad (bounced)"),
     ],
 )
 def test_each_example_runs_from_one_command(module: str, expected: str) -> None:
@@ -151,6 +159,14 @@ def test_each_example_runs_from_one_command(module: str, expected: str) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert expected in done.stdout
+
+
+def test_a_bounced_welcome_marks_the_address_bad() -> None:
+    """Emulator, sandbox and the app's webhook endpoint: the bounce reaches the signal."""
+    bounced_signup.USERS.clear()
+    users = bounced_signup.run()
+    assert {u.email: u.email_bad for u in users.values()} == {
+        "ada@example.com": False, "bounce@example.com": True}
 
 
 def test_time_only_moves_on_a_fake_clock(dev_servers: DevServers) -> None:

@@ -29,7 +29,7 @@ def test_fail_next_n_with_status_then_success(client: TestClient) -> None:
         "error": {"message": "Service unavailable", "code": "SERVICE_UNAVAILABLE"},
     }
     assert client.get("/api/v1/messages").json()["total"] == 1
-    assert client.get("/api/v1/chaos").json() == {"rules": [], "remaining": 0}
+    assert client.get("/api/v1/chaos").json() == {"rules": [], "remaining": 0, "bounces": []}
     # and the stats show that a retry happened
     stats = client.get("/api/v1/stats").json()
     assert stats["received"] == 3
@@ -70,7 +70,8 @@ def test_custom_body_is_returned_verbatim(client: TestClient) -> None:
 
 def test_delete_clears_the_rules(client: TestClient) -> None:
     client.post("/api/v1/chaos", json={"fail_next": 5}, headers=AUTH)
-    assert client.delete("/api/v1/chaos", headers=AUTH).json() == {"rules": [], "remaining": 0}
+    assert client.delete("/api/v1/chaos", headers=AUTH).json() == {"rules": [], "remaining": 0,
+                                                                  "bounces": []}
     assert client.post("/v1/mails/send", json=email(), headers=AUTH).status_code == 200
 
 

@@ -1,27 +1,35 @@
-"""The QStash callback receiver as a Django view (see :mod:`celery_qstash.receiver`).
+"""The QStash callback receiver as a Django view (see :mod:`celery_qstash.receiver`),
+and AutoSend's webhook endpoint (see :mod:`celery_qstash.webhooks`).
 
-Mount it with ``path("qstash/callback/", include("celery_qstash.contrib.django.urls"))``
-and set ``qstash_callback_url`` to that URL. The Celery app is Celery's current app
-(the one your ``celery.py`` makes), unless :func:`make_view` is given one.
+Mount them with ``path("qstash/callback/", include("celery_qstash.contrib.django.urls"))``
+(and set ``qstash_callback_url`` to that URL) and
+``path("autosend/webhooks/", include("celery_qstash.contrib.django.webhook_urls"))``.
+The Celery app is Celery's current app (the one your ``celery.py`` makes), unless
+:func:`make_view` is given one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from celery_qstash.receiver import CallbackReceiver, ReceivedRequest, ReceiverResponse
+from celery_qstash.receiver.adapters import Handles
+from celery_qstash.webhooks import WebhookReceiver
 
-__all__ = ["callback_view", "make_view"]
+__all__ = ["callback_view", "make_view", "webhook_view"]
 
 
-def make_view(celery_app: Any = None, **options: Any) -> Any:
-    """A view for ``celery_app`` (default: Celery's current app, looked up per request)."""
-    receivers: dict[int, CallbackReceiver] = {}
+def make_view(celery_app: Any = None, *, factory: Callable[..., Handles] = CallbackReceiver,
+              **options: Any) -> Any:
+    """A view for ``celery_app`` (default: Celery's current app, looked up per request);
+    ``factory`` builds the handler (the callback receiver, or :class:`WebhookReceiver`)."""
+    receivers: dict[int, Any] = {}
 
-    def receiver_for() -> CallbackReceiver:
+    def receiver_for() -> Any:
         if celery_app is not None:
             app = celery_app
         else:
@@ -30,10 +38,10 @@ def make_view(celery_app: Any = None, **options: Any) -> Any:
             app = current_app._get_current_object()
         found = receivers.get(id(app))
         if found is None or found.app is not app:
-            found = receivers[id(app)] = CallbackReceiver(app, **options)
+            found = receivers[id(app)] = factory(app, **options)
         return found
 
-    @csrf_exempt  # type: ignore[untyped-decorator]  # QStash is no browser: the signature authenticates it
+    @csrf_exempt  # type: ignore[untyped-decorator]  # no browser calls it: the signature authenticates
     def view(request: HttpRequest) -> HttpResponse:
         receiver = receiver_for()
         length = request.META.get("CONTENT_LENGTH") or "0"
@@ -51,3 +59,4 @@ def make_view(celery_app: Any = None, **options: Any) -> Any:
 
 
 callback_view = make_view()
+webhook_view = make_view(factory=WebhookReceiver)

@@ -179,6 +179,7 @@ def create_app(
     clock: Clock | None = None,
     celery_app: Any = None,
     metrics_state: str | os.PathLike[str] | None = None,
+    event_store: Any = None,
 ) -> Starlette:
     """The dashboard app.
 
@@ -193,6 +194,9 @@ def create_app(
         (``celery-qstash dev`` sets it; ``None``: no link).
     :param max_result_waits: how many ``/api/task/result?timeout=`` requests may wait at
         once; past it a request answers the current state at once.
+    :param event_store: where AutoSend's webhook events are kept
+        (:mod:`celery_qstash.webhooks.store`): a task's page and ``/api/task/info`` then
+        show what became of its email (``None``: only QStash's view).
     :param clock: what "now" is for relative times and the chart, and what result waits
         measure their timeout with (the system clock; a ``FakeClock`` in tests).
     :param celery_app: the app whose QStash tasks Flower's task-launching API may start
@@ -209,6 +213,7 @@ def create_app(
     app.state.notices = Notices()  # what a page says after an action (no text in URLs)
     app.state.inbox_url = inbox_url.rstrip("/") if inbox_url else None
     app.state.clock = clock or SystemClock()
+    app.state.event_store = event_store
     app.state.result_waits = api.ResultWaits(max_result_waits, app.state.clock)
     app.state.celery_app = celery_app
     app.state.metrics = Metrics(status, clock=app.state.clock, state_file=metrics_state)
@@ -246,6 +251,7 @@ def serve(
     ``celery_app``'s conf when ``conf`` is not given)."""
     from ...config import load_settings
     from ...publish.transports.qstash import client_for
+    from ...webhooks.store import configured_event_store
     from ..serving import run
 
     check_bind(host, auth, allow_unauthenticated_public)
@@ -262,6 +268,7 @@ def serve(
         inbox_url=inbox_url,
         celery_app=celery_app,
         metrics_state=metrics_state,
+        event_store=configured_event_store(conf),
     )
     shown = f"[{host}]" if ":" in host else host
     print(f"Dashboard is running at http://{shown}:{port} (QStash at {settings.qstash_url})",

@@ -38,6 +38,7 @@ from ...status import SORT_KEYS, NotFound, TaskFilter, TaskRecord, flower_task, 
 from .common import (
     BadRequest,
     async_upstream_errors,
+    email_fate_of,
     get_status,
     int_param,
     json_response,
@@ -211,8 +212,10 @@ def task_info(request: Request) -> JSONResponse:
 
         GET /api/task/info/5f0c… HTTP/1.1
 
-    **Example response**: the fields of ``/api/tasks`` plus ``task-id`` and the
-    QStash event timeline::
+    **Example response**: the fields of ``/api/tasks`` plus ``task-id``, the
+    QStash event timeline and, with an event store, ``email``: what AutoSend's webhooks
+    said became of the email (``{"event": "email.bounced", "fate": "bounced",
+    "bounce_type": "Permanent", "reason": …, "timestamp": …, "events": [...]}``)::
 
         HTTP/1.1 200 OK
 
@@ -229,9 +232,9 @@ def task_info(request: Request) -> JSONResponse:
     record = get_status(request).task(task_id)
     if record is None:
         return json_response(request, {"error": f"Unknown task '{task_id}'"}, status_code=404)
-    return json_response(
-        request, {"task-id": task_id, **flower_task(record), "events": _timeline(record)}
-    )
+    return json_response(request, {"task-id": task_id, **flower_task(record),
+                                   "events": _timeline(record),
+                                   "email": email_fate_of(request, record)})
 
 
 @async_upstream_errors

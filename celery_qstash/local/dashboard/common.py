@@ -9,16 +9,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from celery import states
 from qstash.errors import QStashError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from ...errors import ConfigurationError, scrub, scrub_data
-from ...status import StatusClient
+from ...status import StatusClient, TaskRecord
+from ...webhooks.store import email_fate
 from .html import e, layout
 
 __all__ = [
-    "BadRequest", "async_upstream_errors", "get_status", "int_param", "json_response",
+    "BadRequest", "async_upstream_errors", "email_fate_of", "get_status", "int_param",
+    "json_response",
     "page_errors", "upstream_errors",
 ]
 
@@ -38,6 +41,15 @@ def get_status(request: Request) -> StatusClient:
     """The app's :class:`StatusClient` (built per request when given a factory)."""
     source = request.app.state.status
     return source if isinstance(source, StatusClient) else source()
+
+
+def email_fate_of(request: Request, record: TaskRecord) -> dict[str, Any] | None:
+    """What AutoSend's webhooks said became of a delivered task's email, from the
+    dashboard's event store (``None`` without one, or before any event)."""
+    store = request.app.state.event_store
+    if store is None or record.state != states.SUCCESS:
+        return None
+    return email_fate(None, record.result, store=store)
 
 
 def json_response(request: Request, body: Any, status_code: int = 200) -> JSONResponse:

@@ -37,7 +37,7 @@ from ...status import (
     sort_records,
 )
 from ...status.attempts import human_duration, steps
-from .common import BadRequest, get_status, int_param, page_errors
+from .common import BadRequest, email_fate_of, get_status, int_param, page_errors
 from .html import (
     Safe,
     badge,
@@ -388,14 +388,14 @@ def task_page(request: Request) -> Response:
     error = ""
     if record.state in (states.FAILURE, states.RETRY):
         error = f'<p class="error">{e(_clean(request, record.error_message))}</p>'
-    callbacks = ""
+    callbacks = _email_events(request, record)
     if record.callbacks:
         # Apart from the task's state: a failed callback does not unsend the email.
         rows = [[e(c.kind), e(safe_url(c.url)), badge(c.state),
                  Safe(f"<code>{e(c.qstash_state)}</code>"), e(c.response_status),
                  e(_clean(request, c.error)), e(c.message_id), fmt_time(c.updated)]
                 for c in record.callbacks]
-        callbacks = ('<h2 id="callbacks">Callbacks</h2><p>The link / link_error calls QStash '
+        callbacks += ('<h2 id="callbacks">Callbacks</h2><p>The link / link_error calls QStash '
                      "made after the task's attempts. Their outcome does not change the "
                      "task's state.</p>"
                      + str(table(["Kind", "URL", "State", "QStash state", "Response", "Error",
@@ -411,6 +411,23 @@ def task_page(request: Request) -> Response:
     )
     refresh = None if record.ready else 10
     return HTMLResponse(layout(f"Task {record.task_id}", body, here="tasks", refresh=refresh))
+
+
+def _email_events(request: Request, record: TaskRecord) -> str:
+    """AutoSend's webhook events about the task's email, newest fate first."""
+    fate = email_fate_of(request, record)
+    if fate is None:
+        return ""
+    detail = ": ".join(x for x in (fate.get("bounce_type"), fate.get("reason")) if x)
+    counts = ", ".join(f"{n} {k}" for k, n in (fate.get("emails") or {}).items())
+    rows = [[e(ev["timestamp"]), Safe(f"<code>{e(ev['event'])}</code>"), e(ev["recipient"]),
+             e(": ".join(x for x in (ev["bounce_type"], ev["reason"]) if x) or None)]
+            for ev in fate.get("events") or ()]
+    return (f'<h2 id="email-events">The email after AutoSend</h2><p id="email-fate">'
+            f"<strong>{e(fate['fate'])}</strong> at {e(fate['timestamp'])}"
+            + (f" ({e(detail)})" if detail else "") + (f"; {e(counts)}" if counts else "")
+            + "</p>" + (str(table(["Time (UTC)", "Event", "Recipient", "Detail"], rows,
+                                  cls="email-events")) if rows else ""))
 
 
 def _kv(items: list[tuple[str, Safe]]) -> Safe:

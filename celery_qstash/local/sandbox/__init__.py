@@ -6,7 +6,9 @@ rate limits with ``X-RateLimit-*`` headers and 429 + ``retryAfter``,
 ``Idempotency-Key`` replays, the ``test`` flag) and, instead of delivering,
 captures each email in an inbox you can open in a browser (``/``) or query as
 JSON (``/api/v1/messages``). Faults can be scripted (``/api/v1/chaos``) to test
-retries. See :mod:`.api` for the routes and the assumptions made where AutoSend
+retries. With a webhook URL it sends AutoSend's signed webhooks for every accepted
+email (``email.sent``, then ``email.delivered`` or a bounce: :mod:`.webhooks`).
+See :mod:`.api` for the routes and the assumptions made where AutoSend
 documents nothing.
 
 Layout (moto's state / wire / routes split): :mod:`.store` is the state,
@@ -51,6 +53,7 @@ from ...devserver import SANDBOX_PORT
 from ..serving import BodyLimit, SameSiteGuard, ThreadedServer, local_hosts, run
 from .api import SandboxAPI, Settings, error_body, http_error
 from .store import IDEMPOTENCY_TTL, SandboxStore
+from .webhooks import RETRY_SCHEDULE, WebhookEmitter
 
 __all__ = ["DEFAULT_MAX_BODY", "Sandbox", "SandboxServer", "create_app", "serve"]
 
@@ -79,6 +82,8 @@ class Sandbox:
     ``allowed_hosts``: the ``Host`` names accepted (``None``: any); requests from
     another origin are refused either way (see :class:`SameSiteGuard`).
     ``max_body``: the largest request body in bytes (413 above it).
+    ``webhook_url``/``webhook_secret``: send AutoSend's signed webhooks there (retried on
+    ``webhook_schedule``); without them the events are only recorded for the inbox.
     """
 
     def __init__(
@@ -93,6 +98,9 @@ class Sandbox:
         allowed_hosts: Sequence[str] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         verified_domains: Iterable[str] | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        webhook_schedule: Sequence[float] = RETRY_SCHEDULE,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.store = SandboxStore(
@@ -103,6 +111,9 @@ class Sandbox:
         )
         self.settings = Settings.build(api_keys, retry_after_header, verified_domains)
         self.api = SandboxAPI(self.store, self.settings)
+        self.webhooks = self.api.webhooks = WebhookEmitter(
+            self.store, self.clock, url=webhook_url, secret=webhook_secret,
+            schedule=webhook_schedule)
         self.app = Starlette(
             routes=self.api.routes,
             exception_handlers={HTTPException: http_error},
@@ -115,8 +126,10 @@ class Sandbox:
 
     def reset(self) -> None:
         self.store.reset()
+        self.webhooks.clear_rules()
 
     def close(self) -> None:
+        self.webhooks.close()
         self.store.close()
 
     def __enter__(self) -> Sandbox:
@@ -173,6 +186,8 @@ class SandboxServer:
         retry_after_header: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
         verified_domains: Iterable[str] | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self._owns_sandbox = sandbox is None
         hosts = local_hosts(host)
@@ -188,6 +203,8 @@ class SandboxServer:
                 allowed_hosts=hosts,
                 max_body=max_body,
                 verified_domains=verified_domains,
+                webhook_url=webhook_url,
+                webhook_secret=webhook_secret,
             )
             app = sandbox.app
         else:
@@ -227,6 +244,8 @@ def serve(
     max_body: int = DEFAULT_MAX_BODY,
     verified_domains: Iterable[str] | None = None,
     dashboard_url: str | None = None,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
 ) -> None:
     """Serve the sandbox until Ctrl-C (``data_dir=None`` keeps the inbox in memory).
 
@@ -242,10 +261,14 @@ def serve(
         allowed_hosts=local_hosts(host),
         max_body=max_body,
         verified_domains=verified_domains,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
     )
     sandbox.api.dashboard_url = dashboard_url
     where = sandbox.store.path or "memory"
     logger.info("AutoSend sandbox on http://%s:%s (inbox in %s)", host, port, where)
+    if webhook_url:
+        logger.info("webhooks to %s", webhook_url)
     try:
         run(sandbox.app, host, port)
     except KeyboardInterrupt:  # uvicorn handles SIGINT itself; this covers a second Ctrl-C

@@ -13,7 +13,9 @@ Routes::
     GET    /api/v1/messages/{id}     one message (404 if unknown)
     DELETE /api/v1/messages[/{id}]   delete all (or one) *
     GET    /api/v1/stats             {"received", "accepted", "replayed", "rejected", "emails"}
-    GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints (POST, DELETE *)
+    GET|POST|DELETE /api/v1/chaos    fault injection for the mail endpoints (POST, DELETE *);
+                                     {"bounce": "to@x"} turns emails to it into bounces
+    GET    /api/v1/messages/{id}/events  the email's webhook events (webhooks.py)
     POST   /_sandbox/reset           forget everything *
     GET    /_sandbox/health          {"ok": true}
 
@@ -89,6 +91,7 @@ from ..serving import MAX_JSON_DEPTH, BodyTooLarge, JSONBodyError, Notices, pars
 from . import pages
 from .render import merge_data, render
 from .store import ChaosRule, Message, RateDecision, SandboxStore
+from .webhooks import BounceRule, WebhookEmitter
 
 __all__ = ["MAX_JSON_DEPTH", "SandboxAPI", "Settings", "fingerprint", "key_digest"]
 
@@ -242,6 +245,8 @@ class SandboxAPI:
         self.page_token = secrets.token_urlsafe(24)
         #: What the inbox says after a delete: the redirect carries a token, never text.
         self.notices = Notices()
+        #: AutoSend's webhook events for accepted emails (:mod:`.webhooks`).
+        self.webhooks: WebhookEmitter | None = None
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -259,6 +264,7 @@ class SandboxAPI:
             Route("/api/v1/messages", self.list_messages, methods=["GET"]),
             Route("/api/v1/messages", self._keyed(self.delete_messages), methods=["DELETE"]),
             Route("/api/v1/messages/{id}", self.get_message, methods=["GET"]),
+            Route("/api/v1/messages/{id}/events", self.message_events, methods=["GET"]),
             Route("/api/v1/messages/{id}", self._keyed(self.delete_message),
                   methods=["DELETE"]),
             Route("/api/v1/stats", self.stats, methods=["GET"]),
@@ -405,6 +411,8 @@ class SandboxAPI:
         idempotency = (key_fp, idem_key, request_hash) if idem_key is not None else None
         store.save(messages, idempotency=idempotency, status=200, response=body)
         store.count("accepted")
+        if self.webhooks is not None:
+            self.webhooks.accepted(messages)
         for msg in messages:
             logger.info(
                 "captured %s to %s: %r%s",
@@ -546,7 +554,9 @@ class SandboxAPI:
 
     async def get_chaos(self, request: Request) -> Response:
         rules = self.store.chaos.pending()
-        return JSONResponse({"rules": rules, "remaining": sum(r["remaining"] for r in rules)})
+        bounces = self.webhooks.bounce_rules() if self.webhooks is not None else []
+        return JSONResponse({"rules": rules, "remaining": sum(r["remaining"] for r in rules),
+                             "bounces": bounces})
 
     async def add_chaos(self, request: Request) -> Response:
         # JSON only: a cross-site form or "simple" fetch (text/plain) cannot script faults.
@@ -556,6 +566,9 @@ class SandboxAPI:
         if errors:
             return JSONResponse(validation_failed(errors), 400)
         try:
+            if isinstance(payload, dict) and "bounce" in payload and self.webhooks is not None:
+                self.webhooks.add_bounce_rule(_bounce_rule(payload))
+                return await self.get_chaos(request)
             rule = _chaos_rule(payload)
         except EmailValidationError as exc:
             return JSONResponse(validation_failed(exc.errors), 400)
@@ -564,6 +577,8 @@ class SandboxAPI:
 
     async def clear_chaos(self, request: Request) -> Response:
         self.store.chaos.clear()
+        if self.webhooks is not None:
+            self.webhooks.clear_rules()
         return await self.get_chaos(request)
 
     # -- JSON API ------------------------------------------------------------
@@ -605,7 +620,16 @@ class SandboxAPI:
 
     async def reset(self, request: Request) -> Response:
         self.store.reset()
+        if self.webhooks is not None:
+            self.webhooks.clear_rules()
         return JSONResponse({"success": True})
+
+    async def message_events(self, request: Request) -> Response:
+        msg_id = request.path_params["id"]
+        if self.store.get(msg_id) is None:
+            return JSONResponse(error_body(404, "Message not found"), 404)
+        events = self.webhooks.events(msg_id) if self.webhooks is not None else []
+        return JSONResponse({"emailId": msg_id, "events": events})
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -648,9 +672,10 @@ class SandboxAPI:
             return _page(pages.bad_request(errors), 400)
         newer, older = self.store.neighbours(msg["id"])
         remote = request.query_params.get("remote") == "1"
+        events = self.webhooks.events(msg["id"]) if self.webhooks is not None else None
         return _page(pages.message(msg, tab=tab, width=width, newer=newer, older=older,
                                    token=self.page_token, dashboard_url=self.dashboard_url,
-                                   remote=remote), remote_content=remote)
+                                   remote=remote, events=events), remote_content=remote)
 
     async def rejected_page(self, request: Request) -> Response:
         try:
@@ -825,6 +850,26 @@ def _chaos_rule(payload: Any) -> ChaosRule:
         body=values.get("body"),
         retry_after=values.get("retry_after"),
     )
+
+
+def _bounce_rule(payload: dict[str, Any]) -> BounceRule:
+    """``{"bounce": "to@example.com" | "*", "bounce_type": "Permanent", "fail_next": 1}``."""
+    errors: list[dict[str, str]] = []
+    unknown = sorted(set(payload) - {"bounce", "bounce_type", "bounceType", "fail_next",
+                                     "failNext"})
+    errors += [{"field": key, "message": "unknown bounce rule option"} for key in unknown]
+    to = payload.get("bounce")
+    if not isinstance(to, str) or not (to == "*" or "@" in to):
+        errors.append({"field": "bounce", "message": "an email address, or * for anyone"})
+    kind = payload.get("bounce_type", payload.get("bounceType", "Permanent"))
+    if kind not in ("Permanent", "Transient"):
+        errors.append({"field": "bounce_type", "message": "Permanent or Transient"})
+    count = payload.get("fail_next", payload.get("failNext", 1))
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000:
+        errors.append({"field": "fail_next", "message": "must be an integer from 1 to 1000000"})
+    if errors:
+        raise EmailValidationError(errors)
+    return BounceRule(to=str(to), bounce_type=str(kind), remaining=int(count))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

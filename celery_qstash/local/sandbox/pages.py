@@ -334,6 +334,22 @@ def _tab_link(msg_id: str, tab: str, current: str, label: str) -> str:
             f"{label}</a>")
 
 
+def _events(events: list[dict[str, Any]] | None) -> str:
+    """The email's webhook events: what AutoSend would tell the app, and how that went."""
+    if events is None:
+        return ""
+    if not events:
+        return '<p class="muted" id="events">No webhook events.</p>'
+    rows = "".join(
+        f"<tr><td>{_e(ev['createdAt'])}</td><td><code>{_e(ev['event'])}</code></td>"
+        f"<td>{_e(ev['state'])}</td><td>{_e(ev['attempts'])}</td>"
+        f"<td>{_e(ev['lastStatus'] if ev['lastStatus'] is not None else ev['lastError'] or '')}"
+        "</td></tr>" for ev in events)
+    return ('<h3 id="events">Webhook events</h3><table class="events"><thead><tr><th>Time</th>'
+            "<th>Event</th><th>Webhook</th><th>Attempts</th><th>Last answer</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
+
+
 def _shown_request(request: Any) -> Any:
     """The request as received, its custom headers' credentials redacted (the one rule of
     :mod:`celery_qstash.redaction`: an ``X-Api-Key`` header is not for the inbox)."""
@@ -361,11 +377,12 @@ def _remote_switch(msg: Message, quoted: str, width: str, remote: bool) -> str:
 
 def message(msg: Message, *, tab: str = "html", width: str = "desktop",
             newer: str | None = None, older: str | None = None, token: str = "",
-            dashboard_url: str | None = None, remote: bool = False) -> str:
-    """One email: a summary, tabs (HTML at desktop or mobile width, Text, Source, Headers,
-    Request), newer/older links, Delete, and a link to its task on the dashboard.
-    ``remote``: the reader asked to load this email's remote images, CSS and fonts (the
-    page's CSP blocks them otherwise; the bar above the preview switches)."""
+            dashboard_url: str | None = None, remote: bool = False,
+            events: list[dict[str, Any]] | None = None) -> str:
+    """One email: a summary, its webhook events, tabs (HTML at desktop or mobile width,
+    Text, Source, Headers, Request), newer/older links, Delete, and a link to its task on
+    the dashboard. ``remote``: the reader asked to load this email's remote images, CSS
+    and fonts (the page's CSP blocks them otherwise; the bar above the preview switches)."""
     msg_id = str(msg["id"])
     quoted = _e(quote(msg_id, safe=""))
     summary = [
@@ -428,6 +445,7 @@ def message(msg: Message, *, tab: str = "html", width: str = "desktop",
         f"<h1>{_e(msg.get('renderedSubject') or '(no subject)')}{_test_badge(msg)}</h1>"
         f'<div class="bar">{"".join(links)}</div>'
         f'<div class="card"><dl class="headers">{rows}</dl></div>'
+        f"{_events(events)}"
         f'<nav class="tabs">{tabs}</nav><div class="panel">{panel}</div>'
         f'<p class="muted">JSON: <a href="/api/v1/messages/{quoted}">'
         f"/api/v1/messages/{_e(msg_id)}</a></p>"

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,21 @@ CREATE TABLE IF NOT EXISTS rejections (
     created_at REAL NOT NULL,
     data       TEXT NOT NULL   -- {status, kind, reason, endpoint, to, subject, idempotencyKey}
 );
+CREATE TABLE IF NOT EXISTS webhooks (  -- AutoSend's events for each email (webhooks.py)
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT NOT NULL UNIQUE,   -- X-Webhook-Delivery-Id, the same on every retry
+    email_id    TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    body        TEXT NOT NULL,          -- the signed JSON, byte for byte on every attempt
+    due_at      REAL NOT NULL,          -- the next attempt
+    state       TEXT NOT NULL,          -- pending, delivered, failed, recorded (no URL)
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error  TEXT,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, due_at);
+CREATE INDEX IF NOT EXISTS webhooks_email ON webhooks (email_id);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     n    INTEGER NOT NULL
@@ -271,6 +286,11 @@ class SandboxStore:
         with self._lock, self._db:
             yield self._db
 
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """The database in one transaction, under the store's lock (the webhook emitter
+        keeps its table here)."""
+        return self._tx()
+
     # -- emails --------------------------------------------------------------
 
     def save(
@@ -460,12 +480,13 @@ class SandboxStore:
 
     def reset(self) -> None:
         """Forget everything: emails, idempotency records, counters, refused requests,
-        windows, chaos."""
+        webhook events, windows, chaos."""
         with self._tx() as db:
             db.execute("DELETE FROM emails")
             db.execute("DELETE FROM idempotency")
             db.execute("DELETE FROM counters")
             db.execute("DELETE FROM rejections")
+            db.execute("DELETE FROM webhooks")
         self.limiter.reset()
         self.chaos.clear()
 
