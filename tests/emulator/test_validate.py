@@ -4,6 +4,7 @@ the maximum delay are refused (issue 23)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -66,7 +67,15 @@ AUTH_HEADERS = {"Authorization": f"Bearer {DEV_TOKEN}"}
 def test_link_local_and_metadata_hosts_are_refused_in_any_spelling(url: str) -> None:
     with pytest.raises(BadRequest, match="--allow-link-local"):
         check_url(url, "destination url")
-    assert check_url(url, "destination url", allow_link_local=True) == url
+    try:
+        httpx.URL(url)
+    except Exception:
+        # httpx 0.25 (the floor) cannot call this spelling at all: allowed, it is still
+        # refused, as no URL.
+        with pytest.raises(BadRequest, match="not a valid URL"):
+            check_url(url, "destination url", allow_link_local=True)
+    else:
+        assert check_url(url, "destination url", allow_link_local=True) == url
 
 
 @pytest.mark.parametrize("url", LOCAL)

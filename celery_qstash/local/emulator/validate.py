@@ -8,6 +8,7 @@ import ipaddress
 import re
 import socket
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -160,10 +161,9 @@ def check_url(url: str, what: str, *, allow_link_local: bool = False) -> str:
     ``http://169.254.169.254/latest/meta-data/`` on a cloud machine. Loopback and
     private ranges stay allowed: local development needs them.
     """
-    problem = url_problem(url)
-    if problem is not None:
-        raise BadRequest(problem.format(what=what))
     if not allow_link_local:
+        # First: an old httpx calls "http://2852039166/" no URL at all, a resolver calls
+        # it 169.254.169.254; the refusal names the reason either way.
         head = _AUTHORITY.match(url)
         host = _authority_host(head.group(0)) if head else ""
         if is_link_local(host):
@@ -171,6 +171,9 @@ def check_url(url: str, what: str, *, allow_link_local: bool = False) -> str:
                 f"invalid {what}: {host} is a link-local or cloud metadata address; "
                 f"start the emulator with {LINK_LOCAL_FLAG} to deliver there"
             )
+    problem = url_problem(url)
+    if problem is not None:
+        raise BadRequest(problem.format(what=what))
     return url
 
 
@@ -186,8 +189,10 @@ _METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog"})
 def _authority_host(authority: str) -> str:
     try:
         return httpx.URL(authority).host
-    except Exception:  # already refused by url_problem; never here in practice
-        return ""
+    except Exception:
+        # Older httpx (0.25) refuses spellings a resolver still takes ("2852039166",
+        # "169.254.43518"): read the host as urllib does, so they are judged, not passed.
+        return urlsplit(authority).hostname or ""
 
 
 @lru_cache(maxsize=4096)
