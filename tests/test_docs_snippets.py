@@ -60,7 +60,10 @@ PRELUDES = {
         "celery_app.conf.update(qstash_current_signing_key='sig_docs_current',\n"
         "                       qstash_next_signing_key='sig_docs_next')\n"
         "api = FastAPI()\n"
-        "flask_app = Flask('docs')\n"
+        # instance_path given: Flask 3.0 (the floor) cannot guess one for a module that is
+        # not a file.
+        "import tempfile\n"
+        "flask_app = Flask('docs', instance_path=tempfile.gettempdir())\n"
     ),
 }
 #: What a pytest snippet's module starts with: the README's world and its ``app`` fixture.
