@@ -192,7 +192,11 @@ def _authority_host(authority: str) -> str:
     except Exception:
         # Older httpx (0.25) refuses spellings a resolver still takes ("2852039166",
         # "169.254.43518"): read the host as urllib does, so they are judged, not passed.
-        return urlsplit(authority).hostname or ""
+        # What urllib cannot read either is no URL: url_problem answers it with a 400.
+        try:
+            return urlsplit(authority).hostname or ""
+        except ValueError:
+            return ""
 
 
 @lru_cache(maxsize=4096)
