@@ -55,14 +55,17 @@ def test_entry_points_load() -> None:
     assert {"status", "inspect", "revoke", "dlq", "dev"} <= set(group.commands)
 
 
-def _noxfile_constant(name: str) -> object:
-    tree = ast.parse((ROOT / "noxfile.py").read_text())
-    for node in tree.body:
+def _constant(path: Path, name: str) -> object:
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == name for t in node.targets
         ):
             return ast.literal_eval(node.value)
-    raise AssertionError(f"noxfile.py has no {name}")
+    raise AssertionError(f"{path.name} has no {name}")
+
+
+def _noxfile_constant(name: str) -> object:
+    return _constant(ROOT / "noxfile.py", name)
 
 
 def test_the_matrix_runs_every_python_the_classifiers_claim_and_each_django_series() -> None:
@@ -79,6 +82,34 @@ def test_the_matrix_runs_every_python_the_classifiers_claim_and_each_django_seri
     assert isinstance(djangos, dict) and set(djangos.values()) <= set(claimed)
     django_floor = next(r for r in _direct_requirements() if r.name == "django")
     assert min(djangos, key=Version) == str(django_floor.specifier).removeprefix(">=")
+
+
+def test_scripts_matrix_all_is_every_nox_session_and_ci_covers_every_python() -> None:
+    # `scripts/matrix all` stands for `nox` alone: a session added to noxfile.py and not
+    # here would never run before a release.
+    pythons = _noxfile_constant("PYTHONS")
+    djangos = _noxfile_constant("DJANGOS")
+    assert isinstance(pythons, tuple) and isinstance(djangos, dict)
+    registered = {f"tests-{p}" for p in pythons} | {"lowest", "newest"} | {
+        f"django-{series}" for series in djangos
+    }
+    matrix = ROOT / "scripts" / "matrix"
+    everything = _constant(matrix, "ALL_SESSIONS")
+    assert isinstance(everything, tuple) and len(everything) == len(set(everything))
+    assert set(everything) == registered
+    ci = _constant(matrix, "CI_SESSIONS")
+    assert isinstance(ci, tuple) and set(ci) <= registered
+    # Together with scripts/test's default run (Python 3.11), CI's sessions reach every
+    # Python the classifiers claim and every Django series.
+    session_python = {f"tests-{p}": p for p in pythons} | {
+        "lowest": pythons[0], "newest": pythons[-1],
+    } | {f"django-{series}": python for series, python in djangos.items()}
+    assert {session_python[name] for name in ci} | {"3.11"} == set(pythons)
+    djangos_reached = {"4.2" if name == "lowest" else name.removeprefix("django-")
+                       for name in ci if name == "lowest" or name.startswith("django-")}
+    # The default run installs the newest Django 3.11 can (the 5.2 series); tests-3.12
+    # gets the newest there is (6.x), so 4.2, 5.2 and 6.1 are each run by CI.
+    assert djangos_reached | {"5.2"} == set(djangos)
 
 
 def _direct_requirements() -> list[Requirement]:
