@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -35,12 +36,39 @@ APP_MODULE = textwrap.dedent('''
     from celery import Celery
     from celery_qstash import DeferredTask
 
+    from celery import signals
+
     app = Celery("servapp")
+    pool = {}
+
+    def note(event):
+        if os.environ.get("SERVAPP_SIGNALS"):
+            with open(os.environ["SERVAPP_SIGNALS"], "a") as log:
+                log.write(f"{event}\\n")
+
+    # What code moved off a worker hangs on its signals: a per-process resource.
+    @signals.worker_process_init.connect
+    def open_pool(sender=None, **kwargs):
+        pool["connection"] = f"pool of {sender}"
+        note(f"worker_process_init {sender}")
+
+    @signals.worker_init.connect
+    def started(sender=None, **kwargs):
+        note(f"worker_init {sender.hostname}")
+
+    @signals.worker_ready.connect
+    def ready(sender=None, **kwargs):
+        note("worker_ready")
+
+    @signals.worker_shutdown.connect
+    def stopped(sender=None, **kwargs):
+        note("worker_shutdown")
 
     @app.task(base=DeferredTask, name="servapp.record", shared=False)
     def record(word):
         with open(os.environ["SERVAPP_LOG"], "a") as log:
             log.write(f"{os.getpid()} {word}\\n")
+        note(f"ran {word} on {pool.get('connection')}")
         return word.upper()
 ''')
 
@@ -151,8 +179,11 @@ def test_with_qstash_dev_it_starts_on_the_dev_keys_and_sigterm_stops_it(tmp_path
     (tmp_path / "servapp.py").write_text(APP_MODULE)
     port = free_port()
     url = f"http://127.0.0.1:{port}/tasks"
-    proc = _start(tmp_path, ["-A", "servapp:app", "--port", str(port), "--path", "/tasks"],
-                  {"QSTASH_DEV": "true", "SERVAPP_LOG": str(tmp_path / "ran.log")})
+    signals = tmp_path / "signals.log"
+    proc = _start(tmp_path, ["-A", "servapp:app", "--port", str(port), "--path", "/tasks",
+                             "-n", "receiver1@%h"],
+                  {"QSTASH_DEV": "true", "SERVAPP_LOG": str(tmp_path / "ran.log"),
+                   "SERVAPP_SIGNALS": str(signals)})
     try:
         _wait_listening(proc, url)
         body = json.dumps({"kind": MESSAGE_KIND, "task": "servapp.record", "id": "dev-1",
@@ -169,6 +200,12 @@ def test_with_qstash_dev_it_starts_on_the_dev_keys_and_sigterm_stops_it(tmp_path
     assert code == 0, out
     assert "(the public dev signing keys: for `celery-qstash dev` only)" in out
     assert out.splitlines()[-1] == "stopped"
+    # A worker's signals, in a worker's order, around the body that needed them.
+    node = f"receiver1@{socket.gethostname()}"
+    assert signals.read_text().splitlines() == [
+        f"worker_init {node}", f"worker_process_init {node}", "worker_ready",
+        f"ran dev on pool of {node}", "worker_shutdown",
+    ]
 
 
 def test_without_signing_keys_it_refuses_to_start(tmp_path: Path, servapp: Any) -> None:

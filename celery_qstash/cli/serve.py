@@ -23,6 +23,7 @@ from ..errors import ConfigurationError
 from ..guard import Receive, SameSiteGuard, Scope, Send, local_hosts, send_text
 from ..receiver import CallbackReceiver
 from ..receiver.adapters import ReceiverASGI
+from ..receiver.lifecycle import worker_lifecycle
 from .beat import _celery_cli_app, _load_app
 from .servers import bind_port
 
@@ -109,11 +110,17 @@ def _ignore(signum: int, frame: Any) -> None:
 @click.option("--loglevel", "-l", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="as `celery worker -l`: INFO logs each task run")
-def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str) -> None:
+@click.option("--hostname", "-n", default=None, metavar="NAME",
+              help="the node name worker signals carry, as `celery worker -n` "
+                   "[default: celery@<host>]")
+def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str,
+          hostname: str | None) -> None:
     """Run the app's QStash receiver: deferred tasks' bodies run here, as on a worker.
 
-    Refuses to start without signing keys (QSTASH_DEV=true uses the dev ones). Ctrl-C or
-    SIGTERM stops it once the deliveries in progress are answered.
+    Sends a worker's signals (worker_init, worker_process_init, worker_ready, then
+    worker_shutdown...), so set-up hung on them runs. Refuses to start without signing
+    keys (QSTASH_DEV=true uses the dev ones). Ctrl-C or SIGTERM stops it once the
+    deliveries in progress are answered.
     """
     try:
         import uvicorn
@@ -140,7 +147,10 @@ def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str) 
                                                lifespan="off"))
         previous = signal.signal(signal.SIGTERM, _ignore)
         try:
-            server.run(sockets=[sock])
+            # The socket already listens: deliveries that arrive during start-up wait in
+            # its backlog until worker_ready's handlers have run.
+            with worker_lifecycle(celery_app, hostname, host=host, port=bound, path=path):
+                server.run(sockets=[sock])
         except KeyboardInterrupt:
             pass
         finally:

@@ -13,9 +13,13 @@ recorded as **done only after its handler succeeded**, never "seen" before it.
   non-2xx so QStash retries later (a 2xx here would record success before the first
   delivery knows it succeeded).
 
-The key is the QStash message id: every ``self.retry()`` publishes a new message, so a
-Celery retry (which keeps its task id) is never taken for a duplicate. A lease expires
-by itself, so a process killed mid-body leaves the message to QStash's next retry.
+The key comes from the signed body (:func:`celery_qstash.receiver.core.delivery_key`): a
+task message's per-publish nonce (every ``self.retry()`` publishes anew, so a Celery
+retry, which keeps its task id, is never taken for a duplicate; a schedule's firings add
+their message id), a callback's source message and attempt. A captured request replayed
+under a fresh ``Upstash-Message-Id``, which is not signed, is still the same delivery.
+A lease expires by itself, so a process killed mid-body leaves the message to QStash's
+next retry.
 
 :class:`MemoryLedger` serves one process. Several processes behind a load balancer
 share :class:`celery_qstash.receiver.ledgers.RedisLedger` or
