@@ -100,7 +100,9 @@ class Settings:
                 "qstash_receiver_url",
                 "a deferred task runs on the app's receiver: set the Celery setting "
                 "qstash_receiver_url (or QSTASH_RECEIVER_URL) to the public URL where "
-                "celery_qstash.receiver is mounted",
+                "celery_qstash.receiver is mounted"
+                + (" (in dev mode, `celery-qstash dev --app module:app` hosts it and prints "
+                   "the line to export; or run `celery-qstash serve`)" if self.dev else ""),
             )
         return url
 

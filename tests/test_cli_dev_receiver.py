@@ -43,10 +43,17 @@ APP_MODULE = textwrap.dedent('''
         with open(os.environ["DEVLOOP_LOG"], "a") as log:
             log.write(f"{task_id} {email_id}\\n")
 
+    from celery import signals
+    opened = {}
+
+    @signals.worker_process_init.connect
+    def open_resources(sender=None, **kwargs):
+        opened["by"] = "worker_process_init"
+
     @app.task(base=DeferredTask, name="devloop.tally", shared=False)
     def tally(n):
         with open(os.environ["DEVLOOP_RAN"], "a") as ran:
-            ran.write(f"{os.getpid()} {n}\\n")
+            ran.write(f"{os.getpid()} {n} {opened.get('by', 'nothing')}\\n")
 
     @email_event.connect
     def webhook(sender, event, task_id, **kwargs):
@@ -147,8 +154,9 @@ def test_dev_with_app_closes_the_loop_offline(tmp_path: Path) -> None:
             time.sleep(0.05)
         while not (ran.exists() and ran.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        # The deferred task's body ran in the dev process, not in the caller's.
-        assert ran.read_text().split() == [str(proc.pid), "7"]
+        # The deferred task's body ran in the dev process, not in the caller's, after the
+        # worker signals its set-up hangs on.
+        assert ran.read_text().split() == [str(proc.pid), "7", "worker_process_init"]
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)

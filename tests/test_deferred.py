@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from celery_qstash import DeferredTask, UnsupportedOption, qstash_task
+from celery_qstash import ConfigurationError, DeferredTask, UnsupportedOption, qstash_task
 from celery_qstash.clock import FakeClock
 from celery_qstash.config import load_settings
 from celery_qstash.local.emulator.signing import sign
@@ -73,7 +73,12 @@ def test_the_receiver_url_is_required_to_publish() -> None:
     @app.task(base=DeferredTask, name="nr.t", shared=False)
     def t() -> None: ...
 
-    with pytest.raises(Exception, match="qstash_receiver_url"):
+    with pytest.raises(ConfigurationError, match="qstash_receiver_url") as refused:
+        t.delay()
+    assert "celery-qstash dev" not in str(refused.value)
+    # In dev mode the refusal says which command hosts a receiver and prints its URL.
+    app.conf.qstash_dev = True
+    with pytest.raises(ConfigurationError, match="celery-qstash dev --app module:app"):
         t.delay()
 
 

@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from ..devserver import (
     EMULATOR_PORT,
     SANDBOX_PORT,
 )
+from ..receiver.lifecycle import worker_lifecycle
 from .output import http_url
 
 __all__ = [
@@ -348,6 +349,7 @@ def dev(
     _logging()
     _state_dir(data_dir)
     servers: list[Any] = []
+    lifecycle = ExitStack()
     try:
         box = SandboxServer(host=host, port=sandbox_port, data_dir=data_dir / "sandbox",
                             verified_domains=verified_domains or None,
@@ -378,6 +380,8 @@ def dev(
         callback_url = None
         secret = webhook_secret or DEV_WEBHOOK_SECRET
         if celery_app is not None:
+            # Deferred bodies run in this process: tell the app so, as a worker would.
+            lifecycle.enter_context(worker_lifecycle(celery_app))
             hosted = receiver_server(celery_app, host, receiver_port, keys,
                                      webhook_secret=secret).start()
             servers.append(hosted)
@@ -419,6 +423,7 @@ def dev(
     finally:
         for server in reversed(servers):
             server.stop()
+        lifecycle.close()  # worker_shutdown, once no delivery can arrive
         if servers:
             click.echo("stopped")
 
