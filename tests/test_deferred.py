@@ -4,11 +4,12 @@ keys and answers (the end-to-end path is tests/integration/test_deferred.py)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import pytest
-from celery import Celery
+from celery import Celery, chord
 
 from celery_qstash import ConfigurationError, DeferredTask, UnsupportedOption, qstash_task
 from celery_qstash.clock import FakeClock
@@ -288,3 +289,56 @@ def test_an_expired_message_is_revoked_and_its_body_never_runs(app: Celery) -> N
     assert answer.status == 200 and answer.payload["status"] == "REVOKED"
     assert ran == []
     assert revoked == [True]
+
+
+@pytest.mark.parametrize(("backend", "said"), [
+    ("qstash://", "qstash:// cannot"), (None, "none is set"),
+    ("rpc://", "RPCBackend cannot"),
+])
+def test_a_chord_is_refused_in_eager_mode_where_production_refuses_it(
+    app: Celery, backend: str | None, said: str
+) -> None:
+    # Eager mode is production without the network: the same refusal, the same words.
+    app.conf.update(task_always_eager=True, result_backend=backend)
+    ran: list[int] = []
+
+    @app.task(base=DeferredTask, name="u.double", shared=False)
+    def double(x: int) -> int:
+        ran.append(x)
+        return 2 * x
+
+    @app.task(base=DeferredTask, name="u.total", shared=False)
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    with pytest.raises(UnsupportedOption, match=re.escape(f"({said})")) as refused:
+        chord([double.s(1), double.s(2)])(total.s())
+    assert refused.value.option == "chord" and "redis://" in str(refused.value)
+    assert ran == []
+
+
+def test_a_chord_runs_in_eager_mode_on_a_backend_that_counts_parts(app: Celery) -> None:
+    app.conf.update(task_always_eager=True, result_backend="cache+memory://")
+
+    @app.task(base=DeferredTask, name="u.double", shared=False)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @app.task(base=DeferredTask, name="u.total", shared=False)
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    assert chord([double.s(1), double.s(2)])(total.s()).get() == 6
+
+
+def test_joins_chords_knows_which_backends_count_parts() -> None:
+    from celery_qstash.tasks.deferred import joins_chords
+
+    def backend(url: str | None) -> Any:
+        app = Celery("backends", set_as_current=False)
+        app.conf.result_backend = url
+        return app.backend
+
+    assert joins_chords(backend("cache+memory://")) and joins_chords(backend("redis://"))
+    assert not joins_chords(backend("qstash://")) and not joins_chords(backend(None))
+    assert not joins_chords(backend("rpc://"))  # Celery's chord_unlock: a broker's task

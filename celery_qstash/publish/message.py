@@ -2,7 +2,7 @@
 
 It holds what a Celery worker reads from a protocol-2 message (celery/app/amqp.py
 ``as_task_v2``: the task name, id, args, kwargs, retries, eta, expires, the canvas
-fields ``callbacks``/``errbacks``/``chain``, root and parent ids, group), as JSON, plus
+fields ``callbacks``/``errbacks``/``chain``/``chord``, root and parent ids, group), as JSON, plus
 ``delivery``: a nonce of this publish, the receiver's duplicate-ledger key (each
 ``self.retry()`` publishes anew under the same task id, so the task id alone would
 swallow Celery's retries). The body is what QStash signs, so the receiver trusts it.
@@ -48,7 +48,8 @@ def task_answer(response: Any) -> dict[str, Any] | None:
 #: ``schedule``: the message is a QStash schedule's, sent again on every firing (each
 #: firing's task id is ``<id>.<QStash message id>``).
 MESSAGE_FIELDS = ("root_id", "parent_id", "group", "group_index", "callbacks", "errbacks",
-                  "chain", "shadow", "eta", "expires", "ignore_result", "headers", "schedule")
+                  "chain", "chord", "shadow", "eta", "expires", "ignore_result", "headers",
+                  "schedule")
 #: Every key a message may have (``retry_budget``: QStash's retries, added by the plan);
 #: the receiver refuses any other (a message of another version is not guessed at).
 MESSAGE_KEYS = frozenset({"kind", "task", "id", "args", "kwargs", "retries", "delivery",

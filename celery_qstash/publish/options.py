@@ -285,6 +285,18 @@ def canvas_error(option: str) -> UnsupportedOption:
     )
 
 
+def chord_backend_error(backend: str) -> UnsupportedOption:
+    """The error for a chord of deferred tasks on a result backend that cannot join it;
+    ``backend`` says what the app has ("qstash:// cannot", "none is set")."""
+    return UnsupportedOption(
+        "chord",
+        f"a chord needs a result backend that counts its parts as they finish ({backend}): "
+        "set result_backend to Redis (redis://...) or a cache backend "
+        "(cache+memcached://...), or run the body as a link of a group's last task, or "
+        "collect the group's results with GroupResult.get()",
+    )
+
+
 def _chain(option: str) -> Callable[[_Draft, Any], None]:
     def reject(d: _Draft, value: Any) -> None:
         if value:

@@ -99,6 +99,8 @@ def _parsed(body: Mapping[str, Any]) -> str | None:
             isinstance(value, list) and all(isinstance(v, dict) for v in value)
         ):
             return f"message field {name!r} is not a list of signatures"
+    if body.get("chord") is not None and not isinstance(body.get("chord"), dict):
+        return "message field 'chord' is not a signature"
     return None
 
 
@@ -152,7 +154,9 @@ def _request(
         "callbacks": body.get("callbacks"),
         "errbacks": body.get("errbacks"),
         "chain": body.get("chain"),
-        "chord": None,
+        # A chord header's body: the result backend counts this part when the tracer
+        # stores the result, and the last part publishes the body (Backend.mark_as_done).
+        "chord": body.get("chord"),
         "shadow": body.get("shadow"),
         "headers": body.get("headers") or {},
         "timelimit": (task.time_limit, task.soft_time_limit),

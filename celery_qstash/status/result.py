@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import weakref
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +27,7 @@ from celery.result import AsyncResult, EagerResult
 from ..clock import utc_moment
 from ..config import load_settings
 from ..errors import DeliveryFailed
-from ..publish.options import canvas_error
+from ..publish.options import canvas_error, chord_backend_error
 from ..publish.transports.aio import async_client_for
 from ..publish.transports.qstash import client_for
 from .query import PAGE_SIZE, TASK_PAGES, NotFound, StatusClient
@@ -136,8 +137,12 @@ class QStashBackend(BaseBackend):  # type: ignore[misc]
 
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> Any:
         """Refused before Celery sends its ``chord_unlock`` task to a broker: QStash's logs
-        cannot join a chord, and a QStash task in the header is refused anyway (the same
+        cannot join a chord. Deferred tasks join chords on a backend that counts their
+        parts (Redis, a cache); an email task in the header is refused anyway (the same
         error as eager mode's)."""
+        task = self.app.tasks.get(body.get("task")) if isinstance(body, Mapping) else None
+        if getattr(task, "body_at_delivery", False):  # a DeferredTask: say what would work
+            raise chord_backend_error("qstash:// cannot")
         raise canvas_error("chord")
 
     def _forget(self, task_id: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery import states as celery_states
-from celery.backends.base import DisabledBackend
+from celery.backends.base import Backend, DisabledBackend
 from celery.exceptions import Ignore, Reject, Retry, TaskRevokedError
 from celery.utils.functional import maybe_list
 from kombu.utils.uuid import uuid
@@ -33,13 +33,13 @@ from ..config import call_conf, load_settings
 from ..email import coerce_email, splitting_bulk
 from ..errors import UnsupportedOption
 from ..publish.message import json_arguments, task_message
-from ..publish.options import APPLY_ASYNC_OPTIONS
+from ..publish.options import APPLY_ASYNC_OPTIONS, chord_backend_error
 from ..publish.plan import plan_publish
 from ..publish.transports import get_transport
 from ..publish.transports.eager import EagerTransport, eager_forced
 from ..status.result import QStashAsyncResult, QStashBackend
 from .batch import Prepared, current_collector, split_plan
-from .planning import _routed_queue, task_attrs
+from .planning import _canvas_step, _routed_queue, task_attrs
 from .tracing import push_request_merged
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
@@ -48,7 +48,7 @@ __all__ = ["DeferredEmailTask", "DeferredTask"]
 _MESSAGE_OPTIONS = ("root_id", "parent_id", "group_id", "group_index", "chain", "headers")
 #: Options Celery's ``Task.retry`` passes back (``Context.as_execution_options``) that
 #: have no meaning here: no reply queue, no nesting of replaced tasks, no origin host.
-_WORKER_ONLY = ("reply_to", "replaced_task_nesting", "origin", "chord", "is_eager")
+_WORKER_ONLY = ("reply_to", "replaced_task_nesting", "origin", "is_eager")
 
 
 @dataclass
@@ -83,6 +83,25 @@ def _signatures(option: str, value: Any) -> list[dict[str, Any]] | None:
             )
         out.append(dict(item))
     return out
+
+
+def joins_chords(backend: Any) -> bool:
+    """Does this result backend join a chord by itself, counting the header's parts as
+    they finish (Redis; memcached, Django's cache, DynamoDB: ``implements_incr``)? Any
+    other starts Celery's ``chord_unlock`` task, which needs a broker and a worker; and
+    QStash's logs (``qstash://``) cannot count."""
+    if isinstance(backend, (QStashBackend, DisabledBackend)):
+        return False
+    apply_chord = getattr(backend.apply_chord, "__func__", None)
+    return apply_chord is not None and apply_chord is not Backend.apply_chord
+
+
+def _backend_said(backend: Any) -> str:
+    if isinstance(backend, QStashBackend):
+        return "qstash:// cannot"
+    if isinstance(backend, DisabledBackend):
+        return "none is set"
+    return f"{type(backend).__name__} cannot"
 
 
 def _iso(ts: float | None) -> str | None:
@@ -126,13 +145,11 @@ class DeferredTask(Task):  # type: ignore[misc]
                 self.__header__(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"Arguments did not match the task's signature: {exc}") from None
-        if options.get("chord") is not None:
-            raise UnsupportedOption(
-                "chord",
-                "a chord needs a result backend that counts its parts; deferred tasks support "
-                "chain, group and link: run the body as a link of a group's last task, or "
-                "collect the group's results with GroupResult.get()",
-            )
+        # A chord's header task carries the body's signature, as on a worker: when it
+        # finishes, the result backend counts it and the last one publishes the body.
+        chord_body = options.pop("chord", None)
+        if chord_body is not None and not joins_chords(app.backend):
+            raise chord_backend_error(_backend_said(app.backend))
         json_arguments(self.name, args, kwargs)
         task_id = task_id or uuid()
         conf = call_conf(app.conf)
@@ -184,6 +201,7 @@ class DeferredTask(Task):  # type: ignore[misc]
             callbacks=callbacks,
             errbacks=errbacks,
             chain=[dict(s) for s in carried["chain"]] if carried.get("chain") else None,
+            chord=dict(chord_body) if chord_body is not None else None,
             headers=dict(carried["headers"]) if carried.get("headers") else None,
             shadow=shadow,
             eta=_iso(plan.deliver_at(now)) if plan.delay or plan.not_before else None,
@@ -198,6 +216,14 @@ class DeferredTask(Task):  # type: ignore[misc]
             return self.AsyncResult(task_id)
         sent = get_transport(settings).publish(request)
         return self.AsyncResult(task_id, message_id=sent.message_id)
+
+    def apply(self, *args: Any, **kwargs: Any) -> Any:
+        # Eager mode is production without the network: a chord's header that production
+        # would refuse (its backend cannot count the parts) is refused here too. Celery's
+        # eager canvas runs the header through apply(), without the chord= option.
+        if _canvas_step() == "chord" and not joins_chords(self._get_app().backend):
+            raise chord_backend_error(_backend_said(self._get_app().backend))
+        return super().apply(*args, **kwargs)
 
     def push_request(self, *args: Any, **kwargs: Any) -> None:
         push_request_merged(self, *args, **kwargs)

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from celery import Celery, chord, group
+from celery.exceptions import ChordError
 from celery.result import AsyncResult
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
 from waiting import wait_until
@@ -286,12 +287,78 @@ def test_a_group_is_one_batch_and_each_result_comes_back(
     assert sorted(r.get(timeout=20) for r in results.results) == [0, 2, 4, 6]
 
 
-def test_a_chord_is_refused_at_the_call_site(live_app: Celery, receiver_url: str,
-                                             runs: Runs) -> None:
+def test_a_chord_on_qstash_logs_is_refused_at_the_call_site(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
     add = _add(live_app, runs)
-    with pytest.raises(UnsupportedOption, match="chord"):
+    # QStash's logs cannot count a chord's parts: the refusal says which backend can.
+    with pytest.raises(UnsupportedOption, match=r"chord: .*qstash:// cannot.*redis://"):
         chord([add.s(1, 1), add.s(2, 2)])(add.s(0))
     assert runs.of("add") == []
+
+
+def _tsum(app: Celery, runs: Runs) -> Any:
+    @app.task(base=DeferredTask, name="live.tsum", shared=False)
+    def tsum(numbers: list[int]) -> int:
+        runs.add("tsum", sorted(numbers))
+        return sum(numbers)
+
+    return tsum
+
+
+@pytest.mark.parametrize("backend", ["redis", "cache+memory://"])
+def test_a_chord_runs_its_body_once_when_the_backend_counts_the_parts(
+    live_app: Celery, receiver_url: str, runs: Runs, backend: str, request: pytest.FixtureRequest,
+) -> None:
+    # As on a worker: each header task carries the body; the backend counts the parts as
+    # the receiver's tracer stores them, and the last one publishes the body via QStash.
+    live_app.conf.result_backend = (
+        request.getfixturevalue("redis_url") if backend == "redis" else backend)
+    add, tsum = _add(live_app, runs), _tsum(live_app, runs)
+    result = chord([add.s(1, 1), add.s(2, 2), add.s(3, 3)])(tsum.s())
+    assert result.get(timeout=30) == 12
+    assert sorted(runs.of("add")) == [(1, 1), (2, 2), (3, 3)]
+    assert runs.of("tsum") == [[2, 4, 6]]
+    assert result.parent is not None and sorted(result.parent.get(timeout=5)) == [2, 4, 6]
+
+
+def test_a_chord_whose_header_fails_fails_its_body_with_a_chord_error(
+    live_app: Celery, receiver_url: str, runs: Runs, redis_url: str,
+) -> None:
+    live_app.conf.result_backend = redis_url
+    add, tsum = _add(live_app, runs), _tsum(live_app, runs)
+
+    @live_app.task(base=DeferredTask, name="live.broken", max_retries=0, shared=False)
+    def broken(x: int) -> int:
+        raise ValueError(f"no {x}")
+
+    result = chord([add.s(1, 1), broken.s(7)])(tsum.s())
+    # As on a worker: get() raises the header's own error first (the parent's), and the
+    # body is marked failed with a ChordError naming it, and never runs.
+    with pytest.raises(ValueError, match="no 7"):
+        result.get(timeout=30)
+    wait_until(lambda: result.state == "FAILURE", "the chord body marked FAILURE")
+    assert isinstance(result.result, ChordError) and "no 7" in str(result.result)
+    assert runs.of("tsum") == []
+
+
+def test_a_chord_header_that_retries_keeps_its_chord(
+    live_app: Celery, receiver_url: str, runs: Runs, redis_url: str,
+) -> None:
+    live_app.conf.result_backend = redis_url
+    add, tsum = _add(live_app, runs), _tsum(live_app, runs)
+
+    @live_app.task(base=DeferredTask, bind=True, name="live.flaky_double", shared=False)
+    def flaky_double(self: Any, x: int) -> int:
+        runs.add("flaky", self.request.retries)
+        if self.request.retries == 0:
+            raise self.retry(countdown=0)
+        return 2 * x
+
+    result = chord([flaky_double.s(5), add.s(1, 2)])(tsum.s())
+    # self.retry() published the next attempt with the chord it came with: the body ran.
+    assert result.get(timeout=30) == 13
+    assert runs.of("flaky") == [0, 1] and runs.of("tsum") == [[3, 10]]
 
 
 def test_an_ordinary_celery_result_backend_gets_the_result(
