@@ -87,7 +87,7 @@ def _signatures(option: str, value: Any) -> list[dict[str, Any]] | None:
 
 def joins_chords(backend: Any) -> bool:
     """Does this result backend join a chord by itself, counting the header's parts as
-    they finish (Redis; memcached, Django's cache, DynamoDB: ``implements_incr``)? Any
+    they finish (Redis; Celery's cache backend, DynamoDB: ``implements_incr``)? Any
     other starts Celery's ``chord_unlock`` task, which needs a broker and a worker; and
     QStash's logs (``qstash://``) cannot count."""
     if isinstance(backend, (QStashBackend, DisabledBackend)):
