@@ -342,3 +342,25 @@ def test_joins_chords_knows_which_backends_count_parts() -> None:
     assert joins_chords(backend("cache+memory://")) and joins_chords(backend("redis://"))
     assert not joins_chords(backend("qstash://")) and not joins_chords(backend(None))
     assert not joins_chords(backend("rpc://"))  # Celery's chord_unlock: a broker's task
+
+
+def test_the_body_sees_its_own_app_as_current_app_in_any_thread(app: Celery) -> None:
+    # As on a worker: Celery code that looks the app up (Celery 5.3's Redis chord join
+    # restores the group through current_app) must find the task's app, not a fallback
+    # app without a result backend, in whatever thread the receiver runs the body.
+    import threading
+
+    from celery import current_app
+
+    @app.task(base=DeferredTask, name="u.whose", shared=False)
+    def whose() -> str:
+        return str(current_app.main)
+
+    body = {"kind": MESSAGE_KIND, "task": "u.whose", "id": "w1", "args": [], "kwargs": {},
+            "retries": 0, "delivery": "n-whose"}
+    answers: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(CallbackReceiver(app).handle(_signed(body))))
+    thread.start()
+    thread.join(10)
+    assert answers[0].payload["result"] == "deferred-unit"

@@ -110,7 +110,7 @@ DJANGO_PROBE = textwrap.dedent('''
         answer = CallbackReceiver(app).handle(ReceivedRequest("POST", URL, {
             "Upstash-Signature": sign(KEY, URL, body, time.time()),
             "Upstash-Message-Id": "msg_" + nonce}, body))
-        assert answer.status == 200, answer.body
+        assert answer.status == 200, answer.payload
         return connection.connection is None  # closed after the task?
 
     before = deliver("before")

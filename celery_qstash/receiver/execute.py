@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from celery import _state as celery_state
 from celery import states
 from celery.app.task import Context
 from celery.app.trace import build_tracer
@@ -201,7 +202,9 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
     token = current_attempt.set(attempt)
     observer = receiver.metrics
     try:
-        with observer.observe(task.name) if observer is not None else nullcontext():
+        with _current_app(task._get_app()), (
+            observer.observe(task.name) if observer is not None else nullcontext()
+        ):
             retval, info, _, _ = _tracer(task)(
                 task_id, body["args"], body["kwargs"],
                 _request(task, {**body, "id": task_id}, delivery, retried),
@@ -209,6 +212,20 @@ def run_task(receiver: CallbackReceiver, delivery: Delivery) -> ReceiverResponse
     finally:
         current_attempt.reset(token)
     return _answer(receiver, task, retval, info, attempt)
+
+
+@contextmanager
+def _current_app(app: Any) -> Iterator[None]:
+    """The task's app is ``current_app`` while its body runs, as on a worker (which makes
+    its app current in every thread). Celery code that looks the app up instead of being
+    given it finds this one, not a fallback app without a result backend: Celery 5.3's
+    Redis chord join (``GroupResult.restore(gid)``), a body's own ``current_app``."""
+    previous = getattr(celery_state._tls, "current_app", None)
+    celery_state._set_current_app(app)
+    try:
+        yield
+    finally:
+        celery_state._set_current_app(previous)
 
 
 def _answer(
