@@ -181,7 +181,7 @@ def test_with_qstash_dev_it_starts_on_the_dev_keys_and_sigterm_stops_it(tmp_path
     url = f"http://127.0.0.1:{port}/tasks"
     signals = tmp_path / "signals.log"
     proc = _start(tmp_path, ["-A", "servapp:app", "--port", str(port), "--path", "/tasks",
-                             "-n", "receiver1@%h"],
+                             "-n", "receiver1@%h", "-c", "2"],
                   {"QSTASH_DEV": "true", "SERVAPP_LOG": str(tmp_path / "ran.log"),
                    "SERVAPP_SIGNALS": str(signals)})
     try:
@@ -235,6 +235,12 @@ def test_a_busy_port_is_one_line(servapp: Any, monkeypatch: pytest.MonkeyPatch) 
     assert result.exit_code == 1
     assert f"port {port} (receiver) on 127.0.0.1 is in use: pick another with --port PORT" \
         in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_concurrency_is_a_whole_number_of_at_least_one(servapp: Any, value: str) -> None:
+    result = CliRunner().invoke(main, ["serve", "-A", "servapp:app", "-c", value])
+    assert result.exit_code == 2 and "--concurrency" in result.output
 
 
 @pytest.mark.parametrize("path", ["receive", "/a?b=1"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,11 +26,13 @@ from celery_qstash.receiver import (
     CallbackReceiver,
     MemoryLedger,
     ReceivedRequest,
+    ReceiverResponse,
     asgi_app,
     fastapi_route,
     flask_route,
     wsgi_app,
 )
+from celery_qstash.receiver.adapters import ReceiverASGI
 from celery_qstash.signals import email_delivered, email_failed
 
 URL = "https://app.example/qstash/callback"
@@ -353,6 +356,59 @@ def test_asgi_adapter(cb_app: Celery, recorder: Recorder) -> None:
     assert ok.status_code == 200 and ok.json()["outcome"] == "delivered"
     assert forged.status_code == 401
     assert recorder.names().count("email_delivered") == 1
+
+
+class _Meeting:
+    """A handler (the adapters' Handles interface) whose deliveries wait for each other
+    at a barrier, and count how many ran at once."""
+
+    max_body = 1000
+
+    def __init__(self, parties: int, wait: float) -> None:
+        self.barrier = threading.Barrier(parties, timeout=wait)
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.threads: set[str] = set()
+
+    def handle(self, request: ReceivedRequest) -> ReceiverResponse:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.current_thread().name)
+        try:
+            self.barrier.wait()
+            met = True
+        except threading.BrokenBarrierError:
+            met = False
+        finally:
+            with self.lock:
+                self.running -= 1
+        return ReceiverResponse(200, {"met": met})
+
+
+async def _post_at_once(app: Any, count: int) -> list[bool]:
+    import asyncio
+
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        answers = await asyncio.gather(*(client.post("/", content=b"{}") for _ in range(count)))
+    return [a.json()["met"] for a in answers]
+
+
+@pytest.mark.asyncio
+async def test_asgi_concurrency_runs_at_most_n_deliveries_at_once() -> None:
+    # Two may run at once: both reach the barrier together.
+    pair = _Meeting(parties=2, wait=10)
+    assert await _post_at_once(ReceiverASGI(pair, concurrency=2), 2) == [True, True]
+    # One at a time (`serve -c 1`, as `celery worker -c 1`): the first waits at the
+    # barrier alone until it gives up, and only then does the second start.
+    single = _Meeting(parties=2, wait=0.3)
+    assert await _post_at_once(ReceiverASGI(single, concurrency=1), 3) == [False] * 3
+    assert single.most == 1 and len(single.threads) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        ReceiverASGI(single, concurrency=0)
 
 
 def test_wsgi_adapter(cb_app: Celery, recorder: Recorder) -> None:

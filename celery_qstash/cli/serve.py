@@ -60,10 +60,12 @@ def allowed_hosts(bind_host: str, settings: Settings) -> tuple[str, ...] | None:
     return (*hosts, *(h.lower() for h in configured if h))
 
 
-def receiver_app(celery_app: Any, path: str, hosts: Sequence[str] | None) -> SameSiteGuard:
+def receiver_app(celery_app: Any, path: str, hosts: Sequence[str] | None,
+                 concurrency: int | None = None) -> SameSiteGuard:
     """The app's receiver at ``path``, guarded like every server of ours. Signing keys and
-    the URL signatures name are read from the app's settings per request."""
-    receiver = ReceiverASGI(CallbackReceiver(celery_app))
+    the URL signatures name are read from the app's settings per request; at most
+    ``concurrency`` deliveries run at once (None: asyncio's default thread pool)."""
+    receiver = ReceiverASGI(CallbackReceiver(celery_app), concurrency=concurrency)
     return SameSiteGuard(OnePath(receiver, path), allowed_hosts=hosts)
 
 
@@ -113,8 +115,11 @@ def _ignore(signum: int, frame: Any) -> None:
 @click.option("--hostname", "-n", default=None, metavar="NAME",
               help="the node name worker signals carry, as `celery worker -n` "
                    "[default: celery@<host>]")
+@click.option("--concurrency", "-c", default=None, type=click.IntRange(min=1), metavar="N",
+              help="run at most N deliveries at once, as `celery worker -c N` (more wait "
+                   "their turn) [default: asyncio's thread pool, min(32, cores + 4)]")
 def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str,
-          hostname: str | None) -> None:
+          hostname: str | None, concurrency: int | None) -> None:
     """Run the app's QStash receiver: deferred tasks' bodies run here, as on a worker.
 
     Sends a worker's signals (worker_init, worker_process_init, worker_ready, then
@@ -140,7 +145,7 @@ def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str,
                   path, settings)
         level = loglevel.upper()
         logging.basicConfig(level=level, format="[%(levelname)s] %(name)s: %(message)s")
-        app = receiver_app(celery_app, path, allowed_hosts(host, settings))
+        app = receiver_app(celery_app, path, allowed_hosts(host, settings), concurrency)
         # No access log: the tracer's own lines say what ran, refusals are logged by the
         # receiver. No lifespan: the receiver holds nothing that needs starting.
         server = uvicorn.Server(uvicorn.Config(app, log_level=level.lower(), access_log=False,
@@ -149,7 +154,8 @@ def serve(app_path: str | None, host: str, port: int, path: str, loglevel: str,
         try:
             # The socket already listens: deliveries that arrive during start-up wait in
             # its backlog until worker_ready's handlers have run.
-            with worker_lifecycle(celery_app, hostname, host=host, port=bound, path=path):
+            with worker_lifecycle(celery_app, hostname, host=host, port=bound, path=path,
+                                  concurrency=concurrency):
                 server.run(sockets=[sock])
         except KeyboardInterrupt:
             pass

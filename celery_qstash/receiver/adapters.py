@@ -7,8 +7,10 @@ endpoint (:mod:`celery_qstash.webhooks`) is mounted by the same code.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from .core import CallbackReceiver
@@ -43,10 +45,20 @@ def _scope_url(scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
 
 
 class ReceiverASGI:
-    """A handler as an ASGI app (a class, so Starlette/FastAPI routes take it as is)."""
+    """A handler as an ASGI app (a class, so Starlette/FastAPI routes take it as is).
 
-    def __init__(self, receiver: Handles) -> None:
+    Each request is handled in a thread (bodies and signal handlers are blocking code):
+    asyncio's default pool, or with ``concurrency=N`` a pool of its own that runs at most
+    N at once, as ``celery worker -c N`` runs at most N bodies (more wait their turn).
+    """
+
+    def __init__(self, receiver: Handles, *, concurrency: int | None = None) -> None:
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.receiver = receiver
+        self.concurrency = concurrency
+        self._pool = (ThreadPoolExecutor(concurrency, thread_name_prefix="qstash-receiver")
+                      if concurrency is not None else None)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -94,12 +106,19 @@ class ReceiverASGI:
             scope["method"], _scope_url(scope, headers), headers, b"".join(chunks)
         )
         # Signal handlers are ordinary blocking code (ORMs, HTTP calls): off the event loop.
-        return await asyncio.to_thread(self.receiver.handle, request)
+        if self._pool is None:
+            return await asyncio.to_thread(self.receiver.handle, request)
+        # As asyncio.to_thread does: the body sees the caller's context variables.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, context.run, self.receiver.handle, request)
 
 
-def asgi_app(celery_app: Any, **options: Any) -> ReceiverASGI:
-    """The receiver as an ASGI app; ``options`` go to :class:`CallbackReceiver`."""
-    return ReceiverASGI(CallbackReceiver(celery_app, **options))
+def asgi_app(celery_app: Any, *, concurrency: int | None = None,
+             **options: Any) -> ReceiverASGI:
+    """The receiver as an ASGI app, running at most ``concurrency`` deliveries at once
+    (see :class:`ReceiverASGI`); ``options`` go to :class:`CallbackReceiver`."""
+    return ReceiverASGI(CallbackReceiver(celery_app, **options), concurrency=concurrency)
 
 
 def _wsgi_url(environ: Mapping[str, Any]) -> str:
