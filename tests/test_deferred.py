@@ -60,6 +60,19 @@ def test_each_retry_has_its_own_deduplication_id_and_the_task_id_as_label() -> N
     assert first.delay == 5 and first.url == URL
 
 
+def test_a_replacement_has_a_deduplication_id_of_its_own() -> None:
+    # Task.replace() publishes under the replaced task's id: under the same deduplication
+    # id QStash would drop it; so would a retry of the replacement under the original's.
+    settings = load_settings(None)
+    plan = plan_publish(task=TaskAttrs(name="u.t", max_retries=3), task_id="T", options={},
+                        settings=settings, now=0.0)
+    ids = {(replaced, attempt): plan.task_request({}, URL, settings, attempt=attempt,
+                                                  replaced=replaced).deduplication_id
+           for replaced in (0, 1, 2) for attempt in (0, 1)}
+    assert ids[(0, 0)] == "T" and ids[(1, 0)] == "T.replaced1" and ids[(1, 1)] == "T.replaced1.retry1"
+    assert len(set(ids.values())) == len(ids)
+
+
 def test_the_ledger_key_comes_from_the_signed_body() -> None:
     message = task_message("t", "tid", [], {})
     again = task_message("t", "tid", [], {})

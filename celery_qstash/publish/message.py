@@ -49,7 +49,7 @@ def task_answer(response: Any) -> dict[str, Any] | None:
 #: firing's task id is ``<id>.<QStash message id>``).
 MESSAGE_FIELDS = ("root_id", "parent_id", "group", "group_index", "callbacks", "errbacks",
                   "chain", "chord", "shadow", "eta", "expires", "ignore_result", "headers",
-                  "schedule")
+                  "schedule", "replaced_task_nesting")
 #: Every key a message may have (``retry_budget``: QStash's retries, added by the plan);
 #: the receiver refuses any other (a message of another version is not guessed at).
 MESSAGE_KEYS = frozenset({"kind", "task", "id", "args", "kwargs", "retries", "delivery",

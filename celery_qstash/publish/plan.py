@@ -185,15 +185,20 @@ class PublishPlan:
         return _within_limit(request, settings)
 
     def task_request(
-        self, message: dict[str, Any], url: str, settings: Settings, *, attempt: int = 0
+        self, message: dict[str, Any], url: str, settings: Settings, *, attempt: int = 0,
+        replaced: int = 0,
     ) -> PublishRequest:
         """A deferred task's publish: the Celery ``message`` to the app's receiver at ``url``.
 
         ``attempt`` is the Celery retry count: QStash gets what is left of ``max_retries``
         (each QStash retry counts as one, as each ``self.retry()`` does), and each retry's
-        deduplication id is its own (the task id is kept, as Celery keeps it).
+        deduplication id is its own (the task id is kept, as Celery keeps it). So is a
+        ``self.replace()``'s (``replaced``: Celery's replacement nesting), which takes over
+        the replaced task's id: under the same deduplication id QStash would drop it.
         """
         budget = None if self.retries is None else max(0, self.retries - attempt)
+        deduplication_id = (self.task_id + (f".replaced{replaced}" if replaced else "")
+                            + (f".retry{attempt}" if attempt else ""))
         request = PublishRequest(
             task_id=self.task_id,
             task_name=self.display_name,
@@ -209,7 +214,7 @@ class PublishPlan:
             timeout=self.timeout,
             # The task's own rate_limit only: AutoSend's pace is for the emails it sends.
             flow_control=self.flow_control,
-            deduplication_id=self.task_id if not attempt else f"{self.task_id}.retry{attempt}",
+            deduplication_id=deduplication_id,
             label=self.task_id,
         )
         return _within_limit(request, settings)

@@ -102,6 +102,9 @@ def _parsed(body: Mapping[str, Any]) -> str | None:
             return f"message field {name!r} is not a list of signatures"
     if body.get("chord") is not None and not isinstance(body.get("chord"), dict):
         return "message field 'chord' is not a signature"
+    nesting = body.get("replaced_task_nesting", 0)
+    if not isinstance(nesting, int) or isinstance(nesting, bool) or nesting < 0:
+        return "message field 'replaced_task_nesting' is not a whole number"
     return None
 
 
@@ -158,6 +161,8 @@ def _request(
         # A chord header's body: the result backend counts this part when the tracer
         # stores the result, and the last part publishes the body (Backend.mark_as_done).
         "chord": body.get("chord"),
+        # How many self.replace() led here: a replacement's own retry or replace counts on.
+        "replaced_task_nesting": body.get("replaced_task_nesting", 0),
         "shadow": body.get("shadow"),
         "headers": body.get("headers") or {},
         "timelimit": (task.time_limit, task.soft_time_limit),

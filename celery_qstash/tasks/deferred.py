@@ -40,6 +40,7 @@ from ..publish.transports.eager import EagerTransport, eager_forced
 from ..status.result import QStashAsyncResult, QStashBackend
 from .batch import Prepared, current_collector, split_plan
 from .planning import _canvas_step, _routed_queue, task_attrs
+from .task import QStashTask
 from .tracing import push_request_merged
 
 __all__ = ["DeferredEmailTask", "DeferredTask"]
@@ -49,6 +50,7 @@ _MESSAGE_OPTIONS = ("root_id", "parent_id", "group_id", "group_index", "chain", 
 #: Options Celery's ``Task.retry`` passes back (``Context.as_execution_options``) that
 #: have no meaning here: no reply queue, no nesting of replaced tasks, no origin host.
 _WORKER_ONLY = ("reply_to", "replaced_task_nesting", "origin", "is_eager")
+#: (``replaced_task_nesting`` is read first: a ``self.replace()`` travels in the message.)
 
 
 @dataclass
@@ -94,6 +96,27 @@ def joins_chords(backend: Any) -> bool:
         return False
     apply_chord = getattr(backend.apply_chord, "__func__", None)
     return apply_chord is not None and apply_chord is not Backend.apply_chord
+
+
+#: Celery's canvas tasks: publishing one publishes its tasks, each through its own class.
+_CANVAS_TASKS = frozenset({"celery.chain", "celery.group", "celery.chord"})
+
+
+def _check_chord_body(app: Any, body: Mapping[str, Any]) -> None:
+    """Refuse, at the call site, a chord body the last header part could only hand to a
+    broker: a plain Celery task of this app (the backend publishes it with its own
+    ``apply_async``)."""
+    name = body.get("task")
+    task = app.tasks.get(name) if isinstance(name, str) else None
+    if task is None or name in _CANVAS_TASKS or isinstance(task, (DeferredTask, QStashTask)):
+        return
+    hint = ("self.replace(group(...)) makes Celery's accumulate task the body of a chord; "
+            "replace with a chord whose body is a deferred task instead"
+            if name == "celery.accumulate" else
+            "make it a deferred task (@qstash_task, or base=DeferredTask)")
+    raise UnsupportedOption(
+        "chord", f"the chord body {name} is a plain Celery task, which only a worker "
+        f"behind a broker runs: {hint}")
 
 
 def _backend_said(backend: Any) -> str:
@@ -150,6 +173,8 @@ class DeferredTask(Task):  # type: ignore[misc]
         chord_body = options.pop("chord", None)
         if chord_body is not None and not joins_chords(app.backend):
             raise chord_backend_error(_backend_said(app.backend))
+        if chord_body is not None:
+            _check_chord_body(app, chord_body)
         json_arguments(self.name, args, kwargs)
         task_id = task_id or uuid()
         conf = call_conf(app.conf)
@@ -164,6 +189,9 @@ class DeferredTask(Task):  # type: ignore[misc]
         # headers): here they are the worker's. The ids are the table's "internal" rows.
         carried: dict[str, Any] = {k: options.pop(k) for k in ("chain", "headers") if k in options}
         carried.update({k: options[k] for k in _MESSAGE_OPTIONS if k in options})
+        # Task.replace() publishes the new signature under the replaced task's id.
+        replaced = options.get("replaced_task_nesting")
+        replaced = replaced if isinstance(replaced, int) and not isinstance(replaced, bool) else 0
         for name in _WORKER_ONLY:
             options.pop(name, None)
         if current_attempt.get() is not None and task_id == getattr(self.request, "id", None):
@@ -202,13 +230,14 @@ class DeferredTask(Task):  # type: ignore[misc]
             errbacks=errbacks,
             chain=[dict(s) for s in carried["chain"]] if carried.get("chain") else None,
             chord=dict(chord_body) if chord_body is not None else None,
+            replaced_task_nesting=replaced or None,
             headers=dict(carried["headers"]) if carried.get("headers") else None,
             shadow=shadow,
             eta=_iso(plan.deliver_at(now)) if plan.delay or plan.not_before else None,
             expires=_iso(plan.expires_at),
         )
         request = plan.task_request(message, settings.require_receiver_url(), settings,
-                                    attempt=retries)
+                                    attempt=retries, replaced=replaced)
         collector = current_collector()
         if collector is not None:  # inside group(...).apply_async(): one /v2/batch
             collector.add(Prepared(self, plan, [request], retry=True, retry_policy={}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -359,6 +360,44 @@ def test_a_chord_header_that_retries_keeps_its_chord(
     # self.retry() published the next attempt with the chord it came with: the body ran.
     assert result.get(timeout=30) == 13
     assert runs.of("flaky") == [0, 1] and runs.of("tsum") == [[3, 10]]
+
+
+def test_self_replace_hands_the_task_id_to_its_replacement(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    add = _add(live_app, runs)
+
+    @live_app.task(base=DeferredTask, bind=True, name="live.fan", shared=False)
+    def fan(self: Any, n: int) -> Any:
+        runs.add("fan", n)
+        raise self.replace(add.s(n, 100))
+
+    # As on a worker: the replacement runs under the replaced task's id (QStash would
+    # drop it as a duplicate under the same deduplication id), so its result is the
+    # caller's; in a chain, the next step gets it.
+    assert fan.delay(5).get(timeout=20) == 105
+    assert (fan.s(1) | add.s(1000)).apply_async().get(timeout=20) == 1101
+    assert runs.of("fan") == [5, 1] and runs.of("add") == [(5, 100), (1, 100), (101, 1000)]
+
+
+def test_replacing_with_a_group_is_refused_naming_what_to_do(
+    live_app: Celery, receiver_url: str, runs: Runs
+) -> None:
+    live_app.conf.result_backend = "cache+memory://"  # a backend that counts chord parts
+    add = _add(live_app, runs)
+
+    @live_app.task(base=DeferredTask, bind=True, name="live.fan_out", max_retries=0,
+                   shared=False)
+    def fan_out(self: Any, n: int) -> Any:
+        raise self.replace(group(add.s(i, i) for i in range(n)))
+
+    # Celery makes its own accumulate task the body of a chord: only a worker runs it.
+    # The refusal is the body's failure (the result backend keeps its message).
+    result = fan_out.delay(2)
+    wait_until(lambda: result.state == "FAILURE", "fan_out failed")
+    assert re.search("chord: the chord body celery.accumulate .*chord whose body is a deferred",
+                     str(result.result))
+    assert runs.of("add") == []
 
 
 def test_an_ordinary_celery_result_backend_gets_the_result(
