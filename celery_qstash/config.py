@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from .devserver import (
     AUTOSEND_URL,
@@ -47,7 +49,29 @@ from .devserver import (
 )
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_QSTASH_URL", "DEFAULT_RATE_LIMIT", "Settings", "load_settings"]
+__all__ = ["DEFAULT_QSTASH_URL", "DEFAULT_RATE_LIMIT", "Settings", "http_url_problem",
+           "load_settings"]
+
+#: A URL that can travel in a header (``Upstash-Callback``) or QStash's path as it is:
+#: printable ASCII, no spaces. A CR or LF would split the header (h11 refuses it only
+#: when sending, after the call returned), anything else non-ASCII is not a header value.
+_HEADER_SAFE_URL = re.compile(r"https?://[\x21-\x7e]*")
+
+
+def http_url_problem(value: object) -> str | None:
+    """What keeps ``value`` from being an http(s) URL QStash can be given, if anything."""
+    text = str(value)
+    if not text.startswith(("http://", "https://")):
+        return f"expected an http(s) URL, got {text!r}"
+    if not _HEADER_SAFE_URL.fullmatch(text):
+        return (f"{text!r} has a space, a control character or a non-ASCII character: "
+                "percent-encode it")
+    try:
+        host = urlsplit(text).hostname
+    except ValueError as exc:  # an unclosed IPv6 bracket, a bad port
+        return f"{text!r} is not a URL ({exc})"
+    return None if host else f"{text!r} names no host"
+
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 #: The default flow control of AutoSend-bound messages: one request per 2-second period
@@ -397,15 +421,11 @@ def _build(raw: dict[str, Any]) -> Settings:
     redact = True if redact_value is None else _flag(redact_value, "qstash_redact_authorization")
 
     callback = raw["qstash_callback_url"] or None
-    if callback is not None and not str(callback).startswith(("http://", "https://")):
-        raise ConfigurationError(
-            "qstash_callback_url", f"must be an http(s) URL (the receiver's), got {callback!r}"
-        )
     receiver = raw["qstash_receiver_url"] or None
-    if receiver is not None and not str(receiver).startswith(("http://", "https://")):
-        raise ConfigurationError(
-            "qstash_receiver_url", f"must be an http(s) URL (the receiver's), got {receiver!r}"
-        )
+    for name, given in (("qstash_callback_url", callback), ("qstash_receiver_url", receiver)):
+        problem = http_url_problem(given) if given is not None else None
+        if problem:
+            raise ConfigurationError(name, f"must be the receiver's http(s) URL: {problem}")
     ledger = raw["qstash_ledger_url"] or None
     current = raw["qstash_current_signing_key"] or (
         DEV_CURRENT_SIGNING_KEY if dev else None

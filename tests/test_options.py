@@ -17,6 +17,7 @@ from celery.exceptions import TaskRevokedError
 
 from celery_qstash import (
     CeleryQStashWarning,
+    ConfigurationError,
     Email,
     QStashAsyncResult,
     UnsupportedOption,
@@ -818,3 +819,19 @@ def test_retry_errors_in_the_retry_policy_warn_once(
     send_welcome.apply_async((2,), retry_policy={"retry_errors": (OSError,)})
     assert qstash_mock["publish"].call_count == 2
     assert sum("retry_errors" in m for m in ours(recorded)) == 1
+
+
+@pytest.mark.parametrize("url", ["https://a.example/\r\nX: y", "https://a.example/ x",
+                                 "https://ä.example/", "https://", "https://[::1"])
+def test_a_callback_url_that_cannot_be_a_header_is_refused_at_the_call_site(
+    app: Celery, qstash_mock: respx.MockRouter, url: str
+) -> None:
+    # Found by tests/test_properties.py: a CR LF in link= reached Upstash-Callback (h11
+    # refuses it only when sending; a mock, or a laxer client, sent the split header).
+    with pytest.raises(UnsupportedOption, match=r"^link: "):
+        send_welcome.apply_async((1,), link=url)
+    assert qstash_mock["publish"].call_count == 0
+    from celery_qstash.config import load_settings
+
+    with pytest.raises(ConfigurationError, match="qstash_callback_url"):
+        load_settings({"qstash_callback_url": url})

@@ -32,7 +32,7 @@ from urllib.parse import quote
 import celery
 import kombu
 
-from ..config import Settings
+from ..config import Settings, http_url_problem
 from ..errors import CeleryQStashWarning, UnsupportedOption
 
 __all__ = [
@@ -198,8 +198,9 @@ def _callback_url(option: str, value: Any) -> str | None:
             )
         value = value[0]
     if isinstance(value, str):
-        if not value.startswith(("http://", "https://")):
-            raise UnsupportedOption(option, f"expected an http(s) URL, got {value!r}")
+        problem = http_url_problem(value)
+        if problem:
+            raise UnsupportedOption(option, problem)
         return value
     raise UnsupportedOption(
         option,
