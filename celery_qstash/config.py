@@ -384,10 +384,10 @@ def _build(raw: dict[str, Any]) -> Settings:
         DEV_AUTOSEND_API_KEY if dev else None
     )
     base = raw["autosend_base_url"] or AUTOSEND_URL
-    if not str(base).startswith(("http://", "https://")):
-        raise ConfigurationError("autosend_base_url", f"must be an http(s) URL, got {base!r}")
-    if not str(url).startswith(("http://", "https://")):
-        raise ConfigurationError("qstash_url", f"must be an http(s) URL, got {url!r}")
+    for name, given in (("autosend_base_url", base), ("qstash_url", url)):
+        problem = http_url_problem(given)
+        if problem:
+            raise ConfigurationError(name, f"must be an http(s) URL: {problem}")
 
     rate = raw["autosend_rate_limit"]
     if rate is None:

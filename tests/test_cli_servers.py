@@ -251,3 +251,12 @@ def test_the_state_directory_ignores_itself_in_git(tmp_path: Path, command: str,
     ignored = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
                              cwd=tmp_path, check=True, capture_output=True, text=True)
     assert ignored.stdout == ""  # nothing under .qstash-dev/ shows up
+
+
+@pytest.mark.parametrize("command", ["dev", "sandbox"])
+def test_a_webhook_url_must_be_http(command: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [command, "--webhook-url", "ftp://x.example/",
+                                       "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "Invalid value for '--webhook-url': must be an http(s) URL" in result.output
+    assert not any(tmp_path.iterdir())  # refused before any server or folder was made

@@ -222,8 +222,14 @@ _per_minute = click.option(
 )
 
 
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http(s) URL")
+    return value
+
+
 _webhook_url = click.option(
-    "--webhook-url", metavar="URL", default=None,
+    "--webhook-url", metavar="URL", default=None, callback=_http_url,
     help="sandbox: send AutoSend's signed webhooks (email.sent, email.delivered, bounces) "
     "here",
 )
@@ -320,8 +326,6 @@ def dev(
     here is byte for byte what it publishes in production.
     """
     _need_local()
-    if webhook_url and not webhook_url.startswith(("http://", "https://")):
-        raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
     celery_app = None
     if app_path:
         from .beat import _load_app
@@ -533,8 +537,6 @@ def sandbox(host: str, port: int, data_dir: Path, api_keys: tuple[str, ...],
     _need_local()
     from ..local.sandbox import DEFAULT_MAX_BODY, serve
 
-    if webhook_url and not webhook_url.startswith(("http://", "https://")):
-        raise click.BadParameter("must be an http(s) URL", param_hint="--webhook-url")
     _check_ports(host, (port, "--port", "AutoSend sandbox"))
     _logging()
     _state_dir(data_dir)

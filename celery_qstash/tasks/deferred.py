@@ -250,8 +250,10 @@ class DeferredTask(Task):  # type: ignore[misc]
         # Eager mode is production without the network: a chord's header that production
         # would refuse (its backend cannot count the parts) is refused here too. Celery's
         # eager canvas runs the header through apply(), without the chord= option.
-        if _canvas_step() == "chord" and not joins_chords(self._get_app().backend):
-            raise chord_backend_error(_backend_said(self._get_app().backend))
+        if _canvas_step() == "chord":
+            backend = self._get_app().backend
+            if not joins_chords(backend):
+                raise chord_backend_error(_backend_said(backend))
         return super().apply(*args, **kwargs)
 
     def push_request(self, *args: Any, **kwargs: Any) -> None:
