@@ -122,7 +122,13 @@ def _wait_listening(proc: subprocess.Popen[str], url: str) -> None:
 def _stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str]:
     if proc.poll() is None:
         proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=30)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # The signal was not honoured (a background job ignores SIGINT): never leave the
+        # server running; the test fails on the exit code it then reports.
+        proc.kill()
+        out, _ = proc.communicate()
     return proc.returncode, out
 
 
