@@ -48,6 +48,7 @@ from .devserver import (
     EMULATOR_PORT,
 )
 from .errors import ConfigurationError
+from .redaction import safe_url
 
 __all__ = ["DEFAULT_QSTASH_URL", "DEFAULT_RATE_LIMIT", "Settings", "http_url_problem",
            "load_settings"]
@@ -61,16 +62,17 @@ _HEADER_SAFE_URL = re.compile(r"https?://[\x21-\x7e]*")
 def http_url_problem(value: object) -> str | None:
     """What keeps ``value`` from being an http(s) URL QStash can be given, if anything."""
     text = str(value)
-    if not text.startswith(("http://", "https://")):
-        return f"expected an http(s) URL, got {text!r}"
-    if not _HEADER_SAFE_URL.fullmatch(text):
-        return (f"{text!r} has a space, a control character or a non-ASCII character: "
-                "percent-encode it")
     try:
         host = urlsplit(text).hostname
+        shown = repr(safe_url(text))  # errors are read by people: no credentials in them
     except ValueError as exc:  # an unclosed IPv6 bracket, a bad port
-        return f"{text!r} is not a URL ({exc})"
-    return None if host else f"{text!r} names no host"
+        return f"not a URL ({exc})"
+    if not text.startswith(("http://", "https://")):
+        return f"expected an http(s) URL, got {shown}"
+    if not _HEADER_SAFE_URL.fullmatch(text):
+        return (f"{shown} has a space, a control character or a non-ASCII character: "
+                "percent-encode it")
+    return None if host else f"{shown} names no host"
 
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"

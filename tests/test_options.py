@@ -835,3 +835,9 @@ def test_a_callback_url_that_cannot_be_a_header_is_refused_at_the_call_site(
 
     with pytest.raises(ConfigurationError, match="qstash_callback_url"):
         load_settings({"qstash_callback_url": url})
+
+
+def test_a_refused_url_shows_no_credentials(app: Celery, qstash_mock: respx.MockRouter) -> None:
+    with pytest.raises(UnsupportedOption) as refused:
+        send_welcome.apply_async((1,), link="ftp://user:pw@x.example/?api_key=s3cret")
+    assert "s3cret" not in str(refused.value) and "pw" not in str(refused.value)
